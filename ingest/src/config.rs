@@ -1,0 +1,125 @@
+//! Configuration of `telemetry-ingest`: one typed struct, read from flags and environment variables.
+//! Names follow the original service where it had one (`RATE_LIMIT_RPM`, `RATE_BURST`, ...).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
+
+/// Private and loopback ranges: a reverse proxy on the same host or network is trusted by default.
+pub const DEFAULT_TRUSTED_PROXIES: &str =
+    "127.0.0.0/8,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,::1/128,fc00::/7";
+
+/// The async-nats client deadlocks with more than 5000 pending acks; stay well below.
+pub const MAX_IN_FLIGHT_LIMIT: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The telemetry edge: validates script events, repairs known script bugs, and publishes them to NATS
+/// JetStream. Answers 202 only after the broker acknowledged the event.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "telemetry-ingest", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on for HTTP.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen_addr: SocketAddr,
+
+    /// NATS server URL(s), comma-separated for a cluster.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Largest accepted request body, in bytes; larger bodies get 413.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 262_144)]
+    pub max_body_bytes: usize,
+
+    /// Requests per minute allowed per client (token bucket refill); 0 disables rate limiting.
+    #[arg(long, env = "RATE_LIMIT_RPM", default_value_t = 120)]
+    pub rate_limit_rpm: u32,
+
+    /// Burst size of the per-client token bucket, in requests.
+    #[arg(long, env = "RATE_BURST", default_value_t = 30)]
+    pub rate_burst: u32,
+
+    /// Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed.
+    #[arg(long, env = "TRUSTED_PROXIES_CIDR", default_value = DEFAULT_TRUSTED_PROXIES, value_delimiter = ',')]
+    pub trusted_proxies_cidr: Vec<IpNet>,
+
+    /// Publishes awaiting their broker ack at once; when full, new events get 503 at once (max 4096).
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=MAX_IN_FLIGHT_LIMIT as i64))]
+    pub max_in_flight: u32,
+
+    /// How long to wait for the broker's ack before answering 503, in milliseconds.
+    #[arg(long, env = "PUBLISH_TIMEOUT_MS", default_value_t = 2000)]
+    pub publish_timeout_ms: u64,
+
+    /// Deadline for a whole request, body included, in milliseconds (408 after it).
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+
+    /// Deadline for a client to send its request headers, in milliseconds (the connection is closed).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 5_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// Deadline for draining in-flight requests at shutdown, in seconds.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
+    pub shutdown_timeout_secs: u64,
+
+    /// Replay window of the event stream, in hours.
+    #[arg(long, env = "STREAM_MAX_AGE_HOURS", default_value_t = 168)]
+    pub stream_max_age_hours: u64,
+
+    /// Byte cap of the event stream (oldest events are dropped first).
+    #[arg(long, env = "STREAM_MAX_BYTES", default_value_t = schema::names::DEFAULT_EVENTS_MAX_BYTES)]
+    pub stream_max_bytes: i64,
+
+    /// Copies of the event stream in a JetStream cluster (1 on a single server, 3 in a cluster).
+    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+
+    /// Log format: text for people, json for log collectors.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ingest=debug`.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+impl Config {
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    pub fn stream_settings(&self) -> schema::names::StreamSettings {
+        schema::names::events_stream(
+            Duration::from_secs(self.stream_max_age_hours * 3600),
+            self.stream_max_bytes,
+            self.stream_replicas,
+        )
+    }
+
+    /// A configuration for tests and embedding: loopback, defaults otherwise.
+    pub fn for_nats(nats_url: &str) -> Config {
+        let mut config = Config::parse_from(["telemetry-ingest"]);
+        config.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.nats_url = nats_url.to_string();
+        config
+    }
+}

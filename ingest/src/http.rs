@@ -1,0 +1,263 @@
+//! The HTTP surface of contract §2: `POST /telemetry` (and its alias `POST /`), health, readiness and
+//! metrics. Every answer the edge gives is built here, and every error maps to its status in one place.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::broker::{self, Published, PublishFailure};
+use crate::metrics as m;
+use crate::AppState;
+
+/// Why a request did not get a 202; the only place that picks a status code for an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Invalid(#[from] schema::Rejection),
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the body did not arrive in time")]
+    Timeout,
+    #[error("too many requests from this client; retry in {0:?}")]
+    RateLimited(Duration),
+    #[error("the service is temporarily unavailable ({0})")]
+    Unavailable(&'static str),
+    #[error("method not allowed; use POST")]
+    MethodNotAllowed,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, Option<&'static str>) {
+        match self {
+            ApiError::Invalid(r) => (StatusCode::BAD_REQUEST, r.code.as_str(), r.field),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None),
+            ApiError::Timeout => (StatusCode::REQUEST_TIMEOUT, "timeout", None),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, field) = self.parts();
+        let mut body = json!({ "error": code, "message": self.to_string() });
+        if let Some(field) = field {
+            body["field"] = json!(field);
+        }
+        let mut response = (status, Json(body)).into_response();
+        let retry_after = match &self {
+            ApiError::RateLimited(wait) => Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+            ApiError::Unavailable(_) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, ApiError::MethodNotAllowed) {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        response
+    }
+}
+
+/// The edge's routes with their limits and timeouts.
+pub fn router(state: Arc<AppState>) -> Router {
+    let telemetry = post(receive).fallback(method_not_allowed);
+    Router::new()
+        .route("/telemetry", telemetry.clone())
+        .route("/", telemetry)
+        .layer(RequestBodyLimitLayer::new(state.config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.config.request_timeout(),
+        ))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            json_for_layer_errors,
+        ))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// The limit and timeout layers answer in plain text; the contract wants JSON everywhere.
+async fn json_for_layer_errors(State(state): State<Arc<AppState>>, response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return response;
+    }
+    match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            metrics::counter!(m::REJECTED, "reason" => "too_large").increment(1);
+            ApiError::TooLarge(state.config.max_body_bytes).into_response()
+        }
+        StatusCode::REQUEST_TIMEOUT => {
+            metrics::counter!(m::REJECTED, "reason" => "timeout").increment(1);
+            ApiError::Timeout.into_response()
+        }
+        _ => response,
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = crate::limit::client_key(peer.ip(), &headers, &state.config.trusted_proxies_cidr);
+    if let Err(wait) = state.limiter.check(key) {
+        metrics::counter!(m::RATE_LIMITED).increment(1);
+        return Err(ApiError::RateLimited(wait));
+    }
+    let body = read_body(body, state.config.max_body_bytes).await?;
+    let accepted = schema::validate(&body, schema::Reception::now()).inspect_err(|r| {
+        metrics::counter!(m::REJECTED, "reason" => r.code.as_str()).increment(1);
+        tracing::debug!(reason = r.code.as_str(), field = r.field, message = %r.message, "event rejected");
+    })?;
+    count_repairs(&accepted);
+
+    if state.shutting_down.load(Ordering::Relaxed) {
+        return Err(shed("shutting_down"));
+    }
+    if state.client.connection_state() != async_nats::connection::State::Connected {
+        return Err(shed("broker_down"));
+    }
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        return Err(shed("in_flight"));
+    };
+    let in_flight = metrics::gauge!(m::IN_FLIGHT);
+    in_flight.increment(1.0);
+    let event = &accepted.event;
+    let result = broker::publish(
+        &state.jetstream,
+        event.subject(),
+        &accepted.msg_id,
+        event.to_json().into(),
+        state.config.publish_timeout(),
+    )
+    .await;
+    in_flight.decrement(1.0);
+    let (published, took) = result.map_err(|failure| {
+        tracing::warn!(error = %failure, "publish got no ack");
+        match failure {
+            PublishFailure::Timeout(_) => shed("publish_timeout"),
+            PublishFailure::Failed(_) => shed("publish_error"),
+        }
+    })?;
+    metrics::histogram!(m::PUBLISH_SECONDS).record(took.as_secs_f64());
+    let status = match published {
+        Published::Stored => {
+            metrics::counter!(m::ACCEPTED).increment(1);
+            "accepted"
+        }
+        Published::Duplicate => {
+            metrics::counter!(m::DUPLICATES).increment(1);
+            "duplicate"
+        }
+    };
+    let body = json!({ "status": status, "id": event.event_id.to_string() });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+fn shed(reason: &'static str) -> ApiError {
+    metrics::counter!(m::SHED, "reason" => reason).increment(1);
+    ApiError::Unavailable(reason)
+}
+
+fn count_repairs(accepted: &schema::Accepted) {
+    for kind in &accepted.event.rescued {
+        metrics::counter!(m::RESCUED, "kind" => kind.as_str()).increment(1);
+    }
+    if accepted.unknown_fields > 0 {
+        metrics::counter!(m::UNKNOWN_FIELDS).increment(accepted.unknown_fields as u64);
+    }
+    if accepted.status_coerced {
+        metrics::counter!(m::STATUS_COERCED).increment(1);
+    }
+    if let Some(to) = accepted.reclassified {
+        let to = match to {
+            schema::validate::Reclassified::ToSuccess => "success",
+            schema::validate::Reclassified::ToAborted => "aborted",
+        };
+        metrics::counter!(m::RECLASSIFIED, "to" => to).increment(1);
+    }
+}
+
+/// Reads the whole body; the limit layer turns an oversized stream into an error we map to 413.
+async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
+        let too_large = std::iter::successors(
+            Some(&e as &(dyn std::error::Error + 'static)),
+            |err| err.source(),
+        )
+        .any(|err| err.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            metrics::counter!(m::REJECTED, "reason" => "too_large").increment(1);
+            ApiError::TooLarge(max)
+        } else {
+            metrics::counter!(m::REJECTED, "reason" => "timeout").increment(1);
+            ApiError::Timeout
+        }
+    })
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let connected = state.client.connection_state() == async_nats::connection::State::Connected;
+    let stream = state.stream_ready.load(Ordering::Relaxed);
+    let draining = state.shutting_down.load(Ordering::Relaxed);
+    let ready = connected && stream && !draining;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({ "ready": ready, "broker_connected": connected, "stream_ready": stream, "shutting_down": draining });
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let connected = state.client.connection_state() == async_nats::connection::State::Connected;
+    metrics::gauge!(m::BROKER_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+    let text = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
+}

@@ -1,0 +1,51 @@
+//! Metric names of the ingest edge, defined once, and the Prometheus recorder set-up used by `main`.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const ACCEPTED: &str = "telemetry_ingest_accepted_total";
+pub const DUPLICATES: &str = "telemetry_ingest_duplicates_total";
+/// Label `reason`: invalid_json, invalid_field, missing_field, too_large, timeout.
+pub const REJECTED: &str = "telemetry_ingest_rejected_total";
+/// Label `kind`: a rescue kind of contract §4.
+pub const RESCUED: &str = "telemetry_ingest_rescued_total";
+pub const UNKNOWN_FIELDS: &str = "telemetry_ingest_unknown_fields_total";
+pub const STATUS_COERCED: &str = "telemetry_ingest_status_coerced_total";
+/// Label `to`: success, aborted.
+pub const RECLASSIFIED: &str = "telemetry_ingest_reclassified_total";
+pub const RATE_LIMITED: &str = "telemetry_ingest_rate_limited_total";
+/// Label `reason`: in_flight, broker_down, publish_timeout, publish_error, shutting_down.
+pub const SHED: &str = "telemetry_ingest_shed_total";
+pub const PUBLISH_SECONDS: &str = "telemetry_ingest_publish_seconds";
+pub const IN_FLIGHT: &str = "telemetry_ingest_in_flight";
+pub const BROKER_CONNECTED: &str = "telemetry_ingest_broker_connected";
+pub const RATE_LIMIT_KEYS: &str = "telemetry_ingest_rate_limit_keys";
+
+const PUBLISH_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// Installs the process-wide Prometheus recorder. Called once, by `main` (or a test binary).
+pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(PUBLISH_SECONDS.into()), &PUBLISH_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(ACCEPTED, "events acknowledged by the broker and answered 202");
+    describe_counter!(DUPLICATES, "events the broker recognized as retries (202 duplicate)");
+    describe_counter!(REJECTED, "requests rejected with 4xx, by reason");
+    describe_counter!(RESCUED, "events repaired by the rescue pass, by repair kind");
+    describe_counter!(UNKNOWN_FIELDS, "fields the contract does not know (ignored)");
+    describe_counter!(STATUS_COERCED, "status values the contract does not know, stored as unknown");
+    describe_counter!(RECLASSIFIED, "finals reclassified by the server, by new status");
+    describe_counter!(RATE_LIMITED, "requests answered 429 by the per-client rate limit");
+    describe_counter!(SHED, "requests answered 503, by reason");
+    describe_histogram!(PUBLISH_SECONDS, Unit::Seconds, "time from publish to broker ack");
+    describe_gauge!(IN_FLIGHT, "publishes awaiting their broker ack");
+    describe_gauge!(BROKER_CONNECTED, "1 when the NATS connection is up");
+    describe_gauge!(RATE_LIMIT_KEYS, "clients currently tracked by the rate limiter");
+}

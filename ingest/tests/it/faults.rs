@@ -1,0 +1,130 @@
+//! The edge when things go wrong: the broker down or restarted, the broker frozen (publish timeouts and
+//! the in-flight cap), slow clients, and a shutdown with a publish still in flight.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{fixture_as, sample, start_edge, Edge};
+use testkit::NatsServer;
+
+async fn wait_in_flight(edge: &Edge, n: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sample(&edge.metrics().await, "telemetry_ingest_in_flight") != n {
+        assert!(Instant::now() < deadline, "in-flight never reached {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn broker_down_answers_503_fast_and_recovers_by_itself() {
+    let mut nats = NatsServer::start().expect("nats");
+    let edge = start_edge(&nats, |_| {}).await;
+    assert_eq!(edge.post(fixture_as("01_lxc_installing.json", "before")).await.status, 202);
+
+    nats.kill();
+    edge.wait_ready(false).await;
+    let answer = edge.post(fixture_as("01_lxc_installing.json", "during")).await;
+    assert_eq!(answer.status, 503, "{}", answer.json);
+    assert_eq!(answer.json["error"], "unavailable");
+    assert_eq!(answer.retry_after.as_deref(), Some("1"));
+    assert!(answer.took < Duration::from_millis(500), "{:?}", answer.took);
+
+    nats.restart().expect("restart");
+    edge.wait_ready(true).await;
+    assert_eq!(edge.post(fixture_as("01_lxc_installing.json", "after")).await.status, 202);
+    let ids: Vec<String> = edge.stored_events().await.into_iter().map(|e| e.execution_id).collect();
+    assert_eq!(ids, ["before", "after"]);
+}
+
+#[tokio::test]
+async fn a_frozen_broker_hits_the_publish_timeout_and_the_in_flight_cap() {
+    let nats = NatsServer::start().expect("nats");
+    let edge = start_edge(&nats, |c| {
+        c.max_in_flight = 1;
+        c.publish_timeout_ms = 1500;
+    })
+    .await;
+    nats.pause().expect("pause");
+    let first = edge.post(fixture_as("01_lxc_installing.json", "slow-1"));
+    let second = async {
+        wait_in_flight(&edge, 1.0).await;
+        edge.post(fixture_as("01_lxc_installing.json", "slow-2")).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    // The second found the only permit taken: shed at once.
+    assert_eq!(second.status, 503);
+    assert!(second.took < Duration::from_millis(500), "{:?}", second.took);
+    // The first waited for its ack no longer than the publish timeout.
+    assert_eq!(first.status, 503);
+    assert!(first.took >= Duration::from_millis(1400) && first.took < Duration::from_secs(3), "{:?}", first.took);
+    nats.resume().expect("resume");
+    let third = edge.post(fixture_as("01_lxc_installing.json", "slow-3")).await;
+    assert_eq!(third.status, 202);
+    let m = edge.metrics().await;
+    assert_eq!(sample(&m, "telemetry_ingest_shed_total{reason=\"in_flight\"}"), 1.0, "{}", m.lines().filter(|l| l.contains("shed")).collect::<Vec<_>>().join("\n"));
+    assert_eq!(sample(&m, "telemetry_ingest_shed_total{reason=\"publish_timeout\"}"), 1.0, "{m}");
+}
+
+#[tokio::test]
+async fn slow_clients_cannot_hold_a_connection() {
+    let nats = NatsServer::start().expect("nats");
+    let edge = start_edge(&nats, |c| {
+        c.header_read_timeout_ms = 300;
+        c.request_timeout_ms = 500;
+    })
+    .await;
+    // Connects and sends nothing: closed after the header deadline.
+    let mut idle = tokio::net::TcpStream::connect(edge.addr).await.expect("connect");
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "idle connection still open after 5 s");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+
+    // Sends headers and part of the body, then stalls: 408 as JSON after the request deadline.
+    let mut stalled = tokio::net::TcpStream::connect(edge.addr).await.expect("connect");
+    stalled
+        .write_all(b"POST /telemetry HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"random_id\":")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf))
+        .await
+        .expect("answer within 5 s")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"error\":\"timeout\""), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn shutdown_drains_the_publish_in_flight() {
+    let nats = NatsServer::start().expect("nats");
+    let edge = start_edge(&nats, |c| c.publish_timeout_ms = 4000).await;
+    let js = edge.js.clone();
+    let addr = edge.addr;
+    nats.pause().expect("pause");
+    let http = edge.http.clone();
+    let pending = tokio::spawn(async move {
+        http.post(format!("http://{addr}/telemetry"))
+            .body(fixture_as("01_lxc_installing.json", "draining"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    wait_in_flight(&edge, 1.0).await;
+    let resume = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        nats.resume().expect("resume");
+    };
+    let (took, ()) = tokio::join!(edge.shutdown(), resume);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(pending.await.expect("join").expect("answered, not reset"), 202);
+    // Nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let mut stream = js.get_stream("TELEMETRY_EVENTS").await.expect("stream");
+    assert_eq!(stream.info().await.expect("info").state.messages, 1);
+}

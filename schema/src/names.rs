@@ -1,0 +1,133 @@
+//! Every name that crosses a process boundary (streams, subjects, KV buckets, headers) and the stream
+//! settings of contract §5, defined once so that every service agrees on them.
+
+use std::time::Duration;
+
+use crate::event::{Kind, Status};
+
+/// The stream every accepted event is published to.
+pub const EVENTS_STREAM: &str = "TELEMETRY_EVENTS";
+/// Subject prefix of accepted events; the full subject is `telemetry.v1.events.<type>.<status>`.
+pub const EVENTS_SUBJECT_PREFIX: &str = "telemetry.v1.events";
+/// Wildcard that binds [`EVENTS_STREAM`] to every event subject.
+pub const EVENTS_SUBJECTS: &str = "telemetry.v1.events.>";
+
+/// The stream of alerts and resolutions (written by the alerter, read by the web).
+pub const ALERTS_STREAM: &str = "TELEMETRY_ALERTS";
+/// Wildcard of [`ALERTS_STREAM`].
+pub const ALERTS_SUBJECTS: &str = "telemetry.v1.alerts.>";
+/// Subject prefix of alerts.
+pub const ALERTS_SUBJECT_PREFIX: &str = "telemetry.v1.alerts";
+
+/// Dead letters: events a sink rejected as invalid, with the reason.
+pub const DLQ_STREAM: &str = "TELEMETRY_DLQ";
+/// Wildcard of [`DLQ_STREAM`].
+pub const DLQ_SUBJECTS: &str = "telemetry.v1.dlq.>";
+/// Subject prefix of dead letters.
+pub const DLQ_SUBJECT_PREFIX: &str = "telemetry.v1.dlq";
+
+/// KV bucket of live rollups (aggregator writes, web and alerter read).
+pub const STATS_BUCKET: &str = "telemetry_stats";
+/// KV bucket of alert claims and cooldowns.
+pub const ALERTS_BUCKET: &str = "telemetry_alerts";
+
+/// JetStream's de-duplication header.
+pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+
+/// The subject an event of this type and status is published on.
+pub fn event_subject(kind: Kind, status: Status) -> String {
+    format!(
+        "{EVENTS_SUBJECT_PREFIX}.{}.{}",
+        kind.as_str(),
+        status.as_str()
+    )
+}
+
+/// The de-duplication id of contract §5: `<execution_id>:<status>`. `status` is the status the script
+/// sent (after spelling fixes, before reclassification), so every retry of one post gets the same id.
+pub fn msg_id(execution_id: &str, sent_status: Status) -> String {
+    format!("{execution_id}:{}", sent_status.as_str())
+}
+
+/// Settings of a stream, independent of the client library.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSettings {
+    pub name: &'static str,
+    pub subjects: &'static str,
+    /// Messages older than this are dropped (the replay window).
+    pub max_age: Duration,
+    /// Byte cap of the stream; the oldest messages go first.
+    pub max_bytes: i64,
+    /// Window in which a repeated `Nats-Msg-Id` is answered as a duplicate.
+    pub duplicate_window: Duration,
+    /// Copies kept in a JetStream cluster.
+    pub replicas: usize,
+}
+
+/// Default replay window of the event stream.
+pub const DEFAULT_EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default byte cap of the event stream (10 GiB).
+pub const DEFAULT_EVENTS_MAX_BYTES: i64 = 10 * 1024 * 1024 * 1024;
+/// The duplicate window of contract §5.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The event stream with the given replay window, byte cap and replica count.
+pub fn events_stream(max_age: Duration, max_bytes: i64, replicas: usize) -> StreamSettings {
+    StreamSettings {
+        name: EVENTS_STREAM,
+        subjects: EVENTS_SUBJECTS,
+        max_age,
+        max_bytes,
+        duplicate_window: DUPLICATE_WINDOW,
+        replicas,
+    }
+}
+
+/// The alert stream (kept a year; alerts are rare).
+pub fn alerts_stream(replicas: usize) -> StreamSettings {
+    StreamSettings {
+        name: ALERTS_STREAM,
+        subjects: ALERTS_SUBJECTS,
+        max_age: Duration::from_secs(365 * 24 * 3600),
+        max_bytes: 256 * 1024 * 1024,
+        duplicate_window: DUPLICATE_WINDOW,
+        replicas,
+    }
+}
+
+/// The dead-letter stream (kept as long as the event stream).
+pub fn dlq_stream(replicas: usize) -> StreamSettings {
+    StreamSettings {
+        name: DLQ_STREAM,
+        subjects: DLQ_SUBJECTS,
+        max_age: DEFAULT_EVENTS_MAX_AGE,
+        max_bytes: 1024 * 1024 * 1024,
+        duplicate_window: DUPLICATE_WINDOW,
+        replicas,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_fall_under_the_stream_wildcard() {
+        let subject = event_subject(Kind::Lxc, Status::Failed);
+        assert_eq!(subject, "telemetry.v1.events.lxc.failed");
+        assert!(subject.starts_with(EVENTS_SUBJECTS.trim_end_matches('>')));
+    }
+
+    #[test]
+    fn msg_id_is_execution_and_status() {
+        assert_eq!(msg_id("abc-1", Status::Installing), "abc-1:installing");
+    }
+
+    #[test]
+    fn events_stream_has_the_contract_window() {
+        let s = events_stream(DEFAULT_EVENTS_MAX_AGE, DEFAULT_EVENTS_MAX_BYTES, 1);
+        assert_eq!(s.duplicate_window, Duration::from_secs(120));
+        assert_eq!(s.max_age, Duration::from_secs(604_800));
+        assert_eq!(s.name, "TELEMETRY_EVENTS");
+    }
+}

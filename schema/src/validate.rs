@@ -1,0 +1,466 @@
+//! Validation and normalization of contract §3: the only way to turn client bytes into an [`Event`].
+//! It runs the rescue pass, checks every rule of the field table in document order (so the first bad
+//! field is the one named), normalizes strings and enums, reclassifies finals and masks the log.
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::category::Category;
+use crate::event::{CpuVendor, Event, GpuPassthrough, GpuVendor, Kind, RepoSource, Sealed, Status};
+use crate::exit_codes;
+use crate::privacy::{self, MAX_ERROR_BYTES};
+use crate::rescue;
+
+/// Longest id (`random_id`, `execution_id`).
+pub const MAX_ID_LEN: usize = 64;
+/// Longest `nsapp`.
+pub const MAX_NSAPP_BYTES: usize = 64;
+/// Longest os_type, os_version, pve_version and method.
+pub const MAX_SHORT_BYTES: usize = 32;
+/// Longest cpu_model and gpu_model.
+pub const MAX_MODEL_BYTES: usize = 64;
+/// Longest ram_speed.
+pub const MAX_RAM_SPEED_BYTES: usize = 16;
+
+/// The kind of a rejection, as named on the wire (`"error"` of the JSON answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectCode {
+    InvalidJson,
+    InvalidField,
+    MissingField,
+}
+
+impl RejectCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::InvalidJson => "invalid_json",
+            RejectCode::InvalidField => "invalid_field",
+            RejectCode::MissingField => "missing_field",
+        }
+    }
+}
+
+/// Why a body was not accepted; becomes a 400 with a message naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejection {
+    pub code: RejectCode,
+    pub message: String,
+    pub field: Option<&'static str>,
+}
+
+impl Rejection {
+    fn field(code: RejectCode, field: &'static str, message: String) -> Rejection {
+        Rejection {
+            code,
+            message,
+            field: Some(field),
+        }
+    }
+}
+
+/// What the server decided about an event besides the event itself; the edge counts these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reclassified {
+    /// `failed`/`unknown` with exit code 0.
+    ToSuccess,
+    /// Exit code 129/130 or an interrupt in the log.
+    ToAborted,
+}
+
+/// An accepted event with what the edge needs to publish and count it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub event: Event,
+    /// `Nats-Msg-Id`: `<execution_id>:<status as sent>`.
+    pub msg_id: String,
+    /// Fields the contract does not know (ignored).
+    pub unknown_fields: usize,
+    /// A status value the contract does not know was stored as `unknown`.
+    pub status_coerced: bool,
+    pub reclassified: Option<Reclassified>,
+}
+
+/// Server-side facts attached to an event at reception.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reception {
+    pub event_id: Uuid,
+    pub received_at: OffsetDateTime,
+}
+
+impl Reception {
+    /// Now, with a fresh time-ordered id.
+    pub fn now() -> Reception {
+        Reception {
+            event_id: Uuid::now_v7(),
+            received_at: OffsetDateTime::now_utc(),
+        }
+    }
+}
+
+/// Fields as read from the body, before the cross-field rules.
+#[derive(Default)]
+struct Fields {
+    random_id: Option<String>,
+    execution_id: Option<String>,
+    kind: Option<Kind>,
+    nsapp: Option<String>,
+    status: Option<(Status, bool)>,
+    ct_type: Option<u8>,
+    disk_size: Option<u32>,
+    core_count: Option<u16>,
+    ram_size: Option<u32>,
+    os_type: Option<String>,
+    os_version: Option<String>,
+    pve_version: Option<String>,
+    method: Option<String>,
+    exit_code: Option<u8>,
+    error: Option<String>,
+    error_category: Option<Category>,
+    install_duration: Option<u32>,
+    duration: Option<u32>,
+    cpu_vendor: Option<CpuVendor>,
+    cpu_model: Option<String>,
+    gpu_vendor: Option<GpuVendor>,
+    gpu_model: Option<String>,
+    gpu_passthrough: Option<GpuPassthrough>,
+    ram_speed: Option<String>,
+    repo_source: Option<RepoSource>,
+    unknown: usize,
+}
+
+/// Turns a request body into an accepted event, or says which field is to blame.
+pub fn validate(body: &[u8], reception: Reception) -> Result<Accepted, Rejection> {
+    let parsed = rescue::parse(body).map_err(|e| Rejection {
+        code: RejectCode::InvalidJson,
+        message: format!("the body is not valid JSON at byte {}: {}", e.offset, e.reason),
+        field: None,
+    })?;
+    let mut f = Fields::default();
+    for (key, value) in &parsed.object {
+        read_field(&mut f, key, value)?;
+    }
+
+    let random_id = f.random_id.ok_or_else(|| missing("random_id"))?;
+    let execution_id = f.execution_id.unwrap_or_else(|| random_id.clone());
+    let kind = f.kind.ok_or_else(|| missing("type"))?;
+    let nsapp = f.nsapp.ok_or_else(|| missing("nsapp"))?;
+    let (sent_status, status_coerced) = f.status.ok_or_else(|| missing("status"))?;
+
+    let mut event = Event {
+        v: crate::event::SCHEMA_VERSION,
+        event_id: reception.event_id,
+        received_at: reception.received_at,
+        random_id,
+        execution_id,
+        kind,
+        nsapp,
+        status: sent_status,
+        ct_type: f.ct_type,
+        disk_size: f.disk_size,
+        core_count: f.core_count,
+        ram_size: f.ram_size,
+        os_type: f.os_type.map(|s| s.to_lowercase()),
+        os_version: f.os_version,
+        pve_version: f.pve_version,
+        method: f.method,
+        exit_code: f.exit_code,
+        error: f.error,
+        error_category: f.error_category,
+        install_duration: f.install_duration.or(f.duration),
+        cpu_vendor: f.cpu_vendor,
+        cpu_model: f.cpu_model,
+        gpu_vendor: f.gpu_vendor,
+        gpu_model: f.gpu_model,
+        gpu_passthrough: f.gpu_passthrough,
+        ram_speed: f.ram_speed,
+        repo_source: f.repo_source.unwrap_or(RepoSource::ProxmoxVE),
+        rescued: parsed.rescued,
+        sealed: Sealed::default(),
+    };
+    let reclassified = reclassify(&mut event);
+    Ok(Accepted {
+        msg_id: crate::names::msg_id(&event.execution_id, sent_status),
+        event,
+        unknown_fields: f.unknown,
+        status_coerced,
+        reclassified,
+    })
+}
+
+fn missing(field: &'static str) -> Rejection {
+    Rejection::field(
+        RejectCode::MissingField,
+        field,
+        format!("the field {field} is required"),
+    )
+}
+
+fn invalid(field: &'static str, rule: impl std::fmt::Display) -> Rejection {
+    Rejection::field(
+        RejectCode::InvalidField,
+        field,
+        format!("the field {field} {rule}"),
+    )
+}
+
+fn read_field(f: &mut Fields, key: &str, value: &Value) -> Result<(), Rejection> {
+    match key {
+        "random_id" => f.random_id = id("random_id", value)?,
+        "execution_id" => f.execution_id = id("execution_id", value)?,
+        "type" => f.kind = kind(value)?,
+        "nsapp" => f.nsapp = nsapp(value)?,
+        "status" => f.status = status(value)?,
+        "ct_type" => f.ct_type = int("ct_type", value, 0, 2)?.map(|n| n as u8),
+        "disk_size" => f.disk_size = int("disk_size", value, 0, 100_000)?.map(|n| n as u32),
+        "core_count" => f.core_count = int("core_count", value, 0, 256)?.map(|n| n as u16),
+        "ram_size" => f.ram_size = int("ram_size", value, 0, 1_048_576)?.map(|n| n as u32),
+        "os_type" => f.os_type = text("os_type", value, MAX_SHORT_BYTES)?,
+        "os_version" => f.os_version = text("os_version", value, MAX_SHORT_BYTES)?,
+        "pve_version" => f.pve_version = text("pve_version", value, MAX_SHORT_BYTES)?,
+        "method" => f.method = text("method", value, MAX_SHORT_BYTES)?,
+        "exit_code" => f.exit_code = int("exit_code", value, 0, 255)?.map(|n| n as u8),
+        "error" => f.error = error(value)?,
+        "error_category" => {
+            f.error_category = text("error_category", value, MAX_SHORT_BYTES)?
+                .and_then(|s| Category::parse(&s))
+        }
+        "install_duration" => {
+            f.install_duration = int("install_duration", value, 0, 86_400)?.map(|n| n as u32)
+        }
+        "duration" => f.duration = int("duration", value, 0, 86_400)?.map(|n| n as u32),
+        "cpu_vendor" => {
+            f.cpu_vendor = text("cpu_vendor", value, MAX_SHORT_BYTES)?.map(|s| CpuVendor::fold(&s))
+        }
+        "gpu_vendor" => {
+            f.gpu_vendor = text("gpu_vendor", value, MAX_SHORT_BYTES)?.map(|s| GpuVendor::fold(&s))
+        }
+        "gpu_passthrough" => {
+            f.gpu_passthrough = text("gpu_passthrough", value, MAX_SHORT_BYTES)?
+                .map(|s| GpuPassthrough::fold(&s))
+        }
+        "cpu_model" => f.cpu_model = text("cpu_model", value, MAX_MODEL_BYTES)?,
+        "gpu_model" => f.gpu_model = text("gpu_model", value, MAX_MODEL_BYTES)?,
+        "ram_speed" => f.ram_speed = text("ram_speed", value, MAX_RAM_SPEED_BYTES)?,
+        "repo_source" => f.repo_source = Some(repo_source(value)?),
+        _ => f.unknown += 1,
+    }
+    Ok(())
+}
+
+/// A string as sent, or a number written without quotes (`"os_version": 12`). `null` is absent.
+fn raw_string(field: &'static str, value: &Value) -> Result<Option<String>, Rejection> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        Value::Number(n) => Ok(Some(n.to_string())),
+        _ => Err(invalid(field, "must be a string")),
+    }
+}
+
+/// A free-text field: CR/LF become spaces, other control characters are dropped, blanks trimmed, cut
+/// to `max` bytes at a character boundary. Empty is absent.
+fn text(field: &'static str, value: &Value, max: usize) -> Result<Option<String>, Rejection> {
+    Ok(raw_string(field, value)?.and_then(|s| clean(&s, max)))
+}
+
+fn clean(s: &str, max: usize) -> Option<String> {
+    let flat: String = s
+        .chars()
+        .filter_map(|c| match c {
+            '\r' | '\n' | '\t' => Some(' '),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect();
+    let trimmed = privacy::cut_at_char(flat.trim(), max).trim_end();
+    (!trimmed.is_empty()).then(|| trimmed.to_string())
+}
+
+fn id(field: &'static str, value: &Value) -> Result<Option<String>, Rejection> {
+    let Some(s) = raw_string(field, value)? else {
+        return Ok(None);
+    };
+    let s = s.trim();
+    let bytes = s.as_bytes();
+    let valid = !bytes.is_empty()
+        && bytes.len() <= MAX_ID_LEN
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if !valid {
+        return Err(invalid(
+            field,
+            "must be 1 to 64 characters of letters, digits, '.', '_', ':' or '-', starting with a letter or digit",
+        ));
+    }
+    Ok(Some(s.to_string()))
+}
+
+fn kind(value: &Value) -> Result<Option<Kind>, Rejection> {
+    let Some(s) = raw_string("type", value)? else {
+        return Ok(None);
+    };
+    match s.trim().to_ascii_lowercase().as_str() {
+        "lxc" => Ok(Some(Kind::Lxc)),
+        "vm" => Ok(Some(Kind::Vm)),
+        "pve" | "tool" => Ok(Some(Kind::Pve)),
+        "addon" => Ok(Some(Kind::Addon)),
+        _ => Err(invalid("type", "must be one of lxc, vm, pve, addon")),
+    }
+}
+
+fn nsapp(value: &Value) -> Result<Option<String>, Rejection> {
+    let Some(s) = raw_string("nsapp", value)? else {
+        return Ok(None);
+    };
+    let flat = s.replace(['\r', '\n'], " ");
+    let trimmed = flat.trim();
+    if trimmed.is_empty() {
+        return Err(invalid("nsapp", "must not be empty"));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(invalid("nsapp", "must not contain control characters"));
+    }
+    Ok(Some(
+        privacy::cut_at_char(trimmed, MAX_NSAPP_BYTES)
+            .trim_end()
+            .to_string(),
+    ))
+}
+
+/// The status and whether an unrecognized value was folded into `unknown`.
+fn status(value: &Value) -> Result<Option<(Status, bool)>, Rejection> {
+    let Some(s) = raw_string("status", value)? else {
+        return Ok(None);
+    };
+    let status = match s.trim().to_ascii_lowercase().as_str() {
+        "installing" => Status::Installing,
+        "validation" => Status::Validation,
+        "configuring" => Status::Configuring,
+        "success" | "sucess" | "done" => Status::Success,
+        "failed" => Status::Failed,
+        "aborted" => Status::Aborted,
+        "unknown" => Status::Unknown,
+        _ => return Ok(Some((Status::Unknown, true))),
+    };
+    Ok(Some((status, false)))
+}
+
+/// An integer in `min..=max`: a JSON integer, an integral float (`8.0`) or a quoted integer (`"8"`).
+fn int(field: &'static str, value: &Value, min: i64, max: i64) -> Result<Option<i64>, Rejection> {
+    let out_of_range = || invalid(field, format_args!("must be an integer from {min} to {max}"));
+    let n = match value {
+        Value::Null => return Ok(None),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i
+            } else if n.is_u64() {
+                return Err(out_of_range());
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                if f.fract() != 0.0 || !f.is_finite() {
+                    return Err(invalid(field, "must be a whole number"));
+                }
+                if f < min as f64 || f > max as f64 {
+                    return Err(out_of_range());
+                }
+                f as i64
+            }
+        }
+        Value::String(s) if s.trim().is_empty() => return Ok(None),
+        Value::String(s) => s.trim().parse::<i64>().map_err(|_| {
+            invalid(
+                field,
+                format_args!("must be an integer from {min} to {max}, not {:?}", privacy::cut_at_char(s, 32)),
+            )
+        })?,
+        _ => return Err(invalid(field, "must be a number")),
+    };
+    if n < min || n > max {
+        return Err(out_of_range());
+    }
+    Ok(Some(n))
+}
+
+/// The install log: kept multi-line, masked, cut to the first line and the end.
+fn error(value: &Value) -> Result<Option<String>, Rejection> {
+    let Some(s) = raw_string("error", value)? else {
+        return Ok(None);
+    };
+    let trimmed = s.trim();
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    let masked = privacy::mask(trimmed);
+    Ok(Some(privacy::cut_log(&masked, MAX_ERROR_BYTES).into_owned()))
+}
+
+fn repo_source(value: &Value) -> Result<RepoSource, Rejection> {
+    let s = raw_string("repo_source", value)?.unwrap_or_default();
+    Ok(match s.trim() {
+        "" => RepoSource::ProxmoxVE,
+        s if s.eq_ignore_ascii_case("ProxmoxVE") => RepoSource::ProxmoxVE,
+        s if s.eq_ignore_ascii_case("ProxmoxVED") => RepoSource::ProxmoxVED,
+        _ => RepoSource::External,
+    })
+}
+
+/// Phrases in a log's first line that mean the user interrupted the install.
+const INTERRUPT_PHRASES: [&str; 9] = [
+    "sigint",
+    "ctrl+c",
+    "ctrl-c",
+    "aborted by user",
+    "interrupted by user",
+    "cancelled by user",
+    "canceled by user",
+    "user aborted",
+    "keyboardinterrupt",
+];
+
+fn interrupted(error: Option<&str>) -> bool {
+    let Some(error) = error else { return false };
+    let first_line = privacy::cut_at_char(error.lines().next().unwrap_or_default(), 512);
+    let lower = first_line.to_ascii_lowercase();
+    INTERRUPT_PHRASES.iter().any(|p| lower.contains(p))
+}
+
+/// The reclassification of contract §3, in its order, on `failed`/`unknown` (and the defaults of
+/// `aborted`): exit 0 → success; interrupt → aborted; missing category → the exit code's; missing
+/// error → the exit code's description.
+fn reclassify(e: &mut Event) -> Option<Reclassified> {
+    let mut reclassified = None;
+    match e.status {
+        Status::Failed | Status::Unknown => {
+            if e.exit_code == Some(0) {
+                e.status = Status::Success;
+                e.error = None;
+                e.error_category = None;
+                return Some(Reclassified::ToSuccess);
+            }
+            if matches!(e.exit_code, Some(129 | 130)) || interrupted(e.error.as_deref()) {
+                e.status = Status::Aborted;
+                e.error_category = Some(Category::UserAborted);
+                reclassified = Some(Reclassified::ToAborted);
+            }
+        }
+        Status::Aborted => {
+            if e.error_category.is_none() {
+                e.error_category = Some(Category::UserAborted);
+            }
+        }
+        _ => return None,
+    }
+    if matches!(e.error_category, None | Some(Category::Unknown)) {
+        e.error_category = Some(e.exit_code.map_or(Category::Unknown, exit_codes::category));
+    }
+    if let (None, Some(code)) = (&e.error, e.exit_code) {
+        if code != 0 {
+            e.error = Some(format!("Exit code {code}: {}", exit_codes::describe(code)));
+        }
+    }
+    reclassified
+}
