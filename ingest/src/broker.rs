@@ -1,57 +1,11 @@
-//! The NATS JetStream side of the edge: connecting (and reconnecting by itself), creating or updating the
-//! event stream from the `schema` settings, and publishing one event with its de-duplication id.
+//! The NATS JetStream side of the edge: publishing one event with its de-duplication id and waiting for
+//! the broker's ack, bounded in time. Connecting and the stream settings come from `fleet::nats`.
 
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::{Publish, PublishErrorKind};
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream;
 use bytes::Bytes;
-use schema::names::StreamSettings;
-
-/// The async-nats stream configuration for a stream of the contract.
-pub fn stream_config(settings: &StreamSettings) -> stream::Config {
-    stream::Config {
-        name: settings.name.to_string(),
-        subjects: vec![settings.subjects.to_string()],
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
-        discard: stream::DiscardPolicy::Old,
-        max_age: settings.max_age,
-        max_bytes: settings.max_bytes,
-        duplicate_window: settings.duplicate_window,
-        num_replicas: settings.replicas,
-        ..Default::default()
-    }
-}
-
-/// Connects to NATS. Returns at once even when the server is down: the client keeps retrying, forever,
-/// and the edge answers 503 until it is connected.
-pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
-    let client = async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(2))
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("broker connected"),
-                async_nats::Event::Disconnected => tracing::warn!("broker disconnected"),
-                other => tracing::debug!(event = %other, "broker event"),
-            }
-        })
-        .connect(url)
-        .await?;
-    Ok(client)
-}
-
-/// Creates the stream, or brings an existing one to the given settings.
-pub async fn ensure_stream(
-    js: &jetstream::Context,
-    settings: &StreamSettings,
-) -> Result<(), async_nats::Error> {
-    js.create_or_update_stream(stream_config(settings)).await?;
-    Ok(())
-}
 
 /// What the broker said about one publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

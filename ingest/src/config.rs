@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use fleet::LogFormat;
 use ipnet::IpNet;
 
 /// Private and loopback ranges: a reverse proxy on the same host or network is trusted by default.
@@ -13,12 +14,6 @@ pub const DEFAULT_TRUSTED_PROXIES: &str =
 
 /// The async-nats client deadlocks with more than 5000 pending acks; stay well below.
 pub const MAX_IN_FLIGHT_LIMIT: usize = 4096;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
 
 /// The telemetry edge: validates script events, repairs known script bugs, and publishes them to NATS
 /// JetStream. Answers 202 only after the broker acknowledged the event.

@@ -147,7 +147,7 @@ async fn receive(
     if state.shutting_down.load(Ordering::Relaxed) {
         return Err(shed("shutting_down"));
     }
-    if state.client.connection_state() != async_nats::connection::State::Connected {
+    if !fleet::nats::connected(&state.client) {
         return Err(shed("broker_down"));
     }
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
@@ -234,7 +234,7 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let connected = state.client.connection_state() == async_nats::connection::State::Connected;
+    let connected = fleet::nats::connected(&state.client);
     let stream = state.stream_ready.load(Ordering::Relaxed);
     let draining = state.shutting_down.load(Ordering::Relaxed);
     let ready = connected && stream && !draining;
@@ -248,7 +248,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let connected = state.client.connection_state() == async_nats::connection::State::Connected;
+    let connected = fleet::nats::connected(&state.client);
     metrics::gauge!(m::BROKER_CONNECTED).set(if connected { 1.0 } else { 0.0 });
     let text = state
         .metrics

@@ -134,7 +134,7 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Futur
 async fn keep_stream(state: Arc<AppState>) {
     let settings = state.config.stream_settings();
     loop {
-        let ensure = || broker::ensure_stream(&state.jetstream, &settings);
+        let ensure = || fleet::nats::ensure_stream(&state.jetstream, &settings);
         let result = ensure
             .retry(
                 ExponentialBuilder::default()
@@ -156,8 +156,7 @@ async fn keep_stream(state: Arc<AppState>) {
 
 async fn wait_for_state(client: &async_nats::Client, connected: bool) {
     loop {
-        let now = client.connection_state() == async_nats::connection::State::Connected;
-        if now == connected {
+        if fleet::nats::connected(client) == connected {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -170,40 +169,5 @@ async fn forget_idle_clients(state: Arc<AppState>) {
         tick.tick().await;
         let tracked = state.limiter.forget_idle();
         ::metrics::gauge!(metrics::RATE_LIMIT_KEYS).set(tracked as f64);
-    }
-}
-
-/// Log set-up shared by the binaries: text or JSON lines on stderr, filtered by `level`.
-pub fn init_tracing(format: config::LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        config::LogFormat::Json => builder.json().flatten_event(true).init(),
-        config::LogFormat::Text => builder.init(),
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl+C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }

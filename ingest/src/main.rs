@@ -6,18 +6,18 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ingest::Config::parse();
-    ingest::init_tracing(config.log_format, &config.log_level);
+    fleet::init_tracing(config.log_format, &config.log_level);
     let metrics = ingest::metrics::install_recorder()?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen_addr))?;
-    let client = ingest::broker::connect(&config.nats_url, "telemetry-ingest").await?;
+    let client = fleet::nats::connect(&config.nats_url, "telemetry-ingest").await?;
     ingest::run(
         config,
         listener,
         client,
         Some(metrics),
-        ingest::shutdown_signal(),
+        fleet::shutdown_signal(),
     )
     .await
 }

@@ -256,6 +256,12 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ram_speed: Option<String>,
     pub repo_source: RepoSource,
+    /// The normalized decisive line of `error` (see [`crate::signature`]), on failed, aborted and unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_signature: Option<String>,
+    /// True for events the fleet made itself (a stuck install timed out), not sent by a script.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub synthetic: bool,
     /// The repairs the rescue pass made to the body (contract §4).
     #[serde(default)]
     pub rescued: Vec<RescueKind>,

@@ -11,6 +11,7 @@ pub mod merge;
 pub mod names;
 pub mod privacy;
 pub mod rescue;
+pub mod signature;
 pub mod validate;
 
 pub use category::Category;

@@ -176,10 +176,15 @@ pub fn validate(body: &[u8], reception: Reception) -> Result<Accepted, Rejection
         gpu_passthrough: f.gpu_passthrough,
         ram_speed: f.ram_speed,
         repo_source: f.repo_source.unwrap_or(RepoSource::ProxmoxVE),
+        error_signature: None,
+        synthetic: false,
         rescued: parsed.rescued,
         sealed: Sealed::default(),
     };
     let reclassified = reclassify(&mut event);
+    if matches!(event.status, Status::Failed | Status::Aborted | Status::Unknown) {
+        event.error_signature = event.error.as_deref().and_then(crate::signature::signature);
+    }
     Ok(Accepted {
         msg_id: crate::names::msg_id(&event.execution_id, sent_status),
         event,

@@ -1,0 +1,63 @@
+//! The NATS side every service shares: a client that connects (and reconnects) by itself, and the
+//! stream configurations of the contract in async-nats' terms.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use schema::names::StreamSettings;
+
+/// The async-nats stream configuration for a stream of the contract.
+pub fn stream_config(settings: &StreamSettings) -> stream::Config {
+    stream::Config {
+        name: settings.name.to_string(),
+        subjects: vec![settings.subjects.to_string()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        max_age: settings.max_age,
+        max_bytes: settings.max_bytes,
+        duplicate_window: settings.duplicate_window,
+        num_replicas: settings.replicas,
+        ..Default::default()
+    }
+}
+
+/// Connects to NATS. Returns at once even when the server is down: the client keeps retrying, forever.
+pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    let client = async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(2))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("broker connected"),
+                async_nats::Event::Disconnected => tracing::warn!("broker disconnected"),
+                other => tracing::debug!(event = %other, "broker event"),
+            }
+        })
+        .connect(url)
+        .await?;
+    Ok(client)
+}
+
+/// True while the client holds a live connection.
+pub fn connected(client: &async_nats::Client) -> bool {
+    client.connection_state() == async_nats::connection::State::Connected
+}
+
+/// Creates the stream, or brings an existing one to the given settings.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+) -> Result<stream::Stream, async_nats::Error> {
+    js.create_or_update_stream(stream_config(settings)).await?;
+    Ok(js.get_stream(settings.name).await?)
+}
+
+/// Waits until the client is connected, polling.
+pub async fn wait_connected(client: &async_nats::Client) {
+    while !connected(client) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
