@@ -3,6 +3,11 @@
 
 use clap::Parser;
 
+/// The edge allocates a few small buffers per request from many threads; mimalloc keeps that cheap where
+/// glibc's arenas contend (measured in deploy/bench/ingest.sh).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ingest::Config::parse();

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Ingest edge figures (issue: ingest/foundation), measured side by side on this machine, release build:
+#   1. peak accepted events/s (wrk, keep-alive, 1 KB installing bodies with distinct execution ids) for
+#      telemetry-ingest, a bare axum 202 handler, and PocketBase's single-record create (the original's
+#      per-request path), with the ratios;
+#   2. p50/p99 at half of the ingest's peak (open-loop load generator);
+#   3. p99 of the 503 answers while NATS is stopped;
+#   4. peak RSS of telemetry-ingest.
+# Usage: deploy/bench/ingest.sh [SECONDS per wrk run, default 15]
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../local/lib.sh"
+cd "$ROOT"
+DURATION=${1:-15}
+CONNECTIONS=${CONNECTIONS:-64}
+
+ensure_python_tools
+ensure_apt wrk wrk
+cargo build --release --locked -q -p ingest --bins --examples
+BIN="$ROOT/target/release"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
+
+NATS_PORT=$(port); INGEST_PORT=$(port); BARE_PORT=$(port); PB_PORT=$(port)
+nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" >/dev/null 2>&1 & NATS_PID=$!; PIDS+=($NATS_PID)
+RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$INGEST_PORT" NATS_URL="nats://127.0.0.1:$NATS_PORT" LOG_LEVEL=warn \
+  "$BIN/telemetry-ingest" 2>"$WORK/ingest.log" & INGEST_PID=$!; PIDS+=($INGEST_PID)
+"$BIN/examples/bare" "127.0.0.1:$BARE_PORT" & PIDS+=($!)
+pocketbase superuser upsert bench@example.com benchbenchbench --dir "$WORK/pb" >/dev/null
+pocketbase serve --http "127.0.0.1:$PB_PORT" --dir "$WORK/pb" >/dev/null 2>&1 & PIDS+=($!)
+wait_http "http://127.0.0.1:$INGEST_PORT/readyz"
+wait_http "http://127.0.0.1:$PB_PORT/api/health"
+
+# PocketBase collection with the installing fields, open for public create, like the original's.
+TOKEN=$(curl -fsS -X POST "http://127.0.0.1:$PB_PORT/api/collections/_superusers/auth-with-password" \
+  -H 'content-type: application/json' -d '{"identity":"bench@example.com","password":"benchbenchbench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+python3 - "$PB_PORT" "$TOKEN" <<'PY'
+import json, sys, urllib.request
+port, token = sys.argv[1], sys.argv[2]
+text = ["random_id","execution_id","type","nsapp","status","os_type","os_version","pve_version","method","cpu_vendor","cpu_model","gpu_vendor","gpu_model","gpu_passthrough","ram_speed","repo_source","note"]
+num = ["ct_type","disk_size","core_count","ram_size"]
+fields = [{"name": n, "type": "text"} for n in text] + [{"name": n, "type": "number"} for n in num]
+req = urllib.request.Request(f"http://127.0.0.1:{port}/api/collections", method="POST",
+    data=json.dumps({"name": "bench", "type": "base", "createRule": "", "fields": fields}).encode(),
+    headers={"content-type": "application/json", "authorization": token})
+urllib.request.urlopen(req).read()
+PY
+
+run_wrk() { # run_wrk NAME URL
+  local line
+  line=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s deploy/bench/installing.lua "$2" | grep '^WRK')
+  echo "$1 $line" >&2
+  echo "$line" | sed -E 's/.* rps=([0-9]+).*/\1/'
+}
+echo "== peak throughput (wrk -t2 -c$CONNECTIONS -d${DURATION}s, 1 KB bodies)" >&2
+BARE=$(run_wrk bare "http://127.0.0.1:$BARE_PORT/telemetry")
+INGEST=$(run_wrk ingest "http://127.0.0.1:$INGEST_PORT/telemetry")
+PB=$(run_wrk pocketbase "http://127.0.0.1:$PB_PORT/api/collections/bench/records")
+STORED=$(curl -fsS "http://127.0.0.1:$INGEST_PORT/metrics" | awk '/^telemetry_ingest_accepted_total/ {print $2}')
+
+HALF=$((INGEST / 2))
+echo "== latency at half of the ingest's peak ($HALF/s for ${DURATION}s, open loop)" >&2
+HALF_LINE=$("$BIN/examples/loadgen" "http://127.0.0.1:$INGEST_PORT/telemetry" "$HALF" "$DURATION")
+echo "$HALF_LINE" >&2
+
+echo "== 503 latency with NATS stopped (1000/s for 5 s)" >&2
+kill "$NATS_PID"; wait "$NATS_PID" 2>/dev/null || true
+for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$INGEST_PORT/readyz")" = 503 ] && break; sleep 0.1; done
+DOWN_LINE=$("$BIN/examples/loadgen" "http://127.0.0.1:$INGEST_PORT/telemetry" 1000 5)
+echo "$DOWN_LINE" >&2
+RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$INGEST_PID/status")
+
+echo
+echo "ingest benchmark ($(nproc) cores, release, wrk co-located)"
+printf '%-44s %12s\n' "bare axum 202 (req/s)" "$BARE"
+printf '%-44s %12s\n' "telemetry-ingest accepted (req/s)" "$INGEST"
+printf '%-44s %12s\n' "PocketBase single-record create (req/s)" "$PB"
+printf '%-44s %12s\n' "events stored by ingest (metric)" "$STORED"
+printf '%-44s %12.2f   (aim >= 0.50)\n' "ingest / bare" "$(awk "BEGIN {print $INGEST / $BARE}")"
+printf '%-44s %12.1f   (aim >= 20)\n' "ingest / PocketBase" "$(awk "BEGIN {print $INGEST / $PB}")"
+printf '%-44s %12s   (aim <= 5)\n' "p99 ms at half peak" "$(echo "$HALF_LINE" | sed -E 's/.* p99_ms=([0-9.]+).*/\1/')"
+printf '%-44s %12s   (aim <= 100)\n' "p99 ms of 503 with NATS stopped" "$(echo "$DOWN_LINE" | sed -E 's/.* p99_ms=([0-9.]+).*/\1/')"
+printf '%-44s %12s   (aim <= 50)\n' "peak RSS of telemetry-ingest (MB)" "$((RSS_KB / 1024))"
