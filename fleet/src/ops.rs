@@ -23,7 +23,10 @@ struct Ops {
 /// The ops routes.
 pub fn router(ready: Readiness, metrics: Option<PrometheusHandle>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(render))
         .with_state(Arc::new(Ops { ready, metrics }))

@@ -16,7 +16,7 @@ use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::broker::{self, Published, PublishFailure};
+use crate::broker::{self, PublishFailure, Published};
 use crate::metrics as m;
 use crate::AppState;
 
@@ -35,6 +35,8 @@ pub enum ApiError {
     Unavailable(&'static str),
     #[error("method not allowed; use POST")]
     MethodNotAllowed,
+    #[error("no such path; events go to POST /telemetry")]
+    NotFound,
 }
 
 impl ApiError {
@@ -48,6 +50,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", None),
         }
     }
 }
@@ -97,6 +100,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }
 
@@ -233,11 +237,11 @@ fn count_repairs(accepted: &schema::Accepted) {
 /// Reads the whole body; the limit layer turns an oversized stream into an error we map to 413.
 async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, ApiError> {
     axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
-        let too_large = std::iter::successors(
-            Some(&e as &(dyn std::error::Error + 'static)),
-            |err| err.source(),
-        )
-        .any(|err| err.is::<http_body_util::LengthLimitError>());
+        let too_large =
+            std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |err| {
+                err.source()
+            })
+            .any(|err| err.is::<http_body_util::LengthLimitError>());
         if too_large {
             metrics::counter!(m::REJECTED, "reason" => "too_large").increment(1);
             ApiError::TooLarge(max)
@@ -274,9 +278,5 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .as_ref()
         .map(|h| h.render())
         .unwrap_or_default();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -210,7 +210,12 @@ impl InstallState {
         fill(&mut self.os_version, e.os_version.as_ref(), id, false);
         fill(&mut self.pve_version, e.pve_version.as_ref(), id, false);
         fill(&mut self.method, e.method.as_ref(), id, false);
-        fill(&mut self.install_duration, e.install_duration.as_ref(), id, false);
+        fill(
+            &mut self.install_duration,
+            e.install_duration.as_ref(),
+            id,
+            false,
+        );
         let cpu_weak = e.cpu_vendor == Some(CpuVendor::Unknown);
         fill(&mut self.cpu_vendor, e.cpu_vendor.as_ref(), id, cpu_weak);
         fill(&mut self.cpu_model, e.cpu_model.as_ref(), id, false);
@@ -218,7 +223,12 @@ impl InstallState {
         fill(&mut self.gpu_vendor, e.gpu_vendor.as_ref(), id, gpu_weak);
         fill(&mut self.gpu_model, e.gpu_model.as_ref(), id, false);
         let pass_weak = e.gpu_passthrough == Some(GpuPassthrough::Unknown);
-        fill(&mut self.gpu_passthrough, e.gpu_passthrough.as_ref(), id, pass_weak);
+        fill(
+            &mut self.gpu_passthrough,
+            e.gpu_passthrough.as_ref(),
+            id,
+            pass_weak,
+        );
         fill(&mut self.ram_speed, e.ram_speed.as_ref(), id, false);
     }
 

@@ -13,10 +13,12 @@ pub const MAX_ERROR_BYTES: usize = 131_072;
 const MAX_HEAD_BYTES: usize = 1024;
 
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}").expect("email pattern")
+    Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+        .expect("email pattern")
 });
 static MAC: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\b|\b[0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5}\b").expect("mac pattern")
+    Regex::new(r"\b[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\b|\b[0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5}\b")
+        .expect("mac pattern")
 });
 static IPV6: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}").expect("ipv6 pattern")
@@ -79,7 +81,9 @@ fn mask_ipv4(haystack: &str, caps: &Captures) -> Option<String> {
     let version_prev = prev.is_some_and(|c| matches!(c, '.' | '-' | '_' | '+' | '~'));
     let version_next = match n1 {
         Some('.') => n2.is_some_and(|c| c.is_ascii_digit()),
-        Some(c) => matches!(c, '-' | '+' | '~' | '_') && n2.is_some_and(|c| c.is_ascii_alphanumeric()),
+        Some(c) => {
+            matches!(c, '-' | '+' | '~' | '_') && n2.is_some_and(|c| c.is_ascii_alphanumeric())
+        }
         None => false,
     };
     let word_before = before
@@ -88,7 +92,10 @@ fn mask_ipv4(haystack: &str, caps: &Captures) -> Option<String> {
         .next()
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let named_version = matches!(word_before.as_str(), "version" | "ver" | "v" | "release" | "firmware");
+    let named_version = matches!(
+        word_before.as_str(),
+        "version" | "ver" | "v" | "release" | "firmware"
+    );
     if version_prev || version_next || named_version {
         return None;
     }
@@ -110,7 +117,10 @@ pub fn cut_log(text: &str, max: usize) -> Cow<'_, str> {
         tail_start += 1;
     }
     let cut = tail_start - head.len();
-    Cow::Owned(format!("{head}\n[... {cut} bytes cut ...]\n{}", &text[tail_start..]))
+    Cow::Owned(format!(
+        "{head}\n[... {cut} bytes cut ...]\n{}",
+        &text[tail_start..]
+    ))
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends at a character boundary.
@@ -135,7 +145,10 @@ mod tests {
 
     #[test]
     fn ipv4_keeps_the_first_octet() {
-        check("connect to 192.168.1.10 failed", "connect to 192.x.x.x failed");
+        check(
+            "connect to 192.168.1.10 failed",
+            "connect to 192.x.x.x failed",
+        );
         check("http://10.0.0.1:8080/x", "http://10.x.x.x:8080/x");
         check("(8.8.8.8)", "(8.x.x.x)");
         check("|172.16.5.196|:443", "|172.x.x.x|:443");
@@ -145,7 +158,10 @@ mod tests {
 
     #[test]
     fn version_numbers_stay() {
-        check("Setting up foo (2.4.1.3-1) ...", "Setting up foo (2.4.1.3-1) ...");
+        check(
+            "Setting up foo (2.4.1.3-1) ...",
+            "Setting up foo (2.4.1.3-1) ...",
+        );
         check("version 2.4.1.3", "version 2.4.1.3");
         check("v1.2.3.4", "v1.2.3.4");
         check("1.2.3.4.5", "1.2.3.4.5");
@@ -180,7 +196,10 @@ mod tests {
 
     #[test]
     fn long_logs_keep_the_first_line_and_the_end() {
-        let log = format!("exit_code=100 | APT error\n{}THE END", "é line\n".repeat(30_000));
+        let log = format!(
+            "exit_code=100 | APT error\n{}THE END",
+            "é line\n".repeat(30_000)
+        );
         let cut = cut_log(&log, MAX_ERROR_BYTES);
         assert!(cut.len() <= MAX_ERROR_BYTES, "{}", cut.len());
         assert!(cut.starts_with("exit_code=100 | APT error\n[... "));

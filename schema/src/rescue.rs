@@ -194,7 +194,10 @@ fn repair(text: &str, rescued: &mut Vec<RescueKind>) -> Result<String, JsonError
                     .iter()
                     .position(|c| !(c.is_ascii_alphabetic() || *c == b'%'))
                     .map_or(bytes.len(), |p| end + p);
-                if suffix_end > end && ends_value(bytes, suffix_end) && bytes[end - 1].is_ascii_digit() {
+                if suffix_end > end
+                    && ends_value(bytes, suffix_end)
+                    && bytes[end - 1].is_ascii_digit()
+                {
                     rescued.push(RescueKind::UnitSuffix);
                     i = suffix_end;
                 } else {
@@ -316,11 +319,19 @@ mod tests {
 
     #[test]
     fn unit_suffixes_are_dropped() {
-        let o = check(b"{\"disk_size\": 32G, \"ram\": 4096MB}", Ok(&[RescueKind::UnitSuffix])).unwrap();
+        let o = check(
+            b"{\"disk_size\": 32G, \"ram\": 4096MB}",
+            Ok(&[RescueKind::UnitSuffix]),
+        )
+        .unwrap();
         assert_eq!(o["disk_size"], 32);
         assert_eq!(o["ram"], 4096);
         // Literals and exponents are not suffixes.
-        let o = check(b"{\"a\": true, \"b\": 1e3, \"c\": 5G}", Ok(&[RescueKind::UnitSuffix])).unwrap();
+        let o = check(
+            b"{\"a\": true, \"b\": 1e3, \"c\": 5G}",
+            Ok(&[RescueKind::UnitSuffix]),
+        )
+        .unwrap();
         assert_eq!(o["a"], true);
         // A suffix glued to more text is not a unit: stays broken.
         check(b"{\"a\": 5Gx\"}", Err(()));
@@ -328,7 +339,11 @@ mod tests {
 
     #[test]
     fn raw_control_characters_are_escaped() {
-        let o = check(b"{\"e\": \"a\nb\tc\x1bd\"}", Ok(&[RescueKind::ControlChars])).unwrap();
+        let o = check(
+            b"{\"e\": \"a\nb\tc\x1bd\"}",
+            Ok(&[RescueKind::ControlChars]),
+        )
+        .unwrap();
         assert_eq!(o["e"], "a\nb\tc\u{1b}d");
     }
 
@@ -342,7 +357,11 @@ mod tests {
 
     #[test]
     fn invalid_utf8_becomes_replacement_characters() {
-        let o = check(b"{\"e\": \"F\xe9hler \xff\"}", Ok(&[RescueKind::InvalidUtf8])).unwrap();
+        let o = check(
+            b"{\"e\": \"F\xe9hler \xff\"}",
+            Ok(&[RescueKind::InvalidUtf8]),
+        )
+        .unwrap();
         assert_eq!(o["e"], "F\u{FFFD}hler \u{FFFD}");
     }
 
@@ -367,7 +386,11 @@ mod tests {
         let body = b"{\"a\": , \"d\": 8G, \"e\": \"x\ny\"}";
         check(
             body,
-            Ok(&[RescueKind::EmptyValue, RescueKind::UnitSuffix, RescueKind::ControlChars]),
+            Ok(&[
+                RescueKind::EmptyValue,
+                RescueKind::UnitSuffix,
+                RescueKind::ControlChars,
+            ]),
         );
     }
 

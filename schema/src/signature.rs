@@ -46,7 +46,10 @@ static NOISE: LazyLock<[(Regex, &'static str); 9]> = LazyLock::new(|| {
         // Masked and plain addresses.
         (re(r"\b[0-9]{1,3}(?:\.(?:x|[0-9]{1,3})){3}\b"), "<ip>"),
         // Versions (1.2, 1.2.3-1, v20.11.0, 1:2.47.2-0.2).
-        (re(r"\bv?[0-9]+(?::[0-9]+)?(?:\.[0-9A-Za-z]+)+(?:[-+~][0-9A-Za-z.+~-]+)?"), "<v>"),
+        (
+            re(r"\bv?[0-9]+(?::[0-9]+)?(?:\.[0-9A-Za-z]+)+(?:[-+~][0-9A-Za-z.+~-]+)?"),
+            "<v>",
+        ),
         // Remaining numbers.
         (re(r"[0-9]+"), "<n>"),
         // Runs of blanks.
@@ -63,7 +66,9 @@ pub fn signature(log: &str) -> Option<String> {
             text = pattern.replace_all(&text, *replacement).into_owned();
         }
     }
-    let text = text.trim().trim_matches(|c: char| c == '-' || c == '|' || c == ':' || c == ' ');
+    let text = text
+        .trim()
+        .trim_matches(|c: char| c == '-' || c == '|' || c == ':' || c == ' ');
     let text = crate::privacy::cut_at_char(text, MAX_SIGNATURE_BYTES).trim_end();
     (!text.is_empty()).then(|| text.to_string())
 }
@@ -86,7 +91,11 @@ fn decisive_line(log: &str) -> Option<&str> {
         }
     }
     let first = lines.first()?;
-    Some(first.split_once('|').map_or(*first, |(_, summary)| summary.trim()))
+    Some(
+        first
+            .split_once('|')
+            .map_or(*first, |(_, summary)| summary.trim()),
+    )
 }
 
 #[cfg(test)]
@@ -115,7 +124,10 @@ mod tests {
             "exit_code=243 | Node.js: Out of memory\n---\nnpm ERR! node v20.11.0 failed after 183 s",
             Some("npm ERR! node <v> failed after <n> s"),
         );
-        check("exit_code=130 | Aborted by user (SIGINT)", Some("Aborted by user (SIGINT)"));
+        check(
+            "exit_code=130 | Aborted by user (SIGINT)",
+            Some("Aborted by user (SIGINT)"),
+        );
         check("", None);
         check("   \n---\n", None);
     }

@@ -134,7 +134,10 @@ struct Fields {
 pub fn validate(body: &[u8], reception: Reception) -> Result<Accepted, Rejection> {
     let parsed = rescue::parse(body).map_err(|e| Rejection {
         code: RejectCode::InvalidJson,
-        message: format!("the body is not valid JSON at byte {}: {}", e.offset, e.reason),
+        message: format!(
+            "the body is not valid JSON at byte {}: {}",
+            e.offset, e.reason
+        ),
         field: None,
     })?;
     let mut f = Fields::default();
@@ -182,7 +185,10 @@ pub fn validate(body: &[u8], reception: Reception) -> Result<Accepted, Rejection
         sealed: Sealed::default(),
     };
     let reclassified = reclassify(&mut event);
-    if matches!(event.status, Status::Failed | Status::Aborted | Status::Unknown) {
+    if matches!(
+        event.status,
+        Status::Failed | Status::Aborted | Status::Unknown
+    ) {
         event.error_signature = event.error.as_deref().and_then(crate::signature::signature);
     }
     Ok(Accepted {
@@ -228,8 +234,8 @@ fn read_field(f: &mut Fields, key: &str, value: &Value) -> Result<(), Rejection>
         "exit_code" => f.exit_code = int("exit_code", value, 0, 255)?.map(|n| n as u8),
         "error" => f.error = error(value)?,
         "error_category" => {
-            f.error_category = text("error_category", value, MAX_SHORT_BYTES)?
-                .and_then(|s| Category::parse(&s))
+            f.error_category =
+                text("error_category", value, MAX_SHORT_BYTES)?.and_then(|s| Category::parse(&s))
         }
         "install_duration" => {
             f.install_duration = int("install_duration", value, 0, 86_400)?.map(|n| n as u32)
@@ -242,8 +248,8 @@ fn read_field(f: &mut Fields, key: &str, value: &Value) -> Result<(), Rejection>
             f.gpu_vendor = text("gpu_vendor", value, MAX_SHORT_BYTES)?.map(|s| GpuVendor::fold(&s))
         }
         "gpu_passthrough" => {
-            f.gpu_passthrough = text("gpu_passthrough", value, MAX_SHORT_BYTES)?
-                .map(|s| GpuPassthrough::fold(&s))
+            f.gpu_passthrough =
+                text("gpu_passthrough", value, MAX_SHORT_BYTES)?.map(|s| GpuPassthrough::fold(&s))
         }
         "cpu_model" => f.cpu_model = text("cpu_model", value, MAX_MODEL_BYTES)?,
         "gpu_model" => f.gpu_model = text("gpu_model", value, MAX_MODEL_BYTES)?,
@@ -356,7 +362,12 @@ fn status(value: &Value) -> Result<Option<(Status, bool)>, Rejection> {
 
 /// An integer in `min..=max`: a JSON integer, an integral float (`8.0`) or a quoted integer (`"8"`).
 fn int(field: &'static str, value: &Value, min: i64, max: i64) -> Result<Option<i64>, Rejection> {
-    let out_of_range = || invalid(field, format_args!("must be an integer from {min} to {max}"));
+    let out_of_range = || {
+        invalid(
+            field,
+            format_args!("must be an integer from {min} to {max}"),
+        )
+    };
     let n = match value {
         Value::Null => return Ok(None),
         Value::Number(n) => {
@@ -379,7 +390,10 @@ fn int(field: &'static str, value: &Value, min: i64, max: i64) -> Result<Option<
         Value::String(s) => s.trim().parse::<i64>().map_err(|_| {
             invalid(
                 field,
-                format_args!("must be an integer from {min} to {max}, not {:?}", privacy::cut_at_char(s, 32)),
+                format_args!(
+                    "must be an integer from {min} to {max}, not {:?}",
+                    privacy::cut_at_char(s, 32)
+                ),
             )
         })?,
         _ => return Err(invalid(field, "must be a number")),
@@ -400,7 +414,9 @@ fn error(value: &Value) -> Result<Option<String>, Rejection> {
         return Ok(None);
     }
     let masked = privacy::mask(trimmed);
-    Ok(Some(privacy::cut_log(&masked, MAX_ERROR_BYTES).into_owned()))
+    Ok(Some(
+        privacy::cut_log(&masked, MAX_ERROR_BYTES).into_owned(),
+    ))
 }
 
 fn repo_source(value: &Value) -> Result<RepoSource, Rejection> {

@@ -68,4 +68,3 @@ pub fn port_open(port: u16) -> bool {
     )
     .is_ok()
 }
-

@@ -31,7 +31,14 @@ impl NatsServer {
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         let child = Command::new(&self.binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(self.dir.path().join("jetstream"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -71,7 +78,9 @@ impl NatsServer {
 
     fn signal(&self, sig: &str) -> anyhow::Result<()> {
         let pid = self.child.as_ref().context("server not running")?.id();
-        let status = Command::new("kill").args([sig, &pid.to_string()]).status()?;
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()?;
         if !status.success() {
             bail!("kill {sig} {pid} failed");
         }

@@ -36,7 +36,16 @@ async fn paths_methods_and_health() {
         let json: serde_json::Value = resp.json().await.expect("json");
         assert_eq!(json["error"], "method_not_allowed");
     }
-    let health = edge.http.get(edge.url("/healthz")).send().await.expect("healthz");
+    let resp = edge.http.get(edge.url("/nope")).send().await.expect("get");
+    assert_eq!(resp.status(), 404);
+    let json: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(json["error"], "not_found");
+    let health = edge
+        .http
+        .get(edge.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
     assert_eq!(health.status(), 200);
     let ready: serde_json::Value = edge
         .http
@@ -54,12 +63,19 @@ async fn paths_methods_and_health() {
 async fn stream_is_created_with_the_contract_settings() {
     let nats = NatsServer::start().expect("nats");
     let edge = start_edge(&nats, |c| c.stream_max_age_hours = 24).await;
-    let mut stream = edge.js.get_stream("TELEMETRY_EVENTS").await.expect("stream");
+    let mut stream = edge
+        .js
+        .get_stream("TELEMETRY_EVENTS")
+        .await
+        .expect("stream");
     let config = stream.info().await.expect("info").config.clone();
     assert_eq!(config.subjects, vec!["telemetry.v1.events.>".to_string()]);
     assert_eq!(config.duplicate_window, Duration::from_secs(120));
     assert_eq!(config.max_age, Duration::from_secs(24 * 3600));
-    assert_eq!(config.storage, async_nats::jetstream::stream::StorageType::File);
+    assert_eq!(
+        config.storage,
+        async_nats::jetstream::stream::StorageType::File
+    );
     assert_eq!(config.max_bytes, schema::names::DEFAULT_EVENTS_MAX_BYTES);
     // A second edge with other settings updates the stream instead of failing.
     let second = start_edge(&nats, |c| c.stream_max_age_hours = 48).await;
@@ -76,7 +92,8 @@ async fn oversized_bodies_get_413_as_json() {
     assert_eq!(answer.status, 413);
     assert_eq!(answer.json["error"], "too_large");
     // Without a Content-Length (chunked), the limit still holds while streaming.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..10).map(|_| Ok(vec![b' '; 1000])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..10).map(|_| Ok(vec![b' '; 1000])).collect();
     let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
     let answer = edge.post(body).await;
     assert_eq!(answer.status, 413, "{}", answer.json);
@@ -87,7 +104,13 @@ async fn oversized_bodies_get_413_as_json() {
     assert_eq!(answer.status, 413);
     assert!(edge.stored().await.is_empty());
     let metrics = edge.metrics().await;
-    assert!(sample(&metrics, "telemetry_ingest_rejected_total{reason=\"too_large\"}") >= 1.0, "{metrics}");
+    assert!(
+        sample(
+            &metrics,
+            "telemetry_ingest_rejected_total{reason=\"too_large\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -103,7 +126,10 @@ async fn rate_limit_keys_on_the_client_behind_trusted_proxies_only() {
         let edge = &edge;
         async move {
             edge.post_with(
-                fixture_as("02_lxc_progress_validation_host.json", &format!("rl-{xff}-{n}")),
+                fixture_as(
+                    "02_lxc_progress_validation_host.json",
+                    &format!("rl-{xff}-{n}"),
+                ),
                 &[("x-forwarded-for", xff)],
             )
             .await
@@ -114,7 +140,11 @@ async fn rate_limit_keys_on_the_client_behind_trusted_proxies_only() {
     let limited = post(3, "198.51.100.1").await;
     assert_eq!(limited.status, 429);
     assert_eq!(limited.json["error"], "rate_limited");
-    let retry: u64 = limited.retry_after.expect("retry-after").parse().expect("seconds");
+    let retry: u64 = limited
+        .retry_after
+        .expect("retry-after")
+        .parse()
+        .expect("seconds");
     assert!((1..=2).contains(&retry), "{retry}");
     // Another user behind the same proxy is not affected: the proxy is not the client.
     assert_eq!(post(4, "198.51.100.2").await.status, 202);
@@ -128,11 +158,17 @@ async fn rate_limit_keys_on_the_client_behind_trusted_proxies_only() {
     .await;
     let statuses: Vec<u16> = {
         let mut out = Vec::new();
-        for (n, xff) in ["198.51.100.5", "198.51.100.6", "198.51.100.7"].iter().enumerate() {
+        for (n, xff) in ["198.51.100.5", "198.51.100.6", "198.51.100.7"]
+            .iter()
+            .enumerate()
+        {
             out.push(
                 strict
                     .post_with(
-                        fixture_as("02_lxc_progress_validation_host.json", &format!("strict-{n}")),
+                        fixture_as(
+                            "02_lxc_progress_validation_host.json",
+                            &format!("strict-{n}"),
+                        ),
                         &[("x-forwarded-for", xff)],
                     )
                     .await
@@ -143,7 +179,10 @@ async fn rate_limit_keys_on_the_client_behind_trusted_proxies_only() {
     };
     assert_eq!(statuses, [202, 202, 429]);
     let metrics = strict.metrics().await;
-    assert!(sample(&metrics, "telemetry_ingest_rate_limited_total") >= 2.0, "{metrics}");
+    assert!(
+        sample(&metrics, "telemetry_ingest_rate_limited_total") >= 2.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -153,7 +192,10 @@ async fn no_client_address_reaches_the_stream() {
     let answer = edge
         .post_with(
             fixture_as("11_addon_failed.json", "privacy-1"),
-            &[("x-forwarded-for", "198.51.100.77"), ("user-agent", "curl/8.0")],
+            &[
+                ("x-forwarded-for", "198.51.100.77"),
+                ("user-agent", "curl/8.0"),
+            ],
         )
         .await;
     assert_eq!(answer.status, 202);
@@ -163,7 +205,11 @@ async fn no_client_address_reaches_the_stream() {
     assert!(!payload.contains("198.51.100.77"));
     assert!(!payload.contains("127.0.0.1"));
     assert!(!payload.contains("curl/8.0"));
-    let header_names: Vec<String> = stored[0].headers.iter().map(|(k, _)| k.to_string()).collect();
+    let header_names: Vec<String> = stored[0]
+        .headers
+        .iter()
+        .map(|(k, _)| k.to_string())
+        .collect();
     assert_eq!(header_names, ["Nats-Msg-Id"]);
     // The answer's id is the stored event's id.
     let event: schema::Event = serde_json::from_slice(&stored[0].payload).expect("event");
@@ -174,20 +220,87 @@ async fn no_client_address_reaches_the_stream() {
 async fn metrics_count_rejections_rescues_and_publish_latency() {
     let nats = NatsServer::start().expect("nats");
     let edge = start_edge(&nats, |_| {}).await;
-    assert_eq!(edge.post(fixture_as("bad_02_numeric_unit_suffix.json", "m-1")).await.status, 202);
-    assert_eq!(edge.post(fixture_as("bad_04_raw_control_chars.json", "m-2")).await.status, 202);
-    assert_eq!(edge.post(fixture_as("bad_09_wrong_types.json", "m-3")).await.status, 400);
-    assert_eq!(edge.post(fixture_as("bad_11_truncated.json", "m-4")).await.status, 400);
-    assert_eq!(edge.post(&b"{\"random_id\":\"m-5\",\"type\":\"lxc\",\"nsapp\":\"x\"}"[..]).await.status, 400);
-    assert_eq!(edge.post(fixture_as("12_lxc_failed_sigint_host.json", "m-6")).await.status, 202);
+    assert_eq!(
+        edge.post(fixture_as("bad_02_numeric_unit_suffix.json", "m-1"))
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        edge.post(fixture_as("bad_04_raw_control_chars.json", "m-2"))
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        edge.post(fixture_as("bad_09_wrong_types.json", "m-3"))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        edge.post(fixture_as("bad_11_truncated.json", "m-4"))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        edge.post(&b"{\"random_id\":\"m-5\",\"type\":\"lxc\",\"nsapp\":\"x\"}"[..])
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        edge.post(fixture_as("12_lxc_failed_sigint_host.json", "m-6"))
+            .await
+            .status,
+        202
+    );
     let m = edge.metrics().await;
     assert_eq!(sample(&m, "telemetry_ingest_accepted_total"), 3.0, "{m}");
-    assert_eq!(sample(&m, "telemetry_ingest_rescued_total{kind=\"unit_suffix\"}"), 1.0, "{m}");
-    assert_eq!(sample(&m, "telemetry_ingest_rescued_total{kind=\"control_chars\"}"), 1.0, "{m}");
-    assert_eq!(sample(&m, "telemetry_ingest_rejected_total{reason=\"invalid_field\"}"), 1.0, "{m}");
-    assert_eq!(sample(&m, "telemetry_ingest_rejected_total{reason=\"invalid_json\"}"), 1.0, "{m}");
-    assert_eq!(sample(&m, "telemetry_ingest_rejected_total{reason=\"missing_field\"}"), 1.0, "{m}");
-    assert_eq!(sample(&m, "telemetry_ingest_reclassified_total{to=\"aborted\"}"), 1.0, "{m}");
-    assert_eq!(sample(&m, "telemetry_ingest_publish_seconds_count"), 3.0, "{m}");
+    assert_eq!(
+        sample(&m, "telemetry_ingest_rescued_total{kind=\"unit_suffix\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "telemetry_ingest_rescued_total{kind=\"control_chars\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "telemetry_ingest_rejected_total{reason=\"invalid_field\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "telemetry_ingest_rejected_total{reason=\"invalid_json\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "telemetry_ingest_rejected_total{reason=\"missing_field\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "telemetry_ingest_reclassified_total{to=\"aborted\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "telemetry_ingest_publish_seconds_count"),
+        3.0,
+        "{m}"
+    );
     assert_eq!(sample(&m, "telemetry_ingest_broker_connected"), 1.0, "{m}");
 }

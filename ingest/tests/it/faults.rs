@@ -20,20 +20,41 @@ async fn wait_in_flight(edge: &Edge, n: f64) {
 async fn broker_down_answers_503_fast_and_recovers_by_itself() {
     let mut nats = NatsServer::start().expect("nats");
     let edge = start_edge(&nats, |_| {}).await;
-    assert_eq!(edge.post(fixture_as("01_lxc_installing.json", "before")).await.status, 202);
+    assert_eq!(
+        edge.post(fixture_as("01_lxc_installing.json", "before"))
+            .await
+            .status,
+        202
+    );
 
     nats.kill();
     edge.wait_ready(false).await;
-    let answer = edge.post(fixture_as("01_lxc_installing.json", "during")).await;
+    let answer = edge
+        .post(fixture_as("01_lxc_installing.json", "during"))
+        .await;
     assert_eq!(answer.status, 503, "{}", answer.json);
     assert_eq!(answer.json["error"], "unavailable");
     assert_eq!(answer.retry_after.as_deref(), Some("1"));
-    assert!(answer.took < Duration::from_millis(500), "{:?}", answer.took);
+    assert!(
+        answer.took < Duration::from_millis(500),
+        "{:?}",
+        answer.took
+    );
 
     nats.restart().expect("restart");
     edge.wait_ready(true).await;
-    assert_eq!(edge.post(fixture_as("01_lxc_installing.json", "after")).await.status, 202);
-    let ids: Vec<String> = edge.stored_events().await.into_iter().map(|e| e.execution_id).collect();
+    assert_eq!(
+        edge.post(fixture_as("01_lxc_installing.json", "after"))
+            .await
+            .status,
+        202
+    );
+    let ids: Vec<String> = edge
+        .stored_events()
+        .await
+        .into_iter()
+        .map(|e| e.execution_id)
+        .collect();
     assert_eq!(ids, ["before", "after"]);
 }
 
@@ -49,21 +70,47 @@ async fn a_frozen_broker_hits_the_publish_timeout_and_the_in_flight_cap() {
     let first = edge.post(fixture_as("01_lxc_installing.json", "slow-1"));
     let second = async {
         wait_in_flight(&edge, 1.0).await;
-        edge.post(fixture_as("01_lxc_installing.json", "slow-2")).await
+        edge.post(fixture_as("01_lxc_installing.json", "slow-2"))
+            .await
     };
     let (first, second) = tokio::join!(first, second);
     // The second found the only permit taken: shed at once.
     assert_eq!(second.status, 503);
-    assert!(second.took < Duration::from_millis(500), "{:?}", second.took);
+    assert!(
+        second.took < Duration::from_millis(500),
+        "{:?}",
+        second.took
+    );
     // The first waited for its ack no longer than the publish timeout.
     assert_eq!(first.status, 503);
-    assert!(first.took >= Duration::from_millis(1400) && first.took < Duration::from_secs(3), "{:?}", first.took);
+    assert!(
+        first.took >= Duration::from_millis(1400) && first.took < Duration::from_secs(3),
+        "{:?}",
+        first.took
+    );
     nats.resume().expect("resume");
-    let third = edge.post(fixture_as("01_lxc_installing.json", "slow-3")).await;
+    let third = edge
+        .post(fixture_as("01_lxc_installing.json", "slow-3"))
+        .await;
     assert_eq!(third.status, 202);
     let m = edge.metrics().await;
-    assert_eq!(sample(&m, "telemetry_ingest_shed_total{reason=\"in_flight\"}"), 1.0, "{}", m.lines().filter(|l| l.contains("shed")).collect::<Vec<_>>().join("\n"));
-    assert_eq!(sample(&m, "telemetry_ingest_shed_total{reason=\"publish_timeout\"}"), 1.0, "{m}");
+    assert_eq!(
+        sample(&m, "telemetry_ingest_shed_total{reason=\"in_flight\"}"),
+        1.0,
+        "{}",
+        m.lines()
+            .filter(|l| l.contains("shed"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "telemetry_ingest_shed_total{reason=\"publish_timeout\"}"
+        ),
+        1.0,
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -75,17 +122,27 @@ async fn slow_clients_cannot_hold_a_connection() {
     })
     .await;
     // Connects and sends nothing: closed after the header deadline.
-    let mut idle = tokio::net::TcpStream::connect(edge.addr).await.expect("connect");
+    let mut idle = tokio::net::TcpStream::connect(edge.addr)
+        .await
+        .expect("connect");
     let started = Instant::now();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "idle connection still open after 5 s");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 
     // Sends headers and part of the body, then stalls: 408 as JSON after the request deadline.
-    let mut stalled = tokio::net::TcpStream::connect(edge.addr).await.expect("connect");
+    let mut stalled = tokio::net::TcpStream::connect(edge.addr)
+        .await
+        .expect("connect");
     stalled
-        .write_all(b"POST /telemetry HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"random_id\":")
+        .write_all(
+            b"POST /telemetry HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"random_id\":",
+        )
         .await
         .expect("write");
     let started = Instant::now();
@@ -122,7 +179,10 @@ async fn shutdown_drains_the_publish_in_flight() {
     };
     let (took, ()) = tokio::join!(edge.shutdown(), resume);
     assert!(took < Duration::from_secs(5), "{took:?}");
-    assert_eq!(pending.await.expect("join").expect("answered, not reset"), 202);
+    assert_eq!(
+        pending.await.expect("join").expect("answered, not reset"),
+        202
+    );
     // Nothing listens any more.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
     let mut stream = js.get_stream("TELEMETRY_EVENTS").await.expect("stream");

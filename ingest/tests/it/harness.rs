@@ -42,9 +42,15 @@ pub async fn start_edge(nats: &NatsServer, tweak: impl FnOnce(&mut Config)) -> E
         .expect("connect");
     let js = jetstream::new(client.clone());
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(ingest::run(config, listener, client, Some(recorder()), async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(ingest::run(
+        config,
+        listener,
+        client,
+        Some(recorder()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let edge = Edge {
         addr,
         http: reqwest::Client::builder()
@@ -68,7 +74,11 @@ impl Edge {
         self.post_with(body, &[]).await
     }
 
-    pub async fn post_with(&self, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> Answer {
+    pub async fn post_with(
+        &self,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let mut req = self
             .http
             .post(self.url("/telemetry"))
@@ -221,6 +231,12 @@ fn replace_bytes(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 pub fn sample(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or(0.0)
 }
