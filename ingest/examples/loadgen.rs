@@ -36,7 +36,10 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     let permits = Arc::new(Semaphore::new(concurrency));
     let results = Arc::new(Mutex::new(Vec::<(u16, u64)>::with_capacity(total as usize)));
-    let run = format!("{:x}", std::process::id() ^ (Instant::now().elapsed().as_nanos() as u32));
+    let run = format!(
+        "{:x}",
+        std::process::id() ^ (Instant::now().elapsed().as_nanos() as u32)
+    );
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(total as usize);
     for i in 0..total {

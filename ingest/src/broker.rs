@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::context::{Publish, PublishErrorKind};
 use async_nats::jetstream;
+use async_nats::jetstream::context::{Publish, PublishErrorKind};
 use bytes::Bytes;
 
 /// What the broker said about one publish.
@@ -34,7 +34,10 @@ pub async fn publish(
     let started = Instant::now();
     let attempt = async {
         let ack_future = js
-            .send_publish(subject, Publish::build().payload(payload).message_id(msg_id))
+            .send_publish(
+                subject,
+                Publish::build().payload(payload).message_id(msg_id),
+            )
             .await
             .map_err(|e| PublishFailure::Failed(e.to_string()))?;
         ack_future.await.map_err(|e| match e.kind() {

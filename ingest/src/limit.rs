@@ -109,7 +109,11 @@ mod tests {
             headers.insert("x-forwarded-for", HeaderValue::from_str(xff).unwrap());
         }
         let got = client_key(peer.parse().unwrap(), &headers, &trusted);
-        assert_eq!(got, expected.parse::<IpAddr>().unwrap(), "peer {peer} xff {xff:?}");
+        assert_eq!(
+            got,
+            expected.parse::<IpAddr>().unwrap(),
+            "peer {peer} xff {xff:?}"
+        );
     }
 
     #[test]
@@ -119,7 +123,11 @@ mod tests {
         // A private proxy forwards the client.
         check("10.0.0.2", Some("198.51.100.1"), "198.51.100.1");
         // Chains: the rightmost untrusted hop is the client; spoofed left entries are ignored.
-        check("127.0.0.1", Some("1.1.1.1, 198.51.100.1, 10.0.0.9"), "198.51.100.1");
+        check(
+            "127.0.0.1",
+            Some("1.1.1.1, 198.51.100.1, 10.0.0.9"),
+            "198.51.100.1",
+        );
         // Only trusted hops: the leftmost one.
         check("127.0.0.1", Some("192.168.1.5, 10.0.0.9"), "192.168.1.5");
         // No header behind a proxy: the proxy itself.
@@ -139,7 +147,10 @@ mod tests {
             assert!(limiter.check(key).is_ok());
         }
         let wait = limiter.check(key).unwrap_err();
-        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
         // Another client is not affected.
         assert!(limiter.check("198.51.100.2".parse().unwrap()).is_ok());
         assert_eq!(limiter.forget_idle(), 2);

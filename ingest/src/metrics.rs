@@ -35,17 +35,45 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(ACCEPTED, "events acknowledged by the broker and answered 202");
-    describe_counter!(DUPLICATES, "events the broker recognized as retries (202 duplicate)");
+    describe_counter!(
+        ACCEPTED,
+        "events acknowledged by the broker and answered 202"
+    );
+    describe_counter!(
+        DUPLICATES,
+        "events the broker recognized as retries (202 duplicate)"
+    );
     describe_counter!(REJECTED, "requests rejected with 4xx, by reason");
-    describe_counter!(RESCUED, "events repaired by the rescue pass, by repair kind");
-    describe_counter!(UNKNOWN_FIELDS, "fields the contract does not know (ignored)");
-    describe_counter!(STATUS_COERCED, "status values the contract does not know, stored as unknown");
-    describe_counter!(RECLASSIFIED, "finals reclassified by the server, by new status");
-    describe_counter!(RATE_LIMITED, "requests answered 429 by the per-client rate limit");
+    describe_counter!(
+        RESCUED,
+        "events repaired by the rescue pass, by repair kind"
+    );
+    describe_counter!(
+        UNKNOWN_FIELDS,
+        "fields the contract does not know (ignored)"
+    );
+    describe_counter!(
+        STATUS_COERCED,
+        "status values the contract does not know, stored as unknown"
+    );
+    describe_counter!(
+        RECLASSIFIED,
+        "finals reclassified by the server, by new status"
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "requests answered 429 by the per-client rate limit"
+    );
     describe_counter!(SHED, "requests answered 503, by reason");
-    describe_histogram!(PUBLISH_SECONDS, Unit::Seconds, "time from publish to broker ack");
+    describe_histogram!(
+        PUBLISH_SECONDS,
+        Unit::Seconds,
+        "time from publish to broker ack"
+    );
     describe_gauge!(IN_FLIGHT, "publishes awaiting their broker ack");
     describe_gauge!(BROKER_CONNECTED, "1 when the NATS connection is up");
-    describe_gauge!(RATE_LIMIT_KEYS, "clients currently tracked by the rate limiter");
+    describe_gauge!(
+        RATE_LIMIT_KEYS,
+        "clients currently tracked by the rate limiter"
+    );
 }
