@@ -24,12 +24,22 @@ const PUBLISH_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
 
-/// Installs the process-wide Prometheus recorder. Called once, by `main` (or a test binary).
+/// Installs the process-wide Prometheus recorder. Called once, by `main` (or a test binary). Must be
+/// called inside a Tokio runtime: it spawns the upkeep task that folds histogram samples into their
+/// buckets, so memory stays flat even when nobody scrapes `/metrics`.
 pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(PUBLISH_SECONDS.into()), &PUBLISH_BUCKETS)?
         .install_recorder()?;
     describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     Ok(handle)
 }
 
