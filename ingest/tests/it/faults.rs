@@ -154,7 +154,7 @@ async fn slow_clients_cannot_hold_a_connection() {
     let answer = String::from_utf8_lossy(&buf[..n]);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"error\":\"timeout\""), "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(4));
 }
 
 #[tokio::test]
