@@ -12,6 +12,7 @@ pub mod names;
 pub mod privacy;
 pub mod rescue;
 pub mod signature;
+pub mod stuck;
 pub mod validate;
 
 pub use category::Category;

@@ -30,6 +30,8 @@ pub const DLQ_SUBJECT_PREFIX: &str = "telemetry.v1.dlq";
 pub const STATS_BUCKET: &str = "telemetry_stats";
 /// KV bucket of alert claims and cooldowns.
 pub const ALERTS_BUCKET: &str = "telemetry_alerts";
+/// KV bucket of the PocketBase writer lease: one key per target, held by the active writer replica.
+pub const WRITER_LEASE_BUCKET: &str = "telemetry_writer_lease";
 
 /// JetStream's de-duplication header.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
@@ -47,6 +49,12 @@ pub fn event_subject(kind: Kind, status: Status) -> String {
 /// sent (after spelling fixes, before reclassification), so every retry of one post gets the same id.
 pub fn msg_id(execution_id: &str, sent_status: Status) -> String {
     format!("{execution_id}:{}", sent_status.as_str())
+}
+
+/// The de-duplication id of the synthetic timeout of a stuck install (`<execution_id>:timeout`): every
+/// aggregator replica that times the install out publishes under this id, so the stream keeps one.
+pub fn stuck_msg_id(execution_id: &str) -> String {
+    format!("{execution_id}:timeout")
 }
 
 /// Settings of a stream, independent of the client library.
@@ -121,6 +129,13 @@ mod tests {
     #[test]
     fn msg_id_is_execution_and_status() {
         assert_eq!(msg_id("abc-1", Status::Installing), "abc-1:installing");
+    }
+
+    #[test]
+    fn stuck_msg_id_differs_from_any_script_status() {
+        let id = stuck_msg_id("abc-1");
+        assert_eq!(id, "abc-1:timeout");
+        assert!(Status::ALL.iter().all(|s| msg_id("abc-1", *s) != id));
     }
 
     #[test]

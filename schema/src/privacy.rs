@@ -21,7 +21,9 @@ static MAC: LazyLock<Regex> = LazyLock::new(|| {
         .expect("mac pattern")
 });
 static IPV6: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}").expect("ipv6 pattern")
+    // The optional dotted tail takes in IPv4-mapped addresses (`::ffff:192.168.1.1`) whole.
+    Regex::new(r"[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}(?:(?:\.[0-9]{1,3}){3})?")
+        .expect("ipv6 pattern")
 });
 static IPV4: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\b(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\b")

@@ -125,6 +125,14 @@ mod tests {
             Some("npm ERR! node <v> failed after <n> s"),
         );
         check(
+            "exit_code=1 | pip\n---\nCollecting numpy==1.26.4\n  Downloading numpy-1.26.4.tar.gz (15.8 MB)\nERROR: Could not find a version that satisfies the requirement torch==2.3.1 (from versions: none)\nERROR: No matching distribution found for torch==2.3.1",
+            Some("ERROR: No matching distribution found for torch==<v>"),
+        );
+        check(
+            "exit_code=150 | systemd\n---\nCreated symlink /etc/systemd/system/multi-user.target.wants/app.service.\nJob for app.service failed because the control process exited with error code.\nSee \"systemctl status app.service\" and \"journalctl -xeu app.service\" for details.",
+            Some("Job for app.service failed because the control process exited with error code."),
+        );
+        check(
             "exit_code=130 | Aborted by user (SIGINT)",
             Some("Aborted by user (SIGINT)"),
         );

@@ -164,7 +164,7 @@ pub fn validate(body: &[u8], reception: Reception) -> Result<Accepted, Rejection
         disk_size: f.disk_size,
         core_count: f.core_count,
         ram_size: f.ram_size,
-        os_type: f.os_type.map(|s| s.to_lowercase()),
+        os_type: f.os_type,
         os_version: f.os_version,
         pve_version: f.pve_version,
         method: f.method,
@@ -227,7 +227,11 @@ fn read_field(f: &mut Fields, key: &str, value: &Value) -> Result<(), Rejection>
         "disk_size" => f.disk_size = int("disk_size", value, 0, 100_000)?.map(|n| n as u32),
         "core_count" => f.core_count = int("core_count", value, 0, 256)?.map(|n| n as u16),
         "ram_size" => f.ram_size = int("ram_size", value, 0, 1_048_576)?.map(|n| n as u32),
-        "os_type" => f.os_type = text("os_type", value, MAX_SHORT_BYTES)?,
+        // Lower-cased before the cut: lower-casing can lengthen a string (U+0130 is 2 bytes, "i̇" 3).
+        "os_type" => {
+            f.os_type = raw_string("os_type", value)?
+                .and_then(|s| clean(&s.to_lowercase(), MAX_SHORT_BYTES))
+        }
         "os_version" => f.os_version = text("os_version", value, MAX_SHORT_BYTES)?,
         "pve_version" => f.pve_version = text("pve_version", value, MAX_SHORT_BYTES)?,
         "method" => f.method = text("method", value, MAX_SHORT_BYTES)?,

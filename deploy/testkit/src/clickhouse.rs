@@ -1,1 +1,156 @@
-//! Placeholder: filled by the service that needs this server.
+//! A ClickHouse server for tests: `clickhouse-server` as a plain process with a small loopback-only
+//! config (the same one `deploy/local/up` writes), on free ports with its data in a temporary dir. It can
+//! be killed and started again on the same ports and data, to play "ClickHouse down".
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::{find_binary, free_port, wait_until};
+
+/// A clickhouse-server on 127.0.0.1 with the default user (no password) and its data in a temporary dir.
+pub struct ClickHouseServer {
+    binary: PathBuf,
+    http_port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl ClickHouseServer {
+    /// Starts a fresh server and waits until it answers `SELECT 1` over HTTP.
+    pub fn start() -> anyhow::Result<ClickHouseServer> {
+        let binary = find_binary("clickhouse-server", "CLICKHOUSE_SERVER_BIN")
+            .or_else(|_| find_binary_at("/usr/sbin/clickhouse-server"))?;
+        let dir = tempfile::tempdir()?;
+        let http_port = free_port()?;
+        let tcp_port = free_port()?;
+        write_config(dir.path(), http_port, tcp_port)?;
+        let mut server = ClickHouseServer {
+            binary,
+            http_port,
+            dir,
+            child: None,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let config = self.dir.path().join("config.xml");
+        let log = std::fs::File::create(self.dir.path().join("server.log"))?;
+        let child = Command::new(&self.binary)
+            .arg(format!("--config-file={}", config.display()))
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        self.child = Some(child);
+        let port = self.http_port;
+        wait_until("clickhouse-server", Duration::from_secs(30), || {
+            query(port, "SELECT 1").is_ok_and(|r| r.trim() == "1")
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
+    /// Runs one statement over HTTP and returns the body (TabSeparated); an error for a non-200 answer.
+    pub fn query(&self, sql: &str) -> anyhow::Result<String> {
+        query(self.http_port, sql)
+    }
+
+    /// Kills the server (SIGKILL); the data dir stays for [`ClickHouseServer::restart`].
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports and data dir.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+}
+
+impl Drop for ClickHouseServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn find_binary_at(path: &str) -> anyhow::Result<PathBuf> {
+    let path = PathBuf::from(path);
+    anyhow::ensure!(
+        path.is_file(),
+        "clickhouse-server not found: set CLICKHOUSE_SERVER_BIN or install the clickhouse-server package"
+    );
+    Ok(path)
+}
+
+fn write_config(dir: &Path, http_port: u16, tcp_port: u16) -> anyhow::Result<()> {
+    let d = dir.display();
+    let config = format!(
+        r#"<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><console>1</console></logger>
+  <http_port>{http_port}</http_port>
+  <tcp_port>{tcp_port}</tcp_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>{d}/data/</path>
+  <tmp_path>{d}/tmp/</tmp_path>
+  <user_files_path>{d}/user_files/</user_files_path>
+  <format_schema_path>{d}/format_schemas/</format_schema_path>
+  <users_config>{d}/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+  <max_concurrent_queries>100</max_concurrent_queries>
+</yandex>
+"#
+    );
+    let users = r#"<?xml version="1.0"?>
+<yandex>
+  <profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles>
+  <users><default><password></password><networks><ip>::1</ip><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default></default></quotas>
+</yandex>
+"#;
+    std::fs::write(dir.join("config.xml"), config)?;
+    std::fs::write(dir.join("users.xml"), users)?;
+    Ok(())
+}
+
+/// A minimal HTTP/1.0 POST of one statement (keeps this crate free of an HTTP client).
+fn query(port: u16, sql: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let request = format!(
+        "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{sql}",
+        sql.len()
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP answer")?;
+    let status_line = head.lines().next().unwrap_or_default();
+    anyhow::ensure!(
+        status_line.contains(" 200 "),
+        "clickhouse answered {status_line}: {body}"
+    );
+    Ok(body.to_string())
+}

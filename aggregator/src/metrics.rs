@@ -1,0 +1,50 @@
+//! Metric names of the aggregator, defined once, and the Prometheus recorder set-up used by `main`.
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const EVENTS: &str = "telemetry_aggregator_events_total";
+pub const BAD_EVENTS: &str = "telemetry_aggregator_bad_events_total";
+pub const INSTALLS: &str = "telemetry_aggregator_installs";
+pub const PENDING: &str = "telemetry_aggregator_pending_installs";
+pub const CAUGHT_UP: &str = "telemetry_aggregator_caught_up";
+pub const ROLLUP_SECONDS: &str = "telemetry_aggregator_rollup_seconds";
+/// Label `op`: put, delete.
+pub const KV_WRITES: &str = "telemetry_aggregator_kv_writes_total";
+pub const KV_ERRORS: &str = "telemetry_aggregator_kv_errors_total";
+/// Label `outcome`: stored, duplicate, error.
+pub const TIMEOUTS: &str = "telemetry_aggregator_timeouts_total";
+
+/// Installs the process-wide Prometheus recorder (once, by `main`), inside a Tokio runtime.
+pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new().install_recorder()?;
+    describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(EVENTS, "events read from the stream");
+    describe_counter!(
+        BAD_EVENTS,
+        "stream messages that are not an event (skipped)"
+    );
+    describe_gauge!(INSTALLS, "installs held in memory (longest window)");
+    describe_gauge!(PENDING, "installs not final yet");
+    describe_gauge!(CAUGHT_UP, "1 once the replay reached the end of the stream");
+    describe_histogram!(
+        ROLLUP_SECONDS,
+        Unit::Seconds,
+        "time to compute one snapshot"
+    );
+    describe_counter!(KV_WRITES, "writes to telemetry_stats, by op");
+    describe_counter!(KV_ERRORS, "failed writes to telemetry_stats");
+    describe_counter!(TIMEOUTS, "synthetic timeout events published, by outcome");
+}

@@ -1,0 +1,451 @@
+//! The installs of the longest window, in bounded memory. An install that is not final yet keeps its full
+//! [`InstallState`] and goes through `schema::merge` like in every store. Once final it shrinks to a
+//! 40-byte [`Slot`] holding only what the rollups need; a late event for a final install (a redelivery,
+//! a real final beating `unknown`) is applied to the slot with the same rules (`status_score`, earliest
+//! event wins), comparing the time-ordered top 64 bits of event ids.
+//!
+//! Slots sit in a deque in arrival order, so expiring the oldest is a pop from the front; a
+//! `hashbrown::HashTable` of 4-byte positions finds an install by a 64-bit hash of its `execution_id`.
+//! Measured cost per final install is in aggregator/README.md.
+
+use std::collections::{HashMap, VecDeque};
+
+use hashbrown::HashTable;
+use schema::merge::{merge, status_score, InstallState};
+use schema::{Category, Event, Kind, RepoSource, Status};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// 64-bit FNV-1a with a final mix: stable across processes and versions (replicas agree on it).
+pub fn stable_hash(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // splitmix64 finalizer: spreads FNV's weak low bits over the whole word.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The time-ordered part of a UUIDv7 (48-bit milliseconds, version, 12 random bits).
+fn id_prefix(id: Uuid) -> u64 {
+    id.as_u64_pair().0
+}
+
+fn unix_secs(at: OffsetDateTime) -> u32 {
+    u32::try_from(at.unix_timestamp().max(0)).unwrap_or(u32::MAX)
+}
+
+/// Interned strings (app names, signatures); id 0 means "none".
+#[derive(Debug, Default)]
+pub struct Interner {
+    ids: HashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    pub fn intern(&mut self, text: &str) -> u32 {
+        if let Some(id) = self.ids.get(text) {
+            return *id;
+        }
+        self.names.push(text.into());
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.ids.insert(text.into(), id);
+        id
+    }
+
+    /// The id of `text`, if interned.
+    pub fn get(&self, text: &str) -> Option<u32> {
+        self.ids.get(text).copied()
+    }
+
+    pub fn name(&self, id: u32) -> &str {
+        id.checked_sub(1)
+            .and_then(|i| self.names.get(i as usize))
+            .map_or("", |s| s)
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// One install as the rollups see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub key: u64,
+    /// Top 64 bits of the event that decided the outcome (0 while not final).
+    outcome_from: u64,
+    /// Start of the install (its earliest event), unix seconds.
+    pub first_seen: u32,
+    pub app: u32,
+    pub signature: u32,
+    duration: u32,
+    pub status: Status,
+    pub kind: Kind,
+    pub repo: RepoSource,
+    pub category: Option<Category>,
+    pub exit_code: Option<u8>,
+    /// True while the full state is in `pending`.
+    pending: bool,
+}
+
+const NO_DURATION: u32 = u32::MAX;
+
+impl Slot {
+    pub fn duration(&self) -> Option<u32> {
+        (self.duration != NO_DURATION).then_some(self.duration)
+    }
+
+    pub fn is_final(&self) -> bool {
+        self.status.is_final()
+    }
+}
+
+/// A non-final install: its full merge state and when a timeout was last published for it.
+#[derive(Debug)]
+struct Pending {
+    state: InstallState,
+    timeout_sent: Option<OffsetDateTime>,
+}
+
+/// Every install whose first event is inside the longest window.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    slots: VecDeque<Slot>,
+    /// Absolute position of `slots[0]` (wrapping).
+    base: u32,
+    index: HashTable<u32>,
+    pending: HashMap<u64, Pending>,
+    pub apps: Interner,
+    pub signatures: Interner,
+}
+
+impl Tracker {
+    pub fn new() -> Tracker {
+        Tracker::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn slots(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter()
+    }
+
+    fn find(&self, key: u64) -> Option<usize> {
+        let (slots, base) = (&self.slots, self.base);
+        self.index
+            .find(key, |&pos| {
+                slots
+                    .get(pos.wrapping_sub(base) as usize)
+                    .is_some_and(|s| s.key == key)
+            })
+            .map(|&pos| pos.wrapping_sub(base) as usize)
+    }
+
+    /// Merges one event from the stream.
+    pub fn apply(&mut self, event: &Event) {
+        let key = stable_hash(&event.execution_id);
+        match self.find(key) {
+            None => {
+                let state = merge(None, event);
+                let mut slot = Slot {
+                    key,
+                    outcome_from: 0,
+                    first_seen: 0,
+                    app: 0,
+                    signature: 0,
+                    duration: NO_DURATION,
+                    status: Status::Installing,
+                    kind: Kind::Lxc,
+                    repo: RepoSource::ProxmoxVE,
+                    category: None,
+                    exit_code: None,
+                    pending: false,
+                };
+                self.refresh(&mut slot, &state, event);
+                let pos = self.base.wrapping_add(self.slots.len() as u32);
+                self.slots.push_back(slot);
+                let slots = &self.slots;
+                let base = self.base;
+                self.index.insert_unique(key, pos, |&p| {
+                    slots
+                        .get(p.wrapping_sub(base) as usize)
+                        .map_or(0, |s| s.key)
+                });
+                if !slot.pending {
+                    return;
+                }
+                self.pending.insert(
+                    key,
+                    Pending {
+                        state,
+                        timeout_sent: None,
+                    },
+                );
+            }
+            Some(i) => {
+                let mut slot = self.slots[i];
+                if let Some(mut p) = self.pending.remove(&key) {
+                    p.state.apply(event);
+                    self.refresh(&mut slot, &p.state, event);
+                    if slot.pending {
+                        self.pending.insert(key, p);
+                    }
+                } else {
+                    self.apply_to_final(&mut slot, event);
+                }
+                self.slots[i] = slot;
+            }
+        }
+    }
+
+    /// Copies a merged state into its slot; `event` is the one just merged (it carries the signature
+    /// when it decided the outcome).
+    fn refresh(&mut self, slot: &mut Slot, state: &InstallState, event: &Event) {
+        slot.first_seen = unix_secs(state.first_seen);
+        slot.app = self.apps.intern(&state.nsapp.value);
+        slot.kind = state.kind.value;
+        slot.repo = state.repo_source.value;
+        slot.status = state.status.value;
+        slot.pending = !state.is_final();
+        if let Some(outcome) = &state.outcome {
+            slot.outcome_from = id_prefix(outcome.from);
+            slot.exit_code = outcome.exit_code;
+            slot.category = outcome.error_category;
+            if outcome.from == event.event_id {
+                slot.signature = self.intern_signature(event);
+            }
+            slot.duration = state.duration_secs().unwrap_or(NO_DURATION);
+        }
+    }
+
+    fn intern_signature(&mut self, event: &Event) -> u32 {
+        event
+            .error_signature
+            .as_deref()
+            .map_or(0, |s| self.signatures.intern(s))
+    }
+
+    /// The merge rules of `schema::merge` on a final install's slot.
+    fn apply_to_final(&mut self, slot: &mut Slot, event: &Event) {
+        let at = unix_secs(event.received_at);
+        slot.first_seen = slot.first_seen.min(at);
+        if !event.status.is_final() {
+            return;
+        }
+        let candidate = (
+            status_score(event.status),
+            std::cmp::Reverse(id_prefix(event.event_id)),
+        );
+        let current = (
+            status_score(slot.status),
+            std::cmp::Reverse(slot.outcome_from),
+        );
+        if candidate <= current {
+            return;
+        }
+        slot.status = event.status;
+        slot.outcome_from = id_prefix(event.event_id);
+        slot.exit_code = event.exit_code;
+        slot.category = event.error_category;
+        slot.signature = self.intern_signature(event);
+        slot.duration = event
+            .install_duration
+            .unwrap_or_else(|| at.saturating_sub(slot.first_seen));
+    }
+
+    /// Forgets installs that started before `cutoff` (unix seconds).
+    pub fn expire(&mut self, cutoff: u32) -> usize {
+        let mut expired = 0;
+        while let Some(front) = self.slots.front().copied() {
+            if front.first_seen >= cutoff {
+                break;
+            }
+            self.slots.pop_front();
+            let pos = self.base;
+            if let Ok(entry) = self.index.find_entry(front.key, |&p| p == pos) {
+                entry.remove();
+            }
+            self.base = self.base.wrapping_add(1);
+            if front.pending {
+                self.pending.remove(&front.key);
+            }
+            expired += 1;
+        }
+        expired
+    }
+
+    /// Installs not final that started before `cutoff` and were not timed out since `retry_before`.
+    /// Marks them as timed out at `now`.
+    pub fn take_stuck(
+        &mut self,
+        cutoff: OffsetDateTime,
+        retry_before: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Vec<InstallState> {
+        let mut out = Vec::new();
+        for p in self.pending.values_mut() {
+            if p.state.first_seen < cutoff && p.timeout_sent.is_none_or(|t| t < retry_before) {
+                p.timeout_sent = Some(now);
+                out.push(p.state.clone());
+            }
+        }
+        out.sort_by(|a, b| a.execution_id.cmp(&b.execution_id));
+        out
+    }
+
+    /// Drops interned names no install refers to any more, once there are many (one pass over the slots;
+    /// called every few minutes).
+    pub fn compact_names(&mut self) {
+        if self.apps.len() + self.signatures.len() <= 4096 {
+            return;
+        }
+        let mut apps = Interner::default();
+        let mut signatures = Interner::default();
+        for slot in self.slots.iter_mut() {
+            slot.app = apps.intern(self.apps.name(slot.app));
+            if slot.signature != 0 {
+                slot.signature = signatures.intern(self.signatures.name(slot.signature));
+            }
+        }
+        self.apps = apps;
+        self.signatures = signatures;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use schema::validate::{validate, Reception};
+
+    /// A validated event received `secs` after the epoch base of the tests.
+    pub fn event(secs: i64, body: &str) -> Event {
+        let received_at = OffsetDateTime::from_unix_timestamp(1_700_000_000 + secs).expect("time");
+        let (hi, lo) = Uuid::now_v7().as_u64_pair();
+        // A UUIDv7 whose time part follows `received_at`, so ids are ordered like the test's clock.
+        let ms = (1_700_000_000 + secs) as u64 * 1000;
+        let hi = (ms << 16) | (hi & 0xffff);
+        let reception = Reception {
+            event_id: Uuid::from_u64_pair(hi, lo),
+            received_at,
+        };
+        validate(body.as_bytes(), reception)
+            .unwrap_or_else(|e| panic!("{body}: {e:?}"))
+            .event
+    }
+
+    pub fn body(exec: &str, app: &str, status: &str, extra: &str) -> String {
+        format!(
+            r#"{{"random_id":"r","execution_id":"{exec}","type":"lxc","nsapp":"{app}","status":"{status}"{extra}}}"#
+        )
+    }
+
+    fn check(events: &[(i64, &str)], expected: (usize, usize, Status)) {
+        let mut t = Tracker::new();
+        for (at, b) in events {
+            t.apply(&event(*at, b));
+        }
+        let first = t.slots().next().copied().expect("one install");
+        assert_eq!((t.len(), t.pending(), first.status), expected, "{events:?}");
+    }
+
+    #[test]
+    fn installs_merge_in_any_order() {
+        let installing = body("x", "docker", "installing", "");
+        let failed = body("x", "docker", "failed", r#","exit_code":100"#);
+        let success = body("x", "docker", "success", "");
+        let unknown = body("x", "docker", "unknown", "");
+        check(&[(0, &installing)], (1, 1, Status::Installing));
+        check(&[(0, &installing), (5, &failed)], (1, 0, Status::Failed));
+        check(&[(5, &failed), (0, &installing)], (1, 0, Status::Failed));
+        check(
+            &[(0, &installing), (5, &unknown), (9, &success)],
+            (1, 0, Status::Success),
+        );
+        check(
+            &[(0, &unknown), (3, &success), (9, &failed)],
+            (1, 0, Status::Success),
+        );
+        check(&[(0, &success), (0, &success)], (1, 0, Status::Success));
+    }
+
+    #[test]
+    fn a_final_slot_takes_the_outcome_of_the_winning_event() {
+        let mut t = Tracker::new();
+        t.apply(&event(0, &body("x", "a", "installing", "")));
+        t.apply(&event(10, &body("x", "a", "unknown", r#","exit_code":1"#)));
+        t.apply(&event(
+            20,
+            &body(
+                "x",
+                "a",
+                "failed",
+                r#","exit_code":100,"install_duration":42"#,
+            ),
+        ));
+        let slot = t.slots().next().copied().expect("slot");
+        assert_eq!(slot.status, Status::Failed);
+        assert_eq!(slot.exit_code, Some(100));
+        assert_eq!(slot.duration(), Some(42));
+    }
+
+    #[test]
+    fn expiry_pops_the_oldest_and_forgets_their_keys() {
+        let mut t = Tracker::new();
+        for i in 0..100 {
+            t.apply(&event(i, &body(&format!("x{i}"), "a", "success", "")));
+        }
+        assert_eq!(
+            t.expire(unix_secs(
+                event(50, &body("y", "a", "success", "")).received_at
+            )),
+            50
+        );
+        assert_eq!(t.len(), 50);
+        // An expired install that shows up again starts anew; a live one is found.
+        t.apply(&event(200, &body("x10", "a", "failed", "")));
+        t.apply(&event(200, &body("x60", "a", "failed", "")));
+        assert_eq!(t.len(), 51);
+        let statuses: Vec<Status> = t.slots().map(|s| s.status).collect();
+        assert_eq!(statuses.iter().filter(|s| **s == Status::Failed).count(), 1);
+    }
+
+    #[test]
+    fn stuck_installs_are_handed_out_once_until_retry() {
+        let mut t = Tracker::new();
+        t.apply(&event(0, &body("x", "a", "installing", "")));
+        t.apply(&event(0, &body("y", "a", "success", "")));
+        let at = |s: i64| OffsetDateTime::from_unix_timestamp(1_700_000_000 + s).expect("time");
+        assert_eq!(t.take_stuck(at(1), at(0), at(10)).len(), 1);
+        assert_eq!(t.take_stuck(at(1), at(0), at(11)).len(), 0);
+        assert_eq!(t.take_stuck(at(1), at(11), at(12)).len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// The per-install figure of aggregator/README.md rests on this.
+    #[test]
+    fn a_final_install_costs_forty_bytes_of_slot() {
+        assert_eq!(std::mem::size_of::<super::Slot>(), 40);
+    }
+}

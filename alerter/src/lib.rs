@@ -1,0 +1,641 @@
+//! The alerter: watches the rollups in `telemetry_stats`, evaluates the rules ([`rules`]) on every tick,
+//! and mails each alert and resolution exactly once across replicas and restarts. The state of every rule
+//! and subject lives in the KV bucket `telemetry_alerts` ([`record`]): a replica claims a transition with
+//! create or compare-and-set before doing anything, records it on the stream `TELEMETRY_ALERTS`, sends the
+//! mail with backoff while renewing its lease, and marks it sent. A replica that dies mid-delivery leaves
+//! a lapsed lease that another one takes over with the same mail. `run` is the whole service.
+
+pub mod config;
+pub mod mail;
+pub mod metrics;
+pub mod record;
+pub mod rules;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aggregator::snapshot::{
+    group_key, GroupStats, NewSignatures, Scope as StatsScope, KEY_NEW_SIGNATURES,
+};
+use async_nats::jetstream::{self, kv};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::Bytes;
+use futures::StreamExt;
+use metrics_exporter_prometheus::PrometheusHandle;
+use schema::names;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+pub use config::Config;
+
+use crate::mail::Mailer;
+use crate::metrics as m;
+use crate::record::{
+    alert_key, alert_subject, AlertEvent, AlertRecord, Delivery, Kind, Rule, Scope, ALERT_VERSION,
+};
+use crate::rules::{decide, rate_condition, signature_condition, Action, Condition};
+
+/// The KV bucket of alert records.
+pub fn alerts_bucket_config(replicas: usize) -> kv::Config {
+    kv::Config {
+        bucket: names::ALERTS_BUCKET.to_string(),
+        description: "alert claims, delivery state and cooldowns of telemetry-alerter".to_string(),
+        history: 1,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    }
+}
+
+/// Sends the `send-test` mail.
+pub async fn send_test(config: &Config) -> Result<usize, mail::MailError> {
+    let mailer = Mailer::new(config)?;
+    let text = format!(
+        "This is a test mail from telemetry-alerter.\n\nDashboard: {}\n",
+        config.dashboard_link(None)
+    );
+    let html = format!(
+        "<html><body><p>This is a test mail from telemetry-alerter.</p><p><a href=\"{0}\">{0}</a></p></body></html>",
+        config.dashboard_link(None)
+    );
+    let message = mailer.message(
+        "[telemetry] test mail",
+        text,
+        html,
+        &Uuid::now_v7().to_string(),
+    )?;
+    mailer.send(message).await?;
+    Ok(mailer.recipients())
+}
+
+/// One decided transition, to be claimed and delivered.
+#[derive(Debug, Clone)]
+struct Transition {
+    key: String,
+    action: Action,
+    /// The record the decision was based on, with its revision (`None`: no record).
+    current: Option<(AlertRecord, u64)>,
+    /// Fresh figures for a new alert or resolution.
+    event: AlertEvent,
+}
+
+/// Shared by the loop and the delivery tasks.
+struct Shared {
+    config: Config,
+    mailer: Mailer,
+    js: jetstream::Context,
+    alerts: kv::Store,
+    /// This replica's id, written as the owner of its claims.
+    me: String,
+    /// Keys with a delivery running in this replica.
+    busy: Mutex<HashSet<String>>,
+    ready: AtomicBool,
+}
+
+/// Runs the alerter until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    client: async_nats::Client,
+    metrics: Option<PrometheusHandle>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let mailer = Mailer::new(&config)?;
+    let (stop_ops, ops_stopped) = watch::channel(false);
+    let js = jetstream::new(client.clone());
+    let mut shutdown = std::pin::pin!(shutdown);
+
+    let setup = async {
+        let stats =
+            aggregator::ensure_bucket(&js, aggregator::stats_bucket_config(config.kv_replicas))
+                .await;
+        let alerts = aggregator::ensure_bucket(&js, alerts_bucket_config(config.kv_replicas)).await;
+        let settings = names::alerts_stream(config.kv_replicas);
+        aggregator::retry_forever("alert stream", || {
+            fleet::nats::ensure_stream(&js, &settings)
+        })
+        .await;
+        (stats, alerts)
+    };
+    let (stats_store, alerts_store) = tokio::select! {
+        stores = setup => stores,
+        () = &mut shutdown => return Ok(()),
+    };
+    let shared = Arc::new(Shared {
+        me: Uuid::now_v7().to_string(),
+        mailer,
+        js: js.clone(),
+        alerts: alerts_store.clone(),
+        busy: Mutex::new(HashSet::new()),
+        ready: AtomicBool::new(false),
+        config,
+    });
+    let ready = {
+        let shared = shared.clone();
+        let client = client.clone();
+        Arc::new(move || {
+            let connected = fleet::nats::connected(&client);
+            let loaded = shared.ready.load(Ordering::Relaxed);
+            (
+                connected && loaded,
+                serde_json::json!({ "broker": connected, "state_loaded": loaded }),
+            )
+        })
+    };
+    let (ops_addr, ops_task) =
+        fleet::ops::spawn(shared.config.ops_addr, ready, metrics, async move {
+            let mut stopped = ops_stopped;
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await?;
+    tracing::info!(addr = %ops_addr, replica = %shared.me, "ops port listening");
+
+    let mut deliveries = JoinSet::new();
+    evaluate_loop(
+        &shared,
+        &stats_store,
+        &alerts_store,
+        &mut deliveries,
+        &mut shutdown,
+    )
+    .await;
+
+    shared.ready.store(false, Ordering::Relaxed);
+    // Deliveries in flight get a moment to finish; an aborted one leaves a lease that lapses, and the
+    // next replica (or this one restarted) takes it over.
+    let drain = async { while deliveries.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("deliveries still running at shutdown, leaving them to their lease");
+        deliveries.abort_all();
+    }
+    let _ = stop_ops.send(true);
+    let _ = ops_task.await;
+    if tokio::time::timeout(Duration::from_secs(5), client.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("broker flush timed out at shutdown");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A KV bucket mirrored in memory through a watch with history.
+struct Mirror {
+    name: &'static str,
+    store: kv::Store,
+    watch: kv::Watch,
+    entries: HashMap<String, (Bytes, u64)>,
+    loaded: bool,
+}
+
+impl Mirror {
+    async fn open(name: &'static str, store: &kv::Store) -> Mirror {
+        let watch = aggregator::retry_forever(name, || store.watch_with_history(">")).await;
+        let empty = aggregator::retry_forever(name, || store.status())
+            .await
+            .values()
+            == 0;
+        Mirror {
+            name,
+            store: store.clone(),
+            watch,
+            entries: HashMap::new(),
+            loaded: empty,
+        }
+    }
+
+    /// Applies one watch item; reopens the watch when it ended.
+    async fn apply(&mut self, item: Option<Result<kv::Entry, kv::WatcherError>>) {
+        match item {
+            Some(Ok(entry)) => {
+                if entry.delta == 0 || entry.seen_current {
+                    self.loaded = true;
+                }
+                match entry.operation {
+                    kv::Operation::Put => {
+                        let newer = self
+                            .entries
+                            .get(&entry.key)
+                            .is_none_or(|(_, rev)| *rev < entry.revision);
+                        if newer {
+                            self.entries
+                                .insert(entry.key, (entry.value, entry.revision));
+                        }
+                    }
+                    kv::Operation::Delete | kv::Operation::Purge => {
+                        self.entries.remove(&entry.key);
+                    }
+                }
+            }
+            Some(Err(e)) => tracing::warn!(bucket = self.name, error = %e, "watch error"),
+            None => {
+                tracing::warn!(bucket = self.name, "watch ended, reopening");
+                let reopened = Mirror::open(self.name, &self.store).await;
+                self.watch = reopened.watch;
+                self.entries.clear();
+                self.loaded = reopened.loaded;
+            }
+        }
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.entries
+            .get(key)
+            .and_then(|(bytes, _)| serde_json::from_slice(bytes).ok())
+    }
+}
+
+async fn evaluate_loop(
+    shared: &Arc<Shared>,
+    stats_store: &kv::Store,
+    alerts_store: &kv::Store,
+    deliveries: &mut JoinSet<()>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) {
+    let mut stats = Mirror::open("stats", stats_store).await;
+    let mut alerts = Mirror::open("alerts", alerts_store).await;
+    let mut tick = tokio::time::interval(shared.config.eval_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut *shutdown => return,
+            item = stats.watch.next() => stats.apply(item).await,
+            item = alerts.watch.next() => alerts.apply(item).await,
+            _ = tick.tick() => {
+                while deliveries.try_join_next().is_some() {}
+                let loaded = stats.loaded && alerts.loaded;
+                shared.ready.store(loaded, Ordering::Relaxed);
+                if !loaded {
+                    continue;
+                }
+                for t in transitions(&shared.config, &stats, &alerts, OffsetDateTime::now_utc()) {
+                    let claimed = shared
+                        .busy
+                        .lock()
+                        .map(|mut busy| busy.insert(t.key.clone()))
+                        .unwrap_or(false);
+                    if claimed {
+                        deliveries.spawn(handle(shared.clone(), t));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn rate_event(
+    config: &Config,
+    kind: Kind,
+    scope: Scope,
+    subject: &str,
+    stats: Option<&GroupStats>,
+    now: OffsetDateTime,
+) -> AlertEvent {
+    let app = (scope == Scope::App).then_some(subject);
+    let mut event = AlertEvent {
+        v: ALERT_VERSION,
+        alert_id: Uuid::now_v7(),
+        kind,
+        rule: Rule::FailureRate,
+        scope,
+        subject: subject.to_string(),
+        at: now,
+        window: config.alert_window.label(),
+        threshold: Some(config.alert_failure_threshold),
+        failure_rate: None,
+        started: 0,
+        success: 0,
+        failed: 0,
+        aborted: 0,
+        unknown: 0,
+        apps: Vec::new(),
+        top_exit_codes: Vec::new(),
+        top_signatures: Vec::new(),
+        dashboard_url: config.dashboard_link(app),
+    };
+    if let Some(s) = stats {
+        event.failure_rate = s.failure_rate;
+        event.started = s.started;
+        event.success = s.success;
+        event.failed = s.failed;
+        event.aborted = s.aborted;
+        event.unknown = s.unknown;
+        event.top_exit_codes = s.top_exit_codes.clone();
+        event.top_signatures = s.top_signatures.clone();
+    }
+    event
+}
+
+/// Every transition the rules call for, given the mirrored stats and alert records.
+fn transitions(
+    config: &Config,
+    stats: &Mirror,
+    alerts: &Mirror,
+    now: OffsetDateTime,
+) -> Vec<Transition> {
+    let thresholds = config.thresholds();
+    let window = config.alert_window;
+    let mut plan = Plan {
+        alerts,
+        now,
+        seen: HashSet::new(),
+        out: Vec::new(),
+    };
+    let global: Option<GroupStats> = stats.json(&group_key(window, StatsScope::Global, ""));
+    plan.consider(
+        alert_key(Rule::FailureRate, Scope::Global, ""),
+        rate_condition(global.as_ref(), &thresholds),
+        &|kind| rate_event(config, kind, Scope::Global, "", global.as_ref(), now),
+    );
+    let app_prefix = format!("{}.app.", window.label());
+    for key in stats.entries.keys().filter(|k| k.starts_with(&app_prefix)) {
+        let Some(app) = stats.json::<GroupStats>(key) else {
+            continue;
+        };
+        plan.consider(
+            alert_key(Rule::FailureRate, Scope::App, &app.subject),
+            rate_condition(Some(&app), &thresholds),
+            &|kind| rate_event(config, kind, Scope::App, &app.subject, Some(&app), now),
+        );
+    }
+    if let Some(fresh) = stats.json::<NewSignatures>(KEY_NEW_SIGNATURES) {
+        for sig in &fresh.signatures {
+            plan.consider(
+                alert_key(Rule::NewSignature, Scope::Signature, &sig.signature),
+                signature_condition(sig, &thresholds),
+                &|kind| AlertEvent {
+                    v: ALERT_VERSION,
+                    alert_id: Uuid::now_v7(),
+                    kind,
+                    rule: Rule::NewSignature,
+                    scope: Scope::Signature,
+                    subject: sig.signature.clone(),
+                    at: now,
+                    window: fresh.window.clone(),
+                    threshold: None,
+                    failure_rate: None,
+                    started: sig.installs,
+                    success: 0,
+                    failed: 0,
+                    aborted: 0,
+                    unknown: 0,
+                    apps: sig.apps.clone(),
+                    top_exit_codes: Vec::new(),
+                    top_signatures: Vec::new(),
+                    dashboard_url: config
+                        .dashboard_link((sig.apps.len() == 1).then(|| sig.apps[0].name.as_str())),
+                },
+            );
+        }
+    }
+    // Records whose group left the stats: an app alert resolves, anything pending may need a takeover.
+    let orphans: Vec<(String, AlertRecord)> = alerts
+        .entries
+        .iter()
+        .filter(|(k, _)| !plan.seen.contains(*k))
+        .filter_map(|(k, (bytes, _))| {
+            serde_json::from_slice::<AlertRecord>(bytes)
+                .ok()
+                .map(|r| (k.clone(), r))
+        })
+        .collect();
+    for (key, record) in orphans {
+        let condition = match record.event.rule {
+            Rule::FailureRate => Condition::Clear,
+            Rule::NewSignature => Condition::Hold,
+        };
+        let subject = record.event.subject.clone();
+        let scope = record.event.scope;
+        plan.consider(key, condition, &|kind| {
+            rate_event(config, kind, scope, &subject, None, now)
+        });
+    }
+    plan.out
+}
+
+/// Collects transitions, remembering which records were looked at.
+struct Plan<'a> {
+    alerts: &'a Mirror,
+    now: OffsetDateTime,
+    seen: HashSet<String>,
+    out: Vec<Transition>,
+}
+
+impl Plan<'_> {
+    fn consider(&mut self, key: String, condition: Condition, event: &dyn Fn(Kind) -> AlertEvent) {
+        let current: Option<(AlertRecord, u64)> =
+            self.alerts.entries.get(&key).and_then(|(bytes, rev)| {
+                serde_json::from_slice::<AlertRecord>(bytes)
+                    .ok()
+                    .map(|r| (r, *rev))
+            });
+        let action = decide(condition, current.as_ref().map(|(r, _)| r), self.now);
+        self.seen.insert(key.clone());
+        let kind = match action {
+            Action::Nothing => return,
+            Action::Fire => Kind::Alert,
+            Action::Resolve => Kind::Resolved,
+            Action::TakeOver => current.as_ref().map_or(Kind::Alert, |(r, _)| r.state),
+        };
+        self.out.push(Transition {
+            key,
+            action,
+            current,
+            event: event(kind),
+        });
+    }
+}
+
+/// Removes a key from the busy set when its delivery task ends, however it ends.
+struct BusyGuard<'a> {
+    shared: &'a Shared,
+    key: String,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.shared.busy.lock() {
+            busy.remove(&self.key);
+        }
+    }
+}
+
+/// Claims one transition and, when the claim wins, delivers it.
+async fn handle(shared: Arc<Shared>, t: Transition) {
+    let _guard = BusyGuard {
+        shared: &shared,
+        key: t.key.clone(),
+    };
+    let config = &shared.config;
+    let now = OffsetDateTime::now_utc();
+    let record = match (t.action, &t.current) {
+        (Action::TakeOver, Some((current, _))) => AlertRecord {
+            owner: shared.me.clone(),
+            lease_until: now + config.lease(),
+            ..current.clone()
+        },
+        (Action::Resolve, Some((current, _))) => AlertRecord {
+            v: ALERT_VERSION,
+            state: Kind::Resolved,
+            delivery: Delivery::Pending,
+            owner: shared.me.clone(),
+            lease_until: now + config.lease(),
+            cooldown_until: current.cooldown_until,
+            attempts: 0,
+            recorded: false,
+            event: t.event.clone(),
+        },
+        _ => AlertRecord {
+            v: ALERT_VERSION,
+            state: Kind::Alert,
+            delivery: Delivery::Pending,
+            owner: shared.me.clone(),
+            lease_until: now + config.lease(),
+            cooldown_until: now + config.cooldown(),
+            attempts: 0,
+            recorded: false,
+            event: t.event.clone(),
+        },
+    };
+    let bytes: Bytes = serde_json::to_vec(&record).unwrap_or_default().into();
+    let claimed = match &t.current {
+        None => shared
+            .alerts
+            .create(&t.key, bytes)
+            .await
+            .map_err(|e| e.to_string()),
+        Some((_, revision)) => shared
+            .alerts
+            .update(&t.key, bytes, *revision)
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    let revision = match claimed {
+        Ok(revision) => revision,
+        Err(e) => {
+            ::metrics::counter!(m::CLAIMS_LOST).increment(1);
+            tracing::debug!(key = %t.key, error = %e, "claim lost to another replica");
+            return;
+        }
+    };
+    ::metrics::counter!(m::CLAIMS, "rule" => record.event.rule.as_str(), "kind" => record.state.as_str())
+        .increment(1);
+    tracing::info!(
+        key = %t.key,
+        kind = record.state.as_str(),
+        action = ?t.action,
+        alert_id = %record.event.alert_id,
+        "alert claimed"
+    );
+    deliver(&shared, &t.key, record, revision).await;
+}
+
+/// Records the event on the alert stream and mails it, retrying with backoff and renewing the lease,
+/// then marks it sent. Gives up only when another replica took the record over.
+async fn deliver(shared: &Shared, key: &str, mut record: AlertRecord, mut revision: u64) {
+    let config = &shared.config;
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(config.retry_max())
+        .without_max_times()
+        .build();
+    loop {
+        if !record.recorded && record_event(&shared.js, &record.event).await {
+            record.recorded = true;
+            match put_record(shared, key, &record, revision).await {
+                Some(r) => revision = r,
+                None => return,
+            }
+        }
+        let sent = match shared.mailer.alert(&record.event) {
+            Ok(message) => shared.mailer.send(message).await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(()) => break,
+            Err(e) => {
+                record.attempts += 1;
+                ::metrics::counter!(m::MAIL_FAILURES).increment(1);
+                let wait = delays.next().unwrap_or(config.retry_max());
+                tracing::warn!(key, attempts = record.attempts, ?wait, error = %e, "mail not sent, retrying");
+                record.lease_until = OffsetDateTime::now_utc() + config.lease();
+                match put_record(shared, key, &record, revision).await {
+                    Some(r) => revision = r,
+                    None => return,
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    ::metrics::counter!(m::MAILS_SENT, "kind" => record.state.as_str()).increment(1);
+    tracing::info!(key, alert_id = %record.event.alert_id, kind = record.state.as_str(), "mail sent");
+    record.delivery = Delivery::Sent;
+    // The mail is out: marking it sent must not be lost to a passing broker hiccup.
+    for attempt in 0..20u32 {
+        if put_record(shared, key, &record, revision).await.is_some() {
+            return;
+        }
+        if let Ok(Some(entry)) = shared.alerts.entry(key).await {
+            match serde_json::from_slice::<AlertRecord>(&entry.value) {
+                Ok(current)
+                    if current.owner == shared.me
+                        && current.event.alert_id == record.event.alert_id =>
+                {
+                    revision = entry.revision;
+                }
+                _ => return,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))).await;
+    }
+    tracing::warn!(
+        key,
+        "could not mark the mail sent; another replica may send it again after the lease"
+    );
+}
+
+/// Compare-and-set of our own record; `None` when another replica changed it (we lost the claim) or
+/// the broker did not answer.
+async fn put_record(
+    shared: &Shared,
+    key: &str,
+    record: &AlertRecord,
+    revision: u64,
+) -> Option<u64> {
+    let bytes: Bytes = serde_json::to_vec(record).unwrap_or_default().into();
+    match shared.alerts.update(key, bytes, revision).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(key, error = %e, "alert record update failed");
+            None
+        }
+    }
+}
+
+/// Publishes the alert event to `TELEMETRY_ALERTS` (de-duplicated by its id); true once stored.
+async fn record_event(js: &jetstream::Context, event: &AlertEvent) -> bool {
+    let payload: Bytes = serde_json::to_vec(event).unwrap_or_default().into();
+    let publish = jetstream::context::Publish::build()
+        .payload(payload)
+        .message_id(event.alert_id.to_string());
+    let acked = match js.send_publish(alert_subject(event), publish).await {
+        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match acked {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(alert_id = %event.alert_id, error = %e, "alert event not recorded, retrying with the mail");
+            false
+        }
+    }
+}

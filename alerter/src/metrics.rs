@@ -1,0 +1,36 @@
+//! Metric names of the alerter, defined once, and the Prometheus recorder set-up used by `main`.
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Labels `rule` (failure_rate, new_signature) and `kind` (alert, resolved).
+pub const CLAIMS: &str = "telemetry_alerter_claims_total";
+pub const CLAIMS_LOST: &str = "telemetry_alerter_claims_lost_total";
+/// Label `kind`: alert, resolved.
+pub const MAILS_SENT: &str = "telemetry_alerter_mails_sent_total";
+pub const MAIL_FAILURES: &str = "telemetry_alerter_mail_failures_total";
+
+/// Installs the process-wide Prometheus recorder (once, by `main`), inside a Tokio runtime.
+pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new().install_recorder()?;
+    describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::describe_counter;
+    describe_counter!(
+        CLAIMS,
+        "alert transitions this replica claimed, by rule and kind"
+    );
+    describe_counter!(CLAIMS_LOST, "transitions another replica claimed first");
+    describe_counter!(MAILS_SENT, "mails handed to the SMTP server, by kind");
+    describe_counter!(MAIL_FAILURES, "failed SMTP attempts (retried with backoff)");
+}

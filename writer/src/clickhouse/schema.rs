@@ -1,0 +1,267 @@
+//! The ClickHouse tables as versioned migrations, in SQL that ClickHouse 18.16 and current releases both
+//! accept (no TTL, DateTime64, Map, JSON type or server-side parameters). `?` stands for the database
+//! identifier, bound by the client; `{score}` for the status score of contract §6, generated from
+//! `schema::merge::status_score` so the SQL cannot drift from the Rust merge.
+//!
+//! How the merge of `schema::merge` is mirrored: every rule there is "keep the candidate with the
+//! smallest key", so each field of `installs` is an `argMin` state whose key is a string that sorts like
+//! the Rust key: the event id in its canonical lower-case form sorts like the UUID itself, and a one-digit
+//! prefix ranks candidates before the id (status: 4 - score; fields: 0 known, 1 weak `unknown`, 2 absent;
+//! outcome: only finals, by status). Absent values are stored as a sentinel (`-1`, `''`) inside the state
+//! and turned back into NULL by `installs_final`. `argMin`, `min`, `max` and `uniqExact` states are
+//! idempotent, so a redelivered batch or a second replica changes nothing that `installs_final` shows.
+
+use schema::merge::status_score;
+use schema::Status;
+
+/// One schema version: statements applied in order, each idempotent (`IF NOT EXISTS`).
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub statements: &'static [&'static str],
+}
+
+/// The bookkeeping table, created before anything else.
+pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS ?.schema_migrations (
+    version UInt32,
+    name String,
+    applied_at DateTime
+) ENGINE = ReplacingMergeTree ORDER BY version";
+
+/// Every version, oldest first. Never edit a released one: add the next.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "events, installs, installs_mv, installs_final, events_final",
+    statements: &[EVENTS, INSTALLS, INSTALLS_MV, INSTALLS_FINAL, EVENTS_FINAL],
+}];
+
+/// One row per accepted event. A redelivered event is a second copy with the same sorting key, which
+/// ReplacingMergeTree folds away when parts merge; readers use `events_final` (or `FINAL`) meanwhile.
+const EVENTS: &str = "CREATE TABLE IF NOT EXISTS ?.events (
+    event_id UUID,
+    received_at DateTime,
+    received_ms UInt64,
+    execution_id String,
+    random_id String,
+    type String,
+    nsapp String,
+    status String,
+    ct_type Nullable(UInt8),
+    disk_size Nullable(UInt32),
+    core_count Nullable(UInt16),
+    ram_size Nullable(UInt32),
+    os_type Nullable(String),
+    os_version Nullable(String),
+    pve_version Nullable(String),
+    method Nullable(String),
+    exit_code Nullable(UInt8),
+    error Nullable(String),
+    error_category Nullable(String),
+    error_signature Nullable(String),
+    install_duration Nullable(UInt32),
+    cpu_vendor Nullable(String),
+    cpu_model Nullable(String),
+    gpu_vendor Nullable(String),
+    gpu_model Nullable(String),
+    gpu_passthrough Nullable(String),
+    ram_speed Nullable(String),
+    repo_source String,
+    synthetic UInt8,
+    rescued Array(String)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMMDD(received_at)
+ORDER BY (execution_id, event_id)";
+
+/// Partial install states, one row per (install, day, inserted block); merged by `installs_final`.
+const INSTALLS: &str = "CREATE TABLE IF NOT EXISTS ?.installs (
+    day Date,
+    execution_id String,
+    random_id_state AggregateFunction(argMin, String, String),
+    type_state AggregateFunction(argMin, String, String),
+    nsapp_state AggregateFunction(argMin, String, String),
+    repo_source_state AggregateFunction(argMin, String, String),
+    status_state AggregateFunction(argMin, String, String),
+    final_state AggregateFunction(max, UInt8),
+    finished_ms_state AggregateFunction(argMin, UInt64, String),
+    exit_code_state AggregateFunction(argMin, Int64, String),
+    error_state AggregateFunction(argMin, String, String),
+    error_category_state AggregateFunction(argMin, String, String),
+    error_signature_state AggregateFunction(argMin, String, String),
+    first_ms_state AggregateFunction(min, UInt64),
+    last_ms_state AggregateFunction(max, UInt64),
+    ct_type_state AggregateFunction(argMin, Int64, String),
+    disk_size_state AggregateFunction(argMin, Int64, String),
+    core_count_state AggregateFunction(argMin, Int64, String),
+    ram_size_state AggregateFunction(argMin, Int64, String),
+    install_duration_state AggregateFunction(argMin, Int64, String),
+    os_type_state AggregateFunction(argMin, String, String),
+    os_version_state AggregateFunction(argMin, String, String),
+    pve_version_state AggregateFunction(argMin, String, String),
+    method_state AggregateFunction(argMin, String, String),
+    cpu_vendor_state AggregateFunction(argMin, String, String),
+    cpu_model_state AggregateFunction(argMin, String, String),
+    gpu_vendor_state AggregateFunction(argMin, String, String),
+    gpu_model_state AggregateFunction(argMin, String, String),
+    gpu_passthrough_state AggregateFunction(argMin, String, String),
+    ram_speed_state AggregateFunction(argMin, String, String),
+    events_state AggregateFunction(uniqExact, String)
+) ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMMDD(day)
+ORDER BY execution_id";
+
+/// Feeds `installs` from every block inserted into `events`.
+const INSTALLS_MV: &str = "CREATE MATERIALIZED VIEW IF NOT EXISTS ?.installs_mv TO ?.installs AS
+SELECT
+    toDate(received_at) AS day,
+    execution_id,
+    argMinState(random_id, toString(event_id)) AS random_id_state,
+    argMinState(type, toString(event_id)) AS type_state,
+    argMinState(nsapp, toString(event_id)) AS nsapp_state,
+    argMinState(repo_source, toString(event_id)) AS repo_source_state,
+    argMinState(status, concat(toString(4 - {score}), toString(event_id))) AS status_state,
+    maxState(toUInt8(status IN ('success', 'failed', 'aborted', 'unknown'))) AS final_state,
+    argMinState(received_ms, if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS finished_ms_state,
+    argMinState(ifNull(toInt64(exit_code), -1), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS exit_code_state,
+    argMinState(ifNull(error, ''), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS error_state,
+    argMinState(ifNull(error_category, ''), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS error_category_state,
+    argMinState(ifNull(error_signature, ''), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS error_signature_state,
+    minState(received_ms) AS first_ms_state,
+    maxState(received_ms) AS last_ms_state,
+    argMinState(ifNull(toInt64(ct_type), -1), concat(if(isNull(ct_type), '2', '0'), toString(event_id))) AS ct_type_state,
+    argMinState(ifNull(toInt64(disk_size), -1), concat(if(isNull(disk_size), '2', '0'), toString(event_id))) AS disk_size_state,
+    argMinState(ifNull(toInt64(core_count), -1), concat(if(isNull(core_count), '2', '0'), toString(event_id))) AS core_count_state,
+    argMinState(ifNull(toInt64(ram_size), -1), concat(if(isNull(ram_size), '2', '0'), toString(event_id))) AS ram_size_state,
+    argMinState(ifNull(toInt64(install_duration), -1), concat(if(isNull(install_duration), '2', '0'), toString(event_id))) AS install_duration_state,
+    argMinState(ifNull(os_type, ''), concat(if(isNull(os_type), '2', '0'), toString(event_id))) AS os_type_state,
+    argMinState(ifNull(os_version, ''), concat(if(isNull(os_version), '2', '0'), toString(event_id))) AS os_version_state,
+    argMinState(ifNull(pve_version, ''), concat(if(isNull(pve_version), '2', '0'), toString(event_id))) AS pve_version_state,
+    argMinState(ifNull(method, ''), concat(if(isNull(method), '2', '0'), toString(event_id))) AS method_state,
+    argMinState(ifNull(cpu_vendor, ''), concat(multiIf(isNull(cpu_vendor), '2', cpu_vendor = 'unknown', '1', '0'), toString(event_id))) AS cpu_vendor_state,
+    argMinState(ifNull(cpu_model, ''), concat(if(isNull(cpu_model), '2', '0'), toString(event_id))) AS cpu_model_state,
+    argMinState(ifNull(gpu_vendor, ''), concat(multiIf(isNull(gpu_vendor), '2', gpu_vendor = 'unknown', '1', '0'), toString(event_id))) AS gpu_vendor_state,
+    argMinState(ifNull(gpu_model, ''), concat(if(isNull(gpu_model), '2', '0'), toString(event_id))) AS gpu_model_state,
+    argMinState(ifNull(gpu_passthrough, ''), concat(multiIf(isNull(gpu_passthrough), '2', gpu_passthrough = 'unknown', '1', '0'), toString(event_id))) AS gpu_passthrough_state,
+    argMinState(ifNull(ram_speed, ''), concat(if(isNull(ram_speed), '2', '0'), toString(event_id))) AS ram_speed_state,
+    uniqExactState(toString(event_id)) AS events_state
+FROM ?.events
+GROUP BY day, execution_id";
+
+/// The merged state of each install: what analysts and the dashboard read.
+const INSTALLS_FINAL: &str = "CREATE VIEW IF NOT EXISTS ?.installs_final AS
+SELECT
+    execution_id,
+    random_id,
+    type,
+    nsapp,
+    repo_source,
+    status,
+    is_final,
+    if(is_final = 0 OR exit_code_raw = -1, NULL, toUInt8(exit_code_raw)) AS exit_code,
+    if(is_final = 0 OR error_raw = '', NULL, error_raw) AS error,
+    if(is_final = 0 OR error_category_raw = '', NULL, error_category_raw) AS error_category,
+    if(is_final = 0 OR error_signature_raw = '', NULL, error_signature_raw) AS error_signature,
+    toDateTime(intDiv(first_ms, 1000)) AS started_at,
+    toDateTime(intDiv(last_ms, 1000)) AS last_seen_at,
+    if(is_final = 0, NULL, toDateTime(intDiv(finished_ms_raw, 1000))) AS finished_at,
+    if(install_duration_raw != -1, toUInt32(install_duration_raw), if(is_final = 0, NULL, toUInt32(intDiv(finished_ms_raw - first_ms, 1000)))) AS duration,
+    if(ct_type_raw = -1, NULL, toUInt8(ct_type_raw)) AS ct_type,
+    if(disk_size_raw = -1, NULL, toUInt32(disk_size_raw)) AS disk_size,
+    if(core_count_raw = -1, NULL, toUInt16(core_count_raw)) AS core_count,
+    if(ram_size_raw = -1, NULL, toUInt32(ram_size_raw)) AS ram_size,
+    if(install_duration_raw = -1, NULL, toUInt32(install_duration_raw)) AS install_duration,
+    if(os_type_raw = '', NULL, os_type_raw) AS os_type,
+    if(os_version_raw = '', NULL, os_version_raw) AS os_version,
+    if(pve_version_raw = '', NULL, pve_version_raw) AS pve_version,
+    if(method_raw = '', NULL, method_raw) AS method,
+    if(cpu_vendor_raw = '', NULL, cpu_vendor_raw) AS cpu_vendor,
+    if(cpu_model_raw = '', NULL, cpu_model_raw) AS cpu_model,
+    if(gpu_vendor_raw = '', NULL, gpu_vendor_raw) AS gpu_vendor,
+    if(gpu_model_raw = '', NULL, gpu_model_raw) AS gpu_model,
+    if(gpu_passthrough_raw = '', NULL, gpu_passthrough_raw) AS gpu_passthrough,
+    if(ram_speed_raw = '', NULL, ram_speed_raw) AS ram_speed,
+    events
+FROM (
+    SELECT
+        execution_id,
+        argMinMerge(random_id_state) AS random_id,
+        argMinMerge(type_state) AS type,
+        argMinMerge(nsapp_state) AS nsapp,
+        argMinMerge(repo_source_state) AS repo_source,
+        argMinMerge(status_state) AS status,
+        maxMerge(final_state) AS is_final,
+        argMinMerge(finished_ms_state) AS finished_ms_raw,
+        argMinMerge(exit_code_state) AS exit_code_raw,
+        argMinMerge(error_state) AS error_raw,
+        argMinMerge(error_category_state) AS error_category_raw,
+        argMinMerge(error_signature_state) AS error_signature_raw,
+        minMerge(first_ms_state) AS first_ms,
+        maxMerge(last_ms_state) AS last_ms,
+        argMinMerge(ct_type_state) AS ct_type_raw,
+        argMinMerge(disk_size_state) AS disk_size_raw,
+        argMinMerge(core_count_state) AS core_count_raw,
+        argMinMerge(ram_size_state) AS ram_size_raw,
+        argMinMerge(install_duration_state) AS install_duration_raw,
+        argMinMerge(os_type_state) AS os_type_raw,
+        argMinMerge(os_version_state) AS os_version_raw,
+        argMinMerge(pve_version_state) AS pve_version_raw,
+        argMinMerge(method_state) AS method_raw,
+        argMinMerge(cpu_vendor_state) AS cpu_vendor_raw,
+        argMinMerge(cpu_model_state) AS cpu_model_raw,
+        argMinMerge(gpu_vendor_state) AS gpu_vendor_raw,
+        argMinMerge(gpu_model_state) AS gpu_model_raw,
+        argMinMerge(gpu_passthrough_state) AS gpu_passthrough_raw,
+        argMinMerge(ram_speed_state) AS ram_speed_raw,
+        uniqExactMerge(events_state) AS events
+    FROM ?.installs
+    GROUP BY execution_id
+)";
+
+/// Every event once, even before ReplacingMergeTree folded redelivered copies.
+const EVENTS_FINAL: &str =
+    "CREATE VIEW IF NOT EXISTS ?.events_final AS SELECT * FROM ?.events FINAL";
+
+/// The status score of `schema::merge::status_score` as a ClickHouse expression over `status`.
+pub fn status_score_sql() -> String {
+    let mut sql = String::from("multiIf(");
+    for status in Status::ALL {
+        sql.push_str(&format!(
+            "status = '{}', {}, ",
+            status.as_str(),
+            status_score(status)
+        ));
+    }
+    sql.push_str("0)");
+    sql
+}
+
+/// A statement ready to bind: `{score}` filled in. Only constants of this crate reach the text.
+pub fn render(statement: &str) -> String {
+    statement.replace("{score}", &status_score_sql())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_score_sql_mirrors_the_merge() {
+        assert_eq!(
+            status_score_sql(),
+            "multiIf(status = 'installing', 0, status = 'validation', 1, status = 'configuring', 2, \
+             status = 'success', 4, status = 'failed', 4, status = 'aborted', 4, status = 'unknown', 3, 0)"
+        );
+    }
+
+    #[test]
+    fn versions_increase_and_statements_are_idempotent() {
+        let mut last = 0;
+        for m in MIGRATIONS {
+            assert!(m.version > last, "{}", m.name);
+            last = m.version;
+            for s in m.statements {
+                assert!(s.contains("IF NOT EXISTS"), "{s}");
+                assert!(!render(s).contains('{'), "{s}");
+            }
+        }
+    }
+}

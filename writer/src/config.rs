@@ -1,0 +1,294 @@
+//! Configuration of `telemetry-writer`: one typed struct, read from flags and environment variables.
+//! Secrets (the ClickHouse and PocketBase passwords) are wrapped in [`Secret`], whose `Debug` and
+//! `Display` never show the value.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use fleet::LogFormat;
+
+/// The async-nats client deadlocks with more than 5000 pending acks of any kind; stay well below.
+pub const MAX_ACK_PENDING_LIMIT: i64 = 4096;
+
+/// Which stores this process writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SinkChoice {
+    Clickhouse,
+    Pocketbase,
+    All,
+}
+
+impl SinkChoice {
+    pub fn clickhouse(self) -> bool {
+        matches!(self, SinkChoice::Clickhouse | SinkChoice::All)
+    }
+
+    pub fn pocketbase(self) -> bool {
+        matches!(self, SinkChoice::Pocketbase | SinkChoice::All)
+    }
+}
+
+/// A value that must never reach a log line.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+/// The telemetry writer: reads accepted events from NATS JetStream and stores them in ClickHouse (every
+/// event, plus the merged install state) and PocketBase (one record per install), exactly once.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "telemetry-writer", version, about, long_about = None)]
+pub struct Config {
+    /// NATS server URL(s), comma-separated for a cluster.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Which stores to write: clickhouse, pocketbase or all (each has its own durable consumer).
+    #[arg(long, env = "WRITER_SINK", value_enum, default_value_t = SinkChoice::All)]
+    pub sink: SinkChoice,
+
+    /// Prefix of the durable consumer names (`<prefix>-clickhouse`, `<prefix>-pocketbase`); replicas
+    /// that share it share the work.
+    #[arg(long, env = "WRITER_CONSUMER_PREFIX", default_value = "writer", value_parser = parse_name)]
+    pub consumer_prefix: String,
+
+    /// ClickHouse HTTP interface.
+    #[arg(long, env = "CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    pub clickhouse_url: String,
+
+    /// ClickHouse user.
+    #[arg(long, env = "CLICKHOUSE_USER", default_value = "default")]
+    pub clickhouse_user: String,
+
+    /// ClickHouse password (default: empty).
+    #[arg(
+        long,
+        env = "CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub clickhouse_password: Secret,
+
+    /// ClickHouse database, created if missing (letters, digits and `_`).
+    #[arg(long, env = "CLICKHOUSE_DATABASE", default_value = "telemetry", value_parser = parse_name)]
+    pub clickhouse_database: String,
+
+    /// PocketBase base URL.
+    #[arg(long, env = "PB_URL", default_value = "http://127.0.0.1:8090")]
+    pub pb_url: String,
+
+    /// PocketBase superuser e-mail (or a user of an auth collection, see --pb-auth-collection).
+    #[arg(long, env = "PB_EMAIL", default_value = "")]
+    pub pb_email: String,
+
+    /// Password of --pb-email (default: empty).
+    #[arg(
+        long,
+        env = "PB_PASSWORD",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub pb_password: Secret,
+
+    /// Auth collection of --pb-email; `_superusers` can create the collection and enable the batch API.
+    #[arg(long, env = "PB_AUTH_COLLECTION", default_value = "_superusers", value_parser = parse_name)]
+    pub pb_auth_collection: String,
+
+    /// PocketBase collection with one record per install, created if missing.
+    #[arg(long, env = "PB_TARGET_COLLECTION", default_value = "telemetry", value_parser = parse_name)]
+    pub pb_target_collection: String,
+
+    /// Requests per PocketBase batch call (the batch API's `maxRequests` is raised to this).
+    #[arg(long, env = "PB_BATCH_REQUESTS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pb_batch_requests: u32,
+
+    /// Lifetime of the PocketBase writer lease, in seconds; a standby takes over this long after the
+    /// active writer died. Renewed every third of it.
+    #[arg(long, env = "LEASE_TTL_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub lease_ttl_secs: u64,
+
+    /// Data older than this many days is deleted from both stores (contract §7).
+    #[arg(long, env = "RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub retention_days: u32,
+
+    /// How often retention runs, in seconds.
+    #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value_t = 3600)]
+    pub retention_interval_secs: u64,
+
+    /// Most events per write.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+
+    /// Longest wait for a batch to fill once its first event arrived, in milliseconds.
+    #[arg(long, env = "BATCH_MAX_WAIT_MS", default_value_t = 200)]
+    pub batch_max_wait_ms: u64,
+
+    /// Un-acked events per consumer (JetStream's max_ack_pending), at most 4096; at least BATCH_SIZE
+    /// is sensible.
+    #[arg(long, env = "MAX_ACK_PENDING", default_value_t = 4096, value_parser = clap::value_parser!(i64).range(1..=MAX_ACK_PENDING_LIMIT))]
+    pub max_ack_pending: i64,
+
+    /// How long JetStream waits for an ack before redelivering, in seconds; longer than a flush.
+    #[arg(long, env = "ACK_WAIT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ack_wait_secs: u64,
+
+    /// Deadline of one write to a store, in seconds; a write that takes longer counts as the store down.
+    #[arg(long, env = "WRITE_TIMEOUT_SECS", default_value_t = 30)]
+    pub write_timeout_secs: u64,
+
+    /// Longest pause between retries of a store that is down, in milliseconds (exponential from 100 ms).
+    #[arg(long, env = "RETRY_MAX_DELAY_MS", default_value_t = 5000)]
+    pub retry_max_delay_ms: u64,
+
+    /// Deadline for finishing the current batch at shutdown, in seconds.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
+    pub shutdown_timeout_secs: u64,
+
+    /// Address of the ops port (/healthz, /readyz, /metrics).
+    #[arg(long, env = "OPS_ADDR", default_value = "0.0.0.0:9101")]
+    pub ops_addr: SocketAddr,
+
+    /// Log format: text for people, json for log collectors.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `writer=debug`.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Names that end up as identifiers (database, collection, consumer): letters, digits and `_`, starting
+/// with a letter or `_`, at most 64 bytes, so every store and NATS take them as they are.
+fn parse_name(s: &str) -> Result<String, String> {
+    let first_ok = s
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    let ok = first_ok && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("must be letters, digits and '_', starting with a letter or '_', at most 64".into())
+    }
+}
+
+impl Config {
+    pub fn batch_max_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_max_wait_ms)
+    }
+
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_secs(self.ack_wait_secs)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs)
+    }
+
+    pub fn retry_max_delay(&self) -> Duration {
+        Duration::from_millis(self.retry_max_delay_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs)
+    }
+
+    pub fn retention_interval(&self) -> Duration {
+        Duration::from_secs(self.retention_interval_secs.max(1))
+    }
+
+    /// The durable consumer of a sink.
+    pub fn consumer_name(&self, sink: &str) -> String {
+        format!("{}-{sink}", self.consumer_prefix)
+    }
+
+    /// Checks what clap cannot: settings that only make sense together.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.sink.pocketbase() && (self.pb_email.is_empty() || self.pb_password.is_empty()) {
+            anyhow::bail!("PB_EMAIL and PB_PASSWORD are required for the pocketbase sink (or set WRITER_SINK=clickhouse)");
+        }
+        if self.write_timeout() >= self.ack_wait() {
+            anyhow::bail!("ACK_WAIT_SECS must be longer than WRITE_TIMEOUT_SECS, or batches are redelivered while being written");
+        }
+        Ok(())
+    }
+
+    /// A configuration for tests and embedding: loopback ops port, defaults otherwise.
+    pub fn for_nats(nats_url: &str) -> Config {
+        let mut config = Config::parse_from(["telemetry-writer"]);
+        config.nats_url = nats_url.to_string();
+        config.ops_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let config = Config::parse_from([
+            "telemetry-writer",
+            "--pb-password",
+            "hunter2-pb",
+            "--clickhouse-password",
+            "hunter2-ch",
+        ]);
+        let text = format!("{config:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert_eq!(config.pb_password.expose(), "hunter2-pb");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        let check = |name: &str, ok: bool| assert_eq!(parse_name(name).is_ok(), ok, "{name}");
+        check("telemetry", true);
+        check("_t1", true);
+        check("1abc", false);
+        check("a-b", false);
+        check("a`b", false);
+        check("a.b", false);
+        check("", false);
+    }
+
+    #[test]
+    fn pocketbase_needs_credentials() {
+        let config = Config::for_nats("nats://127.0.0.1:1");
+        assert!(config.check().is_err());
+        let mut config = config;
+        config.sink = SinkChoice::Clickhouse;
+        assert!(config.check().is_ok());
+    }
+}

@@ -1,0 +1,69 @@
+//! Metric names of the writer, defined once, and the Prometheus recorder set-up used by `main`. Every
+//! series carries the label `sink` (clickhouse, pocketbase).
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Events per write (histogram).
+pub const BATCH_SIZE: &str = "telemetry_writer_batch_size";
+/// Seconds one successful write took, retries excluded (histogram).
+pub const WRITE_SECONDS: &str = "telemetry_writer_write_seconds";
+/// Events stored and acked.
+pub const EVENTS_WRITTEN: &str = "telemetry_writer_events_written_total";
+/// Events on the stream the consumer has not acked yet (pending + un-acked), sampled.
+pub const CONSUMER_LAG: &str = "telemetry_writer_consumer_lag";
+/// Writes retried because the store was down or busy.
+pub const RETRIES: &str = "telemetry_writer_retries_total";
+/// Events terminated and published to the dead-letter stream.
+pub const DEAD_LETTERS: &str = "telemetry_writer_dead_letters_total";
+/// 1 while the store answers, 0 while it is down.
+pub const SINK_UP: &str = "telemetry_writer_sink_up";
+/// 1 while this replica holds the PocketBase lease.
+pub const LEADER: &str = "telemetry_writer_leader";
+/// Rows or records deleted by retention.
+pub const RETENTION_DELETED: &str = "telemetry_writer_retention_deleted_total";
+
+const BATCH_BUCKETS: [f64; 10] = [
+    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+];
+const SECONDS_BUCKETS: [f64; 12] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+];
+
+/// Installs the process-wide Prometheus recorder. Called once, by `main` (or a test binary), inside a
+/// Tokio runtime: it spawns the upkeep task that folds histogram samples into their buckets.
+pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &BATCH_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(WRITE_SECONDS.into()), &SECONDS_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_histogram!(BATCH_SIZE, Unit::Count, "events per write");
+    describe_histogram!(
+        WRITE_SECONDS,
+        Unit::Seconds,
+        "duration of one successful write"
+    );
+    describe_counter!(EVENTS_WRITTEN, "events stored and acked");
+    describe_gauge!(
+        CONSUMER_LAG,
+        "events of the stream not yet acked by the consumer"
+    );
+    describe_counter!(RETRIES, "writes retried while the store was down");
+    describe_counter!(DEAD_LETTERS, "events sent to the dead-letter stream");
+    describe_gauge!(SINK_UP, "1 while the store answers");
+    describe_gauge!(LEADER, "1 while this replica holds the PocketBase lease");
+    describe_counter!(RETENTION_DELETED, "rows or records deleted by retention");
+}

@@ -1,0 +1,175 @@
+//! What a store looks like to the consumer loop, and the step of the loop: [`process`] writes one batch
+//! and says, per event, whether it is stored or poison; it never acks, naks or sleeps. A batch the store
+//! rejects as invalid is split in halves until the offending events are alone, so one bad event never
+//! blocks the rest. Writes must be idempotent (every store here is), because a split or a retry writes
+//! some events again.
+
+use std::future::Future;
+use std::ops::Range;
+
+use schema::Event;
+
+/// Why a write did not go through. The consumer loop maps each kind to one reaction.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// The store is down, busy or timed out: retry the same batch later, ack nothing.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Another writer changed the same rows at the same time: retry soon (the write re-reads).
+    #[error("write conflict: {0}")]
+    Conflict(String),
+    /// The store refused the data itself: retrying cannot help.
+    #[error("rejected by the store: {0}")]
+    Rejected(String),
+}
+
+/// A store that takes batches of events.
+pub trait Sink: Send + Sync {
+    /// Short name, used in consumer names, metric labels and logs.
+    fn name(&self) -> &'static str;
+
+    /// Stores the events; idempotent: writing an event twice, or in any order, leaves the same state.
+    fn write(&self, events: &[Event]) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// What became of one event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Stored,
+    /// The store rejected this event alone; the reason goes to the dead-letter stream.
+    Poison(String),
+}
+
+/// The result of one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every event has a verdict, in input order.
+    Done(Vec<Verdict>),
+    /// The store could not take the batch now; nothing may be acked.
+    Retry(SinkError),
+}
+
+impl Outcome {
+    /// Number of stored events, for metrics.
+    pub fn stored(&self) -> usize {
+        match self {
+            Outcome::Done(v) => v.iter().filter(|v| **v == Verdict::Stored).count(),
+            Outcome::Retry(_) => 0,
+        }
+    }
+}
+
+/// Writes `events` to `sink`, isolating rejected events by splitting the batch.
+pub async fn process<S: Sink>(sink: &S, events: &[Event]) -> Outcome {
+    let mut verdicts = vec![Verdict::Stored; events.len()];
+    let mut pending: Vec<Range<usize>> = Vec::new();
+    if !events.is_empty() {
+        pending.push(0..events.len());
+    }
+    while let Some(range) = pending.pop() {
+        match sink.write(&events[range.clone()]).await {
+            Ok(()) => {}
+            Err(SinkError::Rejected(reason)) if range.len() == 1 => {
+                verdicts[range.start] = Verdict::Poison(reason);
+            }
+            Err(SinkError::Rejected(_)) => {
+                let mid = range.start + range.len() / 2;
+                // Second half first on the stack, so the first half is written first.
+                pending.push(mid..range.end);
+                pending.push(range.start..mid);
+            }
+            Err(e) => return Outcome::Retry(e),
+        }
+    }
+    Outcome::Done(verdicts)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Rejects any batch that holds an event of a poison app; fails the first `down` writes.
+    struct Fake {
+        poison: &'static str,
+        down: Mutex<usize>,
+        writes: Mutex<Vec<usize>>,
+    }
+
+    impl Sink for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+
+        async fn write(&self, events: &[Event]) -> Result<(), SinkError> {
+            self.writes.lock().unwrap().push(events.len());
+            let mut down = self.down.lock().unwrap();
+            if *down > 0 {
+                *down -= 1;
+                return Err(SinkError::Unavailable("down".into()));
+            }
+            if events.iter().any(|e| e.nsapp == self.poison) {
+                return Err(SinkError::Rejected(format!("bad app {}", self.poison)));
+            }
+            Ok(())
+        }
+    }
+
+    fn event(app: &str, n: usize) -> Event {
+        let body =
+            format!(r#"{{"random_id":"r{n}","type":"lxc","nsapp":"{app}","status":"installing"}}"#);
+        schema::validate(body.as_bytes(), schema::Reception::now())
+            .expect("valid")
+            .event
+    }
+
+    fn check(apps: &[&str], down: usize, expected: Outcome) {
+        let events: Vec<Event> = apps.iter().enumerate().map(|(n, a)| event(a, n)).collect();
+        let sink = Fake {
+            poison: "bad",
+            down: Mutex::new(down),
+            writes: Mutex::new(Vec::new()),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let outcome = rt.block_on(process(&sink, &events));
+        assert_eq!(outcome, expected, "{apps:?}");
+    }
+
+    #[test]
+    fn isolates_poison_and_stores_the_rest() {
+        use Verdict::{Poison, Stored};
+        let p = || Poison("bad app bad".into());
+        check(&[], 0, Outcome::Done(vec![]));
+        check(&["a", "b"], 0, Outcome::Done(vec![Stored, Stored]));
+        check(&["bad"], 0, Outcome::Done(vec![p()]));
+        check(
+            &["a", "bad", "c", "d", "bad"],
+            0,
+            Outcome::Done(vec![Stored, p(), Stored, Stored, p()]),
+        );
+        check(
+            &["a", "b"],
+            1,
+            Outcome::Retry(SinkError::Unavailable("down".into())),
+        );
+    }
+
+    #[test]
+    fn poison_reason_comes_from_the_store() {
+        let events = vec![event("bad", 0)];
+        let sink = Fake {
+            poison: "bad",
+            down: Mutex::new(0),
+            writes: Mutex::new(Vec::new()),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let outcome = rt.block_on(process(&sink, &events));
+        assert_eq!(outcome.stored(), 0);
+        assert_eq!(*sink.writes.lock().unwrap(), vec![1]);
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the writer against real nats-server, ClickHouse 18.16 and PocketBase processes
+//! started by the harness: order independence, exactly-once under redelivery, kills and store outages,
+//! replicas and the PocketBase lease, dead letters, retention, migrations and the README's queries.
+
+mod harness;
+
+mod clickhouse;
+mod dlq;
+mod e2e;
+mod faults;
+mod order;
