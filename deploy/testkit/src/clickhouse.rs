@@ -22,7 +22,20 @@ pub struct ClickHouseServer {
 
 impl ClickHouseServer {
     /// Starts a fresh server and waits until it answers `SELECT 1` over HTTP.
+    /// Starts a fresh server. A start that does not answer (for example because another test took one of
+    /// the free ports between our probe and the server's bind) is retried on new ports, three times.
     pub fn start() -> anyhow::Result<ClickHouseServer> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_once() {
+                Ok(server) => return Ok(server),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("clickhouse-server did not start")))
+    }
+
+    fn start_once() -> anyhow::Result<ClickHouseServer> {
         let binary = find_binary("clickhouse-server", "CLICKHOUSE_SERVER_BIN")
             .or_else(|_| find_binary_at("/usr/sbin/clickhouse-server"))?;
         let dir = tempfile::tempdir()?;
