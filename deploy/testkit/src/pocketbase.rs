@@ -25,7 +25,20 @@ pub struct PocketBaseServer {
 
 impl PocketBaseServer {
     /// Starts a fresh server with the superuser [`SUPERUSER_EMAIL`] and waits until `/api/health` answers.
+    /// A start that does not answer (a port taken in between, a machine under load) is retried up to
+    /// three times on a new port and data dir.
     pub fn start() -> anyhow::Result<PocketBaseServer> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_once() {
+                Ok(server) => return Ok(server),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.expect("three attempts"))
+    }
+
+    fn start_once() -> anyhow::Result<PocketBaseServer> {
         let binary = find_binary("pocketbase", "POCKETBASE_BIN")?;
         let dir = tempfile::tempdir()?;
         let status = Command::new(&binary)
@@ -55,6 +68,7 @@ impl PocketBaseServer {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.dir.path().join("pocketbase.log"))?;
         let child = Command::new(&self.binary)
             .args([
                 "serve",
@@ -63,13 +77,30 @@ impl PocketBaseServer {
                 "--dir",
             ])
             .arg(self.dir.path().join("pb_data"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", self.binary.display()))?;
         self.child = Some(child);
         let port = self.port;
-        wait_until("pocketbase", Duration::from_secs(30), || health(port))
+        let mut exited = None;
+        let waited = wait_until("pocketbase", Duration::from_secs(30), || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                exited = Some(status);
+                return true;
+            }
+            health(port)
+        });
+        let log =
+            std::fs::read_to_string(self.dir.path().join("pocketbase.log")).unwrap_or_default();
+        if let Some(status) = exited {
+            self.child = None;
+            bail!("pocketbase exited at start ({status}): {}", log.trim());
+        }
+        if waited.is_err() {
+            self.stop();
+        }
+        waited.with_context(|| format!("pocketbase log: {}", log.trim()))
     }
 
     /// `http://127.0.0.1:<port>`.

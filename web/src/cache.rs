@@ -1,0 +1,313 @@
+//! The answer cache: moka with stale-while-revalidate. An entry is fresh for `ttl`; after that it is still
+//! served (`X-Cache: stale`) while exactly one refresh per key runs in the background, until `max_stale`
+//! drops it. A miss loads through moka's `try_get_with`, so parallel cold requests for one key cause one
+//! query. Reads are counted per key; [`SwrCache::refresh_popular`] renews the most read keys before they
+//! go stale. Nothing invalidates it: new data shows up at the next refresh.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::metrics;
+
+/// How an answer was found, for the `X-Cache` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    Stale,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Stale => "stale",
+        }
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Loader<K, V, E> = Arc<dyn Fn(K) -> BoxFuture<Result<V, E>> + Send + Sync>;
+
+#[derive(Clone)]
+struct Entry<V> {
+    value: V,
+    loaded: Instant,
+}
+
+/// A stale-while-revalidate cache of `K -> V`, loading through one loader.
+pub struct SwrCache<K, V, E> {
+    name: &'static str,
+    entries: moka::future::Cache<K, Entry<V>>,
+    loader: Loader<K, V, E>,
+    ttl: Duration,
+    refreshing: Arc<Mutex<HashSet<K>>>,
+    reads: Mutex<HashMap<K, u64>>,
+}
+
+impl<K, V, E> SwrCache<K, V, E>
+where
+    K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: std::fmt::Display + Send + Sync + 'static,
+{
+    /// `name` labels the metrics; `loader` computes a value for a key.
+    pub fn new<F, Fut>(
+        name: &'static str,
+        capacity: u64,
+        ttl: Duration,
+        max_stale: Duration,
+        loader: F,
+    ) -> Self
+    where
+        F: Fn(K) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        SwrCache {
+            name,
+            entries: moka::future::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(max_stale.max(ttl))
+                .build(),
+            loader: Arc::new(move |k| Box::pin(loader(k))),
+            ttl,
+            refreshing: Arc::default(),
+            reads: Mutex::default(),
+        }
+    }
+
+    /// The value for `key`: fresh from the cache, stale (with a refresh started if none runs), or loaded.
+    pub async fn get(&self, key: K) -> Result<(V, CacheStatus), Arc<E>> {
+        self.count_read(&key);
+        if let Some(entry) = self.entries.get(&key).await {
+            if entry.loaded.elapsed() < self.ttl {
+                ::metrics::counter!(metrics::CACHE, "cache" => self.name, "result" => "hit")
+                    .increment(1);
+                return Ok((entry.value, CacheStatus::Hit));
+            }
+            ::metrics::counter!(metrics::CACHE, "cache" => self.name, "result" => "stale")
+                .increment(1);
+            self.refresh(key);
+            return Ok((entry.value, CacheStatus::Stale));
+        }
+        ::metrics::counter!(metrics::CACHE, "cache" => self.name, "result" => "miss").increment(1);
+        let loader = self.loader.clone();
+        let load_key = key.clone();
+        let entry = self
+            .entries
+            .try_get_with(key, async move {
+                let value = loader(load_key).await?;
+                Ok::<_, E>(Entry {
+                    value,
+                    loaded: Instant::now(),
+                })
+            })
+            .await?;
+        Ok((entry.value, CacheStatus::Miss))
+    }
+
+    /// Marks `key` as refreshing; false when a refresh of it already runs.
+    fn claim(&self, key: &K) -> bool {
+        self.refreshing
+            .lock()
+            .map(|mut running| running.insert(key.clone()))
+            .unwrap_or(false)
+    }
+
+    /// The load of a claimed refresh: stores the new value, or keeps the stale one on error.
+    fn reload(&self, key: K) -> impl Future<Output = ()> + Send + 'static {
+        let entries = self.entries.clone();
+        let loader = self.loader.clone();
+        let refreshing = self.refreshing.clone();
+        let name = self.name;
+        async move {
+            ::metrics::counter!(metrics::CACHE_REFRESHES, "cache" => name).increment(1);
+            match loader(key.clone()).await {
+                Ok(value) => {
+                    let entry = Entry {
+                        value,
+                        loaded: Instant::now(),
+                    };
+                    entries.insert(key.clone(), entry).await;
+                }
+                // The stale value stays until it expires; the next read tries again.
+                Err(e) => tracing::warn!(cache = name, ?key, error = %e, "cache refresh failed"),
+            }
+            if let Ok(mut running) = refreshing.lock() {
+                running.remove(&key);
+            }
+        }
+    }
+
+    /// Starts a background refresh of `key` unless one is running. Returns whether it started one.
+    pub fn refresh(&self, key: K) -> bool {
+        if !self.claim(&key) {
+            return false;
+        }
+        tokio::spawn(self.reload(key));
+        true
+    }
+
+    /// Loads `key` now if it is absent or past half its freshness and no refresh of it runs (warm-up and
+    /// popular keys; one at a time, so the store is not asked for everything at once). Returns whether
+    /// it loaded.
+    pub async fn warm(&self, key: K) -> bool {
+        let due = match self.entries.get(&key).await {
+            Some(entry) => entry.loaded.elapsed() >= self.ttl / 2,
+            None => true,
+        };
+        if !due || !self.claim(&key) {
+            return false;
+        }
+        self.reload(key).await;
+        true
+    }
+
+    /// Renews the `top` most read keys since the last call that are due, one after the other; returns
+    /// how many it renewed.
+    pub async fn refresh_popular(&self, top: usize) -> usize {
+        let mut reads: Vec<(K, u64)> = match self.reads.lock() {
+            Ok(mut reads) => reads.drain().collect(),
+            Err(_) => return 0,
+        };
+        reads.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        let mut renewed = 0;
+        for (key, _) in reads.into_iter().take(top) {
+            if self.warm(key).await {
+                renewed += 1;
+            }
+        }
+        renewed
+    }
+
+    /// True while a refresh of `key` runs.
+    pub fn is_refreshing(&self, key: &K) -> bool {
+        self.refreshing
+            .lock()
+            .map(|running| running.contains(key))
+            .unwrap_or(false)
+    }
+
+    fn count_read(&self, key: &K) {
+        if let Ok(mut reads) = self.reads.lock() {
+            // Bounded: the map is drained by every popular-key round; cap it in between.
+            if reads.len() < 10_000 || reads.contains_key(key) {
+                *reads.entry(key.clone()).or_default() += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::sync::Semaphore;
+
+    /// A loader that counts its calls, returns the call number, and waits for a permit of `gate`.
+    fn counting(ttl: Duration) -> (SwrCache<u32, u64, String>, Arc<AtomicU64>, Arc<Semaphore>) {
+        let calls = Arc::new(AtomicU64::new(0));
+        let gate = Arc::new(Semaphore::new(0));
+        let (c, g) = (calls.clone(), gate.clone());
+        let cache = SwrCache::new(
+            "test",
+            100,
+            ttl,
+            Duration::from_secs(3600),
+            move |_k: u32| {
+                let (c, g) = (c.clone(), g.clone());
+                async move {
+                    let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+                    g.acquire().await.map_err(|e| e.to_string())?.forget();
+                    Ok(n)
+                }
+            },
+        );
+        (cache, calls, gate)
+    }
+
+    async fn until(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(Instant::now() < deadline, "{what} did not happen in time");
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_cold_requests_cause_one_load() {
+        let (cache, calls, gate) = counting(Duration::from_secs(60));
+        let cache = Arc::new(cache);
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.get(7).await })
+            })
+            .collect();
+        until("the first load", || calls.load(Ordering::SeqCst) == 1).await;
+        gate.add_permits(100);
+        for task in tasks {
+            let (value, status) = task.await.expect("join").expect("value");
+            assert_eq!((value, status), (1, CacheStatus::Miss));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let (value, status) = cache.get(7).await.expect("value");
+        assert_eq!((value, status), (1, CacheStatus::Hit));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_stale_entry_is_served_while_one_refresh_runs() {
+        // Zero freshness: every entry is stale as soon as it is loaded.
+        let (cache, calls, gate) = counting(Duration::ZERO);
+        gate.add_permits(1);
+        assert_eq!(cache.get(1).await.expect("first"), (1, CacheStatus::Miss));
+        // The refresh blocks on the gate: reads meanwhile get the old value at once, and start no other.
+        for _ in 0..10 {
+            assert_eq!(cache.get(1).await.expect("stale"), (1, CacheStatus::Stale));
+        }
+        until("the refresh to start", || calls.load(Ordering::SeqCst) == 2).await;
+        assert!(cache.is_refreshing(&1));
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "one refresh in flight");
+        gate.add_permits(1);
+        until("the refresh to finish", || !cache.is_refreshing(&1)).await;
+        let (value, status) = cache.get(1).await.expect("refreshed");
+        assert_eq!((value, status), (2, CacheStatus::Stale));
+        gate.add_permits(10);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn popular_keys_are_refreshed_and_errors_keep_the_stale_value() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let c = calls.clone();
+        let cache: SwrCache<u32, u64, String> = SwrCache::new(
+            "test",
+            100,
+            Duration::ZERO,
+            Duration::from_secs(60),
+            move |k| {
+                let c = c.clone();
+                async move {
+                    let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+                    if n > 1 && k == 2 {
+                        return Err("down".to_string());
+                    }
+                    Ok(n)
+                }
+            },
+        );
+        cache.get(2).await.expect("first");
+        assert_eq!(cache.refresh_popular(5).await, 1);
+        assert!(!cache.is_refreshing(&2));
+        assert_eq!(cache.get(2).await.expect("kept"), (1, CacheStatus::Stale));
+        // Nothing read since the last round: nothing to renew.
+        until("the read's refresh", || !cache.is_refreshing(&2)).await;
+        cache.refresh_popular(5).await;
+        assert_eq!(cache.refresh_popular(5).await, 0);
+    }
+}

@@ -1,0 +1,759 @@
+//! Exact figures from ClickHouse: the views of the dashboard, computed from the writer's `installs_final`
+//! (one row per install) and `events` tables. Every value is bound with the client's `?`; the only text
+//! formatted into SQL is the database identifier (bound as an identifier) and the fixed sort column and
+//! direction of [`crate::params::SortColumn`] and [`crate::params::Order`]. Every result column is cast to
+//! a plain type in SQL, so the RowBinary rows read the same on ClickHouse 18.16 and current releases.
+//!
+//! `installs_final` aggregates every install on each read, so each view is computed in as few passes as
+//! possible: the categorical counts of a view come from one `ARRAY JOIN` pass, and lists ("the latest N")
+//! take their candidates from `events` (partition-pruned by time) and read only those installs back, with
+//! `enable_optimize_predicate_expression` so that `execution_id IN (…)` reaches the view's inner query.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use clickhouse::sql::Identifier;
+use serde::Deserialize;
+
+use crate::config::Config;
+use crate::metrics;
+use crate::model::*;
+use crate::params::{RecordsQuery, Scope};
+
+/// A failed ClickHouse call; the web answers 503 for it.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("clickhouse: {0}")]
+    Query(#[from] clickhouse::error::Error),
+    #[error("clickhouse query took longer than {0:?}")]
+    Timeout(Duration),
+}
+
+/// The ClickHouse side of the web: a client and the database name.
+#[derive(Clone)]
+pub struct Db {
+    client: clickhouse::Client,
+    database: String,
+    timeout: Duration,
+}
+
+/// How many latest installs the overview lists.
+pub const RECENT: usize = 10;
+/// How many rows the top lists keep.
+pub const TOP: usize = 15;
+/// Installs not final this long after their first event count as stuck (the aggregator's default).
+pub const STUCK_AFTER_SECS: i64 = 3600;
+
+const FINAL_FAILURES: &str = "('failed', 'aborted', 'unknown')";
+
+/// One pass over `installs_final` that counts installs per key of several dimensions at once. `{sums}`
+/// and `{dims}` are filled from the constants below by [`Pass::sql`]: only the columns a view needs are
+/// merged (each `argMin` column of the view costs about as much as the GROUP BY itself).
+const OVERVIEW: &str = "
+SELECT toString(d.1) AS dim, toString(ifNull(d.2, '')) AS key, toUInt64(count()) AS n, {sums}
+FROM (
+    SELECT status, nsapp, type, is_final, core_count, ram_size, disk_size, duration, started_at,
+        exit_code, error_category, error_signature,
+        toString(toDate(started_at)) AS day,
+        ifNull(os_type, 'unknown') AS os,
+        ifNull(pve_version, 'unknown') AS pve,
+        ifNull(method, 'unknown') AS install_method,
+        ifNull(cpu_vendor, 'unknown') AS cpu,
+        ifNull(gpu_vendor, 'unknown') AS gpu,
+        if(status IN ('failed', 'aborted', 'unknown'), ifNull(error_category, 'unknown'), '') AS category,
+        multiIf(is_final = 0 OR isNull(duration), '', duration < 60, '0-1m', duration < 120, '1-2m',
+                duration < 300, '2-5m', duration < 600, '5-10m', duration < 1800, '10-30m', '30m+') AS duration_bucket
+    FROM ?.installs_final
+    WHERE started_at >= toDateTime(?) AND (? = '' OR repo_source = ?) AND (? = '' OR nsapp = ?)
+)
+ARRAY JOIN [{dims}] AS d
+WHERE ifNull(d.2, '') != ''
+GROUP BY dim, key";
+
+/// Per-day sums of resources and durations (the averages of the resource trends).
+const SUMS: &str = "
+    toUInt64(sum(if(d.1 = 'day', ifNull(core_count, 0), 0))) AS cores_sum,
+    toUInt64(sum(if(d.1 = 'day' AND isNotNull(core_count), 1, 0))) AS cores_n,
+    toUInt64(sum(if(d.1 = 'day', ifNull(ram_size, 0), 0))) AS ram_sum,
+    toUInt64(sum(if(d.1 = 'day' AND isNotNull(ram_size), 1, 0))) AS ram_n,
+    toUInt64(sum(if(d.1 = 'day', ifNull(disk_size, 0), 0))) AS disk_sum,
+    toUInt64(sum(if(d.1 = 'day' AND isNotNull(disk_size), 1, 0))) AS disk_n,
+    toUInt64(sum(if(d.1 = 'day' AND is_final = 1, ifNull(duration, 0), 0))) AS duration_sum,
+    toUInt64(sum(if(d.1 = 'day' AND is_final = 1 AND isNotNull(duration), 1, 0))) AS duration_n";
+
+/// The same columns as zeros, for passes without resource trends.
+const NO_SUMS: &str = "toUInt64(0) AS cores_sum, toUInt64(0) AS cores_n, toUInt64(0) AS ram_sum, \
+    toUInt64(0) AS ram_n, toUInt64(0) AS disk_sum, toUInt64(0) AS disk_n, toUInt64(0) AS duration_sum, \
+    toUInt64(0) AS duration_n";
+
+const DIMS_COMMON: &str =
+    "('status', status), ('app', nsapp), ('app_status', concat(status, '|', nsapp)), \
+    ('category', category), ('day', day), ('day_status', concat(day, '|', status))";
+
+const DIMS_OVERVIEW: &str =
+    "('type', type), ('os', os), ('pve', pve), ('method', install_method), \
+    ('cpu', cpu), ('gpu', gpu), ('duration', duration_bucket)";
+
+const DIMS_FAILURES: &str = "
+    ('stuck', if(is_final = 0 AND started_at < toDateTime(?), 'stuck', '')),
+    ('timed_out', if(status = 'unknown' AND error_category = 'timeout', 'timed_out', '')),
+    ('exit_code', if(status IN ('failed', 'aborted', 'unknown') AND isNotNull(exit_code), toString(exit_code), '')),
+    ('signature', if(status IN ('failed', 'aborted', 'unknown'), ifNull(error_signature, ''), '')),
+    ('signature_day', if(status IN ('failed', 'aborted', 'unknown') AND isNotNull(error_signature), concat(day, '|', error_signature), ''))";
+
+/// Which figures a pass computes.
+#[derive(Debug, Clone, Copy)]
+enum Pass {
+    /// The overview: distributions and resource trends.
+    Overview,
+    /// The failure analysis: exit codes, signatures, stuck installs.
+    Failures,
+    /// One app: both, minus the hardware distributions it does not show.
+    App,
+}
+
+impl Pass {
+    /// The SQL of the pass; only constants of this module reach the text.
+    fn sql(self) -> String {
+        let (sums, dims) = match self {
+            Pass::Overview => (SUMS, format!("{DIMS_COMMON}, {DIMS_OVERVIEW}")),
+            Pass::Failures => (NO_SUMS, format!("{DIMS_COMMON}, {DIMS_FAILURES}")),
+            Pass::App => (
+                NO_SUMS,
+                format!("{DIMS_COMMON}, ('os', os), ('pve', pve), {DIMS_FAILURES}"),
+            ),
+        };
+        OVERVIEW.replace("{sums}", sums).replace("{dims}", &dims)
+    }
+
+    /// Whether the pass counts stuck installs (and so binds the stuck cut-off).
+    fn counts_stuck(self) -> bool {
+        !matches!(self, Pass::Overview)
+    }
+}
+
+/// The columns of one install as the log lists it.
+const RECORD_COLUMNS: &str = "
+    execution_id, nsapp, type, status, repo_source,
+    ifNull(os_type, '') AS os_type, ifNull(os_version, '') AS os_version,
+    ifNull(pve_version, '') AS pve_version, ifNull(method, '') AS method,
+    toInt16(ifNull(toInt16(exit_code), -1)) AS exit_code, ifNull(error_category, '') AS error_category,
+    toUInt32(toUnixTimestamp(started_at)) AS started_at,
+    toUInt32(ifNull(toUnixTimestamp(finished_at), 0)) AS finished_at,
+    toInt64(ifNull(toInt64(duration), -1)) AS duration,
+    toInt32(ifNull(toInt32(core_count), -1)) AS core_count,
+    toInt64(ifNull(toInt64(ram_size), -1)) AS ram_size,
+    toInt64(ifNull(toInt64(disk_size), -1)) AS disk_size";
+
+/// One row of the overview pass.
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct DimRow {
+    dim: String,
+    key: String,
+    n: u64,
+    cores_sum: u64,
+    cores_n: u64,
+    ram_sum: u64,
+    ram_n: u64,
+    disk_sum: u64,
+    disk_n: u64,
+    duration_sum: u64,
+    duration_n: u64,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct RecordRow {
+    execution_id: String,
+    nsapp: String,
+    #[serde(rename = "type")]
+    kind: String,
+    status: String,
+    repo_source: String,
+    os_type: String,
+    os_version: String,
+    pve_version: String,
+    method: String,
+    exit_code: i16,
+    error_category: String,
+    started_at: u32,
+    finished_at: u32,
+    duration: i64,
+    core_count: i32,
+    ram_size: i64,
+    disk_size: i64,
+}
+
+impl From<RecordRow> for Record {
+    fn from(r: RecordRow) -> Record {
+        let exit_code = u8::try_from(r.exit_code).ok();
+        Record {
+            exit_description: exit_code
+                .filter(|_| is_failure(&r.status))
+                .map(|c| schema::exit_codes::describe(c).into_owned()),
+            execution_id: r.execution_id,
+            nsapp: r.nsapp,
+            kind: r.kind,
+            status: r.status,
+            repo_source: r.repo_source,
+            os_type: non_empty(r.os_type),
+            os_version: non_empty(r.os_version),
+            pve_version: non_empty(r.pve_version),
+            method: non_empty(r.method),
+            exit_code,
+            error_category: non_empty(r.error_category),
+            started_at: timestamp(r.started_at),
+            finished_at: (r.finished_at > 0).then(|| timestamp(r.finished_at)),
+            duration: u32::try_from(r.duration).ok(),
+            core_count: u16::try_from(r.core_count).ok(),
+            ram_size: u32::try_from(r.ram_size).ok(),
+            disk_size: u32::try_from(r.disk_size).ok(),
+        }
+    }
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct DetailRow {
+    random_id: String,
+    error: String,
+    error_signature: String,
+    last_seen_at: u32,
+    install_duration: i64,
+    cpu_vendor: String,
+    cpu_model: String,
+    gpu_vendor: String,
+    gpu_model: String,
+    gpu_passthrough: String,
+    ram_speed: String,
+    ct_type: i16,
+    events: u64,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct EventRow {
+    event_id: String,
+    received_at: u32,
+    status: String,
+    synthetic: u8,
+    exit_code: i16,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct Candidate {
+    execution_id: String,
+    #[allow(dead_code)]
+    at: u64,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct FailureRow {
+    execution_id: String,
+    status: String,
+    exit_code: i16,
+    error_category: String,
+    error_signature: String,
+    error: String,
+    finished_at: u32,
+}
+
+impl Db {
+    pub fn new(config: &Config) -> Db {
+        let mut client = clickhouse::Client::default()
+            .with_url(&config.clickhouse_url)
+            .with_user(&config.clickhouse_user)
+            // Lets `execution_id IN (…)` reach the inner GROUP BY of `installs_final` (default on in current
+            // releases, off in 18.16).
+            .with_option("enable_optimize_predicate_expression", "1");
+        if !config.clickhouse_password.is_empty() {
+            client = client.with_password(config.clickhouse_password.expose());
+        }
+        Db {
+            client,
+            database: config.clickhouse_database.clone(),
+            timeout: config.query_timeout(),
+        }
+    }
+
+    fn query(&self, sql: &str) -> clickhouse::query::Query {
+        self.client.query(sql).bind(Identifier(&self.database))
+    }
+
+    /// Runs one read with the deadline and the query metrics.
+    async fn timed<T>(
+        &self,
+        what: &'static str,
+        fut: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+    ) -> Result<T, DbError> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout, fut).await;
+        ::metrics::histogram!(metrics::QUERY_SECONDS, "query" => what)
+            .record(started.elapsed().as_secs_f64());
+        ::metrics::counter!(metrics::QUERIES, "query" => what).increment(1);
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                ::metrics::counter!(metrics::QUERY_ERRORS, "query" => what).increment(1);
+                Err(e.into())
+            }
+            Err(_) => {
+                ::metrics::counter!(metrics::QUERY_ERRORS, "query" => what).increment(1);
+                Err(DbError::Timeout(self.timeout))
+            }
+        }
+    }
+
+    /// True when ClickHouse answers and the writer's view exists.
+    pub async fn ready(&self) -> bool {
+        let probe = self
+            .client
+            .query("SELECT toUInt64(count()) FROM system.tables WHERE database = ? AND name = 'installs_final'")
+            .bind(&self.database)
+            .fetch_one::<u64>();
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), probe).await,
+            Ok(Ok(1))
+        )
+    }
+
+    async fn dims(
+        &self,
+        pass: Pass,
+        scope: Scope,
+        app: &str,
+        now: i64,
+    ) -> Result<Vec<DimRow>, DbError> {
+        let repo = scope.repo.sql_value();
+        let sql = pass.sql();
+        let mut query = self
+            .query(&sql)
+            .bind(scope.period.since(now))
+            .bind(repo)
+            .bind(repo)
+            .bind(app)
+            .bind(app);
+        if pass.counts_stuck() {
+            query = query.bind(now - STUCK_AFTER_SECS);
+        }
+        self.timed("overview", query.fetch_all::<DimRow>()).await
+    }
+
+    /// The overview of `/dashboard` and `/api/dashboard`.
+    pub async fn dashboard(&self, scope: Scope, now: i64) -> Result<Dashboard, DbError> {
+        let rows = self.dims(Pass::Overview, scope, "", now).await?;
+        let dims = Dims::new(&rows);
+        let recent = self.recent(scope, now).await?;
+        Ok(Dashboard::build(scope, now, &dims, recent))
+    }
+
+    /// The failure analysis of `/dashboard/errors` and `/api/errors`.
+    pub async fn errors(&self, scope: Scope, now: i64) -> Result<Errors, DbError> {
+        let rows = self.dims(Pass::Failures, scope, "", now).await?;
+        let dims = Dims::new(&rows);
+        let timeouts = self.failures(scope, None, true, now).await?;
+        Ok(Errors::build(scope, now, &dims, timeouts))
+    }
+
+    /// One app's page.
+    pub async fn app(&self, nsapp: &str, scope: Scope, now: i64) -> Result<AppView, DbError> {
+        let rows = self.dims(Pass::App, scope, nsapp, now).await?;
+        let dims = Dims::new(&rows);
+        let failures = self.failures(scope, Some(nsapp), false, now).await?;
+        Ok(AppView::build(nsapp, scope, now, &dims, failures))
+    }
+
+    /// Reads the given installs back from `installs_final` (the inner query filters by id).
+    async fn records_by_id(&self, ids: &[String]) -> Result<Vec<Record>, DbError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql =
+            format!("SELECT {RECORD_COLUMNS} FROM ?.installs_final WHERE has(?, execution_id)");
+        let fut = self.query(&sql).bind(ids).fetch_all::<RecordRow>();
+        Ok(self
+            .timed("records_by_id", fut)
+            .await?
+            .into_iter()
+            .map(Record::from)
+            .collect())
+    }
+
+    /// The latest installs started in the period. Candidates are the installs with an event in the last
+    /// day (or since the period's start if later), ranked by their first event there; an install whose
+    /// true start lies before that window is dropped after reading it back, so what is left is exact. When
+    /// fewer than [`RECENT`] remain, the whole period is read.
+    async fn recent(&self, scope: Scope, now: i64) -> Result<Vec<Record>, DbError> {
+        let since = scope.period.since(now);
+        let window = since.max(now - 86_400);
+        let repo = scope.repo.sql_value();
+        let fut = self
+            .query(
+                "SELECT execution_id, toUInt64(min(received_ms)) AS at FROM ?.events \
+                 WHERE received_at >= toDateTime(?) AND (? = '' OR repo_source = ?) \
+                 GROUP BY execution_id ORDER BY at DESC, execution_id LIMIT 60",
+            )
+            .bind(window)
+            .bind(repo)
+            .bind(repo)
+            .fetch_all::<Candidate>();
+        let ids: Vec<String> = self
+            .timed("recent_candidates", fut)
+            .await?
+            .into_iter()
+            .map(|c| c.execution_id)
+            .collect();
+        let mut records: Vec<Record> = self
+            .records_by_id(&ids)
+            .await?
+            .into_iter()
+            .filter(|r| r.started_at.unix >= window)
+            .filter(|r| {
+                scope
+                    .repo
+                    .0
+                    .is_none_or(|repo| r.repo_source == repo.as_str())
+            })
+            .collect();
+        if records.len() < RECENT {
+            let sql = format!(
+                "SELECT {RECORD_COLUMNS} FROM ?.installs_final \
+                 WHERE started_at >= toDateTime(?) AND (? = '' OR repo_source = ?) \
+                 ORDER BY started_at DESC, execution_id LIMIT ?"
+            );
+            let fut = self
+                .query(&sql)
+                .bind(since)
+                .bind(repo)
+                .bind(repo)
+                .bind(RECENT as u64)
+                .fetch_all::<RecordRow>();
+            records = self
+                .timed("recent_full", fut)
+                .await?
+                .into_iter()
+                .map(Record::from)
+                .collect();
+        }
+        records.sort_by(|a, b| {
+            b.started_at
+                .unix
+                .cmp(&a.started_at.unix)
+                .then_with(|| a.execution_id.cmp(&b.execution_id))
+        });
+        records.truncate(RECENT);
+        Ok(records)
+    }
+
+    /// The latest failed, aborted or unknown installs of the period (of one app, or the timed-out ones),
+    /// with their masked log excerpt. Candidates come from the final events in `events`; each is read
+    /// back from `installs_final` so that status and outcome are the merged ones.
+    async fn failures(
+        &self,
+        scope: Scope,
+        app: Option<&str>,
+        timed_out_only: bool,
+        now: i64,
+    ) -> Result<Vec<Failure>, DbError> {
+        let since = scope.period.since(now);
+        let repo = scope.repo.sql_value();
+        let app = app.unwrap_or("");
+        let fut = self
+            .query(&format!(
+                "SELECT execution_id, toUInt64(max(received_ms)) AS at FROM ?.events \
+                 WHERE received_at >= toDateTime(?) AND status IN {FINAL_FAILURES} \
+                 AND (? = '' OR repo_source = ?) AND (? = '' OR nsapp = ?) \
+                 AND (? = 0 OR synthetic = 1) \
+                 GROUP BY execution_id ORDER BY at DESC, execution_id LIMIT 40"
+            ))
+            .bind(since)
+            .bind(repo)
+            .bind(repo)
+            .bind(app)
+            .bind(app)
+            .bind(u8::from(timed_out_only))
+            .fetch_all::<Candidate>();
+        let ids: Vec<String> = self
+            .timed("failure_candidates", fut)
+            .await?
+            .into_iter()
+            .map(|c| c.execution_id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fut = self
+            .query(&format!(
+                "SELECT execution_id, status, toInt16(ifNull(toInt16(exit_code), -1)) AS exit_code, \
+                 ifNull(error_category, '') AS error_category, ifNull(error_signature, '') AS error_signature, \
+                 ifNull(error, '') AS error, toUInt32(ifNull(toUnixTimestamp(finished_at), 0)) AS finished_at \
+                 FROM ?.installs_final WHERE has(?, execution_id) AND status IN {FINAL_FAILURES} \
+                 ORDER BY finished_at DESC, execution_id LIMIT 20"
+            ))
+            .bind(&ids)
+            .fetch_all::<FailureRow>();
+        let rows = self.timed("failures", fut).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| !timed_out_only || r.error_category == "timeout")
+            .map(|r| {
+                let exit_code = u8::try_from(r.exit_code).ok();
+                Failure {
+                    execution_id: r.execution_id,
+                    status: r.status,
+                    exit_description: exit_code
+                        .map(|c| schema::exit_codes::describe(c).into_owned()),
+                    exit_code,
+                    error_category: non_empty(r.error_category),
+                    error_signature: non_empty(r.error_signature),
+                    log_excerpt: excerpt(&r.error),
+                    finished_at: (r.finished_at > 0).then(|| timestamp(r.finished_at)),
+                }
+            })
+            .collect())
+    }
+
+    /// One page of the installation log: the ids of the page first (only the filter and sort columns
+    /// are computed for every install), then those installs in full.
+    pub async fn records(&self, q: &RecordsQuery, now: i64) -> Result<RecordsPage, DbError> {
+        let filter = "started_at >= toDateTime(?) AND (? = '' OR repo_source = ?) \
+                      AND (? = '' OR nsapp = ?) AND (? = '' OR status = ?) \
+                      AND (? = '' OR os_type = ?) AND (? = '' OR type = ?)";
+        let bind = |query: clickhouse::query::Query| {
+            let repo = q.scope.repo.sql_value();
+            let app = q.app.as_deref().unwrap_or("");
+            let status = q.status.map_or("", |s| s.as_str());
+            let os = q.os.as_deref().unwrap_or("");
+            let kind = q.kind.map_or("", |k| k.as_str());
+            query
+                .bind(q.scope.period.since(now))
+                .bind(repo)
+                .bind(repo)
+                .bind(app)
+                .bind(app)
+                .bind(status)
+                .bind(status)
+                .bind(os)
+                .bind(os)
+                .bind(kind)
+                .bind(kind)
+        };
+        let count_sql = format!("SELECT toUInt64(count()) FROM ?.installs_final WHERE {filter}");
+        let total = self
+            .timed(
+                "records_count",
+                bind(self.query(&count_sql)).fetch_one::<u64>(),
+            )
+            .await?;
+        let offset = u64::from(q.page - 1) * u64::from(q.limit);
+        let column = q.sort.sql();
+        let direction = q.order.sql();
+        // Sort column and direction are constants of `SortColumn` and `Order`, never request text.
+        let page_sql = format!(
+            "SELECT execution_id, toUInt64(0) AS at FROM ?.installs_final WHERE {filter} \
+             ORDER BY {column} {direction}, execution_id {direction} LIMIT ? OFFSET ?"
+        );
+        let ids: Vec<String> = self
+            .timed(
+                "records_page",
+                bind(self.query(&page_sql))
+                    .bind(u64::from(q.limit))
+                    .bind(offset)
+                    .fetch_all::<Candidate>(),
+            )
+            .await?
+            .into_iter()
+            .map(|c| c.execution_id)
+            .collect();
+        let mut by_id: HashMap<String, Record> = self
+            .records_by_id(&ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.execution_id.clone(), r))
+            .collect();
+        let records = ids.iter().filter_map(|id| by_id.remove(id)).collect();
+        Ok(RecordsPage {
+            total,
+            page: q.page,
+            limit: q.limit,
+            pages: total.div_ceil(u64::from(q.limit)).max(1),
+            sort: q.sort.as_str(),
+            order: q.order.as_str(),
+            records,
+        })
+    }
+
+    /// Every install of the filter for the CSV export, in the filter's order, at most `max` rows.
+    pub async fn export(
+        &self,
+        q: &RecordsQuery,
+        now: i64,
+        max: u32,
+    ) -> Result<Vec<Record>, DbError> {
+        let repo = q.scope.repo.sql_value();
+        let app = q.app.as_deref().unwrap_or("");
+        let status = q.status.map_or("", |s| s.as_str());
+        let os = q.os.as_deref().unwrap_or("");
+        let kind = q.kind.map_or("", |k| k.as_str());
+        let column = q.sort.sql();
+        let direction = q.order.sql();
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM ?.installs_final \
+             WHERE started_at >= toDateTime(?) AND (? = '' OR repo_source = ?) \
+             AND (? = '' OR nsapp = ?) AND (? = '' OR status = ?) \
+             AND (? = '' OR os_type = ?) AND (? = '' OR type = ?) \
+             ORDER BY {column} {direction}, execution_id {direction} LIMIT ?"
+        );
+        let fut = self
+            .query(&sql)
+            .bind(q.scope.period.since(now))
+            .bind(repo)
+            .bind(repo)
+            .bind(app)
+            .bind(app)
+            .bind(status)
+            .bind(status)
+            .bind(os)
+            .bind(os)
+            .bind(kind)
+            .bind(kind)
+            .bind(u64::from(max))
+            .fetch_all::<RecordRow>();
+        Ok(self
+            .timed("export", fut)
+            .await?
+            .into_iter()
+            .map(Record::from)
+            .collect())
+    }
+
+    /// One install with its events, or `None`.
+    pub async fn detail(&self, execution_id: &str) -> Result<Option<Detail>, DbError> {
+        let ids = [execution_id.to_string()];
+        let Some(record) = self.records_by_id(&ids).await?.into_iter().next() else {
+            return Ok(None);
+        };
+        let fut = self
+            .query(
+                "SELECT random_id, ifNull(error, '') AS error, ifNull(error_signature, '') AS error_signature, \
+                 toUInt32(toUnixTimestamp(last_seen_at)) AS last_seen_at, \
+                 toInt64(ifNull(toInt64(install_duration), -1)) AS install_duration, \
+                 ifNull(cpu_vendor, '') AS cpu_vendor, ifNull(cpu_model, '') AS cpu_model, \
+                 ifNull(gpu_vendor, '') AS gpu_vendor, ifNull(gpu_model, '') AS gpu_model, \
+                 ifNull(gpu_passthrough, '') AS gpu_passthrough, ifNull(ram_speed, '') AS ram_speed, \
+                 toInt16(ifNull(toInt16(ct_type), -1)) AS ct_type, toUInt64(events) AS events \
+                 FROM ?.installs_final WHERE execution_id = ?",
+            )
+            .bind(execution_id)
+            .fetch_optional::<DetailRow>();
+        let Some(more) = self.timed("detail", fut).await? else {
+            return Ok(None);
+        };
+        let fut = self
+            .query(
+                "SELECT DISTINCT toString(event_id) AS event_id, toUInt32(toUnixTimestamp(received_at)) AS received_at, \
+                 status, toUInt8(synthetic) AS synthetic, toInt16(ifNull(toInt16(exit_code), -1)) AS exit_code \
+                 FROM ?.events WHERE execution_id = ? ORDER BY received_at, event_id LIMIT 100",
+            )
+            .bind(execution_id)
+            .fetch_all::<EventRow>();
+        let events = self
+            .timed("detail_events", fut)
+            .await?
+            .into_iter()
+            .map(|e| DetailEvent {
+                event_id: e.event_id,
+                received_at: timestamp(e.received_at),
+                status: e.status,
+                synthetic: e.synthetic == 1,
+                exit_code: u8::try_from(e.exit_code).ok(),
+            })
+            .collect();
+        Ok(Some(Detail {
+            record,
+            random_id: more.random_id,
+            error: non_empty(more.error),
+            error_signature: non_empty(more.error_signature),
+            last_seen_at: timestamp(more.last_seen_at),
+            install_duration: u32::try_from(more.install_duration).ok(),
+            cpu_vendor: non_empty(more.cpu_vendor),
+            cpu_model: non_empty(more.cpu_model),
+            gpu_vendor: non_empty(more.gpu_vendor),
+            gpu_model: non_empty(more.gpu_model),
+            gpu_passthrough: non_empty(more.gpu_passthrough),
+            ram_speed: non_empty(more.ram_speed),
+            ct_type: u8::try_from(more.ct_type).ok(),
+            events_seen: more.events,
+            events,
+        }))
+    }
+}
+
+/// The rows of an overview pass, by dimension.
+pub struct Dims {
+    counts: HashMap<String, Vec<(String, u64)>>,
+    days: BTreeMap<String, DayTotals>,
+}
+
+/// Sums of one day, for averages.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DayTotals {
+    pub installs: u64,
+    pub cores: (u64, u64),
+    pub ram: (u64, u64),
+    pub disk: (u64, u64),
+    pub duration: (u64, u64),
+}
+
+impl Dims {
+    fn new(rows: &[DimRow]) -> Dims {
+        let mut counts: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+        let mut days = BTreeMap::new();
+        for r in rows {
+            if r.dim == "day" {
+                days.insert(
+                    r.key.clone(),
+                    DayTotals {
+                        installs: r.n,
+                        cores: (r.cores_sum, r.cores_n),
+                        ram: (r.ram_sum, r.ram_n),
+                        disk: (r.disk_sum, r.disk_n),
+                        duration: (r.duration_sum, r.duration_n),
+                    },
+                );
+            }
+            counts
+                .entry(r.dim.clone())
+                .or_default()
+                .push((r.key.clone(), r.n));
+        }
+        for list in counts.values_mut() {
+            list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        }
+        Dims { counts, days }
+    }
+
+    /// Every key of a dimension with its count, most first (ties by key).
+    pub fn list(&self, dim: &str) -> &[(String, u64)] {
+        self.counts.get(dim).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn count(&self, dim: &str, key: &str) -> u64 {
+        self.list(dim)
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    pub fn total(&self, dim: &str) -> u64 {
+        self.list(dim).iter().map(|(_, n)| n).sum()
+    }
+
+    /// `(left, right)` pairs of a dimension whose keys are `left|right`.
+    pub fn pairs(&self, dim: &str) -> impl Iterator<Item = (&str, &str, u64)> {
+        self.list(dim)
+            .iter()
+            .filter_map(|(k, n)| k.split_once('|').map(|(a, b)| (a, b, *n)))
+    }
+
+    pub fn days(&self) -> &BTreeMap<String, DayTotals> {
+        &self.days
+    }
+}

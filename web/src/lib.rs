@@ -1,0 +1,203 @@
+//! The web: a read-only dashboard and JSON API over the writer's ClickHouse tables (exact figures) and the
+//! aggregator's live rollups in NATS KV, with the alerter's history from `TELEMETRY_ALERTS`. Pages are
+//! rendered on the server (askama) and work without JS; charts are drawn by the vendored Chart.js from the
+//! JSON API. Every answer comes through a stale-while-revalidate cache. `run` is the whole service; `main`
+//! only parses config, sets up logs and metrics, and calls it. Nothing here writes to any store.
+
+pub mod alerts;
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod live;
+pub mod metrics;
+pub mod model;
+pub mod pages;
+pub mod params;
+pub mod static_files;
+
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+use cache::SwrCache;
+use db::{Db, DbError};
+use model::{AppView, Dashboard, Errors, RecordsPage};
+use params::{Period, RecordsQuery, Repo, Scope};
+
+/// Freshness of the live strip's cache: the aggregator publishes every few seconds.
+const LIVE_TTL: Duration = Duration::from_secs(3);
+
+/// The caches of every view, one per kind of answer.
+pub struct Caches {
+    pub dashboard: SwrCache<Scope, Arc<Dashboard>, DbError>,
+    pub errors: SwrCache<Scope, Arc<Errors>, DbError>,
+    pub app: SwrCache<(String, Scope), Arc<AppView>, DbError>,
+    pub records: SwrCache<RecordsQuery, Arc<RecordsPage>, DbError>,
+    pub alerts: SwrCache<(), Arc<Vec<alerts::Alert>>, alerts::AlertsError>,
+    pub live: SwrCache<Repo, Arc<live::Live>, live::LiveError>,
+}
+
+/// Everything a request handler needs, shared by `Arc`.
+pub struct AppState {
+    pub config: Config,
+    pub db: Db,
+    pub jetstream: jetstream::Context,
+    pub caches: Caches,
+    /// `None` when no recorder was installed (then `/metrics` is empty).
+    pub metrics: Option<PrometheusHandle>,
+    pub shutting_down: AtomicBool,
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl AppState {
+    pub fn new(
+        config: Config,
+        client: async_nats::Client,
+        metrics: Option<PrometheusHandle>,
+    ) -> AppState {
+        let db = Db::new(&config);
+        let js = jetstream::new(client);
+        let (capacity, ttl, stale) = (
+            config.cache_capacity,
+            config.cache_ttl(),
+            config.cache_max_stale(),
+        );
+        let d = db.clone();
+        let dashboard = SwrCache::new("dashboard", capacity, ttl, stale, move |scope| {
+            let d = d.clone();
+            async move { d.dashboard(scope, now()).await.map(Arc::new) }
+        });
+        let d = db.clone();
+        let errors = SwrCache::new("errors", capacity, ttl, stale, move |scope| {
+            let d = d.clone();
+            async move { d.errors(scope, now()).await.map(Arc::new) }
+        });
+        let d = db.clone();
+        let app = SwrCache::new(
+            "app",
+            capacity,
+            ttl,
+            stale,
+            move |(nsapp, scope): (String, Scope)| {
+                let d = d.clone();
+                async move { d.app(&nsapp, scope, now()).await.map(Arc::new) }
+            },
+        );
+        let d = db.clone();
+        let records = SwrCache::new("records", capacity, ttl, stale, move |q: RecordsQuery| {
+            let d = d.clone();
+            async move { d.records(&q, now()).await.map(Arc::new) }
+        });
+        let j = js.clone();
+        let max = config.alerts_max;
+        let alerts = SwrCache::new("alerts", 1, ttl, stale, move |()| {
+            let j = j.clone();
+            async move { alerts::read(&j, max).await.map(Arc::new) }
+        });
+        let j = js.clone();
+        let live = SwrCache::new("live", 8, LIVE_TTL, stale, move |repo| {
+            let j = j.clone();
+            async move { live::read(&j, repo).await.map(Arc::new) }
+        });
+        AppState {
+            db,
+            jetstream: js,
+            caches: Caches {
+                dashboard,
+                errors,
+                app,
+                records,
+                alerts,
+                live,
+            },
+            metrics,
+            shutting_down: AtomicBool::new(false),
+            config,
+        }
+    }
+}
+
+/// Runs the web on `listener` until `shutdown` resolves, then drains: readiness turns 503, the listener
+/// closes, and open requests finish within the shutdown deadline.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    client: async_nats::Client,
+    metrics: Option<PrometheusHandle>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.check()?;
+    let state = Arc::new(AppState::new(config, client.clone(), metrics));
+    let background = tokio::spawn(keep_warm(state.clone()));
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    let router = http::router(state.clone());
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let flag = state.clone();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown.await;
+        flag.shutting_down.store(true, Ordering::Relaxed);
+        tracing::info!("shutting down, draining open requests");
+        let _ = drain_tx.send(());
+    });
+    let deadline = state.config.shutdown_timeout();
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => result?,
+        () = async {
+            let _ = drain_rx.await;
+            tokio::time::sleep(deadline).await;
+        } => tracing::warn!(?deadline, "drain deadline passed with requests still open"),
+    }
+    background.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Warm-up at start (every period of the overview and the errors page, all repos), then every
+/// `CACHE_REFRESH_SECS` a renewal of the most read keys of each cache before they go stale.
+async fn keep_warm(state: Arc<AppState>) {
+    let c = &state.caches;
+    if state.config.cache_warmup {
+        tracing::info!("cache warm-up started");
+        // The default view first, then the other periods, one at a time.
+        let mut periods = vec![Period::default()];
+        periods.extend(Period::ALL.into_iter().filter(|p| *p != Period::default()));
+        for period in periods {
+            let scope = Scope {
+                period,
+                repo: Repo::default(),
+            };
+            c.dashboard.warm(scope).await;
+            c.errors.warm(scope).await;
+        }
+        c.alerts.warm(()).await;
+        tracing::info!("cache warm-up done");
+    }
+    let top = state.config.cache_refresh_top;
+    let mut tick =
+        tokio::time::interval(Duration::from_secs(state.config.cache_refresh_secs.max(1)));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let started = c.dashboard.refresh_popular(top).await
+            + c.errors.refresh_popular(top).await
+            + c.app.refresh_popular(top).await
+            + c.records.refresh_popular(top).await
+            + c.alerts.refresh_popular(1).await;
+        tracing::debug!(started, "popular keys refreshed");
+    }
+}

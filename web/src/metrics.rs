@@ -1,0 +1,55 @@
+//! Metric names of the web, defined once, and the Prometheus recorder set-up used by `main`.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Labels `route` (the matched path), `status`.
+pub const REQUESTS: &str = "telemetry_web_requests_total";
+/// Label `route`.
+pub const REQUEST_SECONDS: &str = "telemetry_web_request_seconds";
+/// Labels `cache` (dashboard, errors, app, records, alerts, live), `result` (hit, miss, stale).
+pub const CACHE: &str = "telemetry_web_cache_total";
+/// Label `cache`: background refreshes started (stale reads, warm-up, popular keys).
+pub const CACHE_REFRESHES: &str = "telemetry_web_cache_refreshes_total";
+/// Label `query`.
+pub const QUERIES: &str = "telemetry_web_clickhouse_queries_total";
+/// Label `query`.
+pub const QUERY_ERRORS: &str = "telemetry_web_clickhouse_errors_total";
+/// Label `query`.
+pub const QUERY_SECONDS: &str = "telemetry_web_clickhouse_query_seconds";
+
+const REQUEST_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// Installs the process-wide Prometheus recorder. Called once, by `main` (or a test binary), inside a
+/// Tokio runtime: it spawns the upkeep task that folds histogram samples into their buckets.
+pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &REQUEST_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_histogram, Unit};
+    describe_counter!(REQUESTS, "HTTP requests answered, by route and status");
+    describe_histogram!(REQUEST_SECONDS, Unit::Seconds, "time to answer, by route");
+    describe_counter!(CACHE, "cache reads, by cache and result (hit, miss, stale)");
+    describe_counter!(CACHE_REFRESHES, "background cache refreshes started");
+    describe_counter!(QUERIES, "ClickHouse queries, by query");
+    describe_counter!(QUERY_ERRORS, "ClickHouse queries that failed or timed out");
+    describe_histogram!(
+        QUERY_SECONDS,
+        Unit::Seconds,
+        "ClickHouse query time, by query"
+    );
+}

@@ -1,0 +1,374 @@
+//! Starts ClickHouse and nats-server (testkit), creates the writer's tables with its own migrations,
+//! seeds known installs through the writer's ClickHouse sink, and runs the web in-process (the same `run`
+//! that `main` calls). Direct counts for the assertions come from plain SQL over `installs_final`.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{json, Value};
+use testkit::clickhouse::ClickHouseServer;
+use testkit::NatsServer;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+use web::Config;
+use writer::sink::Sink;
+
+/// The hostile app name every escaping check uses.
+pub const HOSTILE: &str = "<img src=x onerror=alert(1)>";
+
+pub struct Stack {
+    pub clickhouse: ClickHouseServer,
+    pub nats: NatsServer,
+}
+
+pub struct Web {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// One recorder per test process (nextest runs each test in its own process).
+pub fn recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| web::metrics::install_recorder().expect("recorder"))
+        .clone()
+}
+
+impl Stack {
+    /// Servers up, tables created, known installs stored.
+    pub async fn seeded() -> Stack {
+        let stack = Stack {
+            clickhouse: ClickHouseServer::start().expect("clickhouse-server"),
+            nats: NatsServer::start().expect("nats-server"),
+        };
+        let sink = writer::clickhouse::ClickHouseSink::new(&writer::clickhouse::Settings {
+            url: stack.clickhouse.url(),
+            user: "default".into(),
+            password: writer::config::Secret::new(""),
+            database: "telemetry".into(),
+            write_timeout: Duration::from_secs(30),
+        });
+        sink.migrate().await.expect("writer migrations");
+        sink.write(&seed_events()).await.expect("seed write");
+        stack
+    }
+
+    /// A direct count (one number) from ClickHouse.
+    pub fn count(&self, sql: &str) -> u64 {
+        self.clickhouse
+            .query(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Rows of `key\tcount` from ClickHouse, as (key, count), in the query's order.
+    pub fn pairs(&self, sql: &str) -> Vec<(String, u64)> {
+        self.clickhouse
+            .query(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (k, n) = l.rsplit_once('\t').expect("two columns");
+                (unescape_tsv(k), n.parse().expect("count"))
+            })
+            .collect()
+    }
+
+    pub async fn web(&self, tweak: impl FnOnce(&mut Config)) -> Web {
+        let mut config = Config::for_servers(&self.clickhouse.url(), &self.nats.url());
+        config.cache_warmup = false;
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind(config.listen_addr)
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = fleet::nats::connect(&config.nats_url, "test-web")
+            .await
+            .expect("connect");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(web::run(
+            config,
+            listener,
+            client,
+            Some(recorder()),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let web = Web {
+            addr,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            stop: Some(stop),
+            task: Some(task),
+        };
+        web.wait_ready().await;
+        web
+    }
+}
+
+fn unescape_tsv(text: &str) -> String {
+    text.replace("\\t", "\t")
+        .replace("\\n", "\n")
+        .replace("\\\\", "\\")
+}
+
+impl Web {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// GET that must answer 200 with JSON.
+    pub async fn json(&self, path: &str) -> Value {
+        let resp = self.get(path).await;
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        assert_eq!(status, 200, "GET {path}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: {e}: {text}"))
+    }
+
+    /// GET that must answer 200; the body as text.
+    pub async fn text(&self, path: &str) -> String {
+        let resp = self.get(path).await;
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        assert_eq!(status, 200, "GET {path}: {text}");
+        text
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = self
+                .http
+                .get(self.url("/readyz"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            if status == 200 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "readyz never became 200");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the web and returns how long `run` took to return.
+    pub async fn shutdown(mut self) -> Duration {
+        let started = Instant::now();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("join").expect("run");
+        }
+        started.elapsed()
+    }
+}
+
+/// One seeded install.
+struct Seed {
+    app: &'static str,
+    kind: &'static str,
+    repo: &'static str,
+    os: &'static str,
+    /// Hours before now of the first event.
+    hours_ago: i64,
+    /// `None`: still in progress; else status and exit code as the script sends them.
+    last: Option<(&'static str, u8)>,
+}
+
+const fn seed(
+    app: &'static str,
+    kind: &'static str,
+    repo: &'static str,
+    os: &'static str,
+    hours_ago: i64,
+    last: Option<(&'static str, u8)>,
+) -> Seed {
+    Seed {
+        app,
+        kind,
+        repo,
+        os,
+        hours_ago,
+        last,
+    }
+}
+
+/// The known installs: several apps, repos, types and OSes; successes, failures with exit codes,
+/// user aborts (exit 130), installs in progress and stuck; spread over 1 hour to 45 days ago.
+fn seeds() -> Vec<Seed> {
+    let mut out = Vec::new();
+    for i in 0..14 {
+        let last = match i % 7 {
+            0..=3 => Some(("success", 0)),
+            4 => Some(("failed", 100)),
+            5 => Some(("failed", 130)),
+            _ => Some(("failed", 6)),
+        };
+        out.push(seed(
+            "docker",
+            "lxc",
+            "ProxmoxVE",
+            "debian",
+            1 + i * 30,
+            last,
+        ));
+    }
+    for i in 0..6 {
+        out.push(seed(
+            HOSTILE,
+            "lxc",
+            "ProxmoxVE",
+            "ubuntu",
+            2 + i * 20,
+            Some(("failed", 127)),
+        ));
+    }
+    for i in 0..5 {
+        let last = if i < 3 {
+            Some(("success", 0))
+        } else {
+            Some(("failed", 203))
+        };
+        out.push(seed(
+            "Home Assistant OS",
+            "vm",
+            "ProxmoxVED",
+            "alpine",
+            3 + i * 40,
+            last,
+        ));
+    }
+    out.push(seed(
+        "post-pve-install",
+        "pve",
+        "external",
+        "debian",
+        5,
+        Some(("success", 0)),
+    ));
+    out.push(seed("jellyfin", "lxc", "ProxmoxVE", "debian", 4, None));
+    out.push(seed("jellyfin", "lxc", "ProxmoxVE", "debian", 30, None));
+    out.push(seed(
+        "jellyfin",
+        "lxc",
+        "ProxmoxVE",
+        "debian",
+        20 * 24,
+        Some(("unknown", 124)),
+    ));
+    out.push(seed(
+        "pihole",
+        "lxc",
+        "external",
+        "debian",
+        45 * 24,
+        Some(("success", 0)),
+    ));
+    out.push(seed(
+        "pihole",
+        "lxc",
+        "external",
+        "debian",
+        45 * 24 + 3,
+        Some(("failed", 100)),
+    ));
+    out
+}
+
+/// The events of the seeded installs, as the edge accepts them.
+pub fn seed_events() -> Vec<schema::Event> {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let mut events = Vec::new();
+    for (n, s) in seeds().iter().enumerate() {
+        let id = format!("seed-{n:03}");
+        let start = now - s.hours_ago * 3600;
+        let installing = json!({
+            "random_id": id, "execution_id": id, "type": s.kind, "nsapp": s.app, "status": "installing",
+            "os_type": s.os, "os_version": "12", "pve_version": if n % 2 == 0 { "8.4.1" } else { "9.0.3" },
+            "core_count": 2 + (n % 3) * 2, "ram_size": 2048, "disk_size": 8 + n % 4,
+            "method": "default", "repo_source": s.repo, "cpu_vendor": "intel", "gpu_vendor": "none"
+        });
+        events.push(accept(&installing, start, 0));
+        let Some((status, code)) = s.last else {
+            continue;
+        };
+        let mut last = json!({
+            "random_id": id, "execution_id": id, "type": s.kind, "nsapp": s.app, "status": status,
+            "exit_code": code, "install_duration": 60 + n * 10
+        });
+        if code != 0 {
+            last["error"] = json!(format!(
+                "Installing {}\nconnecting to 192.168.1.20\nE: failure {code} in step {n}\n<script>alert(1)</script>",
+                s.app
+            ));
+        }
+        events.push(accept(&last, start + 60 + n as i64 * 10, 1));
+    }
+    events
+}
+
+fn accept(body: &Value, at: i64, order: u32) -> schema::Event {
+    let received_at = OffsetDateTime::from_unix_timestamp(at).expect("time");
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, at as u64, order);
+    schema::validate(
+        body.to_string().as_bytes(),
+        schema::Reception {
+            event_id: Uuid::new_v7(ts),
+            received_at,
+        },
+    )
+    .unwrap_or_else(|e| panic!("seed rejected: {e}: {body}"))
+    .event
+}
+
+/// Polls `check` until it holds, within `timeout`.
+pub async fn until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// True when `text` appears in `html` escaped the way askama escapes (`&#60;` …) or the DOM serializes
+/// (`&lt;` …).
+pub fn shows_escaped(html: &str, text: &str) -> bool {
+    let askama = text
+        .replace('&', "&#38;")
+        .replace('<', "&#60;")
+        .replace('>', "&#62;")
+        .replace('"', "&#34;")
+        .replace('\'', "&#39;");
+    let dom = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    html.contains(&askama) || html.contains(&dom)
+}
