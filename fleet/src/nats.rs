@@ -22,8 +22,13 @@ pub fn stream_config(settings: &StreamSettings) -> stream::Config {
     }
 }
 
-/// Connects to NATS. Returns at once even when the server is down: the client keeps retrying, forever.
+/// Connects to NATS at `url`, one server or a comma-separated list of a cluster's servers. Returns at
+/// once even when the servers are down: the client keeps retrying, forever.
 pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    let servers = url
+        .split(',')
+        .map(|server| server.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()?;
     let client = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
@@ -36,7 +41,7 @@ pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client
                 other => tracing::debug!(event = %other, "broker event"),
             }
         })
-        .connect(url)
+        .connect(servers)
         .await?;
     Ok(client)
 }

@@ -128,6 +128,14 @@ fn json<T: Serialize>(value: &T, status: CacheStatus) -> Response {
     with_cache(Json(value).into_response(), status)
 }
 
+/// A cached answer's JSON, serialized when it was loaded.
+fn json_bytes(body: axum::body::Bytes, status: CacheStatus) -> Response {
+    with_cache(
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        status,
+    )
+}
+
 fn html(template: &impl askama::Template, status: CacheStatus) -> Result<Response, ApiError> {
     let body = template
         .render()
@@ -140,13 +148,13 @@ fn html(template: &impl askama::Template, status: CacheStatus) -> Result<Respons
 
 async fn api_dashboard(State(s): Shared, q: RawQuery) -> Result<Response, ApiError> {
     let scope = Params(&raw(q)?).scope()?;
-    let (d, status) = s.caches.dashboard.get(scope).await?;
-    Ok(json(&*d, status))
+    let ((_, body), status) = s.caches.dashboard.get(scope).await?;
+    Ok(json_bytes(body, status))
 }
 
 async fn dashboard_page(State(s): Shared, q: RawQuery) -> Result<Response, PageError> {
     let scope = Params(&raw(q)?).scope()?;
-    let (d, status) = s.caches.dashboard.get(scope).await?;
+    let ((d, _), status) = s.caches.dashboard.get(scope).await?;
     let live = live_or_unavailable(&s, scope.repo).await;
     Ok(html(&pages::DashboardPage::new(scope, d, live), status)?)
 }
@@ -169,27 +177,27 @@ async fn api_live(State(s): Shared, q: RawQuery) -> Result<Response, ApiError> {
 
 async fn api_errors(State(s): Shared, q: RawQuery) -> Result<Response, ApiError> {
     let scope = Params(&raw(q)?).scope()?;
-    let (e, status) = s.caches.errors.get(scope).await?;
-    Ok(json(&*e, status))
+    let ((_, body), status) = s.caches.errors.get(scope).await?;
+    Ok(json_bytes(body, status))
 }
 
 async fn errors_page(State(s): Shared, q: RawQuery) -> Result<Response, PageError> {
     let scope = Params(&raw(q)?).scope()?;
-    let (e, status) = s.caches.errors.get(scope).await?;
+    let ((e, _), status) = s.caches.errors.get(scope).await?;
     Ok(html(&pages::ErrorsPage::new(scope, e), status)?)
 }
 
 async fn api_app(State(s): Shared, p: RawPath, q: RawQuery) -> Result<Response, ApiError> {
     let nsapp = params::app_name(&path(p, "nsapp")?)?;
     let scope = Params(&raw(q)?).scope()?;
-    let (a, status) = s.caches.app.get((nsapp, scope)).await?;
-    Ok(json(&*a, status))
+    let ((_, body), status) = s.caches.app.get((nsapp, scope)).await?;
+    Ok(json_bytes(body, status))
 }
 
 async fn app_page(State(s): Shared, p: RawPath, q: RawQuery) -> Result<Response, PageError> {
     let nsapp = params::app_name(&path(p, "nsapp")?)?;
     let scope = Params(&raw(q)?).scope()?;
-    let (a, status) = s.caches.app.get((nsapp, scope)).await?;
+    let ((a, _), status) = s.caches.app.get((nsapp, scope)).await?;
     Ok(html(&pages::AppPage::new(scope, a), status)?)
 }
 
@@ -199,13 +207,13 @@ fn records_query(s: &AppState, q: RawQuery) -> Result<RecordsQuery, ApiError> {
 
 async fn api_records(State(s): Shared, q: RawQuery) -> Result<Response, ApiError> {
     let q = records_query(&s, q)?;
-    let (p, status) = s.caches.records.get(q).await?;
-    Ok(json(&*p, status))
+    let ((_, body), status) = s.caches.records.get(q).await?;
+    Ok(json_bytes(body, status))
 }
 
 async fn installs_page(State(s): Shared, q: RawQuery) -> Result<Response, PageError> {
     let q = records_query(&s, q)?;
-    let (p, status) = s.caches.records.get(q.clone()).await?;
+    let ((p, _), status) = s.caches.records.get(q.clone()).await?;
     Ok(html(&pages::InstallsPage::new(&q, p), status)?)
 }
 

@@ -36,12 +36,22 @@ use params::{Period, RecordsQuery, Repo, Scope};
 /// Freshness of the live strip's cache: the aggregator publishes every few seconds.
 const LIVE_TTL: Duration = Duration::from_secs(3);
 
+/// A cached answer: the value for the pages and its JSON, serialized once when it was loaded, so that a
+/// hit of the API copies bytes instead of serializing again.
+pub type Rendered<T> = (Arc<T>, axum::body::Bytes);
+
+fn rendered<T: serde::Serialize>(value: T) -> Rendered<T> {
+    // These views are plain data (strings, numbers, vectors); serializing them cannot fail.
+    let json = serde_json::to_vec(&value).unwrap_or_default();
+    (Arc::new(value), json.into())
+}
+
 /// The caches of every view, one per kind of answer.
 pub struct Caches {
-    pub dashboard: SwrCache<Scope, Arc<Dashboard>, DbError>,
-    pub errors: SwrCache<Scope, Arc<Errors>, DbError>,
-    pub app: SwrCache<(String, Scope), Arc<AppView>, DbError>,
-    pub records: SwrCache<RecordsQuery, Arc<RecordsPage>, DbError>,
+    pub dashboard: SwrCache<Scope, Rendered<Dashboard>, DbError>,
+    pub errors: SwrCache<Scope, Rendered<Errors>, DbError>,
+    pub app: SwrCache<(String, Scope), Rendered<AppView>, DbError>,
+    pub records: SwrCache<RecordsQuery, Rendered<RecordsPage>, DbError>,
     pub alerts: SwrCache<(), Arc<Vec<alerts::Alert>>, alerts::AlertsError>,
     pub live: SwrCache<Repo, Arc<live::Live>, live::LiveError>,
 }
@@ -78,12 +88,12 @@ impl AppState {
         let d = db.clone();
         let dashboard = SwrCache::new("dashboard", capacity, ttl, stale, move |scope| {
             let d = d.clone();
-            async move { d.dashboard(scope, now()).await.map(Arc::new) }
+            async move { d.dashboard(scope, now()).await.map(rendered) }
         });
         let d = db.clone();
         let errors = SwrCache::new("errors", capacity, ttl, stale, move |scope| {
             let d = d.clone();
-            async move { d.errors(scope, now()).await.map(Arc::new) }
+            async move { d.errors(scope, now()).await.map(rendered) }
         });
         let d = db.clone();
         let app = SwrCache::new(
@@ -93,13 +103,13 @@ impl AppState {
             stale,
             move |(nsapp, scope): (String, Scope)| {
                 let d = d.clone();
-                async move { d.app(&nsapp, scope, now()).await.map(Arc::new) }
+                async move { d.app(&nsapp, scope, now()).await.map(rendered) }
             },
         );
         let d = db.clone();
         let records = SwrCache::new("records", capacity, ttl, stale, move |q: RecordsQuery| {
             let d = d.clone();
-            async move { d.records(&q, now()).await.map(Arc::new) }
+            async move { d.records(&q, now()).await.map(rendered) }
         });
         let j = js.clone();
         let max = config.alerts_max;

@@ -134,6 +134,11 @@ pub struct Config {
     #[arg(long, env = "LEASE_TTL_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub lease_ttl_secs: u64,
 
+    /// Copies of the dead-letter stream and the lease bucket when this writer creates them (3 in a
+    /// JetStream cluster, 1 on a single server).
+    #[arg(long, env = "KV_REPLICAS", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=5))]
+    pub kv_replicas: usize,
+
     /// Data older than this many days is deleted from both stores (contract §7).
     #[arg(long, env = "RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub retention_days: u32,

@@ -47,6 +47,8 @@ pub struct Settings {
     pub ack_wait: Duration,
     pub retry_max_delay: Duration,
     pub shutdown_timeout: Duration,
+    /// Replicas of the streams and buckets this writer creates when missing (3 in a cluster).
+    pub replicas: usize,
 }
 
 /// Resolves once `shutdown` turned true.
@@ -72,13 +74,15 @@ pub async fn ensure_consumer(
     let defaults = schema::names::events_stream(
         schema::names::DEFAULT_EVENTS_MAX_AGE,
         schema::names::DEFAULT_EVENTS_MAX_BYTES,
-        1,
+        settings.replicas,
     );
     let stream = js
         .get_or_create_stream(fleet::nats::stream_config(&defaults))
         .await?;
-    js.get_or_create_stream(fleet::nats::stream_config(&schema::names::dlq_stream(1)))
-        .await?;
+    js.get_or_create_stream(fleet::nats::stream_config(&schema::names::dlq_stream(
+        settings.replicas,
+    )))
+    .await?;
     let config = pull::Config {
         durable_name: Some(settings.consumer.clone()),
         description: Some("telemetry-writer sink".into()),

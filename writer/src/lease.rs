@@ -26,12 +26,13 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Opens (or creates) the lease bucket with entries that live `ttl`.
+    /// Opens (or creates, with `replicas` copies) the lease bucket with entries that live `ttl`.
     pub async fn open(
         js: &jetstream::Context,
         key: &str,
         holder: &str,
         ttl: Duration,
+        replicas: usize,
     ) -> Result<Lease, async_nats::Error> {
         let kv = match js.get_key_value(schema::names::WRITER_LEASE_BUCKET).await {
             Ok(kv) => kv,
@@ -42,6 +43,7 @@ impl Lease {
                     history: 1,
                     max_age: ttl,
                     storage: jetstream::stream::StorageType::File,
+                    num_replicas: replicas,
                     ..Default::default()
                 })
                 .await?

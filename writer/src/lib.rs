@@ -141,6 +141,7 @@ pub fn consumer_settings(config: &Config, sink: &str) -> consumer::Settings {
         ack_wait: config.ack_wait(),
         retry_max_delay: config.retry_max_delay(),
         shutdown_timeout: config.shutdown_timeout(),
+        replicas: config.kv_replicas,
     }
 }
 
@@ -247,7 +248,7 @@ async fn run_pocketbase(
 
     let key = format!("{POCKETBASE}.{}", config.pb_target_collection);
     let holder = uuid::Uuid::now_v7().to_string();
-    let open = || lease::Lease::open(&js, &key, &holder, config.lease_ttl());
+    let open = || lease::Lease::open(&js, &key, &holder, config.lease_ttl(), config.kv_replicas);
     let lease = tokio::select! {
         r = open.retry(retry_forever(config.retry_max_delay()))
             .notify(|e, wait| tracing::warn!(sink = POCKETBASE, error = %e, ?wait, "lease bucket not ready, retrying")) => match r {

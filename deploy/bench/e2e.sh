@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# End-to-end capacity of the fleet on this machine, release build, everything co-located on loopback:
+# telemetry-simulate → telemetry-ingest → NATS JetStream → telemetry-writer (ClickHouse sink) → ClickHouse,
+# with telemetry-aggregator following the stream and telemetry-web serving a viewer who reloads
+# /api/dashboard every second. For each offered rate in RATES (requests/s, STEP_SECS each) it prints:
+#   - accepted events/s and the share shed (429 + 503);
+#   - ingest latency p50/p99 as the simulator saw it;
+#   - freshness p50/p99: a probe posts PROBE_RATE extra installs/s and times the 202 → row visible in
+#     installs_final;
+#   - writer lag at the end of the step (consumer pending, from NATS monitoring) and how long the drain took;
+#   - CPU seconds per 1k accepted events of every process (ingest, nats, writer, clickhouse, aggregator,
+#     web, and the simulator itself).
+# Then the overload phase: twice the sustained rate for OVERLOAD_SECS (sheds with 429/503 + Retry-After,
+# p99 below the scripts' 5 s timeout), then a quarter of it (recovers by itself: nothing shed).
+# Writes deploy/bench/out/e2e.tsv, e2e.json and the chart e2e.png (Chart.js from web/static/vendor,
+# drawn by headless Chromium).
+# Usage: deploy/bench/e2e.sh            (RATES="2000 5000 10000 15000 20000 25000" STEP_SECS=20 by default)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../local/lib.sh"
+cd "$ROOT"
+RATES=${RATES:-2000 5000 10000 15000 20000 25000}
+STEP_SECS=${STEP_SECS:-20}
+PROBE_RATE=${PROBE_RATE:-20}
+OVERLOAD_SECS=${OVERLOAD_SECS:-20}
+OUT="$ROOT/deploy/bench/out"
+mkdir -p "$OUT"
+
+ensure_python_tools
+ensure_clickhouse
+ensure_apt chromium chromium
+PATH="$VENV/bin:$PATH"
+cargo build --release --locked -q --bins -p ingest -p writer -p aggregator -p web
+cargo build --release --locked -q -p writer --example bench
+BIN="$ROOT/target/release"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 300); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$1" "$2"; } # json FILE EXPR-over-d
+
+# --- servers --------------------------------------------------------------------------------------
+CH_HTTP=$(port); CH_TCP=$(port); CH="$WORK/clickhouse"; mkdir -p "$CH"
+cat >"$CH/config.xml" <<XML
+<yandex><logger><level>warning</level><console>1</console></logger><http_port>$CH_HTTP</http_port><tcp_port>$CH_TCP</tcp_port><listen_host>127.0.0.1</listen_host><path>$CH/data/</path><tmp_path>$CH/tmp/</tmp_path><user_files_path>$CH/user_files/</user_files_path><format_schema_path>$CH/format_schemas/</format_schema_path><users_config>$CH/users.xml</users_config><default_profile>default</default_profile><default_database>default</default_database><mark_cache_size>268435456</mark_cache_size><max_concurrent_queries>100</max_concurrent_queries></yandex>
+XML
+cat >"$CH/users.xml" <<XML
+<yandex><profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles><users><default><password></password><networks><ip>::1</ip><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users><quotas><default></default></quotas></yandex>
+XML
+clickhouse-server --config-file="$CH/config.xml" >"$WORK/ch.log" 2>&1 & CH_PID=$!; PIDS+=($CH_PID)
+CH_URL="http://127.0.0.1:$CH_HTTP"
+wait_http "$CH_URL/ping"
+chq() { curl -fsS "$CH_URL" --data-binary "$1"; }
+
+NATS_PORT=$(port); NATS_MON=$(port)
+nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" >"$WORK/nats.log" 2>&1 & NATS_PID=$!; PIDS+=($NATS_PID)
+wait_http "http://127.0.0.1:$NATS_MON/healthz"
+export NATS_URL="nats://127.0.0.1:$NATS_PORT" CLICKHOUSE_URL="$CH_URL" LOG_LEVEL=warn
+
+INGEST_PORT=$(port); INGEST="http://127.0.0.1:$INGEST_PORT"
+LISTEN_ADDR="127.0.0.1:$INGEST_PORT" "$BIN/telemetry-ingest" >"$WORK/ingest.log" 2>&1 & INGEST_PID=$!; PIDS+=($INGEST_PID)
+wait_http "$INGEST/readyz"
+WRITER_OPS=$(port)
+WRITER_SINK=clickhouse OPS_ADDR="127.0.0.1:$WRITER_OPS" "$BIN/telemetry-writer" >"$WORK/writer.log" 2>&1 & WRITER_PID=$!; PIDS+=($WRITER_PID)
+wait_http "http://127.0.0.1:$WRITER_OPS/readyz"
+AGG_OPS=$(port)
+OPS_ADDR="127.0.0.1:$AGG_OPS" "$BIN/telemetry-aggregator" >"$WORK/aggregator.log" 2>&1 & AGG_PID=$!; PIDS+=($AGG_PID)
+wait_http "http://127.0.0.1:$AGG_OPS/healthz"
+WEB_PORT=$(port); WEB="http://127.0.0.1:$WEB_PORT"
+LISTEN_ADDR="127.0.0.1:$WEB_PORT" CACHE_TTL_SECS=10 "$BIN/telemetry-web" >"$WORK/web.log" 2>&1 & WEB_PID=$!; PIDS+=($WEB_PID)
+wait_http "$WEB/readyz"
+# One viewer on the dashboard for the whole run.
+( while true; do curl -fs -o /dev/null "$WEB/api/dashboard?days=7" || true; sleep 1; done ) & PIDS+=($!)
+
+SERVICES="ingest nats writer clickhouse aggregator web simulate"
+pid_of() { case $1 in ingest) echo $INGEST_PID;; nats) echo $NATS_PID;; writer) echo $WRITER_PID;; clickhouse) echo $CH_PID;;
+  aggregator) echo $AGG_PID;; web) echo $WEB_PID;; esac; }
+pending() { # un-acked plus un-delivered messages of the ClickHouse writer's consumer
+  curl -fsS "http://127.0.0.1:$NATS_MON/jsz?consumers=true" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+n = 0
+for acc in d.get("account_details", []):
+    for s in acc.get("stream_detail", []):
+        for c in s.get("consumer_detail", []) or []:
+            if c.get("name", "").endswith("clickhouse"):
+                n += c.get("num_pending", 0) + c.get("num_ack_pending", 0)
+print(n)'; }
+TICK=$(getconf CLK_TCK)
+
+# --- one step: offered rate for SECS --------------------------------------------------------------
+# step NAME RATE SECS → prints one TSV row and leaves $WORK/NAME.json (simulator summary)
+step() {
+  local name=$1 rate=$2 secs=$3 s
+  declare -A before
+  for s in $SERVICES; do [ "$s" = simulate ] || before[$s]=$(cpu_ticks "$(pid_of "$s")"); done
+  FRESH_EVERY=1 "$BIN/examples/bench" fresh "$INGEST/telemetry" "$CH_URL" telemetry "$PROBE_RATE" "$secs" >"$WORK/$name.probe" 2>/dev/null &
+  local probe=$!
+  /usr/bin/time -f '%U %S' -o "$WORK/$name.simcpu" "$BIN/telemetry-simulate" --url "$INGEST/telemetry" --rate "$rate" \
+    --duration "$secs" --concurrency 1024 --timeout 10 --quiet --summary-json "$WORK/$name.json" >/dev/null 2>"$WORK/$name.simlog"
+  local lag; lag=$(pending)
+  local drained_at=$SECONDS
+  for _ in $(seq 1 600); do [ "$(pending)" = 0 ] && break; sleep 0.1; done
+  local drain=$((SECONDS - drained_at))
+  wait "$probe" || true
+  local row="" cpu accepted elapsed
+  accepted=$(json "$WORK/$name.json" "d['accepted']")
+  elapsed=$(json "$WORK/$name.json" "d['elapsed_secs']")
+  for s in $SERVICES; do
+    if [ "$s" = simulate ]; then cpu=$(awk '{ print $1 + $2 }' "$WORK/$name.simcpu")
+    else cpu=$(echo "scale=3; ($(cpu_ticks "$(pid_of "$s")") - ${before[$s]}) / $TICK" | bc); fi
+    row+=$(printf '\t%.3f' "$(echo "scale=4; $cpu * 1000 / ($accepted + 1)" | bc)")
+  done
+  local probe_line; probe_line=$(cat "$WORK/$name.probe")
+  val() { echo "$probe_line" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+  printf '%s\t%s\t%.0f\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s%s\n' "$name" "$rate" \
+    "$(json "$WORK/$name.json" "d['achieved_rate']")" "$(echo "$accepted / $elapsed" | bc -l)" \
+    "$(json "$WORK/$name.json" "d['shed'] * 100 / max(1, d['sent'])")" \
+    "$(json "$WORK/$name.json" "d['latency_p50_ms']")" "$(json "$WORK/$name.json" "d['latency_p99_ms']")" \
+    "$(val p50_ms)" "$(val p99_ms)" "$lag" "$drain" "$row"
+}
+
+HEADER="step\toffered_rps\tachieved_rps\taccepted_per_s\tshed_pct\tingest_p50_ms\tingest_p99_ms\tfresh_p50_ms\tfresh_p99_ms\twriter_lag_end\tdrain_s"
+for s in $SERVICES; do HEADER+="\tcpu_s_per_1k_$s"; done
+printf "$HEADER\n" >"$OUT/e2e.tsv"
+echo "== rising load: $RATES req/s, ${STEP_SECS}s each (probe $PROBE_RATE installs/s)" >&2
+for rate in $RATES; do
+  row=$(step "rate$rate" "$rate" "$STEP_SECS")
+  echo "$row" >>"$OUT/e2e.tsv"
+  echo "$row" | cut -f1-11 >&2
+done
+
+# Sustained: the highest accepted rate of a step that shed under 0.1 % and whose writer drained within 5 s.
+SUSTAINED=$(awk -F'\t' 'NR > 1 && $5 < 0.1 && $11 <= 5 && $4 > best { best = $4 } END { printf "%.0f", best }' "$OUT/e2e.tsv")
+SHED_AT=$(awk -F'\t' 'NR > 1 && $5 >= 0.1 { print $2; exit }' "$OUT/e2e.tsv")
+echo "sustained: $SUSTAINED accepted events/s; shedding starts at offered ${SHED_AT:-none of the steps} req/s" >&2
+
+# --- overload: twice the sustained rate, then a quarter --------------------------------------------
+OVER=$(( SUSTAINED * 2 )); CALM=$(( SUSTAINED / 4 + 1 ))
+echo "== overload: $OVER req/s for ${OVERLOAD_SECS}s, then $CALM req/s" >&2
+( sleep $((OVERLOAD_SECS / 2))
+  for i in $(seq 1 200); do
+    curl -s -o /dev/null -D - -H "content-type: application/json" -H "x-forwarded-for: 203.0.113.$((i % 250))" \
+      --data "{\"random_id\":\"ov-$i-$RANDOM\",\"type\":\"lxc\",\"nsapp\":\"probe\",\"status\":\"installing\"}" "$INGEST/telemetry"
+  done >"$WORK/overload.headers" ) &
+SAMPLER=$!
+row=$(step overload "$OVER" "$OVERLOAD_SECS"); echo "$row" >>"$OUT/e2e.tsv"; echo "$row" | cut -f1-11 >&2
+wait "$SAMPLER" || true
+SHED_SAMPLES=$(grep -cE '^HTTP/1.1 (429|503)' "$WORK/overload.headers" || true)
+WITH_RETRY_AFTER=$(grep -ciE '^retry-after:' "$WORK/overload.headers" || true)
+row=$(step recovery "$CALM" "$OVERLOAD_SECS"); echo "$row" >>"$OUT/e2e.tsv"; echo "$row" | cut -f1-11 >&2
+OVER_P99=$(json "$WORK/overload.json" "d['latency_p99_ms']")
+OVER_SHED=$(json "$WORK/overload.json" "d['shed']")
+OVER_UNEXPECTED=$(json "$WORK/overload.json" "sum(d['unexpected_by_status'].values()) + d['transport_errors']")
+RECOVERY_SHED=$(json "$WORK/recovery.json" "d['shed']")
+
+# --- stored vs accepted ----------------------------------------------------------------------------
+ACCEPTED_TOTAL=0
+for f in "$WORK"/*.json; do ACCEPTED_TOTAL=$((ACCEPTED_TOTAL + $(json "$f" "d['accepted']"))); done
+STORED=$(chq "SELECT count() FROM telemetry.events_final WHERE nsapp != 'fresh' AND nsapp != 'probe'")
+
+# --- chart ----------------------------------------------------------------------------------------
+python3 - "$OUT/e2e.tsv" "$WORK/chart.html" "$ROOT/web/static/vendor/chart.umd.min.js" <<'PY'
+import csv, json, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+rows = [r for r in rows if r["step"].startswith("rate")]
+data = {
+    "offered": [float(r["achieved_rps"]) for r in rows],
+    "accepted": [float(r["accepted_per_s"]) for r in rows],
+    "p99": [float(r["ingest_p99_ms"]) for r in rows],
+    "fresh": [float(r["fresh_p99_ms"] or "nan") if r["fresh_p99_ms"] not in ("", "NaN") else None for r in rows],
+}
+html = f"""<!doctype html><html><head><meta charset="utf-8"><script src="file://{sys.argv[3]}"></script>
+<style>body{{margin:0;font-family:sans-serif;background:#fff}}</style></head><body>
+<canvas id="c" width="1200" height="650"></canvas><script>
+const d = {json.dumps(data)};
+new Chart(document.getElementById('c'), {{
+  type: 'line', options: {{ animation: false, responsive: false,
+    plugins: {{ title: {{ display: true, text: 'telemetry fleet end to end (2 cores, co-located): throughput and latency vs offered load' }} }},
+    scales: {{ x: {{ type: 'linear', title: {{ display: true, text: 'offered requests/s' }} }},
+      y: {{ title: {{ display: true, text: 'accepted events/s' }} }},
+      y1: {{ position: 'right', type: 'logarithmic', title: {{ display: true, text: 'latency ms (log)' }}, grid: {{ drawOnChartArea: false }} }} }} }},
+  data: {{ datasets: [
+    {{ label: 'accepted events/s', data: d.offered.map((x, i) => ({{x, y: d.accepted[i]}})), borderColor: '#2563eb', yAxisID: 'y' }},
+    {{ label: 'ingest p99 ms', data: d.offered.map((x, i) => ({{x, y: d.p99[i]}})), borderColor: '#dc2626', yAxisID: 'y1' }},
+    {{ label: 'freshness p99 ms (202 → installs_final)', data: d.offered.map((x, i) => ({{x, y: d.fresh[i]}})), borderColor: '#16a34a', yAxisID: 'y1' }} ] }} }});
+</script></body></html>"""
+open(sys.argv[2], "w").write(html)
+PY
+chromium --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update \
+  --disable-sync --no-first-run --user-data-dir="$WORK/chrome" --allow-file-access-from-files \
+  --window-size=1200,650 --virtual-time-budget=3000 --screenshot="$OUT/e2e.png" "file://$WORK/chart.html" >/dev/null 2>&1 || true
+
+echo
+echo "end-to-end benchmark ($(nproc) cores, release, every service and server co-located)"
+column -t -s $'\t' "$OUT/e2e.tsv"
+echo
+printf '%-58s %s\n' "sustained accepted events/s (shed < 0.1 %, writer drained ≤ 5 s)" "$SUSTAINED"
+printf '%-58s %s\n' "ingest starts shedding at offered req/s" "${SHED_AT:-above the highest step}"
+printf '%-58s %s\n' "overload ($OVER req/s offered): shed answers" "$OVER_SHED"
+printf '%-58s %s\n' "overload: sampled 429/503 answers / with Retry-After" "$SHED_SAMPLES / $WITH_RETRY_AFTER"
+printf '%-58s %s\n' "overload: ingest p99 ms (scripts time out at 5000)" "$OVER_P99"
+printf '%-58s %s\n' "overload: 5xx other than 503, and transport errors" "$OVER_UNEXPECTED"
+printf '%-58s %s\n' "recovery ($CALM req/s): shed answers" "$RECOVERY_SHED"
+printf '%-58s %s\n' "accepted (simulator) vs stored in events_final" "$ACCEPTED_TOTAL vs $STORED"
+printf '%-58s %s\n' "chart" "$OUT/e2e.png"
+python3 - "$OUT/e2e.tsv" "$OUT/e2e.json" "$SUSTAINED" "${SHED_AT:-}" <<'PY'
+import csv, json, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+json.dump({"sustained_events_per_s": int(sys.argv[3]), "shedding_starts_at_rps": sys.argv[4] or None, "steps": rows},
+          open(sys.argv[2], "w"), indent=1)
+PY
