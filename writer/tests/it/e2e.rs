@@ -31,7 +31,11 @@ async fn every_event_and_install_lands_once_in_both_stores() {
         "all events in clickhouse",
         Duration::from_secs(60),
         || async {
+            // An INSERT commits the events part before its materialized view's installs part, so
+            // a reader can see the events a moment before their installs: wait for both.
             ch_count(&ch, "SELECT count() FROM telemetry.events_final") == events.len() as u64
+                && ch_count(&ch, "SELECT count() FROM telemetry.installs_final")
+                    == expected.len() as u64
         },
     )
     .await;

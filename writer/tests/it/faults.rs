@@ -46,7 +46,11 @@ async fn writer_killed_mid_batch_restarts_without_loss_or_double() {
         "every event in clickhouse",
         Duration::from_secs(90),
         || async {
+            // An INSERT commits the events part before its materialized view's installs part, so
+            // a reader can see the events a moment before their installs: wait for both.
             ch_count(&ch, "SELECT count() FROM telemetry.events_final") == events.len() as u64
+                && ch_count(&ch, "SELECT count() FROM telemetry.installs_final")
+                    == expected.len() as u64
         },
     )
     .await;
@@ -138,7 +142,11 @@ async fn clickhouse_down_for_a_while_then_back_catches_up_exactly() {
         "every event in clickhouse",
         Duration::from_secs(60),
         || async {
+            // An INSERT commits the events part before its materialized view's installs part, so
+            // a reader can see the events a moment before their installs: wait for both.
             ch_count(&ch, "SELECT count() FROM telemetry.events_final") == events.len() as u64
+                && ch_count(&ch, "SELECT count() FROM telemetry.installs_final")
+                    == expected.len() as u64
         },
     )
     .await;
