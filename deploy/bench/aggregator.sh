@@ -14,7 +14,7 @@ INSTALLS=${1:-1000000}
 
 ensure_python_tools
 cargo build --release --locked -q -p aggregator -p alerter --bins --examples
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }

@@ -31,7 +31,7 @@ ensure_apt chromium chromium
 PATH="$VENV/bin:$PATH"
 cargo build --release --locked -q --bins -p ingest -p writer -p aggregator -p web
 cargo build --release --locked -q -p writer --example bench
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }

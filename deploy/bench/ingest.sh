@@ -16,7 +16,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 ensure_python_tools
 ensure_apt wrk wrk
 cargo build --release --locked -q -p ingest --bins --examples
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }

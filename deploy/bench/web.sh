@@ -25,7 +25,7 @@ ensure_apt wrk wrk
 ensure_apt chromium chromium
 PATH="$VENV/bin:$PATH"
 cargo build --release --locked -q -p web -p writer --bins
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }

@@ -26,7 +26,7 @@ ensure_python_tools
 ensure_clickhouse
 PATH="$VENV/bin:$PATH"
 cargo build --release --locked -q -p writer -p ingest --bins --examples
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }

@@ -3,12 +3,16 @@
 //! scripts' retries that duplicate events, and a few of the broken bodies real scripts send, paced by a
 //! tokio interval and bounded by a semaphore on requests in flight. The generators are pub so tests and
 //! benchmarks can build the same bodies; `run` returns the [`Summary`] it prints.
+//!
+//! For loss checks under faults, `--retry-failed` retries a request that got no 2xx as the scripts do,
+//! `--url` may name several edges (requests and retries go round-robin), and `--record` writes every
+//! answer with the event's key, so a checker can compare what was acknowledged with what was stored.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +29,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_LOG_BYTES: usize = 16 * 1024;
 /// The largest log the scripts send (`get_full_log 122880`).
 const MAX_LOG_BYTES: usize = 120 * 1024;
+/// The scripts' pause before retrying a request that got no 2xx.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Configuration of `telemetry-simulate`.
 #[derive(Debug, Clone, clap::Parser)]
@@ -34,13 +40,15 @@ const MAX_LOG_BYTES: usize = 120 * 1024;
     about = "Plays realistic helper-script telemetry at a given rate against an ingest URL."
 )]
 pub struct Config {
-    /// Ingest endpoint the events are posted to. Default: http://127.0.0.1:8080/telemetry.
+    /// Ingest endpoint the events are posted to; repeat the flag or separate with commas to spread
+    /// requests (and retries) round-robin over several edges. Default: http://127.0.0.1:8080/telemetry.
     #[arg(
         long,
         env = "SIMULATE_URL",
-        default_value = "http://127.0.0.1:8080/telemetry"
+        default_value = "http://127.0.0.1:8080/telemetry",
+        value_delimiter = ','
     )]
-    pub url: String,
+    pub url: Vec<String>,
     /// Requests issued per second over all installs (events, not installs; retries and broken bodies
     /// count). Default: 50 per second.
     #[arg(long, env = "SIMULATE_RATE", default_value_t = 50.0)]
@@ -86,19 +94,23 @@ pub struct Config {
     /// per-client rate limit sees many users, as in production. Default: off.
     #[arg(long, env = "SIMULATE_NO_FORWARDED_FOR")]
     pub no_forwarded_for: bool,
+    /// Retry a request that got no 2xx (an error status, a timeout, a refused connection) as the scripts
+    /// do: the installing event up to 3 attempts, the final up to 3 with a shrinking body (the log cut to
+    /// 16 KB, then the minimal field set), 1 s apart, each attempt to the next --url; progress pings are
+    /// fire-and-forget. Default: off (every request is sent once).
+    #[arg(long, env = "SIMULATE_RETRY_FAILED")]
+    pub retry_failed: bool,
+    /// Write one line per answered request of a valid event to this file, tab-separated:
+    /// `execution_id`, the status the edge stores, the answer (`accepted`, `duplicate`, a status code
+    /// or `transport`) and the event id of an `accepted` answer (else `-`). Default: none.
+    #[arg(long, env = "SIMULATE_RECORD")]
+    pub record: Option<PathBuf>,
 }
 
 impl Config {
     /// Checks the values clap cannot, so a bad config stops the run before the first request.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let url = reqwest::Url::parse(&self.url)
-            .with_context(|| format!("--url {:?} is not a valid url", self.url))?;
-        if url.scheme() != "http" {
-            bail!(
-                "--url must be plain http (this build has no tls), got {}",
-                url.scheme()
-            );
-        }
+        self.urls()?;
         if !(self.rate.is_finite() && self.rate > 0.0 && self.rate <= 1_000_000.0) {
             bail!("--rate must be above 0 and at most 1000000 events per second");
         }
@@ -118,6 +130,27 @@ impl Config {
             bail!("--timeout must be at least 1 second");
         }
         Ok(())
+    }
+
+    /// The parsed `--url` values, at least one, all plain http.
+    fn urls(&self) -> anyhow::Result<Vec<reqwest::Url>> {
+        if self.url.is_empty() {
+            bail!("--url needs at least one url");
+        }
+        self.url
+            .iter()
+            .map(|raw| {
+                let url = reqwest::Url::parse(raw.trim())
+                    .with_context(|| format!("--url {raw:?} is not a valid url"))?;
+                if url.scheme() != "http" {
+                    bail!(
+                        "--url must be plain http (this build has no tls), got {}",
+                        url.scheme()
+                    );
+                }
+                Ok(url)
+            })
+            .collect()
     }
 
     fn mix(&self) -> Mix {
@@ -160,6 +193,10 @@ pub struct Summary {
     pub transport_errors: u64,
     /// Installing and final events sent again as a script retry.
     pub retries_sent: u64,
+    /// Attempts sent again after one that got no 2xx (`--retry-failed`), counted in `sent`.
+    pub retried_after_failure: u64,
+    /// Install events whose last attempt got no 2xx.
+    pub given_up: u64,
     /// Broken bodies sent.
     pub broken_sent: u64,
     /// What the edge answered to each kind of broken body: kind -> answer -> count.
@@ -210,6 +247,11 @@ impl Summary {
             )?;
         }
         writeln!(out, "  transport errors  {}", self.transport_errors)?;
+        writeln!(
+            out,
+            "  without a 2xx     {} retried, {} given up",
+            self.retried_after_failure, self.given_up
+        )?;
         writeln!(
             out,
             "  installs          {} started, {} finished",
@@ -340,6 +382,9 @@ impl StepKind {
 pub struct Step {
     pub kind: StepKind,
     pub body: String,
+    /// The bodies of the attempts a script makes after one that got no 2xx (empty for pings and for
+    /// the retries above, which are themselves such attempts).
+    pub fallbacks: Vec<String>,
 }
 
 /// One whole install: its events in order, retries included.
@@ -389,11 +434,13 @@ pub fn generate_install_of(rng: &mut Rng, mix: &Mix, install_type: InstallType) 
         steps.push(Step {
             kind: StepKind::Installing,
             body: installing.clone(),
+            fallbacks: vec![installing.clone(), installing.clone()],
         });
         if retried {
             steps.push(Step {
                 kind: StepKind::InstallingRetry,
                 body: installing,
+                fallbacks: Vec::new(),
             });
         }
         // From the host, then from inside the container; status never goes backwards.
@@ -407,6 +454,7 @@ pub fn generate_install_of(rng: &mut Rng, mix: &Mix, install_type: InstallType) 
             steps.push(Step {
                 kind: StepKind::Progress,
                 body: ctx.ping_body(status).to_string(),
+                fallbacks: Vec::new(),
             });
         }
     }
@@ -414,6 +462,11 @@ pub fn generate_install_of(rng: &mut Rng, mix: &Mix, install_type: InstallType) 
     steps.push(Step {
         kind: StepKind::Final,
         body: ctx.final_body(&end, &end.error).to_string(),
+        fallbacks: vec![
+            ctx.final_body(&end, &shrink_log(&end.error, RETRY_LOG_BYTES))
+                .to_string(),
+            ctx.minimal_final_body(&end).to_string(),
+        ],
     });
     if rng.f64() < mix.retry_rate {
         if outcome.is_failure() {
@@ -422,17 +475,20 @@ pub fn generate_install_of(rng: &mut Rng, mix: &Mix, install_type: InstallType) 
                 body: ctx
                     .final_body(&end, &shrink_log(&end.error, RETRY_LOG_BYTES))
                     .to_string(),
+                fallbacks: Vec::new(),
             });
             if rng.bool() {
                 steps.push(Step {
                     kind: StepKind::FinalRetry,
                     body: ctx.minimal_final_body(&end).to_string(),
+                    fallbacks: Vec::new(),
                 });
             }
         } else {
             steps.push(Step {
                 kind: StepKind::FinalRetry,
                 body: ctx.final_body(&end, &end.error).to_string(),
+                fallbacks: Vec::new(),
             });
         }
     }
@@ -1451,6 +1507,7 @@ enum Request {
     Step {
         kind: StepKind,
         body: String,
+        fallbacks: Vec<String>,
         busy: Arc<AtomicBool>,
         last: bool,
         client: std::net::Ipv4Addr,
@@ -1559,6 +1616,7 @@ impl Traffic {
         let step = active.steps.pop_front().unwrap_or_else(|| Step {
             kind: StepKind::Final,
             body: String::new(),
+            fallbacks: Vec::new(),
         });
         let last = active.steps.is_empty();
         if last {
@@ -1567,6 +1625,7 @@ impl Traffic {
         Request::Step {
             kind: step.kind,
             body: step.body,
+            fallbacks: step.fallbacks,
             busy,
             last,
             client,
@@ -1636,12 +1695,13 @@ fn classify(status: u16, body: &[u8]) -> Answer {
     }
 }
 
+/// Posts one body; the answer, and the event id of a 202.
 async fn send(
     client: &reqwest::Client,
     url: &reqwest::Url,
     body: Vec<u8>,
     forwarded_for: Option<std::net::Ipv4Addr>,
-) -> Answer {
+) -> (Answer, Option<String>) {
     let mut request = client
         .post(url.clone())
         .header(reqwest::header::CONTENT_TYPE, "application/json");
@@ -1652,16 +1712,65 @@ async fn send(
         Ok(response) => response,
         Err(e) => {
             tracing::debug!(error = %e, "request failed");
-            return Answer::Transport;
+            return (Answer::Transport, None);
         }
     };
     let status = response.status().as_u16();
     match response.bytes().await {
-        Ok(bytes) => classify(status, &bytes),
+        Ok(bytes) => {
+            let id = (status == 202)
+                .then(|| serde_json::from_slice::<Value>(&bytes).ok())
+                .flatten()
+                .and_then(|v| v.get("id")?.as_str().map(str::to_owned));
+            (classify(status, &bytes), id)
+        }
         Err(e) => {
             tracing::debug!(error = %e, "reading the answer failed");
-            Answer::Transport
+            (Answer::Transport, None)
         }
+    }
+}
+
+/// The `--record` file: one line per answered request of a valid event.
+struct Recorder(Mutex<std::io::BufWriter<std::fs::File>>);
+
+impl Recorder {
+    fn create(path: &std::path::Path) -> anyhow::Result<Recorder> {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("creating the record file {}", path.display()))?;
+        Ok(Recorder(Mutex::new(std::io::BufWriter::new(file))))
+    }
+
+    /// The key a body is stored under (execution id, stored status) as the edge's own validation sees
+    /// it; `None` for a body the edge rejects.
+    fn key(body: &[u8]) -> Option<(String, &'static str)> {
+        let reception = schema::Reception {
+            event_id: uuid::Uuid::nil(),
+            received_at: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let accepted = schema::validate(body, reception).ok()?;
+        Some((accepted.event.execution_id, accepted.event.status.as_str()))
+    }
+
+    fn write(&self, key: &(String, &'static str), answer: &Answer, id: Option<&str>) {
+        let answer = match answer {
+            Answer::Accepted => "accepted".to_owned(),
+            Answer::Duplicate => "duplicate".to_owned(),
+            Answer::Transport => "transport".to_owned(),
+            other => other.status().unwrap_or_default().to_string(),
+        };
+        let id = id.filter(|_| answer == "accepted").unwrap_or("-");
+        let mut out = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = writeln!(out, "{}\t{}\t{answer}\t{id}", key.0, key.1) {
+            tracing::warn!(error = %e, "writing the record file failed");
+        }
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .flush()
     }
 }
 
@@ -1679,6 +1788,8 @@ struct Stats {
     unexpected_by_status: BTreeMap<u16, u64>,
     transport_errors: u64,
     retries_sent: u64,
+    retried_after_failure: u64,
+    given_up: u64,
     broken_sent: u64,
     broken_answers: BTreeMap<String, BTreeMap<String, u64>>,
     broken_unexpected: u64,
@@ -1759,6 +1870,8 @@ impl Stats {
             unexpected_by_status: self.unexpected_by_status.clone(),
             transport_errors: self.transport_errors,
             retries_sent: self.retries_sent,
+            retried_after_failure: self.retried_after_failure,
+            given_up: self.given_up,
             broken_sent: self.broken_sent,
             broken_answers: self.broken_answers.clone(),
             broken_unexpected: self.broken_unexpected,
@@ -1802,7 +1915,13 @@ where
     F: Future<Output = ()>,
 {
     config.validate()?;
-    let url = reqwest::Url::parse(&config.url).context("parsing --url")?;
+    let urls: Arc<[reqwest::Url]> = config.urls()?.into();
+    let next_url = Arc::new(AtomicUsize::new(0));
+    let recorder = match &config.record {
+        Some(path) => Some(Arc::new(Recorder::create(path)?)),
+        None => None,
+    };
+    let retry_failed = config.retry_failed;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(config.timeout))
         .connect_timeout(Duration::from_secs(config.timeout.min(5)))
@@ -1836,7 +1955,7 @@ where
     let mut last_sent = 0;
     let mut last_progress = Instant::now();
 
-    tracing::info!(url = %url, rate, concurrency = config.concurrency, "simulation started");
+    tracing::info!(urls = ?config.url, rate, concurrency = config.concurrency, "simulation started");
     let stopped_by = loop {
         tokio::select! {
             biased;
@@ -1862,30 +1981,58 @@ where
                         }
                     }
                     let client = client.clone();
-                    let url = url.clone();
+                    let urls = urls.clone();
+                    let next_url = next_url.clone();
+                    let recorder = recorder.clone();
                     let forward = !config.no_forwarded_for;
                     let stats = stats.clone();
                     tokio::spawn(async move {
                         let _permit = permit;
-                        let started = Instant::now();
-                        let (answer, broken, done) = match request {
-                            Request::Step { body, busy, last, client: from, .. } => {
-                                let from = forward.then_some(from);
-                                let answer = send(&client, &url, body.into_bytes(), from).await;
-                                busy.store(false, Ordering::Release);
-                                (answer, None, last)
+                        let (attempts, broken, done, busy, from) = match request {
+                            Request::Step { body, fallbacks, busy, last, client: from, .. } => {
+                                let mut attempts = vec![body.into_bytes()];
+                                if retry_failed {
+                                    attempts.extend(fallbacks.into_iter().map(String::into_bytes));
+                                }
+                                (attempts, None, last, Some(busy), forward.then_some(from))
                             }
                             Request::Broken { kind, body } => {
                                 let from = forward
                                     .then(|| std::net::Ipv4Addr::from(0xC612_0000 | fastrand::u32(0..1 << 17)));
-                                (send(&client, &url, body, from).await, Some(kind), false)
+                                (vec![body], Some(kind), false, None, from)
                             }
                         };
-                        let latency = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
-                        let mut s = lock(&stats);
-                        s.record(&answer, broken, latency);
-                        if done {
-                            s.installs_finished += 1;
+                        let count = attempts.len();
+                        for (n, body) in attempts.into_iter().enumerate() {
+                            if n > 0 {
+                                tokio::time::sleep(RETRY_PAUSE).await;
+                                let mut s = lock(&stats);
+                                s.sent += 1;
+                                s.retried_after_failure += 1;
+                            }
+                            let key = recorder.as_ref().and_then(|_| Recorder::key(&body));
+                            let url = &urls[next_url.fetch_add(1, Ordering::Relaxed) % urls.len()];
+                            let started = Instant::now();
+                            let (answer, id) = send(&client, url, body, from).await;
+                            let latency = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+                            if let (Some(recorder), Some(key)) = (&recorder, &key) {
+                                recorder.write(key, &answer, id.as_deref());
+                            }
+                            let acked = answer.status() == Some(202);
+                            let mut s = lock(&stats);
+                            s.record(&answer, broken, latency);
+                            if acked || n + 1 == count {
+                                if !acked && broken.is_none() {
+                                    s.given_up += 1;
+                                }
+                                if done {
+                                    s.installs_finished += 1;
+                                }
+                                break;
+                            }
+                        }
+                        if let Some(busy) = busy {
+                            busy.store(false, Ordering::Release);
                         }
                     });
                 }
@@ -1911,14 +2058,23 @@ where
     );
 
     let all = config.concurrency;
-    if tokio::time::timeout(DRAIN_TIMEOUT, semaphore.acquire_many(all))
+    // A request with retries may take all its attempts, each up to --timeout, 1 s apart.
+    let drain = if retry_failed {
+        DRAIN_TIMEOUT.max(3 * (Duration::from_secs(config.timeout) + RETRY_PAUSE))
+    } else {
+        DRAIN_TIMEOUT
+    };
+    if tokio::time::timeout(drain, semaphore.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!(
-            deadline = ?DRAIN_TIMEOUT,
+            deadline = ?drain,
             "requests still in flight at the drain deadline"
         );
+    }
+    if let Some(recorder) = &recorder {
+        recorder.flush().context("writing the record file")?;
     }
     let summary = lock(&stats).summary(stopped_by, start.elapsed(), issuing);
 
@@ -2144,16 +2300,19 @@ mod tests {
     }
 
     /// A tiny HTTP/1.1 endpoint keyed like the edge (`execution_id:status`): 202 accepted, 202 duplicate
-    /// for a key it has seen, 400 invalid_json for what does not parse (it rescues nothing).
-    async fn fake_edge() -> std::net::SocketAddr {
+    /// for a key it has seen, 400 invalid_json for what does not parse (it rescues nothing). With
+    /// `fail_first`, the first request of every key gets a 503 instead.
+    async fn fake_edge(fail_first: bool) -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
+        let failed = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let seen = seen.clone();
+                let failed = failed.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 65536];
@@ -2183,12 +2342,21 @@ mod tests {
                         let (status, json) = match serde_json::from_slice::<Value>(&body) {
                             Ok(v) => {
                                 let key = format!("{}:{}", v["execution_id"], v["status"]);
-                                let fresh = seen.lock().expect("lock").insert(key);
+                                let fail =
+                                    fail_first && failed.lock().expect("lock").insert(key.clone());
+                                let fresh = !fail && seen.lock().expect("lock").insert(key);
                                 let answer = if fresh { "accepted" } else { "duplicate" };
-                                (
-                                    "202 Accepted",
-                                    format!("{{\"status\":\"{answer}\",\"id\":\"x\"}}"),
-                                )
+                                if fail {
+                                    (
+                                        "503 Service Unavailable",
+                                        r#"{"error":"unavailable","message":"m"}"#.to_owned(),
+                                    )
+                                } else {
+                                    (
+                                        "202 Accepted",
+                                        format!("{{\"status\":\"{answer}\",\"id\":\"x\"}}"),
+                                    )
+                                }
                             }
                             Err(_) => (
                                 "400 Bad Request",
@@ -2211,7 +2379,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_limited_run_plays_every_install_to_its_end() {
-        let addr = fake_edge().await;
+        let addr = fake_edge(false).await;
         let url = format!("http://{addr}/telemetry");
         let config = Config::parse_from([
             "telemetry-simulate",
@@ -2251,5 +2419,68 @@ mod tests {
         assert_eq!(broken, summary.broken_sent);
         assert_eq!(summary.transport_errors, 0);
         assert!(summary.latency_p99_ms >= summary.latency_p50_ms);
+    }
+
+    #[tokio::test]
+    async fn failed_requests_are_retried_as_the_scripts_do_and_recorded() {
+        let first = fake_edge(true).await;
+        let second = fake_edge(true).await;
+        let dir = std::env::temp_dir().join(format!("simulate-record-{}", run_salt()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let record = dir.join("record.tsv");
+        let urls = format!("http://{first}/telemetry,http://{second}/telemetry");
+        let config = Config::parse_from([
+            "telemetry-simulate",
+            "--url",
+            &urls,
+            "--rate",
+            "2000",
+            "--installs",
+            "40",
+            "--retry-rate",
+            "0",
+            "--bad-rate",
+            "0",
+            "--seed",
+            "7",
+            "--retry-failed",
+            "--record",
+            record.to_str().expect("utf-8 path"),
+            "--quiet",
+        ]);
+        let summary = run(config, std::future::pending()).await.expect("run");
+        let text = std::fs::read_to_string(&record).expect("record");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(summary.installs_finished, 40);
+        assert_eq!(text.lines().count() as u64, summary.answered);
+        assert!(summary.retried_after_failure > 0);
+        // Each edge fails the first request of a key it sees: round-robin sends the retry to the other
+        // edge, which fails it once more; the third attempt goes back to the first edge and succeeds.
+        let mut acked = std::collections::BTreeSet::new();
+        let mut keys = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split('\t').collect();
+            assert_eq!(fields.len(), 4, "{line}");
+            keys.insert((fields[0], fields[1]));
+            if fields[2] == "accepted" || fields[2] == "duplicate" {
+                acked.insert((fields[0], fields[1]));
+            } else {
+                assert_eq!(fields[2], "503", "{line}");
+            }
+        }
+        // Every installing and final event got through; a ping is sent once (the second `configuring`
+        // of an install, from inside the container, repeats the key and may get through).
+        let unacked: Vec<_> = keys
+            .iter()
+            .filter(|key| !matches!(key.1, "validation" | "configuring") && !acked.contains(*key))
+            .collect();
+        assert!(unacked.is_empty(), "{unacked:?}");
+        assert_eq!(
+            summary.given_up as usize,
+            text.lines()
+                .filter(|l| l.contains("\tvalidation\t") || l.contains("\tconfiguring\t"))
+                .filter(|l| l.ends_with("\t503\t-"))
+                .count()
+        );
     }
 }

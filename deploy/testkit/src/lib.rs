@@ -9,7 +9,7 @@ pub mod nats;
 pub mod pocketbase;
 pub mod smtp;
 
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
