@@ -142,10 +142,17 @@ async fn receive(
         return Err(ApiError::RateLimited(wait));
     }
     let body = read_body(body, state.config.max_body_bytes).await?;
-    let accepted = schema::validate(&body, reception()).inspect_err(|r| {
-        metrics::counter!(m::REJECTED, "reason" => r.code.as_str()).increment(1);
-        tracing::debug!(reason = r.code.as_str(), field = r.field, message = %r.message, "event rejected");
-    })?;
+    let accepted =
+        judge_body(&body, state.config.max_body_bytes, reception()).inspect_err(|e| match e {
+            ApiError::Invalid(r) => {
+                metrics::counter!(m::REJECTED, "reason" => r.code.as_str()).increment(1);
+                tracing::debug!(reason = r.code.as_str(), field = r.field, message = %r.message, "event rejected");
+            }
+            ApiError::TooLarge(_) => {
+                metrics::counter!(m::REJECTED, "reason" => "too_large").increment(1)
+            }
+            _ => {}
+        })?;
     count_repairs(&accepted);
 
     if state.shutting_down.load(Ordering::Relaxed) {
@@ -195,6 +202,20 @@ async fn receive(
         body,
     )
         .into_response())
+}
+
+/// The edge's decision on a whole body, before any broker work: too large (413), invalid (400), or an
+/// event to publish. The limit layer already stops a longer body while it streams; the length check here
+/// keeps the whole decision in one pure function that tests can drive with any bytes.
+pub fn judge_body(
+    body: &[u8],
+    max_body_bytes: usize,
+    reception: schema::Reception,
+) -> Result<schema::Accepted, ApiError> {
+    if body.len() > max_body_bytes {
+        return Err(ApiError::TooLarge(max_body_bytes));
+    }
+    Ok(schema::validate(body, reception)?)
 }
 
 /// The server-side facts of a new event: now, and a UUIDv7 whose random part comes from a fast

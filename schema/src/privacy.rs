@@ -60,7 +60,11 @@ fn mask_ipv6(haystack: &str, caps: &Captures) -> Option<String> {
     let before = haystack[..m.start()].chars().next_back();
     let after = haystack[m.end()..].chars().next();
     let glued = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
-    if glued(before) || glued(after) || !m.as_str().bytes().any(|b| b.is_ascii_digit()) {
+    // A dot that goes on (`::ffff:10.x.x.x`, an IPv4-mapped address masked before) is part of the
+    // token; a dot that ends a sentence is not.
+    let mut rest = haystack[m.end()..].chars();
+    let dotted = rest.next() == Some('.') && rest.next().is_some_and(|c| c.is_alphanumeric());
+    if glued(before) || glued(after) || dotted || !m.as_str().bytes().any(|b| b.is_ascii_digit()) {
         return None;
     }
     m.as_str().parse::<Ipv6Addr>().ok()?;
@@ -156,6 +160,19 @@ mod tests {
         check("|172.16.5.196|:443", "|172.x.x.x|:443");
         check("255.255.255.255", "255.x.x.x");
         check("ip=1.2.3.4,", "ip=1.x.x.x,");
+    }
+
+    #[test]
+    fn masking_twice_changes_nothing() {
+        for input in [
+            "from ::FFFF:10.1.2.3:5432",
+            "from ::ffff:192.168.1.1 and fe80::1.",
+            "mac aa:bb:cc:dd:ee:ff, mail a@b.example, 10.0.0.1 and 2001:db8::1",
+        ] {
+            let once = mask(input).into_owned();
+            assert_eq!(mask(&once), once, "input {input:?}");
+        }
+        check("ends at fe80::1.", "ends at fe80:x::x.");
     }
 
     #[test]

@@ -417,10 +417,27 @@ fn error(value: &Value) -> Result<Option<String>, Rejection> {
     if trimmed.is_empty() {
         return Ok(None);
     }
-    let masked = privacy::mask(trimmed);
-    Ok(Some(
-        privacy::cut_log(&masked, MAX_ERROR_BYTES).into_owned(),
-    ))
+    Ok(Some(mask_and_cut(trimmed)))
+}
+
+/// Masks a log and cuts it to [`MAX_ERROR_BYTES`], so that the stored text is stable: masking it again
+/// changes nothing. A cut at a byte count can split a token (`-10.1.2.3` reads as a version and stays,
+/// but a cut right after its `-` leaves `10.1.2.3` alone), so the cut text is masked again, and cut
+/// again if masking made it longer (IPv6), until nothing changes; two rounds settle every case seen.
+fn mask_and_cut(log: &str) -> String {
+    let mut text = privacy::mask(log).into_owned();
+    if text.len() <= MAX_ERROR_BYTES {
+        return text;
+    }
+    for _ in 0..4 {
+        let cut = privacy::cut_log(&text, MAX_ERROR_BYTES);
+        let again = privacy::mask(&cut);
+        if again == cut {
+            return cut.into_owned();
+        }
+        text = again.into_owned();
+    }
+    privacy::cut_log(&text, MAX_ERROR_BYTES).into_owned()
 }
 
 fn repo_source(value: &Value) -> Result<RepoSource, Rejection> {
