@@ -162,37 +162,8 @@ ACCEPTED_TOTAL=0
 for f in "$WORK"/*.json; do ACCEPTED_TOTAL=$((ACCEPTED_TOTAL + $(json "$f" "d['accepted']"))); done
 STORED=$(chq "SELECT count() FROM telemetry.events_final WHERE nsapp != 'fresh' AND nsapp != 'probe'")
 
-# --- chart ----------------------------------------------------------------------------------------
-python3 - "$OUT/e2e.tsv" "$WORK/chart.html" "$ROOT/web/static/vendor/chart.umd.min.js" <<'PY'
-import csv, json, sys
-rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-rows = [r for r in rows if r["step"].startswith("rate")]
-data = {
-    "offered": [float(r["achieved_rps"]) for r in rows],
-    "accepted": [float(r["accepted_per_s"]) for r in rows],
-    "p99": [float(r["ingest_p99_ms"]) for r in rows],
-    "fresh": [float(r["fresh_p99_ms"] or "nan") if r["fresh_p99_ms"] not in ("", "NaN") else None for r in rows],
-}
-html = f"""<!doctype html><html><head><meta charset="utf-8"><script src="file://{sys.argv[3]}"></script>
-<style>body{{margin:0;font-family:sans-serif;background:#fff}}</style></head><body>
-<canvas id="c" width="1200" height="650"></canvas><script>
-const d = {json.dumps(data)};
-new Chart(document.getElementById('c'), {{
-  type: 'line', options: {{ animation: false, responsive: false,
-    plugins: {{ title: {{ display: true, text: 'telemetry fleet end to end (2 cores, co-located): throughput and latency vs offered load' }} }},
-    scales: {{ x: {{ type: 'linear', title: {{ display: true, text: 'offered requests/s' }} }},
-      y: {{ title: {{ display: true, text: 'accepted events/s' }} }},
-      y1: {{ position: 'right', type: 'logarithmic', title: {{ display: true, text: 'latency ms (log)' }}, grid: {{ drawOnChartArea: false }} }} }} }},
-  data: {{ datasets: [
-    {{ label: 'accepted events/s', data: d.offered.map((x, i) => ({{x, y: d.accepted[i]}})), borderColor: '#2563eb', yAxisID: 'y' }},
-    {{ label: 'ingest p99 ms', data: d.offered.map((x, i) => ({{x, y: d.p99[i]}})), borderColor: '#dc2626', yAxisID: 'y1' }},
-    {{ label: 'freshness p99 ms (202 → installs_final)', data: d.offered.map((x, i) => ({{x, y: d.fresh[i]}})), borderColor: '#16a34a', yAxisID: 'y1' }} ] }} }});
-</script></body></html>"""
-open(sys.argv[2], "w").write(html)
-PY
-chromium --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update \
-  --disable-sync --no-first-run --user-data-dir="$WORK/chrome" --allow-file-access-from-files \
-  --window-size=1200,650 --virtual-time-budget=3000 --screenshot="$OUT/e2e.png" "file://$WORK/chart.html" >/dev/null 2>&1 || true
+# --- chart ---------------------------------------------------------------------------------------
+bash "$ROOT/deploy/bench/e2e-chart.sh" "$OUT/e2e.tsv" "$OUT/e2e.png"
 
 echo
 echo "end-to-end benchmark ($(nproc) cores, release, every service and server co-located)"

@@ -3,7 +3,7 @@
 # temporary dir:
 #   1. seed ClickHouse with INSTALLS installs x 4 events (default 2.5M installs = 10M events) straight from
 #      numbers() (deploy/bench/web-seed.sql), into the writer's own tables (its migrations, run by starting
-#      telemetry-writer once);
+#      telemetry-writer once), and wait until ClickHouse has merged the new parts;
 #   2. /api/dashboard?days=30 uncached (X-Cache: miss), three cold keys (repo all, ProxmoxVE, ProxmoxVED);
 #   3. /api/dashboard?days=30 cached: p50/p99 with wrk, 1 connection;
 #   4. 200 concurrent viewers on the cached /dashboard page: p50/p99 with wrk, 200 connections;
@@ -70,6 +70,10 @@ SEED_SECS=$(echo "$(date +%s.%N) - $started" | bc)
 STORED_EVENTS=$(chq "SELECT count() FROM telemetry.events")
 STORED_INSTALLS=$(chq "SELECT count() FROM telemetry.installs_final")
 echo "seeded: events=$STORED_EVENTS installs=$STORED_INSTALLS in ${SEED_SECS}s" >&2
+# A big insert leaves ClickHouse merging parts in the background for a while; measure the steady state.
+merge_started=$SECONDS
+for _ in $(seq 1 600); do [ "$(chq "SELECT count() FROM system.merges")" = 0 ] && break; sleep 1; done
+echo "background merges done after $((SECONDS - merge_started)) s" >&2
 
 WEB_PORT=$(port); WEB="http://127.0.0.1:$WEB_PORT"
 LISTEN_ADDR="127.0.0.1:$WEB_PORT" CLICKHOUSE_URL="$CH_URL" NATS_URL="nats://127.0.0.1:$NATS_PORT" \
