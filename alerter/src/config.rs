@@ -1,9 +1,7 @@
 //! Configuration of `telemetry-alerter`: one typed struct, read from flags and environment variables.
 //! The SMTP password is a [`Secret`]: never printed, not even by `--help` or `Debug`.
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use aggregator::window::Span;
@@ -12,29 +10,7 @@ use fleet::LogFormat;
 
 use crate::rules::Thresholds;
 
-/// A value that is never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Secret, Self::Err> {
-        Ok(Secret(s.to_string()))
-    }
-}
+pub use fleet::Secret;
 
 /// How the SMTP connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,10 +1,13 @@
 //! What every service of the fleet shares at run time, so that each binary's `main` stays short and the
 //! services behave alike: the NATS connection and stream set-up (`nats`), log set-up, the shutdown
-//! signal, and the small ops HTTP port with `/healthz`, `/readyz` and `/metrics` that consumers serve
+//! signal, the [`Secret`] type of passwords in configs, and the small ops HTTP port with `/healthz`, `/readyz` and `/metrics` that consumers serve
 //! (`ops`). The contract itself (names, settings, events) stays in `schema`.
 
 pub mod nats;
 pub mod ops;
+mod secret;
+
+pub use secret::Secret;
 
 use clap::ValueEnum;
 
