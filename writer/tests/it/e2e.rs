@@ -27,16 +27,12 @@ async fn every_event_and_install_lands_once_in_both_stores() {
     config.ops_addr = ([127, 0, 0, 1], ops_port).into();
     let writer = start_writer(config.clone()).await;
     let reader = pb_reader(&config);
-    eventually(
+    clickhouse_holds(
         "all events in clickhouse",
         Duration::from_secs(60),
-        || async {
-            // An INSERT commits the events part before its materialized view's installs part, so
-            // a reader can see the events a moment before their installs: wait for both.
-            ch_count(&ch, "SELECT count() FROM telemetry.events_final") == events.len() as u64
-                && ch_count(&ch, "SELECT count() FROM telemetry.installs_final")
-                    == expected.len() as u64
-        },
+        &ch,
+        events.len(),
+        expected.len(),
     )
     .await;
     eventually(

@@ -42,16 +42,12 @@ async fn writer_killed_mid_batch_restarts_without_loss_or_double() {
 
     let _second = WriterProcess::start(&config, &[]);
     let reader = pb_reader(&config);
-    eventually(
+    clickhouse_holds(
         "every event in clickhouse",
         Duration::from_secs(90),
-        || async {
-            // An INSERT commits the events part before its materialized view's installs part, so
-            // a reader can see the events a moment before their installs: wait for both.
-            ch_count(&ch, "SELECT count() FROM telemetry.events_final") == events.len() as u64
-                && ch_count(&ch, "SELECT count() FROM telemetry.installs_final")
-                    == expected.len() as u64
-        },
+        &ch,
+        events.len(),
+        expected.len(),
     )
     .await;
     eventually(
@@ -138,16 +134,12 @@ async fn clickhouse_down_for_a_while_then_back_catches_up_exactly() {
     .await;
     ch.restart().expect("clickhouse back");
     load.await.expect("load");
-    eventually(
+    clickhouse_holds(
         "every event in clickhouse",
         Duration::from_secs(60),
-        || async {
-            // An INSERT commits the events part before its materialized view's installs part, so
-            // a reader can see the events a moment before their installs: wait for both.
-            ch_count(&ch, "SELECT count() FROM telemetry.events_final") == events.len() as u64
-                && ch_count(&ch, "SELECT count() FROM telemetry.installs_final")
-                    == expected.len() as u64
-        },
+        &ch,
+        events.len(),
+        expected.len(),
     )
     .await;
     let rows = ch_rows(

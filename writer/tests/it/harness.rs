@@ -382,6 +382,23 @@ pub fn ch_count(ch: &ClickHouseServer, sql: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits until ClickHouse holds `events` distinct events and `installs` installs. An INSERT commits the
+/// events part before its materialized view's installs part, so a reader can see the events a moment
+/// before their installs: both counts are waited for.
+pub async fn clickhouse_holds(
+    what: &str,
+    timeout: Duration,
+    ch: &ClickHouseServer,
+    events: usize,
+    installs: usize,
+) {
+    eventually(what, timeout, || async {
+        ch_count(ch, "SELECT count() FROM telemetry.events_final") == events as u64
+            && ch_count(ch, "SELECT count() FROM telemetry.installs_final") == installs as u64
+    })
+    .await;
+}
+
 /// The PocketBase sink of a config, for reading records back.
 pub fn pb_reader(config: &Config) -> writer::pocketbase::PocketBaseSink {
     writer::pocketbase_sink(config).expect("pb client")
