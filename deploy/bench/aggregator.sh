@@ -20,13 +20,12 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now_ms() { python3 -c 'import time; print(int(time.time()*1000))'; }
 wait_http() { for _ in $(seq 1 ${2:-6000}); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not ready: $1" >&2; exit 1; }
 wait_port() { for _ in $(seq 1 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
 kib() { awk -v k="$1" '/^'"$2"':/ {print $2}' "/proc/$3/status"; }
 
-NATS_PORT=$(port); AGG_OPS=$(port); ALERT_OPS=$(port); SMTP_PORT=$(port)
+NATS_PORT=$(free_port); AGG_OPS=$(free_port); ALERT_OPS=$(free_port); SMTP_PORT=$(free_port)
 NATS_URL="nats://127.0.0.1:$NATS_PORT"
 nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" >/dev/null 2>&1 & PIDS+=($!)
 wait_port "$NATS_PORT"

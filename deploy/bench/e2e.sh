@@ -37,39 +37,32 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 1 300); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$1" "$2"; } # json FILE EXPR-over-d
 
 # --- servers --------------------------------------------------------------------------------------
-CH_HTTP=$(port); CH_TCP=$(port); CH="$WORK/clickhouse"; mkdir -p "$CH"
-cat >"$CH/config.xml" <<XML
-<yandex><logger><level>warning</level><console>1</console></logger><http_port>$CH_HTTP</http_port><tcp_port>$CH_TCP</tcp_port><listen_host>127.0.0.1</listen_host><path>$CH/data/</path><tmp_path>$CH/tmp/</tmp_path><user_files_path>$CH/user_files/</user_files_path><format_schema_path>$CH/format_schemas/</format_schema_path><users_config>$CH/users.xml</users_config><default_profile>default</default_profile><default_database>default</default_database><mark_cache_size>268435456</mark_cache_size><max_concurrent_queries>100</max_concurrent_queries></yandex>
-XML
-cat >"$CH/users.xml" <<XML
-<yandex><profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles><users><default><password></password><networks><ip>::1</ip><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users><quotas><default></default></quotas></yandex>
-XML
+CH_HTTP=$(free_port); CH_TCP=$(free_port); CH="$WORK/clickhouse"; clickhouse_config "$CH" "$CH_HTTP" "$CH_TCP"
 clickhouse-server --config-file="$CH/config.xml" >"$WORK/ch.log" 2>&1 & CH_PID=$!; PIDS+=($CH_PID)
 CH_URL="http://127.0.0.1:$CH_HTTP"
 wait_http "$CH_URL/ping"
 chq() { curl -fsS "$CH_URL" --data-binary "$1"; }
 
-NATS_PORT=$(port); NATS_MON=$(port)
+NATS_PORT=$(free_port); NATS_MON=$(free_port)
 nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" >"$WORK/nats.log" 2>&1 & NATS_PID=$!; PIDS+=($NATS_PID)
 wait_http "http://127.0.0.1:$NATS_MON/healthz"
 export NATS_URL="nats://127.0.0.1:$NATS_PORT" CLICKHOUSE_URL="$CH_URL" LOG_LEVEL=warn
 
-INGEST_PORT=$(port); INGEST="http://127.0.0.1:$INGEST_PORT"
+INGEST_PORT=$(free_port); INGEST="http://127.0.0.1:$INGEST_PORT"
 LISTEN_ADDR="127.0.0.1:$INGEST_PORT" "$BIN/telemetry-ingest" >"$WORK/ingest.log" 2>&1 & INGEST_PID=$!; PIDS+=($INGEST_PID)
 wait_http "$INGEST/readyz"
-WRITER_OPS=$(port)
+WRITER_OPS=$(free_port)
 WRITER_SINK=clickhouse OPS_ADDR="127.0.0.1:$WRITER_OPS" "$BIN/telemetry-writer" >"$WORK/writer.log" 2>&1 & WRITER_PID=$!; PIDS+=($WRITER_PID)
 wait_http "http://127.0.0.1:$WRITER_OPS/readyz"
-AGG_OPS=$(port)
+AGG_OPS=$(free_port)
 OPS_ADDR="127.0.0.1:$AGG_OPS" "$BIN/telemetry-aggregator" >"$WORK/aggregator.log" 2>&1 & AGG_PID=$!; PIDS+=($AGG_PID)
 wait_http "http://127.0.0.1:$AGG_OPS/healthz"
-WEB_PORT=$(port); WEB="http://127.0.0.1:$WEB_PORT"
+WEB_PORT=$(free_port); WEB="http://127.0.0.1:$WEB_PORT"
 LISTEN_ADDR="127.0.0.1:$WEB_PORT" CACHE_TTL_SECS=10 "$BIN/telemetry-web" >"$WORK/web.log" 2>&1 & WEB_PID=$!; PIDS+=($WEB_PID)
 wait_http "$WEB/readyz"
 # One viewer on the dashboard for the whole run.

@@ -31,30 +31,23 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 1 300); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
 # wrk's "99%  1.23ms" → milliseconds.
 wrk_ms() { awk -v p="$1" '$1 == p { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v = v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v = v * 1000 } printf "%.2f", v }'; }
 
-CH_HTTP=$(port); CH_TCP=$(port)
-CH="$WORK/clickhouse"; mkdir -p "$CH"
-cat >"$CH/config.xml" <<XML
-<yandex><logger><level>warning</level><console>1</console></logger><http_port>$CH_HTTP</http_port><tcp_port>$CH_TCP</tcp_port><listen_host>127.0.0.1</listen_host><path>$CH/data/</path><tmp_path>$CH/tmp/</tmp_path><user_files_path>$CH/user_files/</user_files_path><format_schema_path>$CH/format_schemas/</format_schema_path><users_config>$CH/users.xml</users_config><default_profile>default</default_profile><default_database>default</default_database><mark_cache_size>268435456</mark_cache_size><max_concurrent_queries>100</max_concurrent_queries></yandex>
-XML
-cat >"$CH/users.xml" <<XML
-<yandex><profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles><users><default><password></password><networks><ip>::1</ip><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users><quotas><default></default></quotas></yandex>
-XML
+CH_HTTP=$(free_port); CH_TCP=$(free_port)
+CH="$WORK/clickhouse"; clickhouse_config "$CH" "$CH_HTTP" "$CH_TCP"
 clickhouse-server --config-file="$CH/config.xml" >"$WORK/ch.log" 2>&1 & PIDS+=($!)
 CH_URL="http://127.0.0.1:$CH_HTTP"
 wait_http "$CH_URL/ping"
 chq() { curl -fsS "$CH_URL" --data-binary "$1"; }
 
-NATS_PORT=$(port)
+NATS_PORT=$(free_port)
 nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" >/dev/null 2>&1 & PIDS+=($!)
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
 
 echo "== tables: the writer's migrations" >&2
-WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$(port)" \
+WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$(free_port)" \
   LOG_LEVEL=warn "$BIN/telemetry-writer" >"$WORK/writer.log" 2>&1 & WRITER_PID=$!; PIDS+=($WRITER_PID)
 for _ in $(seq 1 300); do
   [ "$(chq "SELECT count() FROM system.tables WHERE database = 'telemetry' AND name = 'installs_final'")" = 1 ] && break
@@ -75,7 +68,7 @@ merge_started=$SECONDS
 for _ in $(seq 1 600); do [ "$(chq "SELECT count() FROM system.merges")" = 0 ] && break; sleep 1; done
 echo "background merges done after $((SECONDS - merge_started)) s" >&2
 
-WEB_PORT=$(port); WEB="http://127.0.0.1:$WEB_PORT"
+WEB_PORT=$(free_port); WEB="http://127.0.0.1:$WEB_PORT"
 LISTEN_ADDR="127.0.0.1:$WEB_PORT" CLICKHOUSE_URL="$CH_URL" NATS_URL="nats://127.0.0.1:$NATS_PORT" \
   CACHE_WARMUP=false CACHE_TTL_SECS=3600 CACHE_MAX_STALE_SECS=7200 QUERY_TIMEOUT_SECS=300 LOG_LEVEL=warn \
   "$BIN/telemetry-web" >"$WORK/web.log" 2>&1 & PIDS+=($!)

@@ -32,7 +32,6 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 1 300); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
 value() { sed -E "s/.* $1=([^ ]+).*/\1/"; }
 
@@ -41,19 +40,13 @@ start_nats() { # start_nats DIR PORT
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0; sleep 0.1; done
 }
 
-CH_HTTP=$(port); CH_TCP=$(port)
-CH="$WORK/clickhouse"; mkdir -p "$CH"
-cat >"$CH/config.xml" <<XML
-<yandex><logger><level>warning</level><console>1</console></logger><http_port>$CH_HTTP</http_port><tcp_port>$CH_TCP</tcp_port><listen_host>127.0.0.1</listen_host><path>$CH/data/</path><tmp_path>$CH/tmp/</tmp_path><user_files_path>$CH/user_files/</user_files_path><format_schema_path>$CH/format_schemas/</format_schema_path><users_config>$CH/users.xml</users_config><default_profile>default</default_profile><default_database>default</default_database><mark_cache_size>268435456</mark_cache_size><max_concurrent_queries>100</max_concurrent_queries></yandex>
-XML
-cat >"$CH/users.xml" <<XML
-<yandex><profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles><users><default><password></password><networks><ip>::1</ip><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users><quotas><default></default></quotas></yandex>
-XML
+CH_HTTP=$(free_port); CH_TCP=$(free_port)
+CH="$WORK/clickhouse"; clickhouse_config "$CH" "$CH_HTTP" "$CH_TCP"
 clickhouse-server --config-file="$CH/config.xml" >"$WORK/ch.log" 2>&1 & PIDS+=($!)
 CH_URL="http://127.0.0.1:$CH_HTTP"
 wait_http "$CH_URL/ping"
 
-PB_PORT=$(port); PB_URL="http://127.0.0.1:$PB_PORT"
+PB_PORT=$(free_port); PB_URL="http://127.0.0.1:$PB_PORT"
 PB_EMAIL=bench@example.com; PB_PASSWORD=benchbenchbench
 pocketbase superuser upsert "$PB_EMAIL" "$PB_PASSWORD" --dir "$WORK/pb" >/dev/null
 pocketbase serve --http "127.0.0.1:$PB_PORT" --dir "$WORK/pb" >/dev/null 2>&1 & PIDS+=($!)
@@ -61,7 +54,7 @@ wait_http "$PB_URL/api/health"
 
 if has ch; then
 echo "== ClickHouse: $N events (batch $BATCH_SIZE)" >&2
-NATS_PORT=$(port); start_nats "$WORK/nats1" "$NATS_PORT"
+NATS_PORT=$(free_port); start_nats "$WORK/nats1" "$NATS_PORT"
 FILL=$("$BIN/examples/bench" fill "nats://127.0.0.1:$NATS_PORT" "$N"); echo "$FILL" >&2
 CH_RAW=$("$BIN/examples/bench" ch-raw "$CH_URL" "$N" "$BATCH_SIZE"); echo "$CH_RAW" >&2
 CH_SINK=$("$BIN/examples/bench" ch-sink "nats://127.0.0.1:$NATS_PORT" "$CH_URL" "$N"); echo "$CH_SINK" >&2
@@ -70,7 +63,7 @@ fi
 
 if has pb; then
 echo "== PocketBase: $PB_N events ($((PB_N / 4)) installs, $PB_BATCH requests per batch)" >&2
-NATS2_PORT=$(port); start_nats "$WORK/nats2" "$NATS2_PORT"
+NATS2_PORT=$(free_port); start_nats "$WORK/nats2" "$NATS2_PORT"
 "$BIN/examples/bench" fill "nats://127.0.0.1:$NATS2_PORT" "$PB_N" >&2
 PB_RAW=$("$BIN/examples/bench" pb-raw "$PB_URL" "$PB_EMAIL" "$PB_PASSWORD" "$PB_N" "$PB_BATCH" | head -1); echo "$PB_RAW" >&2
 PB_SINK=$(PB_BATCH_REQUESTS=$PB_BATCH "$BIN/examples/bench" pb-sink "nats://127.0.0.1:$NATS2_PORT" "$PB_URL" "$PB_EMAIL" "$PB_PASSWORD" "$PB_N"); echo "$PB_SINK" >&2
@@ -78,8 +71,8 @@ fi
 
 if has fresh; then
 echo "== freshness: $RATE events/s for ${SECS}s through telemetry-ingest" >&2
-NATS3_PORT=$(port); start_nats "$WORK/nats3" "$NATS3_PORT"
-INGEST_PORT=$(port); OPS_PORT=$(port)
+NATS3_PORT=$(free_port); start_nats "$WORK/nats3" "$NATS3_PORT"
+INGEST_PORT=$(free_port); OPS_PORT=$(free_port)
 RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$INGEST_PORT" NATS_URL="nats://127.0.0.1:$NATS3_PORT" LOG_LEVEL=warn \
   "$BIN/telemetry-ingest" 2>"$WORK/ingest.log" & PIDS+=($!)
 wait_http "http://127.0.0.1:$INGEST_PORT/readyz"

@@ -1,5 +1,5 @@
-# Shared helpers of deploy/local/{up,down,test}: where things live, and installing what is missing.
-# Sourced, not run. Everything it installs goes under the repo's .tools/ (ignored by git) or, for
+# Shared helpers of deploy/local/{up,down,test}, deploy/bench and deploy/chaos: where things live,
+# installing what is missing, free ports and a loopback ClickHouse config. Sourced, not run. Everything it installs goes under the repo's .tools/ (ignored by git) or, for
 # Debian packages, through apt.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -52,3 +52,39 @@ ensure_rust_tools() {
 }
 
 export PATH="$VENV/bin:$PATH"
+
+# A free TCP port on 127.0.0.1 (the kernel's pick; free when asked, not reserved).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# clickhouse_config DIR HTTP_PORT TCP_PORT: a config.xml and users.xml in DIR for a clickhouse-server
+# on loopback only, with its data under DIR and the default user without a password.
+clickhouse_config() {
+  local dir=$1 http_port=$2 tcp_port=$3
+  mkdir -p "$dir"
+  cat >"$dir/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><console>1</console></logger>
+  <http_port>$http_port</http_port>
+  <tcp_port>$tcp_port</tcp_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>$dir/data/</path>
+  <tmp_path>$dir/tmp/</tmp_path>
+  <user_files_path>$dir/user_files/</user_files_path>
+  <format_schema_path>$dir/format_schemas/</format_schema_path>
+  <users_config>$dir/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+  <max_concurrent_queries>100</max_concurrent_queries>
+</yandex>
+XML
+  cat >"$dir/users.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles>
+  <users><default><password></password><networks><ip>::1</ip><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default></default></quotas>
+</yandex>
+XML
+}
