@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, kv};
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use schema::names;
@@ -49,43 +48,6 @@ pub fn stats_bucket_config(replicas: usize) -> kv::Config {
         storage: jetstream::stream::StorageType::File,
         num_replicas: replicas,
         ..Default::default()
-    }
-}
-
-/// Opens a KV bucket, creating it when missing; retries with capped backoff while the broker is away.
-pub async fn ensure_bucket(js: &jetstream::Context, config: kv::Config) -> kv::Store {
-    retry_forever("kv bucket", || async {
-        match js.get_key_value(&config.bucket).await {
-            Ok(store) => Ok(store),
-            Err(_) => js
-                .create_key_value(config.clone())
-                .await
-                .map_err(async_nats::Error::from),
-        }
-    })
-    .await
-}
-
-/// Runs `op` until it succeeds, with capped exponential backoff (100 ms to 5 s), logging each failure.
-pub async fn retry_forever<T, E, Fut>(what: &str, mut op: impl FnMut() -> Fut) -> T
-where
-    E: std::fmt::Display,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut delays = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .without_max_times()
-        .build();
-    loop {
-        match op().await {
-            Ok(value) => return value,
-            Err(e) => {
-                let wait = delays.next().unwrap_or(Duration::from_secs(5));
-                tracing::warn!(error = %e, ?wait, what, "not ready, retrying");
-                tokio::time::sleep(wait).await;
-            }
-        }
     }
 }
 
@@ -133,7 +95,7 @@ pub async fn run(
     let js = jetstream::new(client.clone());
     let mut shutdown = std::pin::pin!(shutdown);
     let store = tokio::select! {
-        store = ensure_bucket(&js, stats_bucket_config(config.kv_replicas)) => store,
+        store = fleet::nats::ensure_bucket(&js, stats_bucket_config(config.kv_replicas)) => store,
         () = &mut shutdown => {
             let _ = stop_ops.send(true);
             return Ok(());
@@ -295,7 +257,7 @@ async fn open_stream(
     js: &jetstream::Context,
     settings: &names::StreamSettings,
 ) -> jetstream::stream::Stream {
-    retry_forever("event stream", || async {
+    fleet::retry::forever("event stream", || async {
         match js.get_stream(settings.name).await {
             Ok(stream) => Ok(stream),
             Err(_) => js
@@ -312,7 +274,7 @@ async fn open_messages(
     stream: &jetstream::stream::Stream,
     from: OffsetDateTime,
 ) -> (consumer::pull::Ordered, u64) {
-    retry_forever("event consumer", || async {
+    fleet::retry::forever("event consumer", || async {
         let mut stream = stream.clone();
         let last = stream.info().await?.state.last_sequence;
         let consumer = stream

@@ -112,11 +112,11 @@ pub async fn run(
 
     let setup = async {
         let stats =
-            aggregator::ensure_bucket(&js, aggregator::stats_bucket_config(config.kv_replicas))
+            fleet::nats::ensure_bucket(&js, aggregator::stats_bucket_config(config.kv_replicas))
                 .await;
-        let alerts = aggregator::ensure_bucket(&js, alerts_bucket_config(config.kv_replicas)).await;
+        let alerts = fleet::nats::ensure_bucket(&js, alerts_bucket_config(config.kv_replicas)).await;
         let settings = names::alerts_stream(config.kv_replicas);
-        aggregator::retry_forever("alert stream", || {
+        fleet::retry::forever("alert stream", || {
             fleet::nats::ensure_stream(&js, &settings)
         })
         .await;
@@ -199,8 +199,8 @@ struct Mirror {
 
 impl Mirror {
     async fn open(name: &'static str, store: &kv::Store) -> Mirror {
-        let watch = aggregator::retry_forever(name, || store.watch_with_history(">")).await;
-        let empty = aggregator::retry_forever(name, || store.status())
+        let watch = fleet::retry::forever(name, || store.watch_with_history(">")).await;
+        let empty = fleet::retry::forever(name, || store.status())
             .await
             .values()
             == 0;

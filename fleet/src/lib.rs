@@ -5,6 +5,7 @@
 
 pub mod nats;
 pub mod ops;
+pub mod retry;
 mod secret;
 
 pub use secret::Secret;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, kv, stream};
 use schema::names::StreamSettings;
 
 /// The async-nats stream configuration for a stream of the contract.
@@ -65,4 +65,18 @@ pub async fn wait_connected(client: &async_nats::Client) {
     while !connected(client) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Opens a KV bucket, creating it when missing; retries with capped backoff while the broker is away.
+pub async fn ensure_bucket(js: &jetstream::Context, config: kv::Config) -> kv::Store {
+    crate::retry::forever("kv bucket", || async {
+        match js.get_key_value(&config.bucket).await {
+            Ok(store) => Ok(store),
+            Err(_) => js
+                .create_key_value(config.clone())
+                .await
+                .map_err(async_nats::Error::from),
+        }
+    })
+    .await
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -141,12 +141,7 @@ async fn keep_stream(state: Arc<AppState>) {
     loop {
         let ensure = || fleet::nats::ensure_stream(&state.jetstream, &settings);
         let result = ensure
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(100))
-                    .with_max_delay(Duration::from_secs(5))
-                    .without_max_times(),
-            )
+            .retry(fleet::retry::backoff(Duration::from_secs(5)))
             .notify(|e, wait| tracing::warn!(error = %e, ?wait, "event stream not ready, retrying"))
             .await;
         if result.is_ok() && !state.stream_ready.swap(true, Ordering::Relaxed) {

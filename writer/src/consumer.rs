@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind, Message};
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use futures::StreamExt;
 use schema::Event;
 use tokio::sync::watch;
@@ -56,13 +56,6 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
 }
 
-fn backoff(max: Duration) -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(max)
-        .with_jitter()
-        .without_max_times()
-}
 
 /// The durable consumer of a sink, created if missing. The event and dead-letter streams are created
 /// with the contract's defaults if they do not exist yet (ingest brings the event stream to its
@@ -129,7 +122,7 @@ pub async fn run<S: Sink>(
     let name = sink.name();
     let consumer = tokio::select! {
         c = (|| ensure_consumer(js, settings))
-            .retry(backoff(settings.retry_max_delay))
+            .retry(fleet::retry::backoff(settings.retry_max_delay))
             .notify(|e, wait| tracing::warn!(sink = name, error = %e, ?wait, "consumer not ready, retrying")) => match c {
             Ok(c) => c,
             Err(e) => {
@@ -251,7 +244,7 @@ async fn handle<S: Sink>(
         }
     };
     let written = attempt
-        .retry(backoff(settings.retry_max_delay))
+        .retry(fleet::retry::backoff(settings.retry_max_delay))
         .notify(|e: &SinkError, wait| {
             status.retries.fetch_add(1, Ordering::Relaxed);
             ::metrics::counter!(m::RETRIES, "sink" => name).increment(1);
@@ -327,7 +320,7 @@ async fn dead_letter(
     let letter = dlq::Letter::new(sink, msg, reason);
     let publish = || dlq::publish(js, &letter);
     let published = tokio::select! {
-        r = publish.retry(backoff(settings.retry_max_delay))
+        r = publish.retry(fleet::retry::backoff(settings.retry_max_delay))
             .notify(|e, wait| tracing::warn!(sink, error = %e, ?wait, "dead-letter publish failed, retrying")) => r.is_ok(),
         () = async { stopped(shutdown).await; tokio::time::sleep(settings.shutdown_timeout).await } => false,
     };

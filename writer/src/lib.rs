@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
@@ -123,13 +123,6 @@ pub async fn run(
     Ok(())
 }
 
-fn retry_forever(max: Duration) -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(max)
-        .with_jitter()
-        .without_max_times()
-}
 
 /// The consumer settings of one sink.
 pub fn consumer_settings(config: &Config, sink: &str) -> consumer::Settings {
@@ -178,7 +171,7 @@ async fn run_clickhouse(
     let sink = clickhouse_sink(&config);
     let migrate = || sink.migrate();
     let migrated = tokio::select! {
-        r = migrate.retry(retry_forever(config.retry_max_delay()))
+        r = migrate.retry(fleet::retry::backoff(config.retry_max_delay()))
             .notify(|e, wait| tracing::warn!(sink = CLICKHOUSE, error = %e, ?wait, "clickhouse not ready, retrying")) => r.is_ok(),
         () = consumer::stopped(&mut stop) => false,
     };
@@ -236,7 +229,7 @@ async fn run_pocketbase(
     };
     let prepare = || sink.prepare();
     let prepared = tokio::select! {
-        r = prepare.retry(retry_forever(config.retry_max_delay()))
+        r = prepare.retry(fleet::retry::backoff(config.retry_max_delay()))
             .notify(|e, wait| tracing::warn!(sink = POCKETBASE, error = %e, ?wait, "pocketbase not ready, retrying")) => r.is_ok(),
         () = consumer::stopped(&mut stop) => false,
     };
@@ -250,7 +243,7 @@ async fn run_pocketbase(
     let holder = uuid::Uuid::now_v7().to_string();
     let open = || lease::Lease::open(&js, &key, &holder, config.lease_ttl(), config.kv_replicas);
     let lease = tokio::select! {
-        r = open.retry(retry_forever(config.retry_max_delay()))
+        r = open.retry(fleet::retry::backoff(config.retry_max_delay()))
             .notify(|e, wait| tracing::warn!(sink = POCKETBASE, error = %e, ?wait, "lease bucket not ready, retrying")) => match r {
             Ok(lease) => lease,
             Err(_) => return,
