@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use fleet::LogFormat;
+use schema::span::Span;
 
 use crate::rollup::RollupConfig;
-use crate::window::Span;
 
 /// Live rollups of the event stream: replays the longest window from TELEMETRY_EVENTS, follows it live,
 /// publishes sliding-window statistics to the KV bucket telemetry_stats and times out stuck installs.

@@ -1,7 +1,7 @@
 //! The aggregator: replays `TELEMETRY_EVENTS` from the start of its longest window through an ordered
 //! ephemeral consumer, then follows it live; tracks every install with the `schema` merge rules
 //! ([`tracker`]); computes sliding-window rollups ([`rollup`]) and writes the changed ones to the KV
-//! bucket `telemetry_stats` ([`publish`], layout in [`snapshot`]); and times out stuck installs with a
+//! bucket `telemetry_stats` ([`publish`], layout in `schema::stats`); and times out stuck installs with a
 //! synthetic event published under a de-duplication id. It owns no durable state, so replicas compute the
 //! same values and a restart loses nothing. `run` is the whole service; `main` parses config and calls it.
 
@@ -9,19 +9,19 @@ pub mod config;
 pub mod metrics;
 pub mod publish;
 pub mod rollup;
-pub mod snapshot;
 pub mod tracker;
-pub mod window;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, kv};
+use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use schema::names;
+use schema::span::Span;
+use schema::stats::{Meta, SNAPSHOT_VERSION};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -31,25 +31,12 @@ pub use config::Config;
 use crate::metrics as m;
 use crate::publish::Snapshot;
 use crate::rollup::RollupConfig;
-use crate::snapshot::{Meta, SNAPSHOT_VERSION};
 use crate::tracker::Tracker;
 
 /// A timeout that did not come back through the stream is published again after this long.
 const TIMEOUT_RETRY: time::Duration = time::Duration::seconds(30);
 /// How often unused interned names are dropped.
 const COMPACT_EVERY: Duration = Duration::from_secs(600);
-
-/// The KV bucket of the rollups (the alerter creates it with the same settings when it starts first).
-pub fn stats_bucket_config(replicas: usize) -> kv::Config {
-    kv::Config {
-        bucket: names::STATS_BUCKET.to_string(),
-        description: "live rollups written by telemetry-aggregator".to_string(),
-        history: 1,
-        storage: jetstream::stream::StorageType::File,
-        num_replicas: replicas,
-        ..Default::default()
-    }
-}
 
 /// What the ops port reports.
 struct Health {
@@ -94,8 +81,9 @@ pub async fn run(
 
     let js = jetstream::new(client.clone());
     let mut shutdown = std::pin::pin!(shutdown);
+    let bucket = names::stats_bucket(config.kv_replicas);
     let store = tokio::select! {
-        store = fleet::nats::ensure_bucket(&js, stats_bucket_config(config.kv_replicas)) => store,
+        store = fleet::nats::ensure_bucket(&js, &bucket) => store,
         () = &mut shutdown => {
             let _ = stop_ops.send(true);
             return Ok(());
@@ -139,7 +127,7 @@ pub async fn run(
 async fn consume(
     config: &Config,
     rollup_config: &RollupConfig,
-    longest: window::Span,
+    longest: Span,
     js: &jetstream::Context,
     health: &Health,
     snapshots: &watch::Sender<Arc<Snapshot>>,

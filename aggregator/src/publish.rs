@@ -10,10 +10,10 @@ use std::sync::Arc;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use schema::stats::KEY_META;
 use tokio::sync::watch;
 
 use crate::metrics as m;
-use crate::snapshot::KEY_META;
 
 /// Writes in flight at once.
 const CONCURRENT_WRITES: usize = 64;

@@ -7,16 +7,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use schema::{Category, Kind, RepoSource, Status};
-use time::OffsetDateTime;
-
-use crate::snapshot::{
+use schema::span::Span;
+use schema::stats::{
     apps_key, group_key, AppSummary, AppsIndex, CategoryCount, ExitCodeCount, GroupStats,
     NameCount, NewSignature, NewSignatures, Scope, SignatureCount, KEY_NEW_SIGNATURES,
     SNAPSHOT_VERSION,
 };
+use schema::{Category, Kind, RepoSource, Status};
+use time::OffsetDateTime;
+
 use crate::tracker::{Slot, Tracker};
-use crate::window::Span;
 
 /// What to roll up.
 #[derive(Debug, Clone)]

@@ -11,25 +11,11 @@
 use std::collections::{HashMap, VecDeque};
 
 use hashbrown::HashTable;
+use schema::hash::stable_hash;
 use schema::merge::{merge, status_score, InstallState};
 use schema::{Category, Event, Kind, RepoSource, Status};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-/// 64-bit FNV-1a with a final mix: stable across processes and versions (replicas agree on it).
-pub fn stable_hash(text: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    // splitmix64 finalizer: spreads FNV's weak low bits over the whole word.
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
-}
 
 /// The time-ordered part of a UUIDv7 (48-bit milliseconds, version, 12 random bits).
 fn id_prefix(id: Uuid) -> u64 {

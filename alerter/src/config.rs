@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use aggregator::window::Span;
 use clap::{Parser, Subcommand, ValueEnum};
 use fleet::LogFormat;
+use schema::span::Span;
 
 use crate::rules::Thresholds;
 

@@ -1,14 +1,14 @@
 //! The alerter: watches the rollups in `telemetry_stats`, evaluates the rules ([`rules`]) on every tick,
 //! and mails each alert and resolution exactly once across replicas and restarts. The state of every rule
-//! and subject lives in the KV bucket `telemetry_alerts` ([`record`]): a replica claims a transition with
-//! create or compare-and-set before doing anything, records it on the stream `TELEMETRY_ALERTS`, sends the
-//! mail with backoff while renewing its lease, and marks it sent. A replica that dies mid-delivery leaves
-//! a lapsed lease that another one takes over with the same mail. `run` is the whole service.
+//! and subject lives in the KV bucket `telemetry_alerts` (records in `schema::alert`): a replica claims a
+//! transition with create or compare-and-set before doing anything, records it on the stream
+//! `TELEMETRY_ALERTS`, sends the mail with backoff while renewing its lease, and marks it sent. A replica
+//! that dies mid-delivery leaves a lapsed lease that another one takes over with the same mail. `run` is
+//! the whole service.
 
 pub mod config;
 pub mod mail;
 pub mod metrics;
-pub mod record;
 pub mod rules;
 
 use std::collections::{HashMap, HashSet};
@@ -17,15 +17,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aggregator::snapshot::{
-    group_key, GroupStats, NewSignatures, Scope as StatsScope, KEY_NEW_SIGNATURES,
-};
 use async_nats::jetstream::{self, kv};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use futures::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
+use schema::alert::{
+    alert_key, alert_subject, AlertEvent, AlertRecord, Delivery, Kind, Rule, Scope, ALERT_VERSION,
+};
 use schema::names;
+use schema::stats::{
+    group_key, GroupStats, NewSignatures, Scope as StatsScope, KEY_NEW_SIGNATURES,
+};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -35,22 +38,7 @@ pub use config::Config;
 
 use crate::mail::Mailer;
 use crate::metrics as m;
-use crate::record::{
-    alert_key, alert_subject, AlertEvent, AlertRecord, Delivery, Kind, Rule, Scope, ALERT_VERSION,
-};
 use crate::rules::{decide, rate_condition, signature_condition, Action, Condition};
-
-/// The KV bucket of alert records.
-pub fn alerts_bucket_config(replicas: usize) -> kv::Config {
-    kv::Config {
-        bucket: names::ALERTS_BUCKET.to_string(),
-        description: "alert claims, delivery state and cooldowns of telemetry-alerter".to_string(),
-        history: 1,
-        storage: jetstream::stream::StorageType::File,
-        num_replicas: replicas,
-        ..Default::default()
-    }
-}
 
 /// Sends the `send-test` mail.
 pub async fn send_test(config: &Config) -> Result<usize, mail::MailError> {
@@ -111,10 +99,9 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
 
     let setup = async {
-        let stats =
-            fleet::nats::ensure_bucket(&js, aggregator::stats_bucket_config(config.kv_replicas))
-                .await;
-        let alerts = fleet::nats::ensure_bucket(&js, alerts_bucket_config(config.kv_replicas)).await;
+        let stats = fleet::nats::ensure_bucket(&js, &names::stats_bucket(config.kv_replicas)).await;
+        let alerts =
+            fleet::nats::ensure_bucket(&js, &names::alerts_bucket(config.kv_replicas)).await;
         let settings = names::alerts_stream(config.kv_replicas);
         fleet::retry::forever("alert stream", || {
             fleet::nats::ensure_stream(&js, &settings)

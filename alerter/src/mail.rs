@@ -7,9 +7,9 @@ use std::time::Duration;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use schema::alert::{AlertEvent, Kind, Rule, Scope};
 
 use crate::config::{Config, SmtpTls};
-use crate::record::{AlertEvent, Kind, Rule, Scope};
 
 /// Why a mail could not be built or sent.
 #[derive(Debug, thiserror::Error)]
@@ -251,7 +251,7 @@ pub fn compose(event: &AlertEvent) -> (String, String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aggregator::snapshot::{ExitCodeCount, SignatureCount};
+    use schema::stats::{ExitCodeCount, SignatureCount};
     use time::OffsetDateTime;
 
     fn event(kind: Kind) -> AlertEvent {

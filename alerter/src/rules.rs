@@ -3,10 +3,9 @@
 //! ([`decide`]): fire, resolve, take over a delivery whose owner vanished, or nothing. The I/O (claiming
 //! in KV, mailing) happens in the caller, only for the transitions decided here.
 
-use aggregator::snapshot::{GroupStats, NewSignature};
+use schema::alert::{AlertRecord, Delivery, Kind};
+use schema::stats::{GroupStats, NewSignature};
 use time::OffsetDateTime;
-
-use crate::record::{AlertRecord, Delivery, Kind};
 
 /// Thresholds of the rules.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,8 +95,8 @@ pub fn decide(condition: Condition, record: Option<&AlertRecord>, now: OffsetDat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{AlertEvent, Rule, Scope};
-    use aggregator::snapshot::Scope as StatsScope;
+    use schema::alert::{AlertEvent, Rule, Scope};
+    use schema::stats::Scope as StatsScope;
 
     const T: Thresholds = Thresholds {
         failure_rate: 0.2,

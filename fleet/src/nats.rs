@@ -1,10 +1,10 @@
 //! The NATS side every service shares: a client that connects (and reconnects) by itself, and the
-//! stream configurations of the contract in async-nats' terms.
+//! stream and KV bucket configurations of the contract in async-nats' terms.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
-use schema::names::StreamSettings;
+use schema::names::{BucketSettings, StreamSettings};
 
 /// The async-nats stream configuration for a stream of the contract.
 pub fn stream_config(settings: &StreamSettings) -> stream::Config {
@@ -17,6 +17,19 @@ pub fn stream_config(settings: &StreamSettings) -> stream::Config {
         max_age: settings.max_age,
         max_bytes: settings.max_bytes,
         duplicate_window: settings.duplicate_window,
+        num_replicas: settings.replicas,
+        ..Default::default()
+    }
+}
+
+/// The async-nats KV bucket configuration for a bucket of the contract.
+pub fn bucket_config(settings: &BucketSettings) -> kv::Config {
+    kv::Config {
+        bucket: settings.name.to_string(),
+        description: settings.description.to_string(),
+        history: settings.history,
+        max_age: settings.max_age,
+        storage: stream::StorageType::File,
         num_replicas: settings.replicas,
         ..Default::default()
     }
@@ -68,9 +81,10 @@ pub async fn wait_connected(client: &async_nats::Client) {
 }
 
 /// Opens a KV bucket, creating it when missing; retries with capped backoff while the broker is away.
-pub async fn ensure_bucket(js: &jetstream::Context, config: kv::Config) -> kv::Store {
+pub async fn ensure_bucket(js: &jetstream::Context, settings: &BucketSettings) -> kv::Store {
+    let config = bucket_config(settings);
     crate::retry::forever("kv bucket", || async {
-        match js.get_key_value(&config.bucket).await {
+        match js.get_key_value(settings.name).await {
             Ok(store) => Ok(store),
             Err(_) => js
                 .create_key_value(config.clone())
@@ -79,4 +93,37 @@ pub async fn ensure_bucket(js: &jetstream::Context, config: kv::Config) -> kv::S
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schema::names;
+
+    fn check(settings: BucketSettings, expected: (&str, i64, Duration, usize)) {
+        let c = bucket_config(&settings);
+        assert_eq!(
+            (c.bucket.as_str(), c.history, c.max_age, c.num_replicas),
+            expected
+        );
+        assert_eq!(c.description, settings.description);
+        assert_eq!(c.storage, stream::StorageType::File);
+    }
+
+    #[test]
+    fn buckets_map_to_kv_configs() {
+        let ttl = Duration::from_secs(15);
+        check(
+            names::stats_bucket(1),
+            ("telemetry_stats", 1, Duration::ZERO, 1),
+        );
+        check(
+            names::alerts_bucket(3),
+            ("telemetry_alerts", 1, Duration::ZERO, 3),
+        );
+        check(
+            names::writer_lease_bucket(ttl, 1),
+            ("telemetry_writer_lease", 1, ttl, 1),
+        );
+    }
 }

@@ -1,17 +1,23 @@
 //! The telemetry contract as code. Every service of the fleet depends on this crate and on nothing else
-//! for the shape of an event: the event types (`v: 1`), the rescue pass for known script bugs, validation
-//! and normalization, privacy masking, the exit-code table, the install-state merge, and every name that
-//! crosses a process (streams, subjects, KV buckets, headers) with the stream settings. No sockets, no
-//! runtime: pure functions that writers, aggregator, alerter and web share.
+//! for what crosses a process: the event types (`v: 1`), the rescue pass for known script bugs, validation
+//! and normalization, the id rule, privacy masking, the exit-code table, the install-state merge, every
+//! name (streams, subjects, KV buckets, headers) with the stream and bucket settings, the KV layout and
+//! values of the live rollups, the alert records, window spans and identity hashes. No sockets, no
+//! runtime: pure data and functions that ingest, writers, aggregator, alerter and web share.
 
+pub mod alert;
 pub mod category;
 pub mod event;
 pub mod exit_codes;
+pub mod hash;
+pub mod ids;
 pub mod merge;
 pub mod names;
 pub mod privacy;
 pub mod rescue;
 pub mod signature;
+pub mod span;
+pub mod stats;
 pub mod stuck;
 pub mod validate;
 

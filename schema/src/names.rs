@@ -1,5 +1,6 @@
-//! Every name that crosses a process boundary (streams, subjects, KV buckets, headers) and the stream
-//! settings of contract §5, defined once so that every service agrees on them.
+//! Every name that crosses a process boundary (streams, subjects, KV buckets, headers), the stream
+//! settings of contract §5 and the KV bucket settings, defined once so that every service agrees on them.
+//! The key layout and values of the buckets are in [`crate::stats`] and [`crate::alert`].
 
 use std::time::Duration;
 
@@ -115,6 +116,54 @@ pub fn dlq_stream(replicas: usize) -> StreamSettings {
     }
 }
 
+/// Settings of a KV bucket, independent of the client library. Every service that may be the first to
+/// open a bucket creates it with these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketSettings {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Values kept per key (1: the latest only).
+    pub history: i64,
+    /// Entries older than this expire; zero keeps them until overwritten or deleted.
+    pub max_age: Duration,
+    /// Copies kept in a JetStream cluster.
+    pub replicas: usize,
+}
+
+/// The live rollups (the aggregator writes, the web and the alerter read; whichever starts first creates
+/// it).
+pub fn stats_bucket(replicas: usize) -> BucketSettings {
+    BucketSettings {
+        name: STATS_BUCKET,
+        description: "live rollups written by telemetry-aggregator",
+        history: 1,
+        max_age: Duration::ZERO,
+        replicas,
+    }
+}
+
+/// The alert records of the alerter.
+pub fn alerts_bucket(replicas: usize) -> BucketSettings {
+    BucketSettings {
+        name: ALERTS_BUCKET,
+        description: "alert claims, delivery state and cooldowns of telemetry-alerter",
+        history: 1,
+        max_age: Duration::ZERO,
+        replicas,
+    }
+}
+
+/// The PocketBase writer lease: entries live `ttl` unless renewed.
+pub fn writer_lease_bucket(ttl: Duration, replicas: usize) -> BucketSettings {
+    BucketSettings {
+        name: WRITER_LEASE_BUCKET,
+        description: "active replica of each PocketBase writer",
+        history: 1,
+        max_age: ttl,
+        replicas,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +193,27 @@ mod tests {
         assert_eq!(s.duplicate_window, Duration::from_secs(120));
         assert_eq!(s.max_age, Duration::from_secs(604_800));
         assert_eq!(s.name, "TELEMETRY_EVENTS");
+    }
+
+    #[test]
+    fn buckets_keep_their_names_and_only_the_lease_expires() {
+        let ttl = Duration::from_secs(15);
+        let buckets = [
+            stats_bucket(3),
+            alerts_bucket(3),
+            writer_lease_bucket(ttl, 3),
+        ];
+        let got: Vec<(&str, Duration, i64, usize)> = buckets
+            .iter()
+            .map(|b| (b.name, b.max_age, b.history, b.replicas))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("telemetry_stats", Duration::ZERO, 1, 3),
+                ("telemetry_alerts", Duration::ZERO, 1, 3),
+                ("telemetry_writer_lease", ttl, 1, 3),
+            ]
+        );
     }
 }

@@ -298,14 +298,7 @@ fn id(field: &'static str, value: &Value) -> Result<Option<String>, Rejection> {
         return Ok(None);
     };
     let s = s.trim();
-    let bytes = s.as_bytes();
-    let valid = !bytes.is_empty()
-        && bytes.len() <= MAX_ID_LEN
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-    if !valid {
+    if !crate::ids::valid_id(s) {
         return Err(invalid(
             field,
             "must be 1 to 64 characters of letters, digits, '.', '_', ':' or '-', starting with a letter or digit",

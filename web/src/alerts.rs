@@ -1,13 +1,12 @@
 //! The alert history: the newest records of the stream `TELEMETRY_ALERTS`, written by the alerter (shape
-//! `alerter::record::AlertEvent`, documented in alerter/README.md). The web mirrors the fields it shows
-//! instead of depending on the alerter (and its mail stack); the tests publish real `AlertEvent`s to keep
-//! the two in step. Records are de-duplicated on `alert_id`, newest first.
+//! `schema::alert::AlertEvent`, documented in alerter/README.md), de-duplicated on `alert_id`, newest
+//! first. A record that does not parse as an `AlertEvent` is skipped.
 
 use std::collections::HashSet;
 
-use aggregator::snapshot::{ExitCodeCount, NameCount, SignatureCount};
 use async_nats::jetstream;
-use serde::{Deserialize, Serialize};
+use schema::alert::AlertEvent;
+use time::format_description::well_known::Rfc3339;
 
 /// Why the alert history could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -16,43 +15,18 @@ pub enum AlertsError {
     Stream(String),
 }
 
-/// One alert or resolution, as the alerter records it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alert {
-    pub alert_id: String,
-    /// `alert` or `resolved`.
-    pub kind: String,
-    /// `failure_rate` or `new_signature`.
-    pub rule: String,
-    /// `global`, `app` or `signature`.
-    pub scope: String,
-    pub subject: String,
-    pub at: String,
-    pub window: String,
-    pub threshold: Option<f64>,
-    pub failure_rate: Option<f64>,
-    pub started: u64,
-    pub success: u64,
-    pub failed: u64,
-    pub aborted: u64,
-    pub unknown: u64,
-    #[serde(default)]
-    pub apps: Vec<NameCount>,
-    #[serde(default)]
-    pub top_exit_codes: Vec<ExitCodeCount>,
-    #[serde(default)]
-    pub top_signatures: Vec<SignatureCount>,
+/// The failure rate of an alert in percent, for display.
+pub fn rate_percent(alert: &AlertEvent) -> Option<f64> {
+    alert.failure_rate.map(|r| (r * 10_000.0).round() / 100.0)
 }
 
-impl Alert {
-    /// The failure rate in percent, for display.
-    pub fn rate_percent(&self) -> Option<f64> {
-        self.failure_rate.map(|r| (r * 10_000.0).round() / 100.0)
-    }
+/// When an alert happened, as the alerter wrote it (RFC 3339).
+pub fn at_text(alert: &AlertEvent) -> String {
+    alert.at.format(&Rfc3339).unwrap_or_default()
 }
 
 /// The newest `max` alert records, newest first; empty when the stream does not exist yet.
-pub async fn read(js: &jetstream::Context, max: usize) -> Result<Vec<Alert>, AlertsError> {
+pub async fn read(js: &jetstream::Context, max: usize) -> Result<Vec<AlertEvent>, AlertsError> {
     let mut stream = match js.get_stream(schema::names::ALERTS_STREAM).await {
         Ok(stream) => stream,
         Err(e) => {
@@ -78,8 +52,8 @@ pub async fn read(js: &jetstream::Context, max: usize) -> Result<Vec<Alert>, Ale
         lookups -= 1;
         // Deleted sequences inside the range answer "not found": skip them.
         if let Ok(message) = stream.get_raw_message(seq).await {
-            match serde_json::from_slice::<Alert>(&message.payload) {
-                Ok(alert) if seen.insert(alert.alert_id.clone()) => out.push(alert),
+            match serde_json::from_slice::<AlertEvent>(&message.payload) {
+                Ok(alert) if seen.insert(alert.alert_id) => out.push(alert),
                 Ok(_) => {}
                 Err(e) => tracing::debug!(seq, error = %e, "alert record not understood"),
             }

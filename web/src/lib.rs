@@ -52,7 +52,7 @@ pub struct Caches {
     pub errors: SwrCache<Scope, Rendered<Errors>, DbError>,
     pub app: SwrCache<(String, Scope), Rendered<AppView>, DbError>,
     pub records: SwrCache<RecordsQuery, Rendered<RecordsPage>, DbError>,
-    pub alerts: SwrCache<(), Arc<Vec<alerts::Alert>>, alerts::AlertsError>,
+    pub alerts: SwrCache<(), Arc<Vec<schema::alert::AlertEvent>>, alerts::AlertsError>,
     pub live: SwrCache<Repo, Arc<live::Live>, live::LiveError>,
 }
 

@@ -1,10 +1,10 @@
 //! The live strip: the last hour's rollup from the KV bucket `telemetry_stats`, written by the aggregator
-//! (layout and value types in `aggregator::snapshot`, documented in aggregator/README.md). When the bucket
+//! (layout and value types in `schema::stats`, documented in aggregator/README.md). When the bucket
 //! or the key is missing (the aggregator is not running yet) the strip says so instead of failing.
 
-use aggregator::snapshot::{group_key, GroupStats, Meta, Scope as KvScope, KEY_META};
-use aggregator::window::Span;
 use async_nats::jetstream;
+use schema::span::Span;
+use schema::stats::{group_key, GroupStats, Meta, Scope as KvScope, KEY_META};
 use serde::Serialize;
 
 use crate::params::Repo;

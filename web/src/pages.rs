@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use askama::Template;
+use schema::alert::AlertEvent;
 
-use crate::alerts::Alert;
 use crate::live::Live;
 use crate::model::{
     timestamp_i64, AppView, Count, Dashboard, Detail, Errors, ExitCodeInfo, RecordsPage,
@@ -265,11 +265,11 @@ impl DetailPage {
 #[template(path = "alerts.html")]
 pub struct AlertsPage {
     pub layout: Layout,
-    pub alerts: Arc<Vec<Alert>>,
+    pub alerts: Arc<Vec<AlertEvent>>,
 }
 
 impl AlertsPage {
-    pub fn new(alerts: Arc<Vec<Alert>>) -> AlertsPage {
+    pub fn new(alerts: Arc<Vec<AlertEvent>>) -> AlertsPage {
         AlertsPage {
             layout: Layout::new("alerts", Scope::default()),
             alerts,

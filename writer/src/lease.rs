@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
+use schema::names;
 use tokio::sync::watch;
 
 use crate::consumer::{stopped, SinkStatus};
@@ -34,19 +35,12 @@ impl Lease {
         ttl: Duration,
         replicas: usize,
     ) -> Result<Lease, async_nats::Error> {
-        let kv = match js.get_key_value(schema::names::WRITER_LEASE_BUCKET).await {
+        let settings = names::writer_lease_bucket(ttl, replicas);
+        let kv = match js.get_key_value(settings.name).await {
             Ok(kv) => kv,
             Err(_) => {
-                js.create_key_value(kv::Config {
-                    bucket: schema::names::WRITER_LEASE_BUCKET.to_string(),
-                    description: "active replica of each PocketBase writer".into(),
-                    history: 1,
-                    max_age: ttl,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await?
+                js.create_key_value(fleet::nats::bucket_config(&settings))
+                    .await?
             }
         };
         Ok(Lease {

@@ -12,6 +12,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
+use schema::ids::valid_id;
 use schema::merge::{merge, InstallState};
 use schema::Event;
 use serde_json::{json, Value};
@@ -19,7 +20,6 @@ use time::OffsetDateTime;
 
 use crate::clickhouse::unix_ms;
 use crate::config::Secret;
-use crate::ids::valid_id;
 use crate::sink::{Sink, SinkError};
 
 /// Ids per lookup filter: at most 64 bytes each, so the URL stays under ~20 KB (Go's limit is 1 MB) and

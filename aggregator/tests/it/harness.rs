@@ -94,7 +94,7 @@ pub async fn publish_all(js: &jetstream::Context, events: &[(String, String, Vec
 }
 
 pub async fn stats(js: &jetstream::Context) -> kv::Store {
-    fleet::nats::ensure_bucket(js, aggregator::stats_bucket_config(1)).await
+    fleet::nats::ensure_bucket(js, &schema::names::stats_bucket(1)).await
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, failing the test after `timeout`.

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aggregator::snapshot::{AppsIndex, GroupStats};
 use futures::TryStreamExt;
+use schema::stats::{AppsIndex, GroupStats};
 use testkit::NatsServer;
 
 use crate::harness::*;

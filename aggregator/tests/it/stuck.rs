@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aggregator::snapshot::GroupStats;
+use schema::stats::GroupStats;
 use schema::{Category, Event, Status};
 use testkit::NatsServer;
 

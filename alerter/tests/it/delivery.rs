@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use alerter::record::{Delivery, Kind};
+use schema::alert::{Delivery, Kind};
 
 use crate::harness::*;
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use alerter::record::{Kind, Rule, Scope};
+use schema::alert::{Kind, Rule, Scope};
 
 use crate::harness::*;
 
@@ -78,20 +78,19 @@ async fn a_half_failing_app_is_mailed_once_then_resolved() {
 #[tokio::test]
 async fn a_new_error_signature_is_mailed_once() {
     let stack = Stack::start().await;
-    for i in 0..6 {
+    let installs = (0..6).map(|i| {
         let exec = format!("sig-{i}");
-        publish(&stack.js, &body(&exec, "zigbee2mqtt", "installing", "")).await;
-        publish(
-            &stack.js,
-            &body(
+        vec![
+            body(&exec, "zigbee2mqtt", "installing", ""),
+            body(
                 &exec,
                 "zigbee2mqtt",
                 "failed",
                 r#","exit_code":243,"error":"x\nnpm ERR! code ERESOLVE""#,
             ),
-        )
-        .await;
-    }
+        ]
+    });
+    stack.add(installs.collect()).await;
     stack.wait_rollup("zigbee2mqtt", 6).await;
     let mut config = stack.alerter_config();
     config.alert_signature_min_installs = 5;

@@ -1,11 +1,11 @@
-//! The live strip and the alert history: values written in the aggregator's and the alerter's own types
-//! (`aggregator::snapshot::GroupStats`, `alerter::record::AlertEvent`) are read back by the web.
+//! The live strip and the alert history: values written in the contract's types that the aggregator and
+//! the alerter write (`schema::stats::GroupStats`, `schema::alert::AlertEvent`) are read back by the web.
 
 use std::time::Duration;
 
-use aggregator::snapshot::{GroupStats, Scope};
-use alerter::record::{AlertEvent, Kind, Rule, Scope as AlertScope};
 use async_nats::jetstream;
+use schema::alert::{AlertEvent, Kind, Rule, Scope as AlertScope};
+use schema::stats::{GroupStats, Scope};
 use serde_json::Value;
 
 use crate::harness::{until, Stack, HOSTILE};
@@ -99,14 +99,11 @@ async fn live_strip_and_alert_history_come_from_nats() {
     let payload = serde_json::to_vec(&event).expect("json");
     for _ in 0..2 {
         // The same alert twice (a takeover may record it again): shown once.
-        js.publish(
-            alerter::record::alert_subject(&event),
-            payload.clone().into(),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("ack");
+        js.publish(schema::alert::alert_subject(&event), payload.clone().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
     }
     // A web started now reads the history cold.
     let fresh = stack.web(|_| {}).await;
@@ -115,9 +112,25 @@ async fn live_strip_and_alert_history_come_from_nats() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["subject"], HOSTILE);
     assert_eq!(list[0]["failed"], 20);
+    let shown: AlertEvent = serde_json::from_value(list[0].clone()).expect("an alert event");
+    assert_eq!(
+        shown, event,
+        "the API serves the alerter's record as written"
+    );
     let html = fresh.text("/dashboard/alerts").await;
     assert!(crate::harness::shows_escaped(&html, HOSTILE) && !html.contains(HOSTILE));
     assert!(html.contains("50%"));
+    let at = event
+        .at
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("rfc 3339");
+    for needle in [
+        "<tr class=\"kind-alert\">".to_string(),
+        format!("<td>{at}</td>"),
+        "<td>failure_rate</td>".to_string(),
+    ] {
+        assert!(html.contains(&needle), "{needle} not in the alerts page");
+    }
     fresh.shutdown().await;
     web.shutdown().await;
 }

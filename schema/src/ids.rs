@@ -1,12 +1,14 @@
-//! The contract's id rule (§3: `^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`), checked again at the store: an id
-//! reaches a PocketBase filter only if it passes, whatever was published to the stream. A test keeps this
-//! copy in step with `schema::validate`, which owns the rule for client bodies.
+//! The contract's id rule (§3: `^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`) for `random_id` and `execution_id`.
+//! `validate` applies it to client bodies; the writer applies it again at the store, so an id reaches a
+//! PocketBase filter only if it passes, whatever was published to the stream.
+
+use crate::validate::MAX_ID_LEN;
 
 /// True when `id` follows the contract's id rule.
 pub fn valid_id(id: &str) -> bool {
     let bytes = id.as_bytes();
     !bytes.is_empty()
-        && bytes.len() <= schema::validate::MAX_ID_LEN
+        && bytes.len() <= MAX_ID_LEN
         && bytes[0].is_ascii_alphanumeric()
         && bytes
             .iter()
@@ -21,7 +23,7 @@ mod tests {
     fn check(id: &str, expected: bool) {
         assert_eq!(valid_id(id), expected, "{id:?}");
         let body = serde_json::json!({"random_id": id, "type": "lxc", "nsapp": "x", "status": "installing"});
-        let edge = schema::validate(body.to_string().as_bytes(), schema::Reception::now()).is_ok();
+        let edge = crate::validate(body.to_string().as_bytes(), crate::Reception::now()).is_ok();
         assert_eq!(edge, expected, "edge disagrees on {id:?}");
     }
 

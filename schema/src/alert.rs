@@ -1,11 +1,15 @@
 //! What the alerter writes: the alert record in the KV bucket `telemetry_alerts` (claim, delivery state,
 //! cooldown; one key per rule and subject) and the alert event on the stream `TELEMETRY_ALERTS` (read by
-//! the web; documented in alerter/README.md).
+//! the web; documented in alerter/README.md). Keys, subjects and field names are on the wire and in
+//! stored records, so they change only with [`ALERT_VERSION`].
 
-use aggregator::snapshot::{encode_subject, ExitCodeCount, NameCount, SignatureCount};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+use crate::hash::stable_hash;
+use crate::names::ALERTS_SUBJECT_PREFIX;
+use crate::stats::{encode_subject, ExitCodeCount, NameCount, SignatureCount};
 
 /// Version of the record and event shapes (`v`).
 pub const ALERT_VERSION: u8 = 1;
@@ -36,6 +40,16 @@ pub enum Scope {
     Global,
     App,
     Signature,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Global => "global",
+            Scope::App => "app",
+            Scope::Signature => "signature",
+        }
+    }
 }
 
 /// An alert or its resolution.
@@ -125,11 +139,7 @@ pub fn alert_key(rule: Rule, scope: Scope, subject: &str) -> String {
     match scope {
         Scope::Global => format!("{}.global", rule.as_str()),
         Scope::App => format!("{}.app.{}", rule.as_str(), encode_subject(subject)),
-        Scope::Signature => format!(
-            "{}.{:016x}",
-            rule.as_str(),
-            aggregator::tracker::stable_hash(subject)
-        ),
+        Scope::Signature => format!("{}.{:016x}", rule.as_str(), stable_hash(subject)),
     }
 }
 
@@ -137,7 +147,7 @@ pub fn alert_key(rule: Rule, scope: Scope, subject: &str) -> String {
 pub fn alert_subject(event: &AlertEvent) -> String {
     format!(
         "{}.{}.{}",
-        schema::names::ALERTS_SUBJECT_PREFIX,
+        ALERTS_SUBJECT_PREFIX,
         event.rule.as_str(),
         event.kind.as_str()
     )
@@ -160,8 +170,84 @@ mod tests {
             "Docker Compose",
             "failure_rate.app.Docker=20Compose",
         );
-        let sig = alert_key(Rule::NewSignature, Scope::Signature, "E: x");
-        assert!(sig.starts_with("new_signature.") && sig.len() == "new_signature.".len() + 16);
-        assert_ne!(sig, alert_key(Rule::NewSignature, Scope::Signature, "E: y"));
+        check(
+            Rule::NewSignature,
+            Scope::Signature,
+            "E: x",
+            "new_signature.512c2a301d619980",
+        );
+        assert_ne!(
+            alert_key(Rule::NewSignature, Scope::Signature, "E: x"),
+            alert_key(Rule::NewSignature, Scope::Signature, "E: y")
+        );
+    }
+
+    fn json<T: Serialize>(value: &T) -> String {
+        serde_json::to_string(value).expect("json")
+    }
+
+    #[test]
+    fn names_agree_with_the_json() {
+        for scope in [Scope::Global, Scope::App, Scope::Signature] {
+            assert_eq!(json(&scope), format!("{:?}", scope.as_str()));
+        }
+        for rule in [Rule::FailureRate, Rule::NewSignature] {
+            assert_eq!(json(&rule), format!("{:?}", rule.as_str()));
+        }
+        for kind in [Kind::Alert, Kind::Resolved] {
+            assert_eq!(json(&kind), format!("{:?}", kind.as_str()));
+        }
+    }
+
+    #[test]
+    fn the_event_keeps_its_wire_shape() {
+        let event = AlertEvent {
+            v: ALERT_VERSION,
+            alert_id: Uuid::from_u128(0x01a2_08c2_d83a_75c3_91dc_f176_457e_1e09),
+            kind: Kind::Alert,
+            rule: Rule::FailureRate,
+            scope: Scope::App,
+            subject: "docker".into(),
+            at: OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time"),
+            window: "24h".into(),
+            threshold: Some(0.2),
+            failure_rate: Some(0.5),
+            started: 40,
+            success: 20,
+            failed: 20,
+            aborted: 0,
+            unknown: 0,
+            apps: vec![],
+            top_exit_codes: vec![ExitCodeCount {
+                code: 100,
+                category: crate::Category::Apt,
+                description: "apt".into(),
+                count: 20,
+            }],
+            top_signatures: vec![SignatureCount {
+                signature: "E: x".into(),
+                count: 20,
+            }],
+            dashboard_url: "http://dash.test/dashboard/apps/docker".into(),
+        };
+        let json = json(&event);
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"v":1,"alert_id":"01a208c2-d83a-75c3-91dc-f176457e1e09","kind":"alert","#,
+                r#""rule":"failure_rate","scope":"app","subject":"docker","at":"2023-11-14T22:13:20Z","#,
+                r#""window":"24h","threshold":0.2,"failure_rate":0.5,"started":40,"success":20,"#,
+                r#""failed":20,"aborted":0,"unknown":0,"apps":[],"#,
+                r#""top_exit_codes":[{"code":100,"category":"apt","description":"apt","count":20}],"#,
+                r#""top_signatures":[{"signature":"E: x","count":20}],"#,
+                r#""dashboard_url":"http://dash.test/dashboard/apps/docker"}"#
+            )
+        );
+        assert_eq!(
+            alert_subject(&event),
+            "telemetry.v1.alerts.failure_rate.alert"
+        );
+        let back: AlertEvent = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, event);
     }
 }

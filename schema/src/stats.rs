@@ -1,10 +1,11 @@
 //! The KV layout of `telemetry_stats` and the JSON shape of its values: what the aggregator publishes and
-//! the web and the alerter read (documented in aggregator/README.md). Defined once here; the alerter
-//! depends on this crate for it.
+//! the web and the alerter read (documented in aggregator/README.md). Every key and field name here is on
+//! the wire and in stored buckets, so it changes only with [`SNAPSHOT_VERSION`].
 
 use serde::{Deserialize, Serialize};
 
-use crate::window::Span;
+use crate::category::Category;
+use crate::span::Span;
 
 /// Version of every value's shape (`v`).
 pub const SNAPSHOT_VERSION: u8 = 1;
@@ -94,7 +95,7 @@ pub fn decode_subject(token: &str) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExitCodeCount {
     pub code: u8,
-    pub category: schema::Category,
+    pub category: Category,
     pub description: String,
     pub count: u64,
 }
@@ -102,7 +103,7 @@ pub struct ExitCodeCount {
 /// One error category among the failures of a group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CategoryCount {
-    pub category: schema::Category,
+    pub category: Category,
     pub count: u64,
 }
 
@@ -240,5 +241,21 @@ mod tests {
             "24h.repo.ProxmoxVE"
         );
         assert_eq!(apps_key(day), "24h.apps");
+        assert_eq!((KEY_META, KEY_NEW_SIGNATURES), ("meta", "signatures.new"));
+    }
+
+    #[test]
+    fn group_stats_keep_their_wire_shape() {
+        let json = concat!(
+            r#"{"v":1,"window":"24h","window_secs":86400,"scope":"app","subject":"docker","#,
+            r#""started":41,"in_progress":1,"success":20,"failed":20,"aborted":0,"unknown":0,"#,
+            r#""failure_rate":0.5,"duration_p50_secs":60,"duration_p95_secs":null,"#,
+            r#""top_exit_codes":[{"code":100,"category":"apt","description":"apt","count":20}],"#,
+            r#""top_categories":[{"category":"apt","count":20}],"#,
+            r#""top_signatures":[{"signature":"E: x","count":20}]}"#
+        );
+        let stats: GroupStats = serde_json::from_str(json).expect("group stats");
+        assert_eq!((stats.scope, stats.failed), (Scope::App, 20));
+        assert_eq!(serde_json::to_string(&stats).expect("json"), json);
     }
 }

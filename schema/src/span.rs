@@ -1,10 +1,13 @@
 //! Durations as the configuration writes them (`30s`, `15m`, `1h`, `24h`, `7d`) and their canonical
-//! labels, which name the windows in the KV keys. The alerter parses its `ALERT_WINDOW` with the same
-//! code, so `1d` and `24h` name the same keys.
+//! labels, which name the windows in the KV keys of `telemetry_stats` ([`crate::stats`]). The aggregator
+//! parses its `WINDOWS` and the alerter its `ALERT_WINDOW` with the same code, so `1d` and `24h` name the
+//! same keys. In JSON a span is its canonical label.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A positive whole number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -72,14 +75,35 @@ impl fmt::Display for Span {
     }
 }
 
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.label())
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Span, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Parses `text` from a flag and from JSON; a span serializes as its label.
     fn check(text: &str, expected: Option<(u64, &str)>) {
         let got = text.parse::<Span>().ok().map(|s| (s.secs(), s.label()));
         let expected = expected.map(|(s, l)| (s, l.to_string()));
         assert_eq!(got, expected, "{text:?}");
+        let json = serde_json::to_string(text).expect("json string");
+        let from_json = serde_json::from_str::<Span>(&json).ok();
+        assert_eq!(from_json.map(|s| (s.secs(), s.label())), expected, "{json}");
+        if let Some((secs, label)) = expected {
+            let out = serde_json::to_string(&Span::from_secs(secs)).expect("json");
+            assert_eq!(out, format!("{label:?}"));
+        }
     }
 
     #[test]
