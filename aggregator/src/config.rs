@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use fleet::LogFormat;
+use fleet::ConfigError;
 use schema::span::Span;
 
 use crate::rollup::RollupConfig;
@@ -14,10 +14,6 @@ use crate::rollup::RollupConfig;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "telemetry-aggregator", version, about, long_about = None)]
 pub struct Config {
-    /// NATS server URL(s), comma-separated for a cluster.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-
     /// Address of the ops port (/healthz, /readyz, /metrics).
     #[arg(long, env = "OPS_ADDR", default_value = "0.0.0.0:9102")]
     pub ops_addr: SocketAddr,
@@ -52,41 +48,39 @@ pub struct Config {
     #[arg(long, env = "KV_REPLICAS", default_value_t = 1)]
     pub kv_replicas: usize,
 
-    /// Log format: text for people, json for log collectors.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `aggregator=debug`.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
-}
-
-/// A configuration that cannot work.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("WINDOWS is empty")]
-    NoWindow,
-    #[error("SIGNATURE_WINDOW ({0}) is longer than the longest window ({1})")]
-    SignatureWindowTooLong(Span, Span),
-    #[error("PUBLISH_INTERVAL_MS must be at least 50")]
-    IntervalTooShort,
+    #[command(flatten)]
+    pub common: fleet::config::Common,
 }
 
 impl Config {
-    /// Checks the settings and returns the rollup settings (windows sorted, without duplicates).
+    /// Checks the settings.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.rollup_config().map(drop)
+    }
+
+    /// Checks the settings and returns the rollup settings (windows sorted, without duplicates, at
+    /// least one).
     pub fn rollup_config(&self) -> Result<RollupConfig, ConfigError> {
         let mut windows = self.windows.clone();
         windows.sort();
         windows.dedup();
-        let longest = *windows.last().ok_or(ConfigError::NoWindow)?;
+        let longest = *windows
+            .last()
+            .ok_or_else(|| ConfigError::new("WINDOWS", "is empty"))?;
         if self.signature_window > longest {
-            return Err(ConfigError::SignatureWindowTooLong(
-                self.signature_window,
-                longest,
+            return Err(ConfigError::new(
+                "SIGNATURE_WINDOW",
+                format!(
+                    "({}) is longer than the longest window ({longest})",
+                    self.signature_window
+                ),
             ));
         }
         if self.publish_interval_ms < 50 {
-            return Err(ConfigError::IntervalTooShort);
+            return Err(ConfigError::new(
+                "PUBLISH_INTERVAL_MS",
+                "must be at least 50",
+            ));
         }
         Ok(RollupConfig {
             windows,
@@ -102,7 +96,7 @@ impl Config {
     /// Defaults, for tests and embedding: ops port on a free loopback port.
     pub fn for_nats(nats_url: &str) -> Config {
         let mut config = Config::parse_from(["telemetry-aggregator"]);
-        config.nats_url = nats_url.to_string();
+        config.common.nats_url = nats_url.to_string();
         config.ops_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config
     }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
+use fleet::Shutdown;
 use futures::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use schema::names;
@@ -55,28 +56,26 @@ pub async fn run(
     let longest = *rollup_config
         .windows
         .last()
-        .ok_or(config::ConfigError::NoWindow)?;
+        .ok_or_else(|| fleet::ConfigError::new("WINDOWS", "is empty"))?;
     let health = Arc::new(Health {
         caught_up: AtomicBool::new(false),
         client: client.clone(),
     });
-    let (stop_ops, ops_stopped) = watch::channel(false);
+    let stop_ops = Shutdown::new();
     let ready = {
         let health = health.clone();
-        Arc::new(move || {
+        move || {
             let connected = fleet::nats::connected(&health.client);
             let caught_up = health.caught_up.load(Ordering::Relaxed);
             (
                 connected && caught_up,
                 serde_json::json!({ "broker": connected, "caught_up": caught_up }),
             )
-        })
+        }
     };
-    let (ops_addr, ops_task) = fleet::ops::spawn(config.ops_addr, ready, metrics, async move {
-        let mut stopped = ops_stopped;
-        let _ = stopped.wait_for(|s| *s).await;
-    })
-    .await?;
+    let ops = fleet::ops::Ops::json(ready, metrics);
+    let (ops_addr, ops_task) =
+        fleet::ops::spawn(config.ops_addr, ops, stop_ops.clone().triggered_owned()).await?;
     tracing::info!(addr = %ops_addr, "ops port listening");
 
     let js = jetstream::new(client.clone());
@@ -85,7 +84,7 @@ pub async fn run(
     let store = tokio::select! {
         store = fleet::nats::ensure_bucket(&js, &bucket) => store,
         () = &mut shutdown => {
-            let _ = stop_ops.send(true);
+            stop_ops.trigger();
             return Ok(());
         }
     };
@@ -111,14 +110,9 @@ pub async fn run(
     {
         tracing::warn!("stats publisher did not finish within 5s");
     }
-    let _ = stop_ops.send(true);
+    stop_ops.trigger();
     let _ = ops_task.await;
-    if tokio::time::timeout(Duration::from_secs(5), client.flush())
-        .await
-        .is_err()
-    {
-        tracing::warn!("broker flush timed out at shutdown");
-    }
+    fleet::nats::flush(&client, fleet::nats::FLUSH_DEADLINE).await;
     tracing::info!("stopped");
     result
 }

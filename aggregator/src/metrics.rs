@@ -1,6 +1,7 @@
-//! Metric names of the aggregator, defined once, and the Prometheus recorder set-up used by `main`.
+//! Metric names of the aggregator, defined once, and their descriptions; `main` installs the recorder
+//! with them (no histogram buckets: the rollup time is a summary).
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 pub const EVENTS: &str = "telemetry_aggregator_events_total";
 pub const BAD_EVENTS: &str = "telemetry_aggregator_bad_events_total";
@@ -14,19 +15,10 @@ pub const KV_ERRORS: &str = "telemetry_aggregator_kv_errors_total";
 /// Label `outcome`: stored, duplicate, error.
 pub const TIMEOUTS: &str = "telemetry_aggregator_timeouts_total";
 
-/// Installs the process-wide Prometheus recorder (once, by `main`), inside a Tokio runtime.
+/// Installs the process-wide Prometheus recorder ([`fleet::metrics::install`]), once, by `main`, inside a
+/// Tokio runtime.
 pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new().install_recorder()?;
-    describe();
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
-    Ok(handle)
+    Ok(fleet::metrics::install(&[], describe)?)
 }
 
 fn describe() {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use fleet::LogFormat;
+use fleet::ConfigError;
 use schema::span::Span;
 
 use crate::rules::Thresholds;
@@ -30,10 +30,6 @@ pub enum SmtpTls {
 pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
-
-    /// NATS server URL(s), comma-separated for a cluster.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
 
     /// Address of the ops port (/healthz, /readyz, /metrics). It never sends mail.
     #[arg(long, env = "OPS_ADDR", default_value = "0.0.0.0:9103")]
@@ -121,13 +117,8 @@ pub struct Config {
     #[arg(long, env = "KV_REPLICAS", default_value_t = 1)]
     pub kv_replicas: usize,
 
-    /// Log format: text for people, json for log collectors.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `alerter=debug`.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    #[command(flatten)]
+    pub common: fleet::config::Common,
 }
 
 /// Subcommands; without one the alerter runs.
@@ -137,39 +128,39 @@ pub enum Command {
     SendTest,
 }
 
-/// A configuration that cannot work.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("ALERT_FAILURE_THRESHOLD must be within 0..=1, got {0}")]
-    Threshold(f64),
-    #[error("ALERT_HYSTERESIS must be within 0..threshold, got {0}")]
-    Hysteresis(f64),
-    #[error("ALERT_COOLDOWN_MIN must not be negative, got {0}")]
-    Cooldown(f64),
-    #[error("ALERT_LEASE_SECS ({lease}) must exceed SMTP_TIMEOUT_SECS + ALERT_RETRY_MAX_SECS ({needed})")]
-    Lease { lease: u64, needed: u64 },
-}
-
 impl Config {
     /// Checks the settings.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         let t = self.alert_failure_threshold;
         if !(0.0..=1.0).contains(&t) {
-            return Err(ConfigError::Threshold(t));
+            return Err(ConfigError::new(
+                "ALERT_FAILURE_THRESHOLD",
+                format!("must be within 0..=1, got {t}"),
+            ));
         }
         let h = self.alert_hysteresis;
         if !(0.0..=t).contains(&h) {
-            return Err(ConfigError::Hysteresis(h));
+            return Err(ConfigError::new(
+                "ALERT_HYSTERESIS",
+                format!("must be within 0..threshold, got {h}"),
+            ));
         }
-        if self.alert_cooldown_min.is_nan() || self.alert_cooldown_min < 0.0 {
-            return Err(ConfigError::Cooldown(self.alert_cooldown_min));
+        let cooldown = self.alert_cooldown_min;
+        if cooldown.is_nan() || cooldown < 0.0 {
+            return Err(ConfigError::new(
+                "ALERT_COOLDOWN_MIN",
+                format!("must not be negative, got {cooldown}"),
+            ));
         }
         let needed = self.smtp_timeout_secs + self.alert_retry_max_secs;
         if self.alert_lease_secs <= needed {
-            return Err(ConfigError::Lease {
-                lease: self.alert_lease_secs,
-                needed,
-            });
+            return Err(ConfigError::new(
+                "ALERT_LEASE_SECS",
+                format!(
+                    "({}) must exceed SMTP_TIMEOUT_SECS + ALERT_RETRY_MAX_SECS ({needed})",
+                    self.alert_lease_secs
+                ),
+            ));
         }
         Ok(())
     }
@@ -211,7 +202,7 @@ impl Config {
     /// Defaults, for tests and embedding: ops port on a free loopback port, plain SMTP.
     pub fn for_nats(nats_url: &str) -> Config {
         let mut config = Config::parse_from(["telemetry-alerter"]);
-        config.nats_url = nats_url.to_string();
+        config.common.nats_url = nats_url.to_string();
         config.ops_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config.smtp_tls = SmtpTls::None;
         config
@@ -266,12 +257,15 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_bad_values_are_refused() {
-        assert!(Config::for_nats("nats://x").validate().is_ok());
+        assert!(Config::for_nats("nats://x").check().is_ok());
         let mut c = Config::for_nats("nats://x");
         c.alert_failure_threshold = 1.5;
-        assert!(c.validate().is_err());
+        assert_eq!(
+            c.check().map_err(|e| e.to_string()),
+            Err("ALERT_FAILURE_THRESHOLD must be within 0..=1, got 1.5".into())
+        );
         let mut c = Config::for_nats("nats://x");
         c.alert_lease_secs = 10;
-        assert!(c.validate().is_err());
+        assert_eq!(c.check().map_err(|e| e.setting), Err("ALERT_LEASE_SECS"));
     }
 }

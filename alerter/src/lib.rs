@@ -20,6 +20,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
+use fleet::Shutdown;
 use futures::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use schema::alert::{
@@ -30,7 +31,6 @@ use schema::stats::{
     group_key, GroupStats, NewSignatures, Scope as StatsScope, KEY_NEW_SIGNATURES,
 };
 use time::OffsetDateTime;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -92,9 +92,9 @@ pub async fn run(
     metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    config.validate()?;
+    config.check()?;
     let mailer = Mailer::new(&config)?;
-    let (stop_ops, ops_stopped) = watch::channel(false);
+    let stop_ops = Shutdown::new();
     let js = jetstream::new(client.clone());
     let mut shutdown = std::pin::pin!(shutdown);
 
@@ -125,21 +125,22 @@ pub async fn run(
     let ready = {
         let shared = shared.clone();
         let client = client.clone();
-        Arc::new(move || {
+        move || {
             let connected = fleet::nats::connected(&client);
             let loaded = shared.ready.load(Ordering::Relaxed);
             (
                 connected && loaded,
                 serde_json::json!({ "broker": connected, "state_loaded": loaded }),
             )
-        })
+        }
     };
-    let (ops_addr, ops_task) =
-        fleet::ops::spawn(shared.config.ops_addr, ready, metrics, async move {
-            let mut stopped = ops_stopped;
-            let _ = stopped.wait_for(|s| *s).await;
-        })
-        .await?;
+    let ops = fleet::ops::Ops::json(ready, metrics);
+    let (ops_addr, ops_task) = fleet::ops::spawn(
+        shared.config.ops_addr,
+        ops,
+        stop_ops.clone().triggered_owned(),
+    )
+    .await?;
     tracing::info!(addr = %ops_addr, replica = %shared.me, "ops port listening");
 
     let mut deliveries = JoinSet::new();
@@ -163,14 +164,9 @@ pub async fn run(
         tracing::warn!("deliveries still running at shutdown, leaving them to their lease");
         deliveries.abort_all();
     }
-    let _ = stop_ops.send(true);
+    stop_ops.trigger();
     let _ = ops_task.await;
-    if tokio::time::timeout(Duration::from_secs(5), client.flush())
-        .await
-        .is_err()
-    {
-        tracing::warn!("broker flush timed out at shutdown");
-    }
+    fleet::nats::flush(&client, fleet::nats::FLUSH_DEADLINE).await;
     tracing::info!("stopped");
     Ok(())
 }

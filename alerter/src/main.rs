@@ -2,19 +2,17 @@
 //! alerter until SIGTERM or Ctrl+C; `telemetry-alerter send-test` sends one test mail and exits.
 
 use alerter::config::Command;
-use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = alerter::Config::parse();
-    fleet::init_tracing(config.log_format, &config.log_level);
-    config.validate()?;
+    let config = fleet::config::parse(alerter::Config::check);
+    config.common.init_tracing();
     if let Some(Command::SendTest) = config.command {
         let recipients = alerter::send_test(&config).await?;
         tracing::info!(recipients, host = %config.smtp_host, "test mail sent");
         return Ok(());
     }
     let metrics = alerter::metrics::install_recorder()?;
-    let client = fleet::nats::connect(&config.nats_url, "telemetry-alerter").await?;
-    alerter::run(config, client, Some(metrics), fleet::shutdown_signal()).await
+    let client = fleet::nats::connect(&config.common.nats_url, "telemetry-alerter").await?;
+    alerter::run(config, client, Some(metrics), fleet::shutdown::signal()).await
 }

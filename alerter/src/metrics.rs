@@ -1,6 +1,7 @@
-//! Metric names of the alerter, defined once, and the Prometheus recorder set-up used by `main`.
+//! Metric names of the alerter, defined once, and their descriptions; `main` installs the recorder with
+//! them.
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Labels `rule` (failure_rate, new_signature) and `kind` (alert, resolved).
 pub const CLAIMS: &str = "telemetry_alerter_claims_total";
@@ -9,19 +10,10 @@ pub const CLAIMS_LOST: &str = "telemetry_alerter_claims_lost_total";
 pub const MAILS_SENT: &str = "telemetry_alerter_mails_sent_total";
 pub const MAIL_FAILURES: &str = "telemetry_alerter_mail_failures_total";
 
-/// Installs the process-wide Prometheus recorder (once, by `main`), inside a Tokio runtime.
+/// Installs the process-wide Prometheus recorder ([`fleet::metrics::install`]), once, by `main`, inside a
+/// Tokio runtime.
 pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new().install_recorder()?;
-    describe();
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
-    Ok(handle)
+    Ok(fleet::metrics::install(&[], describe)?)
 }
 
 fn describe() {

@@ -1,14 +1,22 @@
 //! What every service of the fleet shares at run time, so that each binary's `main` stays short and the
-//! services behave alike: the NATS connection and stream set-up (`nats`), log set-up, the shutdown
-//! signal, the [`Secret`] type of passwords in configs, and the small ops HTTP port with `/healthz`, `/readyz` and `/metrics` that consumers serve
-//! (`ops`). The contract itself (names, settings, events) stays in `schema`.
+//! services behave alike: the common config options, the config error and its exit code (`config`), log
+//! set-up, the Prometheus recorder (`metrics`), the NATS connection, stream set-up and flush (`nats`),
+//! retries (`retry`), the shutdown token and signal (`shutdown`), the HTTP serve loop with its deadlines
+//! and connection cap (`http`), the ops routes `/healthz`, `/readyz` and `/metrics` (`ops`), and the
+//! [`Secret`] type of passwords in configs. The contract itself (names, settings, events) stays in `schema`.
 
+pub mod config;
+pub mod http;
+pub mod metrics;
 pub mod nats;
 pub mod ops;
 pub mod retry;
 mod secret;
+pub mod shutdown;
 
+pub use config::ConfigError;
 pub use secret::Secret;
+pub use shutdown::Shutdown;
 
 use clap::ValueEnum;
 
@@ -30,27 +38,5 @@ pub fn init_tracing(format: LogFormat, level: &str) {
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl+C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }

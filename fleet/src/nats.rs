@@ -1,5 +1,5 @@
-//! The NATS side every service shares: a client that connects (and reconnects) by itself, and the
-//! stream and KV bucket configurations of the contract in async-nats' terms.
+//! The NATS side every service shares: a client that connects (and reconnects) by itself, its flush at
+//! shutdown, and the stream and KV bucket configurations of the contract in async-nats' terms.
 
 use std::time::Duration;
 
@@ -62,6 +62,19 @@ pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client
 /// True while the client holds a live connection.
 pub fn connected(client: &async_nats::Client) -> bool {
     client.connection_state() == async_nats::connection::State::Connected
+}
+
+/// How long a service waits at shutdown for the client to hand over what it still buffers.
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Flushes what the client still buffers (acks, publishes) at shutdown, waiting at most `deadline`: the
+/// broker may be gone, and a flush that cannot finish must not hold the exit. Warns when it did not finish.
+pub async fn flush(client: &async_nats::Client, deadline: Duration) {
+    match tokio::time::timeout(deadline, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "broker flush failed at shutdown"),
+        Err(_) => tracing::warn!(?deadline, "broker flush timed out at shutdown"),
+    }
 }
 
 /// Creates the stream, or brings an existing one to the given settings.

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use fleet::LogFormat;
 use ipnet::IpNet;
 
 /// Private and loopback ranges: a reverse proxy on the same host or network is trusted by default.
@@ -23,10 +22,6 @@ pub struct Config {
     /// Address to listen on for HTTP.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen_addr: SocketAddr,
-
-    /// NATS server URL(s), comma-separated for a cluster.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
 
     /// Largest accepted request body, in bytes; larger bodies get 413.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 262_144)]
@@ -60,6 +55,11 @@ pub struct Config {
     #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 5_000)]
     pub header_read_timeout_ms: u64,
 
+    /// Most connections open at once; beyond it new connections wait in the listen backlog until one
+    /// closes.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
     /// Deadline for draining in-flight requests at shutdown, in seconds.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
     pub shutdown_timeout_secs: u64,
@@ -76,13 +76,8 @@ pub struct Config {
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
 
-    /// Log format: text for people, json for log collectors.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ingest=debug`.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    #[command(flatten)]
+    pub common: fleet::config::Common,
 }
 
 impl Config {
@@ -102,6 +97,17 @@ impl Config {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
 
+    /// The bounds of the HTTP server; a request past its deadline is answered 408 as JSON.
+    pub fn limits(&self) -> fleet::http::Limits {
+        fleet::http::Limits {
+            header_read_timeout: self.header_read_timeout(),
+            request_timeout: self.request_timeout(),
+            timeout_response: crate::http::timeout_response,
+            max_connections: self.max_connections as usize,
+            drain_timeout: self.shutdown_timeout(),
+        }
+    }
+
     pub fn stream_settings(&self) -> schema::names::StreamSettings {
         schema::names::events_stream(
             Duration::from_secs(self.stream_max_age_hours * 3600),
@@ -114,7 +120,7 @@ impl Config {
     pub fn for_nats(nats_url: &str) -> Config {
         let mut config = Config::parse_from(["telemetry-ingest"]);
         config.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.nats_url = nats_url.to_string();
+        config.common.nats_url = nats_url.to_string();
         config
     }
 }

@@ -1,5 +1,6 @@
-//! The HTTP surface of contract §2: `POST /telemetry` (and its alias `POST /`), health, readiness and
-//! metrics. Every answer the edge gives is built here, and every error maps to its status in one place.
+//! The HTTP surface of contract §2: `POST /telemetry` (and its alias `POST /`), and fleet's health,
+//! readiness and metrics routes. Every answer the edge gives is built here (the request deadline's 408
+//! too, through [`timeout_response`]), and every error maps to its status in one place.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -10,11 +11,10 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::broker::{self, PublishFailure, Published};
 use crate::metrics as m;
@@ -82,33 +82,57 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The edge's routes with their limits and timeouts.
+/// The edge's routes with their body limit, and fleet's ops routes. The request deadline is the server's
+/// ([`crate::Config::limits`]).
 pub fn router(state: Arc<AppState>) -> Router {
     let telemetry = post(receive).fallback(method_not_allowed);
     Router::new()
         .route("/telemetry", telemetry.clone())
         .route("/", telemetry)
         .layer(RequestBodyLimitLayer::new(state.config.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            state.config.request_timeout(),
-        ))
         .layer(axum::middleware::map_response_with_state(
             state.clone(),
             json_for_layer_errors,
         ))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .merge(ops(&state))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
+}
+
+/// `/healthz`, `/readyz` (broker connected, stream ready, not shutting down) and `/metrics`.
+fn ops(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    let ready = {
+        let state = state.clone();
+        move || {
+            let connected = fleet::nats::connected(&state.client);
+            let stream = state.stream_ready.load(Ordering::Relaxed);
+            let draining = state.shutdown.is_triggered();
+            (
+                connected && stream && !draining,
+                json!({ "broker_connected": connected, "stream_ready": stream, "shutting_down": draining }),
+            )
+        }
+    };
+    let client = state.client.clone();
+    fleet::ops::Ops::json(ready, state.metrics.clone())
+        .on_scrape(move || {
+            let connected = fleet::nats::connected(&client);
+            metrics::gauge!(m::BROKER_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+        })
+        .router()
+}
+
+/// The answer to a request past `REQUEST_TIMEOUT_MS` (the body did not arrive in time): 408 as JSON.
+pub fn timeout_response() -> Response {
+    metrics::counter!(m::REJECTED, "reason" => "timeout").increment(1);
+    ApiError::Timeout.into_response()
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The limit and timeout layers answer in plain text; the contract wants JSON everywhere.
+/// The body limit layer answers in plain text; the contract wants JSON everywhere.
 async fn json_for_layer_errors(State(state): State<Arc<AppState>>, response: Response) -> Response {
     let is_json = response
         .headers()
@@ -121,10 +145,6 @@ async fn json_for_layer_errors(State(state): State<Arc<AppState>>, response: Res
         StatusCode::PAYLOAD_TOO_LARGE => {
             metrics::counter!(m::REJECTED, "reason" => "too_large").increment(1);
             ApiError::TooLarge(state.config.max_body_bytes).into_response()
-        }
-        StatusCode::REQUEST_TIMEOUT => {
-            metrics::counter!(m::REJECTED, "reason" => "timeout").increment(1);
-            ApiError::Timeout.into_response()
         }
         _ => response,
     }
@@ -155,7 +175,7 @@ async fn receive(
         })?;
     count_repairs(&accepted);
 
-    if state.shutting_down.load(Ordering::Relaxed) {
+    if state.shutdown.is_triggered() {
         return Err(shed("shutting_down"));
     }
     if !fleet::nats::connected(&state.client) {
@@ -271,33 +291,4 @@ async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, ApiError> {
             ApiError::Timeout
         }
     })
-}
-
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let connected = fleet::nats::connected(&state.client);
-    let stream = state.stream_ready.load(Ordering::Relaxed);
-    let draining = state.shutting_down.load(Ordering::Relaxed);
-    let ready = connected && stream && !draining;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = json!({ "ready": ready, "broker_connected": connected, "stream_ready": stream, "shutting_down": draining });
-    (status, Json(body)).into_response()
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let connected = fleet::nats::connected(&state.client);
-    metrics::gauge!(m::BROKER_CONNECTED).set(if connected { 1.0 } else { 0.0 });
-    let text = state
-        .metrics
-        .as_ref()
-        .map(|h| h.render())
-        .unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

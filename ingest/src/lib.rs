@@ -1,6 +1,7 @@
 //! The ingest edge: a small HTTP service that validates script events with the `schema` crate, repairs
 //! known script bugs, and publishes each event to NATS JetStream, answering 202 only after the broker's
-//! ack. `run` is the whole service; `main` only parses config, sets up logs and metrics, and calls it.
+//! ack. `run` is the whole service; `main` only parses config, sets up logs and metrics, and calls it. The
+//! HTTP server around it (header and request deadlines, connection cap, drain) is `fleet::http::serve`.
 
 pub mod broker;
 pub mod config;
@@ -10,20 +11,16 @@ pub mod metrics;
 pub mod simulate;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use backon::Retryable;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use fleet::Shutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tower::ServiceExt;
 
 pub use config::Config;
 
@@ -36,7 +33,8 @@ pub struct AppState {
     /// Permits for publishes awaiting their ack.
     pub in_flight: Arc<Semaphore>,
     pub stream_ready: AtomicBool,
-    pub shutting_down: AtomicBool,
+    /// Triggered when the edge starts shutting down: readiness turns 503 and new events get 503.
+    pub shutdown: Shutdown,
     /// `None` when no recorder was installed (then `/metrics` is empty).
     pub metrics: Option<PrometheusHandle>,
 }
@@ -57,7 +55,7 @@ pub async fn run(
         limiter: limit::Limiter::new(config.rate_limit_rpm, config.rate_burst),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
         stream_ready: AtomicBool::new(false),
-        shutting_down: AtomicBool::new(false),
+        shutdown: Shutdown::new(),
         client: client.clone(),
         jetstream,
         metrics,
@@ -69,69 +67,19 @@ pub async fn run(
     ];
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
-    serve(listener, state.clone(), shutdown).await;
+    fleet::http::serve(
+        listener,
+        http::router(state.clone()),
+        state.config.limits(),
+        state.shutdown.clone().trigger_after(shutdown),
+    )
+    .await;
     for task in background {
         task.abort();
     }
-    if let Err(e) = tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
-        tracing::warn!(error = %e, "broker flush timed out at shutdown");
-    }
+    fleet::nats::flush(&client, fleet::nats::FLUSH_DEADLINE).await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Accepts connections until `shutdown`, with a deadline on request headers so a slow client cannot hold
-/// a connection forever, then drains open connections within the shutdown deadline.
-async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
-    let router = http::router(state.clone());
-    let graceful = GracefulShutdown::new();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(state.config.header_read_timeout())
-        .keep_alive(true);
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off a little instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let service =
-            router
-                .clone()
-                .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut()
-                        .insert(axum::extract::ConnectInfo::<SocketAddr>(peer));
-                    req
-                });
-        let conn =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    state.shutting_down.store(true, Ordering::Relaxed);
-    drop(listener);
-    tracing::info!("shutting down, draining in-flight requests");
-    let deadline = state.config.shutdown_timeout();
-    if tokio::time::timeout(deadline, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(?deadline, "drain deadline passed with requests still open");
-    }
 }
 
 /// Creates or updates the event stream, retrying with capped backoff while the broker is away, and checks

@@ -1,8 +1,6 @@
 //! `telemetry-ingest`: parses its configuration, sets up logs and metrics, connects to NATS and runs the
 //! edge until SIGTERM or Ctrl+C.
 
-use clap::Parser;
-
 /// The edge allocates a few small buffers per request from many threads; mimalloc keeps that cheap where
 /// glibc's arenas contend (measured in deploy/bench/ingest.sh).
 #[global_allocator]
@@ -10,19 +8,19 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = ingest::Config::parse();
-    fleet::init_tracing(config.log_format, &config.log_level);
+    let config = fleet::config::parse(|_: &ingest::Config| Ok(()));
+    config.common.init_tracing();
     let metrics = ingest::metrics::install_recorder()?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen_addr))?;
-    let client = fleet::nats::connect(&config.nats_url, "telemetry-ingest").await?;
+    let client = fleet::nats::connect(&config.common.nats_url, "telemetry-ingest").await?;
     ingest::run(
         config,
         listener,
         client,
         Some(metrics),
-        fleet::shutdown_signal(),
+        fleet::shutdown::signal(),
     )
     .await
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use fleet::LogFormat;
+use fleet::ConfigError;
 
 /// The read-only dashboard and JSON API of the telemetry fleet.
 #[derive(Debug, Clone, Parser)]
@@ -32,9 +32,6 @@ pub struct Config {
     /// ClickHouse database holding `installs_final` and `events_final` (written by telemetry-writer).
     #[arg(long, env = "CLICKHOUSE_DATABASE", default_value = "telemetry")]
     pub clickhouse_database: String,
-    /// NATS server URL(s): live rollups from the `telemetry_stats` bucket, alerts from `TELEMETRY_ALERTS`.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
     /// Seconds a cached answer counts as fresh; after that it is served stale while one refresh runs.
     #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 60)]
     pub cache_ttl_secs: u64,
@@ -65,15 +62,24 @@ pub struct Config {
     /// Most alert records read from `TELEMETRY_ALERTS` (the newest).
     #[arg(long, env = "ALERTS_MAX", default_value_t = 200)]
     pub alerts_max: usize,
+    /// Deadline for a client to send its request headers, milliseconds (the connection is closed after
+    /// it); also how long an idle keep-alive connection stays open.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 5_000)]
+    pub header_read_timeout_ms: u64,
+    /// Deadline for a whole request, milliseconds (503 after it). Longer than QUERY_TIMEOUT_SECS: a page
+    /// runs a few queries in a row, each with that deadline.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 120_000)]
+    pub request_timeout_ms: u64,
+    /// Most connections open at once; beyond it new connections wait in the listen backlog until one
+    /// closes.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// Drain deadline for open requests at shutdown, seconds.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
-    /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-    /// Log filter (tracing EnvFilter syntax).
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    /// NATS (live rollups from the `telemetry_stats` bucket, alerts from `TELEMETRY_ALERTS`) and logs.
+    #[command(flatten)]
+    pub common: fleet::config::Common,
 }
 
 impl Config {
@@ -82,25 +88,31 @@ impl Config {
         let mut config = Config::parse_from(["telemetry-web"]);
         config.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config.clickhouse_url = clickhouse_url.to_string();
-        config.nats_url = nats_url.to_string();
+        config.common.nats_url = nats_url.to_string();
         config
     }
 
     /// Rejects settings that cannot work, with a message naming the option.
-    pub fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.cache_ttl_secs > 0, "CACHE_TTL_SECS must be at least 1");
-        anyhow::ensure!(
-            self.cache_max_stale_secs >= self.cache_ttl_secs,
-            "CACHE_MAX_STALE_SECS must be at least CACHE_TTL_SECS"
-        );
-        anyhow::ensure!(
-            (1..=500).contains(&self.page_size),
-            "PAGE_SIZE must be within 1..=500"
-        );
-        anyhow::ensure!(
-            !self.clickhouse_database.is_empty(),
-            "CLICKHOUSE_DATABASE must not be empty"
-        );
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let refuse = |setting, problem: &str| Err(ConfigError::new(setting, problem));
+        if self.cache_ttl_secs == 0 {
+            return refuse("CACHE_TTL_SECS", "must be at least 1");
+        }
+        if self.cache_max_stale_secs < self.cache_ttl_secs {
+            return refuse("CACHE_MAX_STALE_SECS", "must be at least CACHE_TTL_SECS");
+        }
+        if !(1..=500).contains(&self.page_size) {
+            return refuse("PAGE_SIZE", "must be within 1..=500");
+        }
+        if self.clickhouse_database.is_empty() {
+            return refuse("CLICKHOUSE_DATABASE", "must not be empty");
+        }
+        if self.request_timeout() <= self.query_timeout() {
+            return refuse(
+                "REQUEST_TIMEOUT_MS",
+                "must be longer than QUERY_TIMEOUT_SECS, or a slow query is cut before its own deadline",
+            );
+        }
         Ok(())
     }
 
@@ -119,6 +131,21 @@ impl Config {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The bounds of the HTTP server; a request past its deadline is answered 503 `unavailable`.
+    pub fn limits(&self) -> fleet::http::Limits {
+        fleet::http::Limits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            request_timeout: self.request_timeout(),
+            timeout_response: crate::http::timeout_response,
+            max_connections: self.max_connections as usize,
+            drain_timeout: self.shutdown_timeout(),
+        }
+    }
 }
 
 pub use fleet::Secret;
@@ -136,10 +163,27 @@ mod tests {
         assert_eq!(config.clickhouse_database, "telemetry");
     }
 
+    fn check(tweak: impl FnOnce(&mut Config), refused: Option<&str>) {
+        let mut config = Config::for_servers("http://127.0.0.1:1", "nats://127.0.0.1:2");
+        tweak(&mut config);
+        assert_eq!(config.check().map_err(|e| e.setting).err(), refused);
+    }
+
     #[test]
     fn bad_settings_are_refused() {
-        let mut config = Config::for_servers("http://127.0.0.1:1", "nats://127.0.0.1:2");
-        config.cache_max_stale_secs = 1;
-        assert!(config.check().is_err());
+        check(|_| {}, None);
+        check(|c| c.cache_max_stale_secs = 1, Some("CACHE_MAX_STALE_SECS"));
+        check(|c| c.page_size = 501, Some("PAGE_SIZE"));
+        check(
+            |c| c.request_timeout_ms = 60_000,
+            Some("REQUEST_TIMEOUT_MS"),
+        );
+        check(
+            |c| {
+                c.query_timeout_secs = 300;
+                c.request_timeout_ms = 600_000;
+            },
+            None,
+        );
     }
 }

@@ -1,15 +1,14 @@
 //! Routes and handlers. Every route is a GET; there is no endpoint that writes and no admin action.
 //! Parameters become closed types in [`crate::params`] first; errors become answers only through
 //! [`crate::error`]. Every answer gets the security headers (CSP limited to 'self', nosniff, frame deny,
-//! no-referrer) and is counted and timed per route.
+//! no-referrer) and is counted and timed per route; fleet's `/healthz`, `/readyz` and `/metrics` too.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -52,9 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/live", get(api_live))
         .route("/api/openapi.json", get(api_openapi))
         .route("/static/{*path}", get(static_file))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+        .merge(ops(&state))
         .route_layer(middleware::from_fn(measure))
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(middleware::from_fn(security_headers))
@@ -75,9 +72,39 @@ async fn measure(matched: Option<MatchedPath>, req: Request, next: Next) -> Resp
     response
 }
 
+/// `/healthz` (`ok`), `/readyz` (`ready`; 503 `clickhouse not reachable` or `shutting down`) and
+/// `/metrics`, in plain text.
+fn ops(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    let shared = state.clone();
+    let ready = move || {
+        let s = shared.clone();
+        async move {
+            if s.shutdown.is_triggered() {
+                (false, "shutting down")
+            } else if s.db.ready().await {
+                (true, "ready")
+            } else {
+                (false, "clickhouse not reachable")
+            }
+        }
+    };
+    fleet::ops::Ops::text(ready, state.metrics.clone()).router()
+}
+
+/// The answer to a request past `REQUEST_TIMEOUT_MS`: 503 `unavailable`, with the security headers.
+pub fn timeout_response() -> Response {
+    let mut response = ApiError::Unavailable("request deadline passed".into()).into_response();
+    secure(response.headers_mut());
+    response
+}
+
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
-    let headers = response.headers_mut();
+    secure(response.headers_mut());
+    response
+}
+
+fn secure(headers: &mut HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -94,7 +121,6 @@ async fn security_headers(req: Request, next: Next) -> Response {
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-cache"));
-    response
 }
 
 fn raw(query: RawQuery) -> Result<Vec<(String, String)>, ApiError> {
@@ -362,22 +388,6 @@ async fn static_file(Path(path): Path<String>) -> Response {
             .into_response(),
         None => ApiError::NotFound("static file").into_response(),
     }
-}
-
-async fn readyz(State(s): Shared) -> Response {
-    if s.shutting_down.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
-    }
-    if s.db.ready().await {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "clickhouse not reachable").into_response()
-    }
-}
-
-async fn metrics_text(State(s): Shared) -> Response {
-    let body = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 #[cfg(test)]

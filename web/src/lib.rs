@@ -17,12 +17,12 @@ pub mod pages;
 pub mod params;
 pub mod static_files;
 
-use std::future::{Future, IntoFuture};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use fleet::Shutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
@@ -64,7 +64,8 @@ pub struct AppState {
     pub caches: Caches,
     /// `None` when no recorder was installed (then `/metrics` is empty).
     pub metrics: Option<PrometheusHandle>,
-    pub shutting_down: AtomicBool,
+    /// Triggered when the web starts shutting down: readiness turns 503.
+    pub shutdown: Shutdown,
 }
 
 /// Unix seconds now.
@@ -134,14 +135,15 @@ impl AppState {
                 live,
             },
             metrics,
-            shutting_down: AtomicBool::new(false),
+            shutdown: Shutdown::new(),
             config,
         }
     }
 }
 
 /// Runs the web on `listener` until `shutdown` resolves, then drains: readiness turns 503, the listener
-/// closes, and open requests finish within the shutdown deadline.
+/// closes, and open requests finish within the shutdown deadline. The HTTP server (header and request
+/// deadlines, connection cap, drain) is `fleet::http::serve`.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -154,24 +156,13 @@ pub async fn run(
     let background = tokio::spawn(keep_warm(state.clone()));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
-    let router = http::router(state.clone());
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let flag = state.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown.await;
-        flag.shutting_down.store(true, Ordering::Relaxed);
-        tracing::info!("shutting down, draining open requests");
-        let _ = drain_tx.send(());
-    });
-    let deadline = state.config.shutdown_timeout();
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        result = &mut server => result?,
-        () = async {
-            let _ = drain_rx.await;
-            tokio::time::sleep(deadline).await;
-        } => tracing::warn!(?deadline, "drain deadline passed with requests still open"),
-    }
+    fleet::http::serve(
+        listener,
+        http::router(state.clone()),
+        state.config.limits(),
+        state.shutdown.clone().trigger_after(shutdown),
+    )
+    .await;
     background.abort();
     tracing::info!("stopped");
     Ok(())

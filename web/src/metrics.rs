@@ -1,6 +1,8 @@
-//! Metric names of the web, defined once, and the Prometheus recorder set-up used by `main`.
+//! Metric names of the web, defined once, their histogram buckets and descriptions; `main` installs the
+//! recorder with them.
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use fleet::metrics::Matcher;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Labels `route` (the matched path), `status`.
 pub const REQUESTS: &str = "telemetry_web_requests_total";
@@ -21,22 +23,11 @@ const REQUEST_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
 
-/// Installs the process-wide Prometheus recorder. Called once, by `main` (or a test binary), inside a
-/// Tokio runtime: it spawns the upkeep task that folds histogram samples into their buckets.
+/// Installs the process-wide Prometheus recorder ([`fleet::metrics::install`]). Called once, by `main` (or
+/// a test binary), inside a Tokio runtime.
 pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &REQUEST_BUCKETS)?
-        .install_recorder()?;
-    describe();
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
-    Ok(handle)
+    let buckets = [(Matcher::Suffix("_seconds".into()), &REQUEST_BUCKETS[..])];
+    Ok(fleet::metrics::install(&buckets, describe)?)
 }
 
 fn describe() {

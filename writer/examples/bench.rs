@@ -103,7 +103,7 @@ async fn run_sink(
     n: usize,
     pick: fn(&writer::Statuses) -> u64,
 ) -> Duration {
-    let client = fleet::nats::connect(&config.nats_url, "bench")
+    let client = fleet::nats::connect(&config.common.nats_url, "bench")
         .await
         .expect("nats");
     let statuses = writer::Statuses::default();

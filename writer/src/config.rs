@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use fleet::LogFormat;
+use fleet::ConfigError;
 
 /// The async-nats client deadlocks with more than 5000 pending acks of any kind; stay well below.
 pub const MAX_ACK_PENDING_LIMIT: i64 = 4096;
@@ -36,10 +36,6 @@ pub use fleet::Secret;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "telemetry-writer", version, about, long_about = None)]
 pub struct Config {
-    /// NATS server URL(s), comma-separated for a cluster.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-
     /// Which stores to write: clickhouse, pocketbase or all (each has its own durable consumer).
     #[arg(long, env = "WRITER_SINK", value_enum, default_value_t = SinkChoice::All)]
     pub sink: SinkChoice,
@@ -150,13 +146,8 @@ pub struct Config {
     #[arg(long, env = "OPS_ADDR", default_value = "0.0.0.0:9101")]
     pub ops_addr: SocketAddr,
 
-    /// Log format: text for people, json for log collectors.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `writer=debug`.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    #[command(flatten)]
+    pub common: fleet::config::Common,
 }
 
 /// Names that end up as identifiers (database, collection, consumer): letters, digits and `_`, starting
@@ -209,12 +200,18 @@ impl Config {
     }
 
     /// Checks what clap cannot: settings that only make sense together.
-    pub fn check(&self) -> anyhow::Result<()> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         if self.sink.pocketbase() && (self.pb_email.is_empty() || self.pb_password.is_empty()) {
-            anyhow::bail!("PB_EMAIL and PB_PASSWORD are required for the pocketbase sink (or set WRITER_SINK=clickhouse)");
+            return Err(ConfigError::new(
+                "PB_EMAIL and PB_PASSWORD",
+                "are required for the pocketbase sink (or set WRITER_SINK=clickhouse)",
+            ));
         }
         if self.write_timeout() >= self.ack_wait() {
-            anyhow::bail!("ACK_WAIT_SECS must be longer than WRITE_TIMEOUT_SECS, or batches are redelivered while being written");
+            return Err(ConfigError::new(
+                "ACK_WAIT_SECS",
+                "must be longer than WRITE_TIMEOUT_SECS, or batches are redelivered while being written",
+            ));
         }
         Ok(())
     }
@@ -222,7 +219,7 @@ impl Config {
     /// A configuration for tests and embedding: loopback ops port, defaults otherwise.
     pub fn for_nats(nats_url: &str) -> Config {
         let mut config = Config::parse_from(["telemetry-writer"]);
-        config.nats_url = nats_url.to_string();
+        config.common.nats_url = nats_url.to_string();
         config.ops_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind, Message};
 use backon::Retryable;
+use fleet::Shutdown;
 use futures::StreamExt;
 use schema::Event;
 use tokio::sync::watch;
@@ -49,11 +50,6 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Replicas of the streams and buckets this writer creates when missing (3 in a cluster).
     pub replicas: usize,
-}
-
-/// Resolves once `shutdown` turned true.
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
 }
 
 /// The durable consumer of a sink, created if missing. The event and dead-letter streams are created
@@ -116,7 +112,7 @@ pub async fn run<S: Sink>(
     settings: &Settings,
     status: Arc<SinkStatus>,
     mut active: watch::Receiver<bool>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let name = sink.name();
     let consumer = tokio::select! {
@@ -129,20 +125,20 @@ pub async fn run<S: Sink>(
                 return;
             }
         },
-        () = stopped(&mut shutdown) => return,
+        () = shutdown.triggered() => return,
     };
     status.consuming.store(true, Ordering::Relaxed);
     tracing::info!(sink = name, consumer = %settings.consumer, "consuming");
     let lag_task = tokio::spawn(sample_lag(consumer.clone(), name, status.clone()));
     let mut fetch_failing = false;
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_triggered() {
             break;
         }
         if !*active.borrow() {
             tokio::select! {
                 _ = active.wait_for(|a| *a) => {},
-                () = stopped(&mut shutdown) => break,
+                () = shutdown.triggered() => break,
             }
             continue;
         }
@@ -161,7 +157,7 @@ pub async fn run<S: Sink>(
                 }
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(500)) => {},
-                    () = stopped(&mut shutdown) => break,
+                    () = shutdown.triggered() => break,
                 }
                 continue;
             }
@@ -217,7 +213,7 @@ async fn handle<S: Sink>(
     settings: &Settings,
     status: &SinkStatus,
     batch: Vec<Message>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let name = sink.name();
     let mut events = Vec::with_capacity(batch.len());
@@ -256,7 +252,7 @@ async fn handle<S: Sink>(
             down_since.get_or_insert_with(Instant::now);
         });
     let give_up = async {
-        stopped(&mut shutdown).await;
+        shutdown.triggered().await;
         tokio::time::sleep(settings.shutdown_timeout).await;
     };
     let verdicts = tokio::select! {
@@ -298,7 +294,7 @@ async fn handle<S: Sink>(
         stored += 1;
     }
     for (i, reason) in &poison {
-        dead_letter(js, name, &batch[*i], reason, settings, &mut shutdown).await;
+        dead_letter(js, name, &batch[*i], reason, settings, &shutdown).await;
         status.dead_letters.fetch_add(1, Ordering::Relaxed);
     }
     status.written.fetch_add(stored, Ordering::Relaxed);
@@ -314,14 +310,14 @@ async fn dead_letter(
     msg: &Message,
     reason: &str,
     settings: &Settings,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &Shutdown,
 ) {
     let letter = dlq::Letter::new(sink, msg, reason);
     let publish = || dlq::publish(js, &letter);
     let published = tokio::select! {
         r = publish.retry(fleet::retry::backoff(settings.retry_max_delay))
             .notify(|e, wait| tracing::warn!(sink, error = %e, ?wait, "dead-letter publish failed, retrying")) => r.is_ok(),
-        () = async { stopped(shutdown).await; tokio::time::sleep(settings.shutdown_timeout).await } => false,
+        () = async { shutdown.triggered().await; tokio::time::sleep(settings.shutdown_timeout).await } => false,
     };
     if !published {
         return;

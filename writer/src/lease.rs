@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
+use fleet::Shutdown;
 use schema::names;
 use tokio::sync::watch;
 
-use crate::consumer::{stopped, SinkStatus};
+use crate::consumer::SinkStatus;
 use crate::metrics as m;
 
 /// One replica's claim on a lease key.
@@ -92,21 +93,21 @@ impl Lease {
     }
 }
 
-/// Holds or waits for the lease, publishing "may write" on `active`, until `done` turns true (the
+/// Holds or waits for the lease, publishing "may write" on `active`, until `done` is triggered (the
 /// consumer stopped after its last batch, so renewal covers that batch). Returns the lease for release.
 pub async fn keep(
     mut lease: Lease,
     ttl: Duration,
     active: watch::Sender<bool>,
     status: Arc<SinkStatus>,
-    mut done: watch::Receiver<bool>,
+    done: Shutdown,
 ) -> Lease {
     let mut tick = tokio::time::interval(ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {},
-            () = stopped(&mut done) => break,
+            () = done.triggered() => break,
         }
         let held = lease.try_hold().await;
         let was = active.send_replace(held);

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use backon::Retryable;
+use fleet::Shutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
@@ -52,7 +53,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.check()?;
     let js = jetstream::new(client.clone());
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = Shutdown::new();
 
     let mut sinks: Vec<(&'static str, Arc<SinkStatus>)> = Vec::new();
     if config.sink.clickhouse() {
@@ -61,11 +62,11 @@ pub async fn run(
     if config.sink.pocketbase() {
         sinks.push((POCKETBASE, statuses.pocketbase.clone()));
     }
-    let readiness: fleet::ops::Readiness = {
+    let readiness = {
         let client = client.clone();
         let stopping = statuses.stopping.clone();
         let sinks = sinks.clone();
-        Arc::new(move || {
+        move || {
             let (sinks_ready, mut details) = consumer::ready(&sinks);
             let broker = fleet::nats::connected(&client);
             let stopping = stopping.load(Ordering::Relaxed);
@@ -74,13 +75,11 @@ pub async fn run(
                 map.insert("stopping".into(), stopping.into());
             }
             (sinks_ready && broker && !stopping, details)
-        })
+        }
     };
-    let mut ops_stop = stop_rx.clone();
-    let (ops_addr, ops_task) = fleet::ops::spawn(config.ops_addr, readiness, metrics, async move {
-        consumer::stopped(&mut ops_stop).await;
-    })
-    .await?;
+    let ops = fleet::ops::Ops::json(readiness, metrics);
+    let (ops_addr, ops_task) =
+        fleet::ops::spawn(config.ops_addr, ops, stop.clone().triggered_owned()).await?;
     tracing::info!(%ops_addr, sink = ?config.sink, "writer starting");
 
     let mut tasks = Vec::new();
@@ -89,7 +88,7 @@ pub async fn run(
             config.clone(),
             js.clone(),
             statuses.clickhouse.clone(),
-            stop_rx.clone(),
+            stop.clone(),
         )));
     }
     if config.sink.pocketbase() {
@@ -97,14 +96,14 @@ pub async fn run(
             config.clone(),
             js.clone(),
             statuses.pocketbase.clone(),
-            stop_rx.clone(),
+            stop.clone(),
         )));
     }
 
     shutdown.await;
     tracing::info!("shutting down, finishing the batches in hand");
     statuses.stopping.store(true, Ordering::Relaxed);
-    let _ = stop_tx.send(true);
+    stop.trigger();
     // Consumers give up on a store that stays down after `shutdown_timeout`; a little more for the naks.
     let deadline = config.shutdown_timeout() + Duration::from_secs(2);
     let all = futures::future::join_all(tasks.iter_mut());
@@ -114,9 +113,7 @@ pub async fn run(
             task.abort();
         }
     }
-    if let Err(e) = tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
-        tracing::warn!(error = %e, "broker flush timed out at shutdown");
-    }
+    fleet::nats::flush(&client, fleet::nats::FLUSH_DEADLINE).await;
     let _ = ops_task.await;
     tracing::info!("stopped");
     Ok(())
@@ -164,14 +161,14 @@ async fn run_clickhouse(
     config: Config,
     js: jetstream::Context,
     status: Arc<SinkStatus>,
-    mut stop: watch::Receiver<bool>,
+    stop: Shutdown,
 ) {
     let sink = clickhouse_sink(&config);
     let migrate = || sink.migrate();
     let migrated = tokio::select! {
         r = migrate.retry(fleet::retry::backoff(config.retry_max_delay()))
             .notify(|e, wait| tracing::warn!(sink = CLICKHOUSE, error = %e, ?wait, "clickhouse not ready, retrying")) => r.is_ok(),
-        () = consumer::stopped(&mut stop) => false,
+        () = stop.triggered() => false,
     };
     if !migrated {
         return;
@@ -216,7 +213,7 @@ async fn run_pocketbase(
     config: Config,
     js: jetstream::Context,
     status: Arc<SinkStatus>,
-    mut stop: watch::Receiver<bool>,
+    stop: Shutdown,
 ) {
     let sink = match pocketbase_sink(&config) {
         Ok(sink) => Arc::new(sink),
@@ -229,7 +226,7 @@ async fn run_pocketbase(
     let prepared = tokio::select! {
         r = prepare.retry(fleet::retry::backoff(config.retry_max_delay()))
             .notify(|e, wait| tracing::warn!(sink = POCKETBASE, error = %e, ?wait, "pocketbase not ready, retrying")) => r.is_ok(),
-        () = consumer::stopped(&mut stop) => false,
+        () = stop.triggered() => false,
     };
     if !prepared {
         return;
@@ -246,16 +243,16 @@ async fn run_pocketbase(
             Ok(lease) => lease,
             Err(_) => return,
         },
-        () = consumer::stopped(&mut stop) => return,
+        () = stop.triggered() => return,
     };
     let (active_tx, active_rx) = watch::channel(false);
-    let (done_tx, done_rx) = watch::channel(false);
+    let done = Shutdown::new();
     let keeper = tokio::spawn(lease::keep(
         lease,
         config.lease_ttl(),
         active_tx,
         status.clone(),
-        done_rx,
+        done.clone(),
     ));
     let retention = {
         let sink = sink.clone();
@@ -284,7 +281,7 @@ async fn run_pocketbase(
     let settings = consumer_settings(&config, POCKETBASE);
     consumer::run(sink.as_ref(), &js, &settings, status, active_rx, stop).await;
     retention.abort();
-    let _ = done_tx.send(true);
+    done.trigger();
     if let Ok(mut lease) = keeper.await {
         lease.release().await;
     }

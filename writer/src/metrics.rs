@@ -1,7 +1,8 @@
-//! Metric names of the writer, defined once, and the Prometheus recorder set-up used by `main`. Every
-//! series carries the label `sink` (clickhouse, pocketbase).
+//! Metric names of the writer, defined once, their histogram buckets and descriptions; `main` installs the
+//! recorder with them. Every series carries the label `sink` (clickhouse, pocketbase).
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use fleet::metrics::Matcher;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Events per write (histogram).
 pub const BATCH_SIZE: &str = "telemetry_writer_batch_size";
@@ -29,23 +30,14 @@ const SECONDS_BUCKETS: [f64; 12] = [
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 ];
 
-/// Installs the process-wide Prometheus recorder. Called once, by `main` (or a test binary), inside a
-/// Tokio runtime: it spawns the upkeep task that folds histogram samples into their buckets.
+/// Installs the process-wide Prometheus recorder ([`fleet::metrics::install`]). Called once, by `main` (or
+/// a test binary), inside a Tokio runtime.
 pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &BATCH_BUCKETS)?
-        .set_buckets_for_metric(Matcher::Full(WRITE_SECONDS.into()), &SECONDS_BUCKETS)?
-        .install_recorder()?;
-    describe();
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
-    Ok(handle)
+    let buckets = [
+        (Matcher::Full(BATCH_SIZE.into()), &BATCH_BUCKETS[..]),
+        (Matcher::Full(WRITE_SECONDS.into()), &SECONDS_BUCKETS[..]),
+    ];
+    Ok(fleet::metrics::install(&buckets, describe)?)
 }
 
 fn describe() {

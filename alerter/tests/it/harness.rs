@@ -114,7 +114,7 @@ impl Stack {
     }
 
     pub async fn start_alerter(&self, config: alerter::Config) -> Service {
-        let client = fleet::nats::connect(&config.nats_url, "test-alerter")
+        let client = fleet::nats::connect(&config.common.nats_url, "test-alerter")
             .await
             .expect("connect");
         spawn(|stopped| {

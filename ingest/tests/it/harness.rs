@@ -37,7 +37,7 @@ pub async fn start_edge(nats: &NatsServer, tweak: impl FnOnce(&mut Config)) -> E
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let client = fleet::nats::connect(&config.nats_url, "test-edge")
+    let client = fleet::nats::connect(&config.common.nats_url, "test-edge")
         .await
         .expect("connect");
     let js = jetstream::new(client.clone());

@@ -91,7 +91,7 @@ impl Stack {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let client = fleet::nats::connect(&config.nats_url, "test-web")
+        let client = fleet::nats::connect(&config.common.nats_url, "test-web")
             .await
             .expect("connect");
         let (stop, stopped) = oneshot::channel::<()>();

@@ -72,7 +72,7 @@ pub struct Writer {
 }
 
 pub async fn start_writer(config: Config) -> Writer {
-    let client = fleet::nats::connect(&config.nats_url, "test-writer")
+    let client = fleet::nats::connect(&config.common.nats_url, "test-writer")
         .await
         .expect("connect");
     let statuses = Statuses::default();
@@ -123,7 +123,7 @@ impl WriterProcess {
         };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_telemetry-writer"));
         cmd.env_clear()
-            .env("NATS_URL", &config.nats_url)
+            .env("NATS_URL", &config.common.nats_url)
             .env("WRITER_SINK", sink)
             .env("CLICKHOUSE_URL", &config.clickhouse_url)
             .env("CLICKHOUSE_DATABASE", &config.clickhouse_database)
