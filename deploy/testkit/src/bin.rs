@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::SystemTime;
 
 /// The path of the workspace binary `name` (e.g. `telemetry-writer`), built first if it is missing or
 /// older than the running test executable. Panics when it cannot be built.

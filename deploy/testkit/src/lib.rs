@@ -6,8 +6,8 @@
 //!
 //! Around the servers, what every harness needs: [`poll_until`] to wait on a condition with a deadline,
 //! [`Service`] to run a service's `run` in-process and stop it, [`recorder`] for the process's metrics
-//! recorder, [`fixtures`] for the payload corpus, and [`bin_path`] for a workspace binary to run as a
-//! real process.
+//! recorder and [`sample`] to read it back, [`fixtures`] for the payload corpus, and [`bin_path`] with
+//! [`Process`] to run a workspace binary as a real process.
 
 mod bin;
 pub mod clickhouse;
@@ -15,6 +15,7 @@ pub mod fixtures;
 pub mod nats;
 pub mod pocketbase;
 pub mod poll;
+pub mod process;
 mod recorder;
 pub mod service;
 pub mod smtp;
@@ -22,7 +23,8 @@ pub mod smtp;
 pub use bin::bin_path;
 pub use nats::{NatsCluster, NatsServer};
 pub use poll::{poll_until, poll_until_blocking, poll_until_every};
-pub use recorder::recorder;
+pub use process::Process;
+pub use recorder::{recorder, sample};
 pub use service::Service;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

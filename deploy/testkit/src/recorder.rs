@@ -1,7 +1,7 @@
 //! The metrics recorder of a test process. A recorder is global and can be installed once per process;
 //! nextest runs each test in its own process, so every test that reads `/metrics` installs it through
 //! [`recorder`], which calls the service's own install function the first time and hands out clones of
-//! its handle after that.
+//! its handle after that. [`sample`] reads one series back from the `/metrics` text.
 
 use std::any::Any;
 use std::fmt::Debug;
@@ -23,6 +23,20 @@ where
         .clone()
 }
 
+/// The value of a Prometheus sample line in the text format, e.g. `name{label="x"}`; 0 when absent.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,5 +46,18 @@ mod tests {
         let first = recorder(|| Ok::<_, ()>(String::from("handle")));
         let second = recorder(|| -> Result<String, ()> { panic!("installed twice") });
         assert_eq!((first.as_str(), second.as_str()), ("handle", "handle"));
+    }
+
+    #[test]
+    fn sample_cases() {
+        let text = "# HELP a_total things\na_total 3\nb{k=\"x\"} 1.5\nb{k=\"xy\"} 7\n";
+        let check = |series: &str, expected: f64| {
+            assert_eq!(sample(text, series), expected, "{series}");
+        };
+        check("a_total", 3.0);
+        check("b{k=\"x\"}", 1.5);
+        check("b{k=\"xy\"}", 7.0);
+        check("a", 0.0);
+        check("missing", 0.0);
     }
 }
