@@ -22,7 +22,7 @@ pub mod smtp;
 
 pub use bin::bin_path;
 pub use nats::{NatsCluster, NatsServer};
-pub use poll::{poll_until, poll_until_blocking, poll_until_every};
+pub use poll::{poll_until, poll_until_every};
 pub use process::Process;
 pub use recorder::{recorder, sample};
 pub use service::Service;

@@ -8,7 +8,7 @@
 use std::fmt::Display;
 use std::time::{Duration, Instant};
 
-/// Pause between two checks of [`poll_until`] and [`poll_until_blocking`].
+/// Pause between two checks of [`poll_until`].
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// What one check of a poll answered: done with a value, or not yet (with why, if it says).
@@ -71,22 +71,6 @@ pub async fn poll_until_every<O: Outcome>(
     }
 }
 
-/// The blocking twin of [`poll_until`], for code outside an async runtime.
-pub fn poll_until_blocking<O: Outcome>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> O,
-) -> O::Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().into_result() {
-            Ok(value) => return value,
-            Err(last) if Instant::now() >= deadline => fail(what, timeout, &last),
-            Err(_) => std::thread::sleep(POLL_INTERVAL),
-        }
-    }
-}
-
 fn fail(what: &str, timeout: Duration, last: &str) -> ! {
     if last.is_empty() {
         panic!("{what}: not within {timeout:?}")
@@ -118,14 +102,14 @@ mod tests {
         .await;
     }
 
-    #[test]
+    #[tokio::test]
     #[should_panic(expected = "never: not within 100ms")]
-    fn the_blocking_twin_fails_the_same_way() {
-        poll_until_blocking("never", Duration::from_millis(100), || false);
+    async fn a_bool_check_fails_with_what_it_waited_for() {
+        poll_until("never", Duration::from_millis(100), async || false).await;
     }
 
-    #[test]
-    fn the_blocking_twin_returns_at_once_when_the_check_holds() {
-        poll_until_blocking("now", Duration::ZERO, || true);
+    #[tokio::test]
+    async fn a_check_that_holds_at_once_returns_even_with_no_time_left() {
+        poll_until("now", Duration::ZERO, async || true).await;
     }
 }
