@@ -75,8 +75,14 @@ mod tests {
     #[tokio::test]
     #[should_panic(expected = "exits after SIGTERM: not within")]
     async fn a_process_that_ignores_sigterm_fails_the_test() {
-        let process =
-            Process::spawn(Command::new("sh").args(["-c", "trap '' TERM; exec sleep 30"]));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ready = dir.path().join("ready");
+        let script = format!("trap '' TERM; touch '{}'; exec sleep 30", ready.display());
+        let process = Process::spawn(Command::new("sh").args(["-c", &script]));
+        poll_until("the trap is set", Duration::from_secs(10), async || {
+            ready.exists()
+        })
+        .await;
         process.terminate(Duration::from_millis(300)).await;
     }
 }
