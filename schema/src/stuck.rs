@@ -84,7 +84,10 @@ mod tests {
         assert_eq!(event.execution_id, "x-1");
         assert_eq!(event.nsapp, "docker");
         assert_eq!(event.core_count, Some(2));
-        assert_eq!(event.subject(), "telemetry.v1.events.lxc.unknown");
+        assert_eq!(
+            event.subject(),
+            crate::names::event_subject(crate::Kind::Lxc, Status::Unknown)
+        );
         let back: Event = serde_json::from_slice(&event.to_json()).expect("round trip");
         assert_eq!(back, event);
         let merged = merge(Some(state), &event);

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use schema::event::{CpuVendor, GpuPassthrough, GpuVendor};
+use schema::names::event_subject;
 use schema::privacy::MAX_ERROR_BYTES;
 use schema::validate::Reclassified;
 use schema::{
@@ -231,7 +232,7 @@ fn table() -> Vec<(&'static str, Expect)> {
                         (None, &None, None)
                     );
                     assert_eq!(a.reclassified, None);
-                    assert_eq!(e.subject(), "telemetry.v1.events.lxc.installing");
+                    assert_eq!(e.subject(), event_subject(Kind::Lxc, Status::Installing));
                 },
             },
         ),
@@ -374,7 +375,7 @@ fn table() -> Vec<(&'static str, Expect)> {
                     assert_eq!(e.nsapp, "post-pve-install");
                     assert_eq!(e.install_duration, Some(41));
                     assert_eq!((e.disk_size, e.cpu_vendor, &e.os_type), (None, None, &None));
-                    assert_eq!(e.subject(), "telemetry.v1.events.pve.success");
+                    assert_eq!(e.subject(), event_subject(Kind::Pve, Status::Success));
                 },
             },
         ),
@@ -416,7 +417,7 @@ fn table() -> Vec<(&'static str, Expect)> {
                         Some("exit_code=130 | Aborted by user (SIGINT)")
                     );
                     assert_eq!(e.nsapp, "immich");
-                    assert_eq!(e.subject(), "telemetry.v1.events.lxc.aborted");
+                    assert_eq!(e.subject(), event_subject(Kind::Lxc, Status::Aborted));
                 },
             },
         ),

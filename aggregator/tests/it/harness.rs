@@ -1,17 +1,13 @@
 //! Runs the aggregator in-process (the same `run` that `main` calls) against a real nats-server, publishes
 //! events straight to the stream as the edge would, and reads the KV bucket back.
 
-use std::time::{Duration, Instant};
-
 use aggregator::Config;
 use async_nats::jetstream::{self, kv};
 use schema::validate::{validate, Reception};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use testkit::Service;
 
 pub struct Aggregator {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    service: Service,
 }
 
 pub async fn start_aggregator(nats_url: &str, tweak: impl FnOnce(&mut Config)) -> Aggregator {
@@ -22,24 +18,14 @@ pub async fn start_aggregator(nats_url: &str, tweak: impl FnOnce(&mut Config)) -
     let client = fleet::nats::connect(nats_url, "test-aggregator")
         .await
         .expect("connect");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(aggregator::run(config, client, None, async {
-        let _ = stopped.await;
-    }));
     Aggregator {
-        stop: Some(stop),
-        task: Some(task),
+        service: Service::spawn(|stop| aggregator::run(config, client, None, stop)),
     }
 }
 
 impl Aggregator {
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("join").expect("run");
-        }
+    pub async fn stop(self) {
+        self.service.stop().await.expect("run");
     }
 }
 
@@ -58,13 +44,6 @@ pub async fn jetstream(nats_url: &str) -> jetstream::Context {
         .await
         .expect("event stream");
     js
-}
-
-/// One event body of an install.
-pub fn body(exec: &str, app: &str, status: &str, extra: &str) -> String {
-    format!(
-        r#"{{"random_id":"r-{exec}","execution_id":"{exec}","type":"lxc","nsapp":"{app}","status":"{status}"{extra}}}"#
-    )
 }
 
 /// Validates a body like the edge does and returns the wire bytes, subject and de-duplication id.
@@ -95,22 +74,6 @@ pub async fn publish_all(js: &jetstream::Context, events: &[(String, String, Vec
 
 pub async fn stats(js: &jetstream::Context) -> kv::Store {
     fleet::nats::ensure_bucket(js, &schema::names::stats_bucket(1)).await
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, failing the test after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 pub async fn get_json<T: serde::de::DeserializeOwned>(store: &kv::Store, key: &str) -> Option<T> {

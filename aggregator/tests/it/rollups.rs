@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use schema::stats::{AppsIndex, GroupStats};
-use testkit::NatsServer;
+use testkit::fixtures::body;
+use testkit::{poll_until, NatsServer};
 
 use crate::harness::*;
 
@@ -36,7 +37,7 @@ async fn rollups_of_a_half_failing_app_reach_the_bucket() {
     let agg = start_aggregator(&nats.url(), |_| {}).await;
     publish_all(&js, &half_failing("a", 40)).await;
     let store = stats(&js).await;
-    let app: GroupStats = wait_for(
+    let app: GroupStats = poll_until(
         "app rollup with 40 installs",
         Duration::from_secs(20),
         || async {
@@ -108,7 +109,7 @@ async fn an_aggregator_restarted_mid_stream_publishes_the_same_snapshot() {
         publish_all(js, &batches[0]).await;
     }
     let restarted_store = stats(&restarted_js).await;
-    wait_for("first batch rolled up", Duration::from_secs(20), || async {
+    poll_until("first batch rolled up", Duration::from_secs(20), || async {
         get_json::<GroupStats>(&restarted_store, "24h.global")
             .await
             .filter(|s| s.started == 20)
@@ -123,7 +124,7 @@ async fn an_aggregator_restarted_mid_stream_publishes_the_same_snapshot() {
         publish_all(js, &batches[2]).await;
     }
 
-    let expected = wait_for(
+    let expected = poll_until(
         "steady aggregator saw every install",
         Duration::from_secs(20),
         || async {
@@ -135,7 +136,7 @@ async fn an_aggregator_restarted_mid_stream_publishes_the_same_snapshot() {
         },
     )
     .await;
-    let got = wait_for(
+    let got = poll_until(
         "restarted aggregator matches",
         Duration::from_secs(20),
         || async {

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use schema::stats::GroupStats;
 use schema::{Category, Event, Status};
-use testkit::NatsServer;
+use testkit::fixtures::body;
+use testkit::{poll_until, NatsServer};
 
 use crate::harness::*;
 
@@ -46,7 +47,7 @@ async fn a_stuck_install_times_out_once_with_two_aggregators() {
     )
     .await;
 
-    let timeouts = wait_for("a synthetic timeout", Duration::from_secs(20), || async {
+    let timeouts = poll_until("a synthetic timeout", Duration::from_secs(20), || async {
         let events = events_of(&js, "stuck-1").await;
         let synthetic: Vec<Event> = events.into_iter().filter(|e| e.synthetic).collect();
         (!synthetic.is_empty()).then_some(synthetic)
@@ -58,12 +59,13 @@ async fn a_stuck_install_times_out_once_with_two_aggregators() {
 
     // Both replicas fold it in; from then on neither has anything left to time out.
     let store = stats(&js).await;
-    let global: GroupStats = wait_for("the timeout rolled up", Duration::from_secs(20), || async {
-        get_json::<GroupStats>(&store, "24h.global")
-            .await
-            .filter(|g| g.unknown == 1 && g.in_progress == 0)
-    })
-    .await;
+    let global: GroupStats =
+        poll_until("the timeout rolled up", Duration::from_secs(20), || async {
+            get_json::<GroupStats>(&store, "24h.global")
+                .await
+                .filter(|g| g.unknown == 1 && g.in_progress == 0)
+        })
+        .await;
     assert_eq!(global.top_categories[0].category, Category::Timeout);
     // Several publish ticks of both replicas later, still one synthetic event and none for done-1.
     let meta_before = store
@@ -72,7 +74,7 @@ async fn a_stuck_install_times_out_once_with_two_aggregators() {
         .expect("meta")
         .expect("meta")
         .revision;
-    wait_for("six more heartbeats", Duration::from_secs(20), || async {
+    poll_until("six more heartbeats", Duration::from_secs(20), || async {
         let rev = store.entry("meta").await.ok()??.revision;
         (rev >= meta_before + 6).then_some(())
     })

@@ -4,31 +4,18 @@
 //! the event stream is killed with SIGKILL and started again. Afterwards every event that got a 2xx is
 //! in ClickHouse exactly once, and every acknowledged install has one row in `installs_final`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use clap::Parser;
 use e2e::{check, ClickHouse, Ledger};
+use schema::names::EVENTS_STREAM;
 use testkit::clickhouse::ClickHouseServer;
-use testkit::NatsCluster;
-use tokio::sync::oneshot;
-
-/// Polls `check` every 200 ms until it holds or `timeout` passes (then panics with `what`).
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use testkit::{poll_until, poll_until_every, NatsCluster, Service};
 
 /// The index of the node that leads the event stream now.
 async fn stream_leader(js: &jetstream::Context, cluster: &NatsCluster) -> usize {
-    let mut stream = js.get_stream(schema_stream()).await.expect("event stream");
+    let mut stream = js.get_stream(EVENTS_STREAM).await.expect("event stream");
     let info = stream.info().await.expect("stream info");
     let leader = info
         .cluster
@@ -38,10 +25,6 @@ async fn stream_leader(js: &jetstream::Context, cluster: &NatsCluster) -> usize 
     (0..cluster.len())
         .find(|i| leader == format!("n{}", i + 1))
         .unwrap_or_else(|| panic!("unknown leader {leader}"))
-}
-
-fn schema_stream() -> &'static str {
-    "TELEMETRY_EVENTS"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,18 +44,11 @@ async fn a_killed_node_loses_and_doubles_nothing_at_three_replicas() {
     let client = fleet::nats::connect(&urls, "test-ingest")
         .await
         .expect("connect");
-    let (stop_ingest, ingest_stopped) = oneshot::channel::<()>();
-    let ingest = tokio::spawn(ingest::run(
-        ingest_config,
-        listener,
-        client.clone(),
-        None,
-        async {
-            let _ = ingest_stopped.await;
-        },
-    ));
+    let edge_client = client.clone();
+    let ingest =
+        Service::spawn(|stop| ingest::run(ingest_config, listener, edge_client, None, stop));
     let http = reqwest::Client::new();
-    eventually("the edge is ready", Duration::from_secs(30), || async {
+    poll_until("the edge is ready", Duration::from_secs(30), async || {
         http.get(format!("{edge}/readyz"))
             .send()
             .await
@@ -81,7 +57,7 @@ async fn a_killed_node_loses_and_doubles_nothing_at_three_replicas() {
     .await;
     let js = jetstream::new(client.clone());
     let info = js
-        .get_stream(schema_stream())
+        .get_stream(EVENTS_STREAM)
         .await
         .expect("stream")
         .info()
@@ -102,16 +78,15 @@ async fn a_killed_node_loses_and_doubles_nothing_at_three_replicas() {
     let writer_client = fleet::nats::connect(&urls, "test-writer")
         .await
         .expect("connect");
-    let (stop_writer, writer_stopped) = oneshot::channel::<()>();
-    let writer = tokio::spawn(writer::run(
-        writer_config,
-        writer_client,
-        None,
-        writer::Statuses::default(),
-        async {
-            let _ = writer_stopped.await;
-        },
-    ));
+    let writer = Service::spawn(|stop| {
+        writer::run(
+            writer_config,
+            writer_client,
+            None,
+            writer::Statuses::default(),
+            stop,
+        )
+    });
 
     // Script traffic for 16 s, retrying as the scripts do, every answer recorded.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -146,11 +121,12 @@ async fn a_killed_node_loses_and_doubles_nothing_at_three_replicas() {
     assert_eq!(summary.unfinished, 0, "{summary:?}");
 
     // Every replica current again: the restarted node caught up.
-    eventually(
+    poll_until_every(
         "all three replicas current",
         Duration::from_secs(30),
-        || async {
-            let Ok(mut stream) = js.get_stream(schema_stream()).await else {
+        Duration::from_millis(200),
+        async || {
+            let Ok(mut stream) = js.get_stream(EVENTS_STREAM).await else {
                 return false;
             };
             let Ok(info) = stream.info().await else {
@@ -172,14 +148,22 @@ async fn a_killed_node_loses_and_doubles_nothing_at_three_replicas() {
         password: String::new(),
         database: "telemetry".into(),
     };
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let report = loop {
-        match check(&ledger, &clickhouse, None).await {
-            Ok(report) if report.lost() == 0 || Instant::now() >= deadline => break report,
-            Err(e) if Instant::now() >= deadline => panic!("checking clickhouse: {e:#}"),
-            _ => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    };
+    let report = poll_until_every(
+        "every acknowledged event in clickhouse",
+        Duration::from_secs(40),
+        Duration::from_millis(500),
+        async || match check(&ledger, &clickhouse, None).await {
+            Ok(report) if report.lost() == 0 => Ok(report),
+            Ok(report) => Err(format!(
+                "\n{}\nleader killed: n{}\nits log:\n{}",
+                report.table(),
+                leader + 1,
+                cluster.log(leader)
+            )),
+            Err(e) => Err(format!("checking clickhouse: {e:#}")),
+        },
+    )
+    .await;
     println!("{}", report.table());
     assert!(
         report.passed(),
@@ -196,8 +180,6 @@ async fn a_killed_node_loses_and_doubles_nothing_at_three_replicas() {
     );
     assert!(report.rows[1].acknowledged > 100, "{}", report.table());
 
-    let _ = stop_writer.send(());
-    let _ = stop_ingest.send(());
-    writer.await.expect("join").expect("writer");
-    ingest.await.expect("join").expect("ingest");
+    writer.stop().await.expect("writer");
+    ingest.stop().await.expect("ingest");
 }

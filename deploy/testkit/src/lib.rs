@@ -3,13 +3,29 @@
 //! Tests never depend on a server somebody started by hand. Binaries are found through an env var
 //! (`NATS_SERVER_BIN`, ...), then `PATH`, then the repo's own tool folder `.tools/venv/bin` that
 //! `deploy/local/test` fills.
+//!
+//! Around the servers, what every harness needs: [`poll_until`] to wait on a condition with a deadline,
+//! [`Service`] to run a service's `run` in-process and stop it, [`recorder`] for the process's metrics
+//! recorder and [`sample`] to read it back, [`fixtures`] for the payload corpus, and [`bin_path`] with
+//! [`Process`] to run a workspace binary as a real process.
 
+mod bin;
 pub mod clickhouse;
+pub mod fixtures;
 pub mod nats;
 pub mod pocketbase;
+pub mod poll;
+pub mod process;
+mod recorder;
+pub mod service;
 pub mod smtp;
 
+pub use bin::bin_path;
 pub use nats::{NatsCluster, NatsServer};
+pub use poll::{poll_until, poll_until_every};
+pub use process::Process;
+pub use recorder::{recorder, sample};
+pub use service::Service;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -45,7 +61,7 @@ pub fn find_binary(name: &str, env_var: &str) -> anyhow::Result<PathBuf> {
     bail!("{name} not found: set {env_var}, put it on PATH, or run deploy/local/test to install it")
 }
 
-/// Polls `check` until it succeeds or `timeout` passes.
+/// Polls `check` until it succeeds or `timeout` passes; an error (not a panic) for the servers' `start`.
 pub fn wait_until(
     what: &str,
     timeout: Duration,

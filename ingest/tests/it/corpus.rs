@@ -1,9 +1,10 @@
 //! The whole payload corpus through HTTP: each file gets the answer the corpus README names, accepted
 //! events land on the stream normalized, and rejected ones leave nothing behind.
 
-use crate::harness::{fixture, fixture_as, start_edge};
-use schema::{Category, Status};
-use testkit::NatsServer;
+use crate::harness::start_edge;
+use schema::names::event_subject;
+use schema::{Category, Kind, Status};
+use testkit::{fixtures, NatsServer};
 
 #[derive(Debug)]
 enum Expect {
@@ -100,16 +101,7 @@ const CORPUS: &[(&str, Expect)] = &[
 
 #[tokio::test]
 async fn every_corpus_file_gets_its_answer_and_only_accepted_ones_are_stored() {
-    let files = std::fs::read_dir(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../schema/fixtures/payloads"
-    ))
-    .expect("fixtures")
-    .filter(|e| {
-        e.as_ref()
-            .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
-    })
-    .count();
+    let files = fixtures::names().len();
     assert_eq!(files, CORPUS.len(), "every fixture has a row");
 
     let nats = NatsServer::start().expect("nats");
@@ -117,7 +109,7 @@ async fn every_corpus_file_gets_its_answer_and_only_accepted_ones_are_stored() {
     let mut stored_ids = Vec::new();
     for (i, (file, expect)) in CORPUS.iter().enumerate() {
         let id = format!("corpus-{i:02}");
-        let answer = edge.post(fixture_as(file, &id)).await;
+        let answer = edge.post(fixtures::read_as(file, &id)).await;
         match expect {
             Expect::Stored(..) => {
                 assert_eq!(answer.status, 202, "{file}: {}", answer.json);
@@ -181,7 +173,7 @@ async fn script_retries_are_stored_once() {
     let nats = NatsServer::start().expect("nats");
     let edge = start_edge(&nats, |_| {}).await;
     // post_to_api retries the same installing event up to three times.
-    let installing = fixture("01_lxc_installing.json");
+    let installing = fixtures::read("01_lxc_installing.json");
     let answers = [
         edge.post(installing.clone()).await,
         edge.post(installing.clone()).await,
@@ -196,13 +188,13 @@ async fn script_retries_are_stored_once() {
     assert_eq!(answers[2].json["status"], "duplicate");
     // post_update_to_api retries a final with a shrinking log: the 16 KB retry is a duplicate.
     assert_eq!(
-        edge.post(fixture("05_lxc_failed_large_log.json"))
+        edge.post(fixtures::read("05_lxc_failed_large_log.json"))
             .await
             .json["status"],
         "accepted"
     );
     assert_eq!(
-        edge.post(fixture("06_lxc_failed_retry_medium.json"))
+        edge.post(fixtures::read("06_lxc_failed_retry_medium.json"))
             .await
             .json["status"],
         "duplicate"
@@ -213,7 +205,7 @@ async fn script_retries_are_stored_once() {
     let id = "3f2b8c1e-9d4a-4b7e-8c21-6a5f0e9d7b12";
     assert_eq!(
         stored[0].subject.as_str(),
-        "telemetry.v1.events.lxc.installing"
+        event_subject(Kind::Lxc, Status::Installing)
     );
     assert_eq!(
         stored[0]
@@ -226,14 +218,17 @@ async fn script_retries_are_stored_once() {
             .map(|v| v.as_str()),
         Some(format!("{id}:installing").as_str())
     );
-    assert_eq!(stored[1].subject.as_str(), "telemetry.v1.events.lxc.failed");
+    assert_eq!(
+        stored[1].subject.as_str(),
+        event_subject(Kind::Lxc, Status::Failed)
+    );
     let metrics = edge.metrics().await;
     assert_eq!(
-        crate::harness::sample(&metrics, "telemetry_ingest_duplicates_total"),
+        testkit::sample(&metrics, "telemetry_ingest_duplicates_total"),
         3.0
     );
     assert_eq!(
-        crate::harness::sample(&metrics, "telemetry_ingest_accepted_total"),
+        testkit::sample(&metrics, "telemetry_ingest_accepted_total"),
         2.0
     );
 }

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::harness::{fixture, fixture_as, sample, start_edge};
-use testkit::NatsServer;
+use crate::harness::start_edge;
+use testkit::{fixtures, sample, NatsServer};
 
 #[tokio::test]
 async fn paths_methods_and_health() {
@@ -14,7 +14,7 @@ async fn paths_methods_and_health() {
     let resp = edge
         .http
         .post(edge.url("/"))
-        .body(fixture_as("01_lxc_installing.json", "alias-1"))
+        .body(fixtures::read_as("01_lxc_installing.json", "alias-1"))
         .send()
         .await
         .expect("post /");
@@ -24,7 +24,7 @@ async fn paths_methods_and_health() {
         .http
         .post(edge.url("/telemetry"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(fixture_as("01_lxc_installing.json", "form-1"))
+        .body(fixtures::read_as("01_lxc_installing.json", "form-1"))
         .send()
         .await
         .expect("post form");
@@ -65,11 +65,14 @@ async fn stream_is_created_with_the_contract_settings() {
     let edge = start_edge(&nats, |c| c.stream_max_age_hours = 24).await;
     let mut stream = edge
         .js
-        .get_stream("TELEMETRY_EVENTS")
+        .get_stream(schema::names::EVENTS_STREAM)
         .await
         .expect("stream");
     let config = stream.info().await.expect("info").config.clone();
-    assert_eq!(config.subjects, vec!["telemetry.v1.events.>".to_string()]);
+    assert_eq!(
+        config.subjects,
+        vec![schema::names::EVENTS_SUBJECTS.to_string()]
+    );
     assert_eq!(config.duplicate_window, Duration::from_secs(120));
     assert_eq!(config.max_age, Duration::from_secs(24 * 3600));
     assert_eq!(
@@ -100,7 +103,7 @@ async fn oversized_bodies_get_413_as_json() {
     assert_eq!(answer.json["error"], "too_large");
     // The corpus's 306 KB body against the default limit.
     let edge = start_edge(&nats, |_| {}).await;
-    let answer = edge.post(fixture("bad_07_huge_body.json")).await;
+    let answer = edge.post(fixtures::read("bad_07_huge_body.json")).await;
     assert_eq!(answer.status, 413);
     assert!(edge.stored().await.is_empty());
     let metrics = edge.metrics().await;
@@ -126,7 +129,7 @@ async fn rate_limit_keys_on_the_client_behind_trusted_proxies_only() {
         let edge = &edge;
         async move {
             edge.post_with(
-                fixture_as(
+                fixtures::read_as(
                     "02_lxc_progress_validation_host.json",
                     &format!("rl-{xff}-{n}"),
                 ),
@@ -165,7 +168,7 @@ async fn rate_limit_keys_on_the_client_behind_trusted_proxies_only() {
             out.push(
                 strict
                     .post_with(
-                        fixture_as(
+                        fixtures::read_as(
                             "02_lxc_progress_validation_host.json",
                             &format!("strict-{n}"),
                         ),
@@ -191,7 +194,7 @@ async fn no_client_address_reaches_the_stream() {
     let edge = start_edge(&nats, |_| {}).await;
     let answer = edge
         .post_with(
-            fixture_as("11_addon_failed.json", "privacy-1"),
+            fixtures::read_as("11_addon_failed.json", "privacy-1"),
             &[
                 ("x-forwarded-for", "198.51.100.77"),
                 ("user-agent", "curl/8.0"),
@@ -221,25 +224,25 @@ async fn metrics_count_rejections_rescues_and_publish_latency() {
     let nats = NatsServer::start().expect("nats");
     let edge = start_edge(&nats, |_| {}).await;
     assert_eq!(
-        edge.post(fixture_as("bad_02_numeric_unit_suffix.json", "m-1"))
+        edge.post(fixtures::read_as("bad_02_numeric_unit_suffix.json", "m-1"))
             .await
             .status,
         202
     );
     assert_eq!(
-        edge.post(fixture_as("bad_04_raw_control_chars.json", "m-2"))
+        edge.post(fixtures::read_as("bad_04_raw_control_chars.json", "m-2"))
             .await
             .status,
         202
     );
     assert_eq!(
-        edge.post(fixture_as("bad_09_wrong_types.json", "m-3"))
+        edge.post(fixtures::read_as("bad_09_wrong_types.json", "m-3"))
             .await
             .status,
         400
     );
     assert_eq!(
-        edge.post(fixture_as("bad_11_truncated.json", "m-4"))
+        edge.post(fixtures::read_as("bad_11_truncated.json", "m-4"))
             .await
             .status,
         400
@@ -251,7 +254,7 @@ async fn metrics_count_rejections_rescues_and_publish_latency() {
         400
     );
     assert_eq!(
-        edge.post(fixture_as("12_lxc_failed_sigint_host.json", "m-6"))
+        edge.post(fixtures::read_as("12_lxc_failed_sigint_host.json", "m-6"))
             .await
             .status,
         202

@@ -5,15 +5,16 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{fixture_as, sample, start_edge, Edge};
-use testkit::NatsServer;
+use crate::harness::{start_edge, Edge};
+use testkit::{fixtures, poll_until, sample, NatsServer};
 
 async fn wait_in_flight(edge: &Edge, n: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sample(&edge.metrics().await, "telemetry_ingest_in_flight") != n {
-        assert!(Instant::now() < deadline, "in-flight never reached {n}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(
+        &format!("in-flight at {n}"),
+        Duration::from_secs(10),
+        async || sample(&edge.metrics().await, "telemetry_ingest_in_flight") == n,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -21,7 +22,7 @@ async fn broker_down_answers_503_fast_and_recovers_by_itself() {
     let mut nats = NatsServer::start().expect("nats");
     let edge = start_edge(&nats, |_| {}).await;
     assert_eq!(
-        edge.post(fixture_as("01_lxc_installing.json", "before"))
+        edge.post(fixtures::read_as("01_lxc_installing.json", "before"))
             .await
             .status,
         202
@@ -30,7 +31,7 @@ async fn broker_down_answers_503_fast_and_recovers_by_itself() {
     nats.kill();
     edge.wait_ready(false).await;
     let answer = edge
-        .post(fixture_as("01_lxc_installing.json", "during"))
+        .post(fixtures::read_as("01_lxc_installing.json", "during"))
         .await;
     assert_eq!(answer.status, 503, "{}", answer.json);
     assert_eq!(answer.json["error"], "unavailable");
@@ -44,7 +45,7 @@ async fn broker_down_answers_503_fast_and_recovers_by_itself() {
     nats.restart().expect("restart");
     edge.wait_ready(true).await;
     assert_eq!(
-        edge.post(fixture_as("01_lxc_installing.json", "after"))
+        edge.post(fixtures::read_as("01_lxc_installing.json", "after"))
             .await
             .status,
         202
@@ -67,10 +68,10 @@ async fn a_frozen_broker_hits_the_publish_timeout_and_the_in_flight_cap() {
     })
     .await;
     nats.pause().expect("pause");
-    let first = edge.post(fixture_as("01_lxc_installing.json", "slow-1"));
+    let first = edge.post(fixtures::read_as("01_lxc_installing.json", "slow-1"));
     let second = async {
         wait_in_flight(&edge, 1.0).await;
-        edge.post(fixture_as("01_lxc_installing.json", "slow-2"))
+        edge.post(fixtures::read_as("01_lxc_installing.json", "slow-2"))
             .await
     };
     let (first, second) = tokio::join!(first, second);
@@ -90,7 +91,7 @@ async fn a_frozen_broker_hits_the_publish_timeout_and_the_in_flight_cap() {
     );
     nats.resume().expect("resume");
     let third = edge
-        .post(fixture_as("01_lxc_installing.json", "slow-3"))
+        .post(fixtures::read_as("01_lxc_installing.json", "slow-3"))
         .await;
     assert_eq!(third.status, 202);
     let m = edge.metrics().await;
@@ -167,7 +168,7 @@ async fn shutdown_drains_the_publish_in_flight() {
     let http = edge.http.clone();
     let pending = tokio::spawn(async move {
         http.post(format!("http://{addr}/telemetry"))
-            .body(fixture_as("01_lxc_installing.json", "draining"))
+            .body(fixtures::read_as("01_lxc_installing.json", "draining"))
             .send()
             .await
             .map(|r| r.status().as_u16())
@@ -185,6 +186,9 @@ async fn shutdown_drains_the_publish_in_flight() {
     );
     // Nothing listens any more.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
-    let mut stream = js.get_stream("TELEMETRY_EVENTS").await.expect("stream");
+    let mut stream = js
+        .get_stream(schema::names::EVENTS_STREAM)
+        .await
+        .expect("stream");
     assert_eq!(stream.info().await.expect("info").state.messages, 1);
 }

@@ -2,31 +2,17 @@
 //! back what landed on the stream.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use ingest::Config;
-use metrics_exporter_prometheus::PrometheusHandle;
-use testkit::NatsServer;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use testkit::{poll_until, NatsServer, Service};
 
 pub struct Edge {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub js: jetstream::Context,
-    stop: Option<oneshot::Sender<()>>,
-    pub task: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-/// One recorder per test process (nextest runs each test in its own process).
-pub fn recorder() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| ingest::metrics::install_recorder().expect("recorder"))
-        .clone()
+    service: Service,
 }
 
 pub async fn start_edge(nats: &NatsServer, tweak: impl FnOnce(&mut Config)) -> Edge {
@@ -41,16 +27,8 @@ pub async fn start_edge(nats: &NatsServer, tweak: impl FnOnce(&mut Config)) -> E
         .await
         .expect("connect");
     let js = jetstream::new(client.clone());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(ingest::run(
-        config,
-        listener,
-        client,
-        Some(recorder()),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let metrics = testkit::recorder(ingest::metrics::install_recorder);
+    let service = Service::spawn(|stop| ingest::run(config, listener, client, Some(metrics), stop));
     let edge = Edge {
         addr,
         http: reqwest::Client::builder()
@@ -58,8 +36,7 @@ pub async fn start_edge(nats: &NatsServer, tweak: impl FnOnce(&mut Config)) -> E
             .build()
             .expect("client"),
         js,
-        stop: Some(stop),
-        task: Some(task),
+        service,
     };
     edge.wait_ready(true).await;
     edge
@@ -93,8 +70,8 @@ impl Edge {
     }
 
     pub async fn wait_ready(&self, ready: bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        let what = format!("readyz {}", if ready { 200 } else { 503 });
+        poll_until(&what, Duration::from_secs(20), async || {
             let status = self
                 .http
                 .get(self.url("/readyz"))
@@ -102,12 +79,9 @@ impl Edge {
                 .await
                 .map(|r| r.status().as_u16())
                 .unwrap_or(0);
-            if (status == 200) == ready {
-                return;
-            }
-            assert!(Instant::now() < deadline, "readyz never became {ready}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (status == 200) == ready
+        })
+        .await
     }
 
     pub async fn metrics(&self) -> String {
@@ -150,14 +124,9 @@ impl Edge {
     }
 
     /// Stops the edge and returns how long `run` took to return.
-    pub async fn shutdown(mut self) -> Duration {
+    pub async fn shutdown(self) -> Duration {
         let started = Instant::now();
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("join").expect("run");
-        }
+        self.service.stop().await.expect("run");
         started.elapsed()
     }
 }
@@ -187,56 +156,4 @@ impl Answer {
             took: started.elapsed(),
         }
     }
-}
-
-pub fn fixture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../schema/fixtures/payloads")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// A fixture with its ids replaced, so that each file is an install of its own.
-pub fn fixture_as(name: &str, id: &str) -> Vec<u8> {
-    let body = fixture(name);
-    let mut out = body.clone();
-    for known in [
-        "3f2b8c1e-9d4a-4b7e-8c21-6a5f0e9d7b12",
-        "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
-        "b7e1f0a2-44c3-4d5e-9f60-1a2b3c4d5e6f",
-        "0c9d8e7f-6a5b-4c3d-2e1f-0a9b8c7d6e5f",
-        "5e4d3c2b-1a09-4f8e-a7d6-c5b4a3928170",
-    ] {
-        out = replace_bytes(&out, known.as_bytes(), id.as_bytes());
-    }
-    out
-}
-
-fn replace_bytes(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(haystack.len());
-    let mut i = 0;
-    while i < haystack.len() {
-        if haystack[i..].starts_with(from) {
-            out.extend_from_slice(to);
-            i += from.len();
-        } else {
-            out.push(haystack[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-/// The value of a Prometheus sample line, e.g. `name{label="x"}`; 0 when absent.
-pub fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
 }

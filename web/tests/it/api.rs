@@ -476,7 +476,7 @@ async fn headers_escaping_cache_and_ops_routes() {
 
     // ClickHouse down: readiness 503, cached answers still served, uncached ones 503 JSON.
     stack.clickhouse.kill();
-    crate::harness::until("readyz 503", Duration::from_secs(20), async || {
+    testkit::poll_until("readyz 503", Duration::from_secs(20), async || {
         web.get("/readyz").await.status() == 503
     })
     .await;

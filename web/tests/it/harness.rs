@@ -1,21 +1,22 @@
-//! Starts ClickHouse and nats-server (testkit), creates the writer's tables with its own migrations,
-//! seeds known installs through the writer's ClickHouse sink, and runs the web in-process (the same `run`
-//! that `main` calls). Direct counts for the assertions come from plain SQL over `installs_final`.
+//! Starts ClickHouse and nats-server (testkit), seeds known installs the way production stores them
+//! (the events published to the event stream, then the real `telemetry-writer` binary run until
+//! ClickHouse holds them all; its migrations create the tables), and runs the web in-process (the same
+//! `run` that `main` calls). Direct counts for the assertions come from plain SQL over `installs_final`.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use metrics_exporter_prometheus::PrometheusHandle;
+use async_nats::jetstream;
 use serde_json::{json, Value};
 use testkit::clickhouse::ClickHouseServer;
-use testkit::NatsServer;
+use testkit::{poll_until, NatsServer, Process, Service};
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 use web::Config;
-use writer::sink::Sink;
+
+/// Kept for `live.rs`; new tests use `testkit::poll_until` itself.
+pub use testkit::poll_until as until;
 
 /// The hostile app name every escaping check uses.
 pub const HOSTILE: &str = "<img src=x onerror=alert(1)>";
@@ -28,16 +29,7 @@ pub struct Stack {
 pub struct Web {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-/// One recorder per test process (nextest runs each test in its own process).
-pub fn recorder() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| web::metrics::install_recorder().expect("recorder"))
-        .clone()
+    service: Service,
 }
 
 impl Stack {
@@ -47,16 +39,81 @@ impl Stack {
             clickhouse: ClickHouseServer::start().expect("clickhouse-server"),
             nats: NatsServer::start().expect("nats-server"),
         };
-        let sink = writer::clickhouse::ClickHouseSink::new(&writer::clickhouse::Settings {
-            url: stack.clickhouse.url(),
-            user: "default".into(),
-            password: writer::config::Secret::new(""),
-            database: "telemetry".into(),
-            write_timeout: Duration::from_secs(30),
-        });
-        sink.migrate().await.expect("writer migrations");
-        sink.write(&seed_events()).await.expect("seed write");
+        stack.seed().await;
         stack
+    }
+
+    /// Publishes the seed events as the edge does (subject, `Nats-Msg-Id`, wire form), then runs the
+    /// ClickHouse writer until `events_final` and `installs_final` hold all of them, and stops it.
+    async fn seed(&self) {
+        let client = fleet::nats::connect(&self.nats.url(), "test-seed")
+            .await
+            .expect("connect");
+        let js = jetstream::new(client);
+        let settings = schema::names::events_stream(
+            schema::names::DEFAULT_EVENTS_MAX_AGE,
+            schema::names::DEFAULT_EVENTS_MAX_BYTES,
+            1,
+        );
+        fleet::nats::ensure_stream(&js, &settings)
+            .await
+            .expect("event stream");
+        let events = seed_events();
+        for accepted in &events {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(schema::names::MSG_ID_HEADER, accepted.msg_id.as_str());
+            let ack = js
+                .publish_with_headers(
+                    accepted.event.subject(),
+                    headers,
+                    accepted.event.to_json().into(),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("puback");
+            assert!(!ack.duplicate, "seed {} published twice", accepted.msg_id);
+        }
+
+        let writer = Process::spawn(
+            Command::new(testkit::bin_path("telemetry-writer"))
+                .env_clear()
+                .args(["--sink", "clickhouse"])
+                .args(["--nats-url", &self.nats.url()])
+                .args(["--clickhouse-url", &self.clickhouse.url()])
+                .args(["--clickhouse-database", "telemetry"])
+                // The oldest seeds are 45 days old: retention must keep them.
+                .args(["--retention-days", "36500"])
+                .args(["--batch-max-wait-ms", "50"])
+                .args(["--ops-addr", "127.0.0.1:0"])
+                .args(["--log-level", "warn"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        );
+        let installs = seeds().len() as u64;
+        poll_until(
+            "the writer stored every seed event and install",
+            Duration::from_secs(60),
+            async || {
+                let count = |table: &str| {
+                    self.clickhouse
+                        .query(&format!("SELECT count() FROM telemetry.{table}"))
+                        .ok()
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                };
+                let (stored, merged) = (count("events_final"), count("installs_final"));
+                if stored == Some(events.len() as u64) && merged == Some(installs) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "events_final {stored:?}, installs_final {merged:?}"
+                    ))
+                }
+            },
+        )
+        .await;
+        let status = writer.terminate(Duration::from_secs(30)).await;
+        assert!(status.success(), "telemetry-writer exited with {status}");
     }
 
     /// A direct count (one number) from ClickHouse.
@@ -94,16 +151,9 @@ impl Stack {
         let client = fleet::nats::connect(&config.common.nats_url, "test-web")
             .await
             .expect("connect");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(web::run(
-            config,
-            listener,
-            client,
-            Some(recorder()),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let metrics = testkit::recorder(web::metrics::install_recorder);
+        let service =
+            Service::spawn(|stop| web::run(config, listener, client, Some(metrics), stop));
         let web = Web {
             addr,
             http: reqwest::Client::builder()
@@ -111,8 +161,7 @@ impl Stack {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("client"),
-            stop: Some(stop),
-            task: Some(task),
+            service,
         };
         web.wait_ready().await;
         web
@@ -157,32 +206,20 @@ impl Web {
     }
 
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let status = self
-                .http
+        poll_until("readyz 200", Duration::from_secs(30), async || {
+            self.http
                 .get(self.url("/readyz"))
                 .send()
                 .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0);
-            if status == 200 {
-                return;
-            }
-            assert!(Instant::now() < deadline, "readyz never became 200");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await
     }
 
     /// Stops the web and returns how long `run` took to return.
-    pub async fn shutdown(mut self) -> Duration {
+    pub async fn shutdown(self) -> Duration {
         let started = Instant::now();
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("join").expect("run");
-        }
+        self.service.stop().await.expect("run");
         started.elapsed()
     }
 }
@@ -299,8 +336,8 @@ fn seeds() -> Vec<Seed> {
     out
 }
 
-/// The events of the seeded installs, as the edge accepts them.
-pub fn seed_events() -> Vec<schema::Event> {
+/// The events of the seeded installs, as the edge accepts them (with their `Nats-Msg-Id`).
+fn seed_events() -> Vec<schema::Accepted> {
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let mut events = Vec::new();
     for (n, s) in seeds().iter().enumerate() {
@@ -331,7 +368,7 @@ pub fn seed_events() -> Vec<schema::Event> {
     events
 }
 
-fn accept(body: &Value, at: i64, order: u32) -> schema::Event {
+fn accept(body: &Value, at: i64, order: u32) -> schema::Accepted {
     let received_at = OffsetDateTime::from_unix_timestamp(at).expect("time");
     let ts = uuid::Timestamp::from_unix(uuid::NoContext, at as u64, order);
     schema::validate(
@@ -342,19 +379,6 @@ fn accept(body: &Value, at: i64, order: u32) -> schema::Event {
         },
     )
     .unwrap_or_else(|e| panic!("seed rejected: {e}: {body}"))
-    .event
-}
-
-/// Polls `check` until it holds, within `timeout`.
-pub async fn until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// True when `text` appears in `html` escaped the way askama escapes (`&#60;` …) or the DOM serializes

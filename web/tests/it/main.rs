@@ -1,5 +1,6 @@
-//! Integration tests of the web: the real `run` in-process against a real ClickHouse (tables made by the
-//! writer's migrations, rows by the writer's insert path) and a real nats-server, plus headless Chromium.
+//! Integration tests of the web: the real `run` in-process against a real ClickHouse (tables and rows made
+//! by the real `telemetry-writer` binary from events on the stream) and a real nats-server, plus headless
+//! Chromium.
 
 mod api;
 mod browser;

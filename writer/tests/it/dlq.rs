@@ -10,7 +10,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy};
 use futures::StreamExt;
 use testkit::clickhouse::ClickHouseServer;
 use testkit::pocketbase::PocketBaseServer;
-use testkit::NatsServer;
+use testkit::{poll_until, NatsServer};
 
 use crate::harness::*;
 
@@ -26,7 +26,8 @@ async fn poison_goes_to_the_dlq_with_its_reason_and_the_rest_is_stored() {
     let (before, after) = good.split_at(good.len() / 2);
     publish(&js, before).await;
 
-    let raw = |subject: &'static str, id: &'static str, payload: Vec<u8>| {
+    let installing = schema::names::event_subject(schema::Kind::Lxc, schema::Status::Installing);
+    let raw = |subject: String, id: &'static str, payload: Vec<u8>| {
         let js = js.clone();
         async move {
             let mut headers = async_nats::HeaderMap::new();
@@ -38,54 +39,34 @@ async fn poison_goes_to_the_dlq_with_its_reason_and_the_rest_is_stored() {
                 .expect("puback");
         }
     };
-    raw(
-        "telemetry.v1.events.lxc.installing",
-        "poison-1",
-        b"{not json".to_vec(),
-    )
-    .await;
+    raw(installing.clone(), "poison-1", b"{not json".to_vec()).await;
     let mut v2 = accept(
         br#"{"random_id":"v2-1","type":"lxc","nsapp":"x","status":"installing"}"#,
         time::OffsetDateTime::now_utc(),
     )
     .event;
     v2.v = 2;
-    raw(
-        "telemetry.v1.events.lxc.installing",
-        "poison-2",
-        v2.to_json(),
-    )
-    .await;
+    raw(installing.clone(), "poison-2", v2.to_json()).await;
     let mut crafted = accept(
         br#"{"random_id":"c-1","type":"lxc","nsapp":"x","status":"installing"}"#,
         time::OffsetDateTime::now_utc(),
     )
     .event;
     crafted.execution_id = "c-1' || execution_id != '".into();
-    raw(
-        "telemetry.v1.events.lxc.installing",
-        "poison-3",
-        crafted.to_json(),
-    )
-    .await;
+    raw(installing.clone(), "poison-3", crafted.to_json()).await;
     let mut long = accept(
         br#"{"random_id":"long-1","type":"lxc","nsapp":"x","status":"installing"}"#,
         time::OffsetDateTime::now_utc(),
     )
     .event;
     long.nsapp = "n".repeat(100);
-    raw(
-        "telemetry.v1.events.lxc.installing",
-        "poison-4",
-        long.to_json(),
-    )
-    .await;
+    raw(installing.clone(), "poison-4", long.to_json()).await;
     publish(&js, after).await;
 
     let config = config(&nats, Some(&ch), Some(&pb));
     let writer = start_writer(config.clone()).await;
     let reader = pb_reader(&config);
-    eventually(
+    poll_until(
         "the good events in clickhouse",
         Duration::from_secs(60),
         || async {
@@ -96,14 +77,14 @@ async fn poison_goes_to_the_dlq_with_its_reason_and_the_rest_is_stored() {
         },
     )
     .await;
-    eventually(
+    poll_until(
         "the good installs in pocketbase",
         Duration::from_secs(60),
         || async { reader.records().await.map(|r| r.len()).unwrap_or(0) == expected.len() },
     )
     .await;
     // ClickHouse has no length limit on nsapp: that one event is stored there, refused by PocketBase.
-    eventually(
+    poll_until(
         "the long-nsapp event in clickhouse",
         Duration::from_secs(30),
         || async {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use testkit::clickhouse::ClickHouseServer;
 use testkit::pocketbase::PocketBaseServer;
-use testkit::NatsServer;
+use testkit::{poll_until, sample, NatsServer};
 
 use crate::harness::*;
 
@@ -35,7 +35,7 @@ async fn every_event_and_install_lands_once_in_both_stores() {
         expected.len(),
     )
     .await;
-    eventually(
+    poll_until(
         "all installs in pocketbase",
         Duration::from_secs(60),
         || async { reader.records().await.map(|r| r.len()).unwrap_or(0) == expected.len() },

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use testkit::clickhouse::ClickHouseServer;
 use testkit::pocketbase::PocketBaseServer;
-use testkit::NatsServer;
+use testkit::{poll_until, sample, NatsServer};
 
 use crate::harness::*;
 
@@ -27,7 +27,7 @@ async fn writer_killed_mid_batch_restarts_without_loss_or_double() {
     // Small batches, so the kill lands while most of the stream is still to be written.
     config.batch_size = 20;
     let mut first = WriterProcess::start(&config, &[]);
-    eventually(
+    poll_until(
         "the first writer stored something",
         Duration::from_secs(60),
         || async { ch_count(&ch, "SELECT count() FROM telemetry.events") > 0 },
@@ -50,7 +50,7 @@ async fn writer_killed_mid_batch_restarts_without_loss_or_double() {
         expected.len(),
     )
     .await;
-    eventually(
+    poll_until(
         "every install in pocketbase",
         Duration::from_secs(90),
         || async { reader.records().await.map(|r| r.len()).unwrap_or(0) == expected.len() },
@@ -99,7 +99,7 @@ async fn clickhouse_down_for_a_while_then_back_catches_up_exactly() {
     let config = config(&nats, Some(&ch), None);
     let writer = start_writer(config).await;
     let status = writer.statuses.clickhouse.clone();
-    eventually("clickhouse sink up", Duration::from_secs(30), || async {
+    poll_until("clickhouse sink up", Duration::from_secs(30), || async {
         status.up.load(std::sync::atomic::Ordering::Relaxed)
     })
     .await;
@@ -108,13 +108,13 @@ async fn clickhouse_down_for_a_while_then_back_catches_up_exactly() {
         events.clone(),
         Duration::from_secs(8),
     ));
-    eventually("some events stored", Duration::from_secs(30), || async {
+    poll_until("some events stored", Duration::from_secs(30), || async {
         ch_count(&ch, "SELECT count() FROM telemetry.events") > 0
     })
     .await;
     ch.kill();
     let s = status.clone();
-    eventually(
+    poll_until(
         "the sink noticed the outage",
         Duration::from_secs(30),
         || async { !s.up.load(std::sync::atomic::Ordering::Relaxed) },
@@ -123,7 +123,7 @@ async fn clickhouse_down_for_a_while_then_back_catches_up_exactly() {
     // The outage: the writer keeps retrying while events keep arriving.
     let outage_until = std::time::Instant::now() + Duration::from_secs(5);
     let s = status.clone();
-    eventually(
+    poll_until(
         "several retries during the outage",
         Duration::from_secs(30),
         || async {
@@ -166,7 +166,7 @@ async fn pocketbase_down_for_a_while_then_back_catches_up_exactly() {
     let config = config(&nats, None, Some(&pb));
     let writer = start_writer(config.clone()).await;
     let status = writer.statuses.pocketbase.clone();
-    eventually(
+    poll_until(
         "pocketbase sink active",
         Duration::from_secs(30),
         || async { status.active.load(std::sync::atomic::Ordering::Relaxed) },
@@ -178,7 +178,7 @@ async fn pocketbase_down_for_a_while_then_back_catches_up_exactly() {
         events.clone(),
         Duration::from_secs(8),
     ));
-    eventually("some installs stored", Duration::from_secs(30), || async {
+    poll_until("some installs stored", Duration::from_secs(30), || async {
         reader
             .records()
             .await
@@ -189,7 +189,7 @@ async fn pocketbase_down_for_a_while_then_back_catches_up_exactly() {
     pb.stop();
     let outage_until = std::time::Instant::now() + Duration::from_secs(5);
     let s = status.clone();
-    eventually(
+    poll_until(
         "retries during the outage",
         Duration::from_secs(30),
         || async {
@@ -201,14 +201,14 @@ async fn pocketbase_down_for_a_while_then_back_catches_up_exactly() {
     pb.start_again().expect("pocketbase back");
     load.await.expect("load");
     let reader = Arc::new(pb_reader(&config));
-    eventually(
+    poll_until(
         "every install in pocketbase",
         Duration::from_secs(90),
         || async { reader.records().await.map(|r| r.len()).unwrap_or(0) == expected.len() },
     )
     .await;
     let s = status.clone();
-    eventually("every event acked", Duration::from_secs(30), || async {
+    poll_until("every event acked", Duration::from_secs(30), || async {
         s.written.load(std::sync::atomic::Ordering::Relaxed) >= events.len() as u64
     })
     .await;
@@ -247,7 +247,7 @@ async fn clickhouse_replicas_and_duplicate_consumers_give_the_same_state() {
     );
     let n = events.len() as u64;
     let load = |s: &writer::SinkStatus| s.written.load(std::sync::atomic::Ordering::Relaxed);
-    eventually("every replica done", Duration::from_secs(90), || async {
+    poll_until("every replica done", Duration::from_secs(90), || async {
         load(&sa) + load(&sb) >= n && load(&sc) >= n
     })
     .await;
@@ -288,21 +288,22 @@ async fn one_pocketbase_writer_at_a_time_and_the_standby_takes_over() {
     let mut y = WriterProcess::start(&config, &[]);
     let leader_metric = "telemetry_writer_leader{sink=\"pocketbase\"}";
     let written_metric = "telemetry_writer_events_written_total{sink=\"pocketbase\"}";
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let x_leads = loop {
-        let (lx, ly) = (
-            sample(&x.metrics().await, leader_metric),
-            sample(&y.metrics().await, leader_metric),
-        );
-        if lx + ly == 1.0 {
-            break lx == 1.0;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no single lease holder: {lx} {ly}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let x_leads = poll_until(
+        "a single lease holder",
+        Duration::from_secs(30),
+        async || {
+            let (lx, ly) = (
+                sample(&x.metrics().await, leader_metric),
+                sample(&y.metrics().await, leader_metric),
+            );
+            if lx + ly == 1.0 {
+                Ok(lx == 1.0)
+            } else {
+                Err(format!("leader gauges {lx} {ly}"))
+            }
+        },
+    )
+    .await;
     let (leader, standby) = if x_leads {
         (&mut x, &mut y)
     } else {
@@ -311,7 +312,7 @@ async fn one_pocketbase_writer_at_a_time_and_the_standby_takes_over() {
 
     publish(&js, first_half).await;
     let first_installs = expected(first_half).len();
-    eventually(
+    poll_until(
         "the leader wrote the first half",
         Duration::from_secs(60),
         || async { reader.records().await.map(|r| r.len()).unwrap_or(0) == first_installs },
@@ -328,7 +329,7 @@ async fn one_pocketbase_writer_at_a_time_and_the_standby_takes_over() {
     leader.kill();
     publish(&js, second_half).await;
     let all = expected(&events);
-    eventually(
+    poll_until(
         "the standby took over and wrote the rest",
         Duration::from_secs(60),
         || async { reader.records().await.map(|r| r.len()).unwrap_or(0) == all.len() },

@@ -4,34 +4,22 @@
 //! what each store holds.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use metrics_exporter_prometheus::PrometheusHandle;
 use schema::merge::{merge, InstallState};
 use schema::{Event, Reception};
 use serde_json::Value;
 use testkit::clickhouse::ClickHouseServer;
 use testkit::pocketbase::{PocketBaseServer, SUPERUSER_EMAIL, SUPERUSER_PASSWORD};
-use testkit::NatsServer;
+use testkit::poll_until;
+use testkit::{fixtures, NatsServer, Process, Service};
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 use writer::config::{Secret, SinkChoice};
 use writer::{Config, Statuses};
-
-/// One recorder per test process (nextest runs each test in its own process).
-pub fn recorder() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| writer::metrics::install_recorder().expect("recorder"))
-        .clone()
-}
 
 /// A writer configuration for tests: short waits so that faults resolve in seconds.
 pub fn config(
@@ -67,8 +55,7 @@ pub fn config(
 /// A writer running in this process.
 pub struct Writer {
     pub statuses: Statuses,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    service: Service,
 }
 
 pub async fn start_writer(config: Config) -> Writer {
@@ -76,40 +63,24 @@ pub async fn start_writer(config: Config) -> Writer {
         .await
         .expect("connect");
     let statuses = Statuses::default();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(writer::run(
-        config,
-        client,
-        Some(recorder()),
-        statuses.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    Writer {
-        statuses,
-        stop: Some(stop),
-        task: Some(task),
-    }
+    let metrics = testkit::recorder(writer::metrics::install_recorder);
+    let service =
+        Service::spawn(|stop| writer::run(config, client, Some(metrics), statuses.clone(), stop));
+    Writer { statuses, service }
 }
 
 impl Writer {
     /// Stops the writer and returns how long `run` took to return.
-    pub async fn shutdown(mut self) -> Duration {
+    pub async fn shutdown(self) -> Duration {
         let started = Instant::now();
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("join").expect("run");
-        }
+        self.service.stop().await.expect("run");
         started.elapsed()
     }
 }
 
 /// The writer binary, killable with SIGKILL.
 pub struct WriterProcess {
-    child: Child,
+    process: Process,
     pub ops_port: u16,
 }
 
@@ -144,14 +115,15 @@ impl WriterProcess {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("start telemetry-writer");
-        WriterProcess { child, ops_port }
+        WriterProcess {
+            process: Process::spawn(&mut cmd),
+            ops_port,
+        }
     }
 
     /// SIGKILL: no batch is finished, no ack sent, no lease released.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// The body of `/metrics`; empty while the process is not serving yet.
@@ -160,42 +132,6 @@ impl WriterProcess {
             Ok(resp) => resp.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         }
-    }
-}
-
-impl Drop for WriterProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The value of a Prometheus sample line, e.g. `name{label="x"}`; 0 when absent.
-pub fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
-/// Polls `check` every 50 ms until it holds or `timeout` passes (then panics with `what`).
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -222,27 +158,13 @@ pub fn accept(body: &[u8], at: OffsetDateTime) -> Published {
     }
 }
 
-pub fn fixture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../schema/fixtures/payloads")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 /// The accepted part of the payload corpus, in file order, received 1 s apart.
 pub fn corpus(start: OffsetDateTime) -> Vec<Published> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schema/fixtures/payloads");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .expect("fixtures")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".json"))
-        .collect();
-    names.sort();
     let mut out = Vec::new();
-    for (i, name) in names.iter().enumerate() {
+    for (i, name) in fixtures::names().iter().enumerate() {
         let at = start + time::Duration::seconds(i as i64);
         let Ok(accepted) = schema::validate(
-            &fixture(name),
+            &fixtures::read(name),
             Reception {
                 event_id: Uuid::now_v7(),
                 received_at: at,
@@ -392,7 +314,7 @@ pub async fn clickhouse_holds(
     events: usize,
     installs: usize,
 ) {
-    eventually(what, timeout, || async {
+    poll_until(what, timeout, async || {
         ch_count(ch, "SELECT count() FROM telemetry.events_final") == events as u64
             && ch_count(ch, "SELECT count() FROM telemetry.installs_final") == installs as u64
     })
