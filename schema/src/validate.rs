@@ -489,20 +489,24 @@ fn repo_slug(value: &Value) -> Result<Option<String>, ()> {
     if text.is_empty() {
         return Ok(None);
     }
+    if is_repo_slug(text) {
+        Ok(Some(text.to_string()))
+    } else {
+        Err(())
+    }
+}
+
+/// The rule of `repo_slug`: `^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$`, at most [`MAX_REPO_SLUG_BYTES`].
+pub fn is_repo_slug(text: &str) -> bool {
     let part = |p: &str| {
         !p.is_empty()
             && p.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     };
-    let valid = text.len() <= MAX_REPO_SLUG_BYTES
+    text.len() <= MAX_REPO_SLUG_BYTES
         && text
             .split_once('/')
-            .is_some_and(|(owner, repo)| part(owner) && part(repo));
-    if valid {
-        Ok(Some(text.to_string()))
-    } else {
-        Err(())
-    }
+            .is_some_and(|(owner, repo)| part(owner) && part(repo))
 }
 
 /// `true`/`false`, the strings `"true"`/`"false"` (any case), or the numbers `1`/`0`.

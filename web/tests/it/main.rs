@@ -5,3 +5,4 @@ mod api;
 mod browser;
 mod harness;
 mod live;
+mod v3;
