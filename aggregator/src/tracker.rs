@@ -477,7 +477,8 @@ pub(crate) mod tests {
         let late = d("configuring", Some(500));
         let installing_bare = d("installing", None);
         // (events as (received at, body), expected duration)
-        let cases: Vec<(Vec<(i64, &String)>, Option<u32>)> = vec![
+        type Row<'a> = (Vec<(i64, &'a String)>, Option<u32>);
+        let cases: Vec<Row> = vec![
             (
                 vec![(0, &installing), (141, &configuring), (412, &failed)],
                 Some(412),

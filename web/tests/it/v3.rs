@@ -52,7 +52,17 @@ fn events() -> Vec<schema::Event> {
                "repo_source": if slug == MAIN { "ProxmoxVE" } else { "external" }, "os_type": "debian"})
     };
     // (id, type, app, slug fields, final status, exit code, duration, hours ago)
-    let installs: [(&str, &str, &str, Value, &str, u8, u32, i64); 7] = [
+    type Seed = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Value,
+        &'static str,
+        u8,
+        u32,
+        i64,
+    );
+    let installs: [Seed; 7] = [
         (
             "tk-1",
             "turnkey",
