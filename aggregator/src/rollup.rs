@@ -204,8 +204,8 @@ struct WindowAcc {
     /// Oldest first_seen (unix seconds) inside the window.
     from: i64,
     global: Acc,
-    repos: [Acc; 3],
-    kinds: [Acc; 4],
+    repos: [Acc; RepoSource::ALL.len()],
+    kinds: [Acc; Kind::ALL.len()],
     apps: Vec<Option<Acc>>,
 }
 

@@ -1,8 +1,9 @@
 //! The installs of the longest window, in bounded memory. An install that is not final yet keeps its full
 //! [`InstallState`] and goes through `schema::merge` like in every store. Once final it shrinks to a
 //! 40-byte [`Slot`] holding only what the rollups need; a late event for a final install (a redelivery,
-//! a real final beating `unknown`) is applied to the slot with the same rules (`status_score`, earliest
-//! event wins), comparing the time-ordered top 64 bits of event ids.
+//! a real final beating `unknown`, a progress ping carrying a larger running duration) is applied to the
+//! slot with the same rules (`status_score`, earliest event wins, the deciding final's duration else the
+//! largest carried), comparing the time-ordered top 64 bits of event ids.
 //!
 //! Slots sit in a deque in arrival order, so expiring the oldest is a pop from the front; a
 //! `hashbrown::HashTable` of 4-byte positions finds an install by a 64-bit hash of its `execution_id`.
@@ -74,6 +75,8 @@ pub struct Slot {
     pub first_seen: u32,
     pub app: u32,
     pub signature: u32,
+    /// Seconds in the bits of [`DURATION_SECS`], and where they came from ([`DURATION_OF_FINAL`],
+    /// [`DURATION_OF_CLOCK`], neither: the largest any event carried); [`NO_DURATION`] when unknown.
     duration: u32,
     pub status: Status,
     pub kind: Kind,
@@ -85,10 +88,42 @@ pub struct Slot {
 }
 
 const NO_DURATION: u32 = u32::MAX;
+/// The deciding final's own `install_duration`: no later event but a final that beats it moves it.
+const DURATION_OF_FINAL: u32 = 1 << 31;
+/// No event carried a duration: the time from the first event to the final.
+const DURATION_OF_CLOCK: u32 = 1 << 30;
+const DURATION_SECS: u32 = DURATION_OF_CLOCK - 1;
+
+/// The slot's duration of a merged state: the deciding final's, else the largest carried, else the clock.
+fn state_duration(state: &InstallState) -> u32 {
+    if let Some(d) = state.outcome.as_ref().and_then(|o| o.install_duration) {
+        return d.min(DURATION_SECS) | DURATION_OF_FINAL;
+    }
+    if let Some(d) = &state.longest_duration {
+        return d.value.min(DURATION_SECS);
+    }
+    state
+        .duration_secs()
+        .map_or(NO_DURATION, |d| d.min(DURATION_SECS) | DURATION_OF_CLOCK)
+}
 
 impl Slot {
     pub fn duration(&self) -> Option<u32> {
-        (self.duration != NO_DURATION).then_some(self.duration)
+        (self.duration != NO_DURATION).then_some(self.duration & DURATION_SECS)
+    }
+
+    /// A late event of a final install that carries `install_duration` `d` (and did not decide it).
+    fn carried(&mut self, d: u32) {
+        let d = d.min(DURATION_SECS);
+        let replaces = match self.duration {
+            NO_DURATION => true,
+            current if current & DURATION_OF_FINAL != 0 => false,
+            current if current & DURATION_OF_CLOCK != 0 => true,
+            current => d > current,
+        };
+        if replaces {
+            self.duration = d;
+        }
     }
 
     pub fn is_final(&self) -> bool {
@@ -220,7 +255,7 @@ impl Tracker {
             if outcome.from == event.event_id {
                 slot.signature = self.intern_signature(event);
             }
-            slot.duration = state.duration_secs().unwrap_or(NO_DURATION);
+            slot.duration = state_duration(state);
         }
     }
 
@@ -231,11 +266,16 @@ impl Tracker {
             .map_or(0, |s| self.signatures.intern(s))
     }
 
-    /// The merge rules of `schema::merge` on a final install's slot.
+    /// The merge rules of `schema::merge` on a final install's slot. Only the largest duration is not
+    /// exact: when a final without a duration beats one that had its own, that one's figure stands for
+    /// the largest (the slot does not keep the other events' figures).
     fn apply_to_final(&mut self, slot: &mut Slot, event: &Event) {
         let at = unix_secs(event.received_at);
         slot.first_seen = slot.first_seen.min(at);
         if !event.status.is_final() {
+            if let Some(d) = event.install_duration {
+                slot.carried(d);
+            }
             return;
         }
         let candidate = (
@@ -247,6 +287,9 @@ impl Tracker {
             std::cmp::Reverse(slot.outcome_from),
         );
         if candidate <= current {
+            if let Some(d) = event.install_duration {
+                slot.carried(d);
+            }
             return;
         }
         slot.status = event.status;
@@ -254,9 +297,13 @@ impl Tracker {
         slot.exit_code = event.exit_code;
         slot.category = event.error_category;
         slot.signature = self.intern_signature(event);
-        slot.duration = event
-            .install_duration
-            .unwrap_or_else(|| at.saturating_sub(slot.first_seen));
+        slot.duration = match (event.install_duration, slot.duration) {
+            (Some(d), _) => d.min(DURATION_SECS) | DURATION_OF_FINAL,
+            (None, current) if current != NO_DURATION && current & DURATION_OF_CLOCK == 0 => {
+                current & DURATION_SECS
+            }
+            (None, _) => at.saturating_sub(slot.first_seen).min(DURATION_SECS) | DURATION_OF_CLOCK,
+        };
     }
 
     /// Forgets installs that started before `cutoff` (unix seconds).
@@ -392,6 +439,70 @@ pub(crate) mod tests {
         assert_eq!(slot.status, Status::Failed);
         assert_eq!(slot.exit_code, Some(100));
         assert_eq!(slot.duration(), Some(42));
+    }
+
+    /// The newer scripts send the running duration with every event: the slot shows the deciding
+    /// final's, else the largest carried, else the clock, in whatever order the events arrive (finals
+    /// first exercise the slot's own rules, pending installs the full merge).
+    #[test]
+    fn a_slot_takes_the_deciding_finals_duration_else_the_largest_carried() {
+        let d = |status: &str, secs: Option<u32>| {
+            let extra = secs.map_or(String::new(), |s| format!(r#","install_duration":{s}"#));
+            let code = match status {
+                "success" => r#","exit_code":0"#,
+                "failed" | "unknown" => r#","exit_code":1"#,
+                _ => "",
+            };
+            body("x", "a", status, &format!("{code}{extra}"))
+        };
+        let installing = d("installing", Some(0));
+        let configuring = d("configuring", Some(141));
+        let failed = d("failed", Some(412));
+        let failed_bare = d("failed", None);
+        let unknown = d("unknown", Some(300));
+        let late = d("configuring", Some(500));
+        let installing_bare = d("installing", None);
+        // (events as (received at, body), expected duration)
+        type Row<'a> = (Vec<(i64, &'a String)>, Option<u32>);
+        let cases: Vec<Row> = vec![
+            (
+                vec![(0, &installing), (141, &configuring), (412, &failed)],
+                Some(412),
+            ),
+            (
+                vec![(412, &failed), (0, &installing), (141, &configuring)],
+                Some(412),
+            ),
+            (vec![(412, &failed), (500, &late)], Some(412)),
+            (
+                vec![(0, &installing), (141, &configuring), (412, &failed_bare)],
+                Some(141),
+            ),
+            (
+                vec![(412, &failed_bare), (0, &installing), (141, &configuring)],
+                Some(141),
+            ),
+            (vec![(412, &failed_bare), (500, &late)], Some(500)),
+            (vec![(100, &installing), (412, &failed_bare)], Some(0)),
+            // No figure at all: the clock, until an event brings one.
+            (
+                vec![(100, &installing_bare), (412, &failed_bare)],
+                Some(312),
+            ),
+            (vec![(412, &failed_bare), (600, &late)], Some(500)),
+            // An unknown beaten by a real final: the real final's figure, else the largest carried.
+            (vec![(300, &unknown), (412, &failed)], Some(412)),
+            (vec![(300, &unknown), (412, &failed_bare)], Some(300)),
+        ];
+        for (events, expected) in cases {
+            let mut t = Tracker::new();
+            for (at, b) in &events {
+                t.apply(&event(*at, b));
+            }
+            let slot = t.slots().next().copied().expect("slot");
+            assert!(slot.is_final());
+            assert_eq!(slot.duration(), expected, "{events:?}");
+        }
     }
 
     #[test]

@@ -266,6 +266,9 @@ fn count_repairs(accepted: &schema::Accepted) {
     if accepted.status_coerced {
         metrics::counter!(m::STATUS_COERCED).increment(1);
     }
+    for field in &accepted.dropped {
+        metrics::counter!(m::DROPPED, "field" => *field).increment(1);
+    }
     if let Some(to) = accepted.reclassified {
         let to = match to {
             schema::validate::Reclassified::ToSuccess => "success",

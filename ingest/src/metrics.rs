@@ -12,6 +12,8 @@ pub const REJECTED: &str = "telemetry_ingest_rejected_total";
 pub const RESCUED: &str = "telemetry_ingest_rescued_total";
 pub const UNKNOWN_FIELDS: &str = "telemetry_ingest_unknown_fields_total";
 pub const STATUS_COERCED: &str = "telemetry_ingest_status_coerced_total";
+/// Label `field`: repo_slug, has_arm.
+pub const DROPPED: &str = "telemetry_ingest_dropped_total";
 /// Label `to`: success, aborted.
 pub const RECLASSIFIED: &str = "telemetry_ingest_reclassified_total";
 pub const RATE_LIMITED: &str = "telemetry_ingest_rate_limited_total";
@@ -55,6 +57,10 @@ fn describe() {
     describe_counter!(
         STATUS_COERCED,
         "status values the contract does not know, stored as unknown"
+    );
+    describe_counter!(
+        DROPPED,
+        "field values that broke their rule and were dropped, by field"
     );
     describe_counter!(
         RECLASSIFIED,

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Why an install failed, as a closed set. `Runtime` is only kept because older scripts send it.
+/// Why an install failed, as a closed set. `Shell`, `Preflight` and `Runtime` are never derived: they are
+/// kept because scripts send them (`shell` for exit codes 1 and 2, `preflight` for failed checks before
+/// the install, `runtime` from older scripts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
@@ -23,11 +25,13 @@ pub enum Category {
     Dependency,
     Database,
     Runtime,
+    Shell,
+    Preflight,
 }
 
 impl Category {
     /// Every category, in a stable order (for tables and tests).
-    pub const ALL: [Category; 17] = [
+    pub const ALL: [Category; 19] = [
         Category::Unknown,
         Category::Network,
         Category::Storage,
@@ -45,6 +49,8 @@ impl Category {
         Category::Dependency,
         Category::Database,
         Category::Runtime,
+        Category::Shell,
+        Category::Preflight,
     ];
 
     /// The name used on the wire and in every store.
@@ -67,6 +73,8 @@ impl Category {
             Category::Dependency => "dependency",
             Category::Database => "database",
             Category::Runtime => "runtime",
+            Category::Shell => "shell",
+            Category::Preflight => "preflight",
         }
     }
 

@@ -11,7 +11,8 @@ use crate::category::Category;
 /// The schema version carried by every event.
 pub const SCHEMA_VERSION: u8 = 1;
 
-/// What was installed: a container, a VM, a host tool or an add-on inside a container.
+/// What was installed: a container, a VM, a host tool, an add-on inside a container, or a TurnKey
+/// appliance container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -19,10 +20,11 @@ pub enum Kind {
     Vm,
     Pve,
     Addon,
+    Turnkey,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Lxc, Kind::Vm, Kind::Pve, Kind::Addon];
+    pub const ALL: [Kind; 5] = [Kind::Lxc, Kind::Vm, Kind::Pve, Kind::Addon, Kind::Turnkey];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -30,6 +32,7 @@ impl Kind {
             Kind::Vm => "vm",
             Kind::Pve => "pve",
             Kind::Addon => "addon",
+            Kind::Turnkey => "turnkey",
         }
     }
 }
@@ -256,6 +259,15 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ram_speed: Option<String>,
     pub repo_source: RepoSource,
+    /// `owner/repo` the script was loaded from (newer scripts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_slug: Option<String>,
+    /// Whether the host has an ARM CPU (newer scripts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_arm: Option<bool>,
+    /// The host architecture, lower-cased (`amd64`, `arm64`, …; newer scripts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
     /// The normalized decisive line of `error` (see [`crate::signature`]), on failed, aborted and unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_signature: Option<String>,

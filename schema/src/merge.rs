@@ -6,9 +6,12 @@
 //! beats `unknown`, and among equals the earliest wins. So `merge` is commutative, associative and
 //! idempotent: any order, any number of redeliveries, any number of replicas give the same state.
 //!
-//! One clarification of §6: `exit_code`, `error` and `error_category` describe the outcome, so they come
-//! from the final event that decided the status, not from an earlier final that lost (an `unknown` beaten
-//! by a later `success` must not leave its exit code behind).
+//! The outcome fields (`exit_code`, `error`, `error_category`, `install_duration`) come from the final
+//! event that decided the status, not from an earlier final that lost (an `unknown` beaten by a later
+//! `success` must not leave its exit code behind). Newer scripts send `install_duration` with every event
+//! (about 0 at installing), so the first value would be wrong: a final without one falls back to the
+//! largest value any event carried ([`InstallState::longest_duration`], kept with the same "best
+//! candidate" rule: largest value, then earliest event).
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -55,6 +58,9 @@ pub struct Outcome {
     pub exit_code: Option<u8>,
     pub error: Option<String>,
     pub error_category: Option<Category>,
+    /// The deciding final's own `install_duration` (absent in states stored before it was kept here).
+    #[serde(default)]
+    pub install_duration: Option<u32>,
 }
 
 /// One install (`execution_id`) after merging any set of its events.
@@ -81,13 +87,22 @@ pub struct InstallState {
     pub os_version: Option<Stamped<String>>,
     pub pve_version: Option<Stamped<String>>,
     pub method: Option<Stamped<String>>,
-    pub install_duration: Option<Stamped<u32>>,
+    /// The largest `install_duration` any event carried (ties: the earliest event). States stored before
+    /// this rule kept the first value under the name `install_duration`; it is read as a candidate.
+    #[serde(alias = "install_duration")]
+    pub longest_duration: Option<Stamped<u32>>,
     pub cpu_vendor: Option<Stamped<CpuVendor>>,
     pub cpu_model: Option<Stamped<String>>,
     pub gpu_vendor: Option<Stamped<GpuVendor>>,
     pub gpu_model: Option<Stamped<String>>,
     pub gpu_passthrough: Option<Stamped<GpuPassthrough>>,
     pub ram_speed: Option<Stamped<String>>,
+    #[serde(default)]
+    pub repo_slug: Option<Stamped<String>>,
+    #[serde(default)]
+    pub has_arm: Option<Stamped<bool>>,
+    #[serde(default)]
+    pub arch: Option<Stamped<String>>,
 }
 
 /// Orders statuses for the merge: installing < validation < configuring < unknown < real final.
@@ -154,13 +169,16 @@ impl InstallState {
             os_version: None,
             pve_version: None,
             method: None,
-            install_duration: None,
+            longest_duration: None,
             cpu_vendor: None,
             cpu_model: None,
             gpu_vendor: None,
             gpu_model: None,
             gpu_passthrough: None,
             ram_speed: None,
+            repo_slug: None,
+            has_arm: None,
+            arch: None,
         };
         state.apply_fields(e);
         state
@@ -200,6 +218,7 @@ impl InstallState {
                 exit_code: e.exit_code,
                 error: e.error.clone(),
                 error_category: e.error_category,
+                install_duration: e.install_duration,
             });
         }
         fill(&mut self.ct_type, e.ct_type.as_ref(), id, false);
@@ -210,12 +229,7 @@ impl InstallState {
         fill(&mut self.os_version, e.os_version.as_ref(), id, false);
         fill(&mut self.pve_version, e.pve_version.as_ref(), id, false);
         fill(&mut self.method, e.method.as_ref(), id, false);
-        fill(
-            &mut self.install_duration,
-            e.install_duration.as_ref(),
-            id,
-            false,
-        );
+        fill_longest(&mut self.longest_duration, e.install_duration, id);
         let cpu_weak = e.cpu_vendor == Some(CpuVendor::Unknown);
         fill(&mut self.cpu_vendor, e.cpu_vendor.as_ref(), id, cpu_weak);
         fill(&mut self.cpu_model, e.cpu_model.as_ref(), id, false);
@@ -230,6 +244,9 @@ impl InstallState {
             pass_weak,
         );
         fill(&mut self.ram_speed, e.ram_speed.as_ref(), id, false);
+        fill(&mut self.repo_slug, e.repo_slug.as_ref(), id, false);
+        fill(&mut self.has_arm, e.has_arm.as_ref(), id, false);
+        fill(&mut self.arch, e.arch.as_ref(), id, false);
     }
 
     /// True once a final event (success, failed, aborted, unknown) arrived.
@@ -242,14 +259,38 @@ impl InstallState {
         self.outcome.as_ref().map(|o| o.at)
     }
 
-    /// The duration the script reported, else the time from the first event to the final one.
+    /// The `install_duration` every store shows: the deciding final's, else the largest any event of the
+    /// install carried (also while the install is not final).
+    pub fn reported_duration(&self) -> Option<u32> {
+        self.outcome
+            .as_ref()
+            .and_then(|o| o.install_duration)
+            .or_else(|| self.longest_duration.as_ref().map(|d| d.value))
+    }
+
+    /// The reported duration, else the time from the first event to the final one.
     pub fn duration_secs(&self) -> Option<u32> {
-        if let Some(d) = &self.install_duration {
-            return Some(d.value);
+        if let Some(d) = self.reported_duration() {
+            return Some(d);
         }
         let finished = self.finished_at()?;
         let secs = (finished - self.first_seen).whole_seconds();
         u32::try_from(secs).ok()
+    }
+}
+
+/// Keeps the largest value, ties to the earliest event: a total order on candidates, like [`fill`].
+fn fill_longest(slot: &mut Option<Stamped<u32>>, value: Option<u32>, from: Uuid) {
+    let Some(value) = value else { return };
+    let beats = |cur: &Stamped<u32>| {
+        (value, std::cmp::Reverse(from)) > (cur.value, std::cmp::Reverse(cur.from))
+    };
+    if slot.as_ref().is_none_or(beats) {
+        *slot = Some(Stamped {
+            value,
+            from,
+            weak: false,
+        });
     }
 }
 

@@ -22,6 +22,10 @@ pub const MAX_SHORT_BYTES: usize = 32;
 pub const MAX_MODEL_BYTES: usize = 64;
 /// Longest ram_speed.
 pub const MAX_RAM_SPEED_BYTES: usize = 16;
+/// Longest repo_slug (`owner/repo`); a longer one is dropped, not cut.
+pub const MAX_REPO_SLUG_BYTES: usize = 128;
+/// Longest arch.
+pub const MAX_ARCH_BYTES: usize = 16;
 
 /// The kind of a rejection, as named on the wire (`"error"` of the JSON answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,6 +83,9 @@ pub struct Accepted {
     pub unknown_fields: usize,
     /// A status value the contract does not know was stored as `unknown`.
     pub status_coerced: bool,
+    /// Fields whose value broke their rule and was dropped instead of rejecting the body (`repo_slug`,
+    /// `has_arm`), in document order.
+    pub dropped: Vec<&'static str>,
     pub reclassified: Option<Reclassified>,
 }
 
@@ -127,7 +134,11 @@ struct Fields {
     gpu_passthrough: Option<GpuPassthrough>,
     ram_speed: Option<String>,
     repo_source: Option<RepoSource>,
+    repo_slug: Option<String>,
+    has_arm: Option<bool>,
+    arch: Option<String>,
     unknown: usize,
+    dropped: Vec<&'static str>,
 }
 
 /// Turns a request body into an accepted event, or says which field is to blame.
@@ -179,6 +190,9 @@ pub fn validate(body: &[u8], reception: Reception) -> Result<Accepted, Rejection
         gpu_passthrough: f.gpu_passthrough,
         ram_speed: f.ram_speed,
         repo_source: f.repo_source.unwrap_or(RepoSource::ProxmoxVE),
+        repo_slug: f.repo_slug,
+        has_arm: f.has_arm,
+        arch: f.arch,
         error_signature: None,
         synthetic: false,
         rescued: parsed.rescued,
@@ -196,6 +210,7 @@ pub fn validate(body: &[u8], reception: Reception) -> Result<Accepted, Rejection
         event,
         unknown_fields: f.unknown,
         status_coerced,
+        dropped: f.dropped,
         reclassified,
     })
 }
@@ -259,6 +274,12 @@ fn read_field(f: &mut Fields, key: &str, value: &Value) -> Result<(), Rejection>
         "gpu_model" => f.gpu_model = text("gpu_model", value, MAX_MODEL_BYTES)?,
         "ram_speed" => f.ram_speed = text("ram_speed", value, MAX_RAM_SPEED_BYTES)?,
         "repo_source" => f.repo_source = Some(repo_source(value)?),
+        "repo_slug" => f.repo_slug = kept_or_dropped(&mut f.dropped, "repo_slug", repo_slug(value)),
+        "has_arm" => f.has_arm = kept_or_dropped(&mut f.dropped, "has_arm", has_arm(value)),
+        "arch" => {
+            f.arch =
+                raw_string("arch", value)?.and_then(|s| clean(&s.to_lowercase(), MAX_ARCH_BYTES))
+        }
         _ => f.unknown += 1,
     }
     Ok(())
@@ -316,7 +337,11 @@ fn kind(value: &Value) -> Result<Option<Kind>, Rejection> {
         "vm" => Ok(Some(Kind::Vm)),
         "pve" | "tool" => Ok(Some(Kind::Pve)),
         "addon" => Ok(Some(Kind::Addon)),
-        _ => Err(invalid("type", "must be one of lxc, vm, pve, addon")),
+        "turnkey" => Ok(Some(Kind::Turnkey)),
+        _ => Err(invalid(
+            "type",
+            "must be one of lxc, vm, pve, addon, turnkey",
+        )),
     }
 }
 
@@ -433,6 +458,64 @@ fn mask_and_cut(log: &str) -> String {
     privacy::cut_log(&text, MAX_ERROR_BYTES).into_owned()
 }
 
+/// A field read leniently: `Ok(value)` is kept (`None` when absent, `null` or empty), `Err(())` means the
+/// value broke the rule, so it is dropped and the field is recorded in `dropped`.
+fn kept_or_dropped<T>(
+    dropped: &mut Vec<&'static str>,
+    field: &'static str,
+    read: Result<Option<T>, ()>,
+) -> Option<T> {
+    read.unwrap_or_else(|()| {
+        dropped.push(field);
+        None
+    })
+}
+
+/// `owner/repo`: two non-empty parts of letters, digits, `.`, `_` and `-`, at most
+/// [`MAX_REPO_SLUG_BYTES`] in all. Anything else (a URL, a third part, a number, a boolean) is dropped.
+fn repo_slug(value: &Value) -> Result<Option<String>, ()> {
+    let text = match value {
+        Value::Null => return Ok(None),
+        Value::String(s) => s.trim(),
+        _ => return Err(()),
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if is_repo_slug(text) {
+        Ok(Some(text.to_string()))
+    } else {
+        Err(())
+    }
+}
+
+/// The rule of `repo_slug`: `^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$`, at most [`MAX_REPO_SLUG_BYTES`].
+pub fn is_repo_slug(text: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    text.len() <= MAX_REPO_SLUG_BYTES
+        && text
+            .split_once('/')
+            .is_some_and(|(owner, repo)| part(owner) && part(repo))
+}
+
+/// `true`/`false`, the strings `"true"`/`"false"` (any case), or the numbers `1`/`0`.
+fn has_arm(value: &Value) -> Result<Option<bool>, ()> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Bool(b) => Ok(Some(*b)),
+        Value::String(s) if s.trim().is_empty() => Ok(None),
+        Value::String(s) if s.trim().eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Value::String(s) if s.trim().eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Value::Number(n) if n.as_f64() == Some(1.0) => Ok(Some(true)),
+        Value::Number(n) if n.as_f64() == Some(0.0) => Ok(Some(false)),
+        _ => Err(()),
+    }
+}
+
 fn repo_source(value: &Value) -> Result<RepoSource, Rejection> {
     let s = raw_string("repo_source", value)?.unwrap_or_default();
     Ok(match s.trim() {
@@ -443,31 +526,114 @@ fn repo_source(value: &Value) -> Result<RepoSource, Rejection> {
     })
 }
 
-/// Phrases in a log's first line that mean the user interrupted the install.
-const INTERRUPT_PHRASES: [&str; 9] = [
+/// Phrases of an error text that mean the user interrupted the install (contract §3, step 2), matched
+/// case-insensitively anywhere in the text.
+const INTERRUPT_PHRASES: [&str; 8] = [
     "sigint",
     "ctrl+c",
     "ctrl-c",
+    "sighup",
     "aborted by user",
-    "interrupted by user",
+    "user abort",
     "cancelled by user",
-    "canceled by user",
-    "user aborted",
-    "keyboardinterrupt",
+    "no changes have been made",
 ];
 
-fn interrupted(error: Option<&str>) -> bool {
-    let Some(error) = error else { return false };
-    let first_line = privacy::cut_at_char(error.lines().next().unwrap_or_default(), 512);
-    let lower = first_line.to_ascii_lowercase();
-    INTERRUPT_PHRASES.iter().any(|p| lower.contains(p))
+/// The phrase groups of contract §3, step 3: for a final whose category is still unknown after the exit
+/// code, the first group with a phrase in the (lower-cased) error text names the category.
+const TEXT_CATEGORIES: [(Category, &[&str]); 8] = [
+    (
+        Category::Resource,
+        &[
+            "out of memory",
+            "oom-kill",
+            "cannot allocate memory",
+            "killed process",
+            "memory exhausted",
+        ],
+    ),
+    (
+        Category::Storage,
+        &[
+            "no space left",
+            "disk full",
+            "quota exceeded",
+            "write error",
+        ],
+    ),
+    (
+        Category::Network,
+        &[
+            "could not resolve",
+            "connection refused",
+            "connection timed out",
+            "network is unreachable",
+            "temporary failure in name resolution",
+            "failed to connect",
+            "tls handshake",
+            "ssl certificate",
+            "curl:",
+            "wget:",
+        ],
+    ),
+    (
+        Category::Permission,
+        &[
+            "permission denied",
+            "operation not permitted",
+            "eacces",
+            "must be run as root",
+        ],
+    ),
+    (
+        Category::Apt,
+        &[
+            "unable to locate package",
+            "broken packages",
+            "unmet dependencies",
+            "dpkg was interrupted",
+            "held broken packages",
+            "e: package",
+            "apt-get",
+            "dpkg:",
+        ],
+    ),
+    (Category::CommandNotFound, &["command not found"]),
+    (Category::Timeout, &["timed out", "timeout"]),
+    (
+        Category::Database,
+        &[
+            "prisma",
+            "migration.sql",
+            "datasource",
+            "sqlite database",
+            "could not find the migration",
+        ],
+    ),
+];
+
+fn interrupted(lower_error: &str) -> bool {
+    INTERRUPT_PHRASES.iter().any(|p| lower_error.contains(p))
+}
+
+fn category_of_text(lower_error: &str) -> Option<Category> {
+    TEXT_CATEGORIES
+        .iter()
+        .find(|(_, phrases)| phrases.iter().any(|p| lower_error.contains(p)))
+        .map(|(category, _)| *category)
 }
 
 /// The reclassification of contract §3, in its order, on `failed`/`unknown` (and the defaults of
-/// `aborted`): exit 0 → success; interrupt → aborted; missing category → the exit code's; missing
-/// error → the exit code's description.
+/// `aborted`): 1. exit 0 → success; 2. exit 129/130 or an interrupt phrase in the error → aborted;
+/// 3. category missing or unknown → the exit code's, else the first phrase group of the error text;
+/// 4. missing error → the exit code's description.
 fn reclassify(e: &mut Event) -> Option<Reclassified> {
+    if !matches!(e.status, Status::Failed | Status::Unknown | Status::Aborted) {
+        return None;
+    }
     let mut reclassified = None;
+    // The phrases are ASCII: ASCII lower-casing finds them, keeps byte offsets and costs no table look-up.
+    let lower_error = e.error.as_deref().map(str::to_ascii_lowercase);
     match e.status {
         Status::Failed | Status::Unknown => {
             if e.exit_code == Some(0) {
@@ -476,21 +642,27 @@ fn reclassify(e: &mut Event) -> Option<Reclassified> {
                 e.error_category = None;
                 return Some(Reclassified::ToSuccess);
             }
-            if matches!(e.exit_code, Some(129 | 130)) || interrupted(e.error.as_deref()) {
+            if matches!(e.exit_code, Some(129 | 130))
+                || lower_error.as_deref().is_some_and(interrupted)
+            {
                 e.status = Status::Aborted;
                 e.error_category = Some(Category::UserAborted);
                 reclassified = Some(Reclassified::ToAborted);
             }
         }
-        Status::Aborted => {
+        _ => {
             if e.error_category.is_none() {
                 e.error_category = Some(Category::UserAborted);
             }
         }
-        _ => return None,
     }
     if matches!(e.error_category, None | Some(Category::Unknown)) {
-        e.error_category = Some(e.exit_code.map_or(Category::Unknown, exit_codes::category));
+        let by_code = e.exit_code.map_or(Category::Unknown, exit_codes::category);
+        let by_text = || lower_error.as_deref().and_then(category_of_text);
+        e.error_category = Some(match by_code {
+            Category::Unknown => by_text().unwrap_or(Category::Unknown),
+            known => known,
+        });
     }
     if let (None, Some(code)) = (&e.error, e.exit_code) {
         if code != 0 {

@@ -26,6 +26,10 @@ const MAX_BODY_BYTES: usize = 262_144;
 const JELLYFIN_ID: &str = "3f2b8c1e-9d4a-4b7e-8c21-6a5f0e9d7b12";
 /// The id shared by the bad_* fixtures.
 const BAD_ID: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+/// The install of the newer scripts' fixtures v3_01–v3_03.
+const IMMICH_ID: &str = "5b1f0c7e-3a2d-4f6b-9c1e-7d8a2b4c6e01";
+/// The TurnKey install of v3_04–v3_05.
+const TURNKEY_ID: &str = "9e4d2a10-77c3-4c5e-8f0a-2b6d9e1c3f47";
 
 /// What the project must answer for one fixture.
 enum Expect {
@@ -172,6 +176,11 @@ fn check(file: &str, expect: &Expect) {
             assert_eq!(e.received_at, reception().received_at, "{file}");
             assert!(!accepted.status_coerced, "{file}: status_coerced");
             assert_eq!(accepted.unknown_fields, 0, "{file}: unknown fields");
+            assert!(
+                accepted.dropped.is_empty(),
+                "{file}: {:?}",
+                accepted.dropped
+            );
             if let Some(error) = &e.error {
                 assert!(
                     error.len() <= MAX_ERROR_BYTES,
@@ -463,8 +472,8 @@ fn table() -> Vec<(&'static str, Expect)> {
             "bad_03_unescaped_quotes.json",
             Accepted {
                 status: Status::Failed,
-                // `shell` is not a category: derived from exit code 1 (unknown).
-                category: Some(Category::Unknown),
+                // `shell` (sent for exit codes 1 and 2) is kept as sent.
+                category: Some(Category::Shell),
                 rescued: &[RescueKind::UnescapedQuote],
                 sent: "failed",
                 more: |a, _| {
@@ -516,7 +525,7 @@ fn table() -> Vec<(&'static str, Expect)> {
             "bad_06_non_utf8.json",
             Accepted {
                 status: Status::Failed,
-                category: Some(Category::Unknown),
+                category: Some(Category::Shell),
                 rescued: &[RescueKind::InvalidUtf8],
                 sent: "failed",
                 more: |a, _| {
@@ -578,7 +587,142 @@ fn table() -> Vec<(&'static str, Expect)> {
                 },
             },
         ),
+        (
+            "v3_01_installing.json",
+            Accepted {
+                status: Status::Installing,
+                // Newer scripts send `"error_category": ""`: absent.
+                category: None,
+                rescued: &[],
+                sent: "installing",
+                more: |a, _| {
+                    let e = &a.event;
+                    assert_eq!(e.execution_id, IMMICH_ID);
+                    assert_eq!((e.kind, e.nsapp.as_str()), (Kind::Lxc, "immich"));
+                    // The full payload at installing: exit 0 and duration 0 stay what they are on a
+                    // progress event (only finals are reclassified).
+                    assert_eq!((e.exit_code, e.install_duration), (Some(0), Some(0)));
+                    assert_eq!(e.error, None);
+                    assert_v3_host(e);
+                    assert_eq!(a.reclassified, None);
+                },
+            },
+        ),
+        (
+            "v3_02_configuring.json",
+            Accepted {
+                status: Status::Configuring,
+                category: None,
+                rescued: &[],
+                sent: "configuring",
+                more: |a, _| {
+                    let e = &a.event;
+                    assert_eq!(e.execution_id, IMMICH_ID);
+                    assert_eq!(e.install_duration, Some(141));
+                    assert_v3_host(e);
+                },
+            },
+        ),
+        (
+            "v3_03_failed_apt.json",
+            Accepted {
+                status: Status::Failed,
+                category: Some(Category::Dependency),
+                rescued: &[],
+                sent: "failed",
+                more: |a, body| {
+                    let e = &a.event;
+                    assert_eq!(e.execution_id, IMMICH_ID);
+                    assert_eq!(e.exit_code, Some(100));
+                    assert_eq!(e.install_duration, Some(412));
+                    assert_eq!(e.error.as_deref(), Some(sent_error(body).as_str()));
+                    assert!(e.error_signature.is_some());
+                    assert_v3_host(e);
+                    assert_eq!(a.reclassified, None);
+                },
+            },
+        ),
+        (
+            "v3_04_turnkey_installing.json",
+            Accepted {
+                status: Status::Installing,
+                category: None,
+                rescued: &[],
+                sent: "installing",
+                more: |a, _| {
+                    let e = &a.event;
+                    assert_eq!(e.execution_id, TURNKEY_ID);
+                    assert_eq!(e.kind, Kind::Turnkey);
+                    assert_eq!(e.nsapp, "turnkey-nextcloud");
+                    assert_eq!(e.subject(), "telemetry.v1.events.turnkey.installing");
+                },
+            },
+        ),
+        (
+            "v3_05_turnkey_success.json",
+            Accepted {
+                status: Status::Success,
+                category: None,
+                rescued: &[],
+                sent: "success",
+                more: |a, _| {
+                    let e = &a.event;
+                    assert_eq!(e.execution_id, TURNKEY_ID);
+                    assert_eq!(e.kind, Kind::Turnkey);
+                    assert_eq!(e.install_duration, Some(388));
+                    assert_eq!((e.exit_code, &e.error), (Some(0), &None));
+                    assert_eq!(e.subject(), "telemetry.v1.events.turnkey.success");
+                },
+            },
+        ),
+        (
+            "v3_06_incus_arm_success.json",
+            Accepted {
+                status: Status::Success,
+                category: None,
+                rescued: &[],
+                sent: "success",
+                more: |a, _| {
+                    let e = &a.event;
+                    assert_eq!(e.nsapp, "docker");
+                    assert_eq!(e.install_duration, Some(96));
+                    assert_eq!(e.repo_source, RepoSource::External);
+                    assert_eq!(e.repo_slug.as_deref(), Some("someuser/ProxmoxVE-fork"));
+                    assert_eq!(e.has_arm, Some(true));
+                    assert_eq!(e.arch.as_deref(), Some("arm64"));
+                    assert_eq!(e.pve_version.as_deref(), Some("incus-6.0.4"));
+                    assert_eq!(e.cpu_vendor, Some(CpuVendor::Arm));
+                    // Empty strings are absent; `unknown` hardware folds as usual.
+                    assert_eq!(
+                        (&e.cpu_model, &e.gpu_model, &e.ram_speed),
+                        (&None, &None, &None)
+                    );
+                    assert_eq!(e.gpu_vendor, Some(GpuVendor::Unknown));
+                },
+            },
+        ),
     ]
+}
+
+/// What the newer scripts' lxc fixtures (v3_01–v3_03) all carry: the host, its hardware and where the
+/// script came from.
+fn assert_v3_host(e: &Event) {
+    assert_eq!(e.repo_source, RepoSource::ProxmoxVE);
+    assert_eq!(e.repo_slug.as_deref(), Some("community-scripts/ProxmoxVE"));
+    assert_eq!(e.has_arm, Some(false));
+    assert_eq!(e.arch.as_deref(), Some("amd64"));
+    assert_eq!(
+        (e.ct_type, e.disk_size, e.core_count, e.ram_size),
+        (Some(1), Some(20), Some(4), Some(8192))
+    );
+    assert_eq!(e.pve_version.as_deref(), Some("9.1.1"));
+    assert_eq!(e.cpu_vendor, Some(CpuVendor::Amd));
+    assert_eq!(
+        e.cpu_model.as_deref(),
+        Some("AMD Ryzen 7 5825U with Radeon Graphics")
+    );
+    assert_eq!(e.gpu_passthrough, Some(GpuPassthrough::Igpu));
+    assert_eq!(e.ram_speed.as_deref(), Some("3200"));
 }
 
 #[test]
@@ -654,7 +798,7 @@ fn planted_addresses_are_masked_in_every_accepted_fixture() {
         assert!(out.ends_with("\nconnect to 10.x.x.x:443 from x@x.x hwaddr xx:xx:xx:xx:xx:xx via 2001:x::x (pkg 2.4.1.3-1)"), "{file}: {:?}", &out[out.len().saturating_sub(200)..]);
         count += 1;
     }
-    assert_eq!(count, 13, "accepted fixtures that are valid JSON");
+    assert_eq!(count, 19, "accepted fixtures that are valid JSON");
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! and returns it for the scenario's own assertions: status never moves backwards, a real final beats
 //! `unknown`, the earliest real final wins and brings the outcome fields, fields are filled by the first
 //! event that has them and never blanked, known hardware beats `unknown`, first/last seen are min/max,
-//! and the duration falls back to the time from the first event to the final one.
+//! the install duration is the deciding final's (else the largest any event carried, else the time from
+//! the first event to the final one), and the newer scripts' fields (`repo_slug`, `has_arm`, `arch`)
+//! merge like the other descriptive fields.
 
 use std::path::PathBuf;
 
@@ -162,7 +164,8 @@ fn the_corpus_lxc_install_gives_one_state_in_all_24_orders() {
         (Some(0), &None, None)
     );
     assert_eq!(s.duration_secs(), Some(412));
-    assert_eq!(stamp(&s.install_duration), Some((412, id(4), false)));
+    assert_eq!(outcome.install_duration, Some(412));
+    assert_eq!(stamp(&s.longest_duration), Some((412, id(4), false)));
     assert_eq!(
         (s.first_seen, s.last_seen, s.finished_at()),
         (at(0), at(412), Some(at(412)))
@@ -444,7 +447,8 @@ fn the_corpus_finals_and_retries_of_one_install() {
     assert_eq!(outcome.error, big.error);
     assert_eq!(outcome.error_category, Some(Category::Dependency));
     assert_eq!(stamp(&s.method), Some(("default".into(), id(1), false)));
-    assert_eq!(stamp(&s.install_duration), Some((287, id(5), false)));
+    assert_eq!(outcome.install_duration, Some(287));
+    assert_eq!(stamp(&s.longest_duration), Some((287, id(5), false)));
 
     // 12 reuses the id for another app after Ctrl+C: the earliest event names the install, the
     // resources are the first ones seen, the outcome is 12's.
@@ -458,7 +462,8 @@ fn the_corpus_finals_and_retries_of_one_install() {
     assert_eq!((s.nsapp.value.as_str(), s.nsapp.from), ("jellyfin", id(1)));
     assert_eq!(stamp(&s.disk_size), Some((8, id(1), false)));
     assert_eq!(stamp(&s.ram_size), Some((2048, id(1), false)));
-    assert_eq!(stamp(&s.install_duration), Some((63, id(12), false)));
+    assert_eq!(outcome.install_duration, Some(63));
+    assert_eq!(stamp(&s.longest_duration), Some((63, id(12), false)));
     assert_eq!(s.duration_secs(), Some(63));
 }
 
@@ -750,6 +755,327 @@ fn a_final_only_install_is_final_from_its_one_event() {
         (outcome.exit_code, outcome.error_category),
         (Some(22), Some(Category::Network))
     );
+}
+
+/// The id of the newer scripts' lxc install (v3_01–v3_03).
+const IMMICH_ID: &str = "5b1f0c7e-3a2d-4f6b-9c1e-7d8a2b4c6e01";
+
+/// A fixture with some top-level fields replaced (a retry the scripts send with a smaller body).
+fn fixture_with(name: &str, changes: Value) -> Vec<u8> {
+    let mut value: Value = serde_json::from_slice(&fixture(name)).expect("fixture is JSON");
+    for (k, v) in changes.as_object().expect("an object of changes") {
+        if v.is_null() {
+            value.as_object_mut().expect("object").remove(k);
+        } else {
+            value[k] = v.clone();
+        }
+    }
+    serde_json::to_vec(&value).expect("json")
+}
+
+#[test]
+fn the_newer_scripts_install_is_the_same_in_every_order_with_retries() {
+    // 01 installing (and its retry after the duplicate window), 02 configuring, 03 the final, and the
+    // third, minimal attempt of the final (short log, no duration) that arrived as its own event.
+    let minimal_final = fixture_with(
+        "v3_03_failed_apt.json",
+        json!({"error": "APT: Package manager error", "install_duration": null, "cpu_model": null}),
+    );
+    let events = [
+        event(1, 0, &fixture("v3_01_installing.json")),
+        event(2, 1, &fixture("v3_01_installing.json")),
+        event(3, 141, &fixture("v3_02_configuring.json")),
+        event(4, 412, &fixture("v3_03_failed_apt.json")),
+        event(5, 430, &minimal_final),
+    ];
+    let s = check(&events);
+    assert_eq!(s.execution_id, IMMICH_ID);
+    assert_eq!((s.status.value, s.status.from), (Status::Failed, id(4)));
+    let outcome = s.outcome.as_ref().expect("final");
+    assert_eq!(
+        (
+            outcome.exit_code,
+            outcome.error_category,
+            outcome.install_duration
+        ),
+        (Some(100), Some(Category::Dependency), Some(412))
+    );
+    assert_eq!(outcome.error, events[3].error);
+    // Not the 0 of installing (the first value) nor anything else: the deciding final's 412.
+    assert_eq!(s.reported_duration(), Some(412));
+    assert_eq!(s.duration_secs(), Some(412));
+    assert_eq!(stamp(&s.longest_duration), Some((412, id(4), false)));
+    assert_eq!(
+        stamp(&s.repo_slug),
+        Some(("community-scripts/ProxmoxVE".into(), id(1), false))
+    );
+    assert_eq!(stamp(&s.has_arm), Some((false, id(1), false)));
+    assert_eq!(stamp(&s.arch), Some(("amd64".into(), id(1), false)));
+    assert_eq!(stamp(&s.disk_size), Some((20, id(1), false)));
+    assert_eq!(stamp(&s.ram_size), Some((8192, id(1), false)));
+    assert_eq!(stamp(&s.cpu_vendor), Some((CpuVendor::Amd, id(1), false)));
+    assert_eq!(
+        stamp(&s.cpu_model),
+        Some((
+            "AMD Ryzen 7 5825U with Radeon Graphics".into(),
+            id(1),
+            false
+        ))
+    );
+    assert_eq!(stamp(&s.pve_version), Some(("9.1.1".into(), id(1), false)));
+    assert_eq!(
+        (s.kind.value, s.nsapp.value.as_str()),
+        (Kind::Lxc, "immich")
+    );
+
+    // Any subset that holds the final gives the same outcome; without it the install is not final
+    // and shows the largest running duration.
+    let [e1, e2, e3, e4, e5] = events;
+    let cases: Vec<(Vec<Event>, Status, Option<u32>)> = vec![
+        (vec![e4.clone()], Status::Failed, Some(412)),
+        (vec![e3.clone(), e4.clone()], Status::Failed, Some(412)),
+        (vec![e1.clone(), e5.clone()], Status::Failed, Some(0)),
+        (vec![e3.clone(), e5.clone()], Status::Failed, Some(141)),
+        (vec![e1.clone(), e2.clone()], Status::Installing, Some(0)),
+        (vec![e1.clone(), e3.clone()], Status::Configuring, Some(141)),
+        (vec![e3, e1, e2], Status::Configuring, Some(141)),
+    ];
+    for (events, status, duration) in cases {
+        let s = check(&events);
+        assert_eq!(s.status.value, status, "{}", show(&events));
+        assert_eq!(s.reported_duration(), duration, "{}", show(&events));
+    }
+}
+
+#[test]
+fn the_deciding_final_brings_the_duration_else_the_largest_any_event_carried() {
+    let ev = |status: &str, duration: Option<u32>| {
+        let mut fields = json!({"status": status});
+        if status != "installing" && status != "configuring" {
+            fields["exit_code"] = json!(if status == "success" { 0 } else { 1 });
+        }
+        if let Some(d) = duration {
+            fields["install_duration"] = json!(d);
+        }
+        body(fields)
+    };
+    // (events as (status, duration, received at), reported duration, duration_secs)
+    type Row = (
+        Vec<(&'static str, Option<u32>, i64)>,
+        Option<u32>,
+        Option<u32>,
+    );
+    let cases: Vec<Row> = vec![
+        // A final with a smaller figure than a ping still wins: it is the script's own total.
+        (
+            vec![
+                ("installing", Some(0), 0),
+                ("configuring", Some(141), 141),
+                ("failed", Some(5), 412),
+            ],
+            Some(5),
+            Some(5),
+        ),
+        // A final without one takes the largest any event carried.
+        (
+            vec![
+                ("installing", Some(0), 0),
+                ("configuring", Some(141), 141),
+                ("failed", None, 412),
+            ],
+            Some(141),
+            Some(141),
+        ),
+        (
+            vec![
+                ("configuring", Some(141), 141),
+                ("installing", Some(300), 0),
+                ("success", None, 412),
+            ],
+            Some(300),
+            Some(300),
+        ),
+        // The losing final's figure is not the outcome's, but it counts as a carried value.
+        (
+            vec![("unknown", Some(300), 300), ("success", Some(90), 400)],
+            Some(90),
+            Some(90),
+        ),
+        (
+            vec![("unknown", Some(300), 300), ("success", None, 400)],
+            Some(300),
+            Some(300),
+        ),
+        (
+            vec![("success", Some(90), 90), ("unknown", Some(300), 300)],
+            Some(90),
+            Some(90),
+        ),
+        // A ping after the final changes nothing when the final had a figure.
+        (
+            vec![("success", Some(90), 90), ("configuring", Some(500), 500)],
+            Some(90),
+            Some(90),
+        ),
+        (
+            vec![("success", None, 90), ("configuring", Some(500), 500)],
+            Some(500),
+            Some(500),
+        ),
+        // Nothing carried: the clock from the first event to the final.
+        (
+            vec![("installing", None, 0), ("failed", None, 250)],
+            None,
+            Some(250),
+        ),
+        // Not final: the largest so far, and no clock.
+        (
+            vec![("installing", Some(0), 0), ("configuring", Some(60), 60)],
+            Some(60),
+            Some(60),
+        ),
+        (
+            vec![("installing", None, 0), ("configuring", None, 60)],
+            None,
+            None,
+        ),
+    ];
+    for (spec, reported, secs) in cases {
+        let events: Vec<Event> = spec
+            .iter()
+            .enumerate()
+            .map(|(i, (status, d, t))| event(i as u128 + 1, *t, &ev(status, *d)))
+            .collect();
+        let s = check(&events);
+        assert_eq!(s.reported_duration(), reported, "{}", show(&events));
+        assert_eq!(s.duration_secs(), secs, "{}", show(&events));
+    }
+}
+
+#[test]
+fn the_turnkey_pair_and_the_final_only_arm_install() {
+    let s = check(&[
+        event(1, 0, &fixture("v3_04_turnkey_installing.json")),
+        event(2, 388, &fixture("v3_05_turnkey_success.json")),
+    ]);
+    assert_eq!(
+        (s.kind.value, s.status.value),
+        (Kind::Turnkey, Status::Success)
+    );
+    assert_eq!(s.nsapp.value, "turnkey-nextcloud");
+    assert_eq!(s.reported_duration(), Some(388));
+    assert_eq!(s.outcome.as_ref().and_then(|o| o.exit_code), Some(0));
+
+    let arm = event(1, 96, &fixture("v3_06_incus_arm_success.json"));
+    let s = check(std::slice::from_ref(&arm));
+    assert_eq!(s, merge(None, &arm));
+    assert_eq!(
+        (s.status.value, s.reported_duration()),
+        (Status::Success, Some(96))
+    );
+    assert_eq!(s.repo_source.value, RepoSource::External);
+    assert_eq!(
+        stamp(&s.repo_slug),
+        Some(("someuser/ProxmoxVE-fork".into(), id(1), false))
+    );
+    assert_eq!(stamp(&s.has_arm), Some((true, id(1), false)));
+    assert_eq!(stamp(&s.arch), Some(("arm64".into(), id(1), false)));
+    assert_eq!(
+        stamp(&s.pve_version),
+        Some(("incus-6.0.4".into(), id(1), false))
+    );
+    assert_eq!(stamp(&s.cpu_vendor), Some((CpuVendor::Arm, id(1), false)));
+    assert_eq!(s.cpu_model, None);
+}
+
+#[test]
+fn the_newer_fields_keep_the_first_non_empty_value() {
+    let v = |fields: Value| {
+        let mut f = fields;
+        f["status"] = json!("installing");
+        body(f)
+    };
+    let fork = v(json!({"repo_slug": "someuser/fork", "has_arm": true, "arch": "arm64"}));
+    let main =
+        v(json!({"repo_slug": "community-scripts/ProxmoxVE", "has_arm": false, "arch": "amd64"}));
+    let empty = v(json!({"repo_slug": "", "has_arm": null, "arch": ""}));
+    let bad = v(json!({"repo_slug": "not a slug", "has_arm": "maybe"}));
+    // (events, expected (slug, has_arm, arch, from))
+    type Row = (Vec<Event>, Option<(&'static str, bool, &'static str, u128)>);
+    let cases: Vec<Row> = vec![
+        (
+            vec![event(1, 0, &main), event(2, 5, &fork)],
+            Some(("community-scripts/ProxmoxVE", false, "amd64", 1)),
+        ),
+        (
+            vec![event(1, 0, &fork), event(2, 5, &main)],
+            Some(("someuser/fork", true, "arm64", 1)),
+        ),
+        // `false` is a value: a later `true` does not replace it.
+        (
+            vec![
+                event(1, 0, &empty),
+                event(2, 5, &bad),
+                event(3, 9, &main),
+                event(4, 12, &fork),
+            ],
+            Some(("community-scripts/ProxmoxVE", false, "amd64", 3)),
+        ),
+        (vec![event(1, 0, &empty), event(2, 5, &bad)], None),
+    ];
+    for (events, expected) in cases {
+        let s = check(&events);
+        let got = s.repo_slug.as_ref().map(|slug| {
+            let has_arm = s.has_arm.as_ref().expect("has_arm with the slug");
+            let arch = s.arch.as_ref().expect("arch with the slug");
+            assert_eq!((has_arm.from, arch.from), (slug.from, slug.from));
+            (
+                slug.value.as_str(),
+                has_arm.value,
+                arch.value.as_str(),
+                slug.from,
+            )
+        });
+        assert_eq!(
+            got,
+            expected.map(|(a, b, c, n)| (a, b, c, id(n))),
+            "{}",
+            show(&events)
+        );
+    }
+}
+
+/// A state stored before the newer fields and the duration rule (PocketBase keeps it in `merge_state`):
+/// the first duration under `install_duration`, no duration in the outcome, no slug, arch or has_arm.
+#[test]
+fn a_state_stored_before_the_duration_rule_still_reads_and_merges() {
+    let [e1, e2, e3, e4] = jellyfin();
+    let now = check(&[e1.clone(), e2.clone(), e3.clone(), e4.clone()]);
+    let mut old = serde_json::to_value(&now).expect("state serializes");
+    let map = old.as_object_mut().expect("object");
+    let duration = map.remove("longest_duration").expect("a duration");
+    map.insert("install_duration".into(), duration);
+    for gone in ["repo_slug", "has_arm", "arch"] {
+        map.remove(gone);
+    }
+    map["outcome"]
+        .as_object_mut()
+        .expect("outcome")
+        .remove("install_duration");
+    let read: InstallState = serde_json::from_value(old).expect("old state reads");
+    assert_eq!(read.outcome.as_ref().and_then(|o| o.install_duration), None);
+    assert_eq!(stamp(&read.longest_duration), Some((412, id(4), false)));
+    // Its figure stays; a redelivered event changes nothing; a newer field still fills in.
+    assert_eq!(read.reported_duration(), Some(412));
+    assert_eq!(merge(Some(read.clone()), &e4), read);
+    let later = event(
+        9,
+        500,
+        &body(json!({"status": "configuring", "repo_slug": "a/b", "install_duration": 600})),
+    );
+    let merged = merge(Some(read), &later);
+    assert_eq!(stamp(&merged.repo_slug), Some(("a/b".into(), id(9), false)));
+    assert_eq!(merged.reported_duration(), Some(600));
 }
 
 #[test]

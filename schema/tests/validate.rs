@@ -1,8 +1,9 @@
 //! `schema::validate` against every rule of the field table of contract §3, with the edges of each range:
 //! integers (min, max, one past each end, quoted, integral and fractional floats, wrong types, `null`,
 //! numbers too big for any integer type), the id pattern, `type`, `nsapp`, `status`, free-text strings
-//! (trim, CR/LF, cuts at a character boundary, lower-cased `os_type`), the folding enums, `repo_source`,
-//! `error_category`, the reclassification of finals in its order, privacy masking of the log, unknown
+//! (trim, CR/LF, cuts at a character boundary, lower-cased `os_type` and `arch`), the folding enums,
+//! `repo_source`, `repo_slug` and `has_arm` (dropped and counted when bad), `error_category`, the
+//! reclassification of finals in its order (with the phrase groups of the log), privacy masking of the log, unknown
 //! fields, the `Nats-Msg-Id`, each rescue kind of §4 seen through `validate`, bodies that are not JSON
 //! objects, and ~2,000 deterministic mutations of the corpus that must never panic. Every row goes
 //! through `check`, which also asserts the invariants any accepted event keeps.
@@ -11,8 +12,8 @@ use std::path::PathBuf;
 
 use schema::privacy::MAX_ERROR_BYTES;
 use schema::validate::{
-    Reclassified, MAX_ID_LEN, MAX_MODEL_BYTES, MAX_NSAPP_BYTES, MAX_RAM_SPEED_BYTES,
-    MAX_SHORT_BYTES,
+    Reclassified, MAX_ARCH_BYTES, MAX_ID_LEN, MAX_MODEL_BYTES, MAX_NSAPP_BYTES,
+    MAX_RAM_SPEED_BYTES, MAX_REPO_SLUG_BYTES, MAX_SHORT_BYTES,
 };
 use schema::{exit_codes, Accepted, Category, Event, Reception, RejectCode, Status};
 use serde_json::{json, Value};
@@ -34,7 +35,8 @@ const BASE: [(&str, &str); 4] = [
 enum Want {
     /// Accepted, and each key has this value in the event's wire form (`null` = absent). Keys starting
     /// with `@` read what the edge gets besides the event: `@msg_id`, `@unknown_fields`,
-    /// `@status_coerced`, `@reclassified` (`"to_success"`, `"to_aborted"` or `null`).
+    /// `@status_coerced`, `@dropped` (the fields whose value was dropped), `@reclassified`
+    /// (`"to_success"`, `"to_aborted"` or `null`).
     Ok(Vec<(&'static str, Value)>),
     /// Rejected with this code, naming this field, with `says` in the message.
     Err {
@@ -138,6 +140,7 @@ fn observed(accepted: &Accepted, wire: &Value, key: &str) -> Value {
         "@msg_id" => json!(accepted.msg_id),
         "@unknown_fields" => json!(accepted.unknown_fields),
         "@status_coerced" => json!(accepted.status_coerced),
+        "@dropped" => json!(accepted.dropped),
         "@reclassified" => match accepted.reclassified {
             None => Value::Null,
             Some(Reclassified::ToSuccess) => json!("to_success"),
@@ -190,7 +193,11 @@ fn assert_invariants(e: &Event, accepted: &Accepted, body: &[u8]) {
         .iter()
         .map(|s| (*s, MAX_SHORT_BYTES))
         .chain(models.iter().map(|s| (*s, MAX_MODEL_BYTES)))
-        .chain([(&e.ram_speed, MAX_RAM_SPEED_BYTES)]);
+        .chain([
+            (&e.ram_speed, MAX_RAM_SPEED_BYTES),
+            (&e.arch, MAX_ARCH_BYTES),
+            (&e.repo_slug, MAX_REPO_SLUG_BYTES),
+        ]);
     for (text, max) in limited {
         if let Some(text) = text {
             assert!(
@@ -206,6 +213,28 @@ fn assert_invariants(e: &Event, accepted: &Accepted, body: &[u8]) {
     if let Some(os_type) = &e.os_type {
         assert_eq!(os_type, &os_type.to_lowercase(), "{}", ctx());
     }
+    if let Some(arch) = &e.arch {
+        assert_eq!(arch, &arch.to_lowercase(), "{}", ctx());
+    }
+    if let Some(slug) = &e.repo_slug {
+        let (owner, repo) = slug.split_once('/').expect("owner/repo");
+        assert!(
+            [owner, repo].iter().all(|p| !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))),
+            "repo_slug {slug:?}: {}",
+            ctx()
+        );
+    }
+    assert!(
+        accepted
+            .dropped
+            .iter()
+            .all(|f| ["repo_slug", "has_arm"].contains(f)),
+        "dropped {:?}: {}",
+        accepted.dropped,
+        ctx()
+    );
     if let Some(error) = &e.error {
         assert!(
             !error.is_empty() && error.len() <= MAX_ERROR_BYTES,
@@ -456,12 +485,14 @@ fn ids_follow_their_pattern() {
 }
 
 #[test]
-fn type_is_one_of_four() {
+fn type_is_one_of_five() {
     let cases: &[(&str, Option<&str>)] = &[
         ("lxc", Some("lxc")),
         ("vm", Some("vm")),
         ("pve", Some("pve")),
         ("addon", Some("addon")),
+        ("turnkey", Some("turnkey")),
+        ("TurnKey", Some("turnkey")),
         ("tool", Some("pve")),
         ("LXC", Some("lxc")),
         (" Vm ", Some("vm")),
@@ -470,6 +501,7 @@ fn type_is_one_of_four() {
         ("ct", None),
         ("qemu", None),
         ("lxc vm", None),
+        ("turnkey-lxc", None),
         ("", None),
     ];
     let mut rows: Vec<Row> = cases
@@ -928,7 +960,7 @@ fn error_category_is_kept_when_known_else_derived() {
         }
     }
     for derived in [
-        r#""shell""#,
+        r#""Shell script""#,
         r#""bogus""#,
         r#""""#,
         "null",
@@ -949,11 +981,15 @@ fn error_category_is_kept_when_known_else_derived() {
             ok(&[("error_category", json!("network"))]),
         ),
         row(
-            &[("error_category", r#""shell""#), ("exit_code", "100")],
+            &[("error_category", r#""shell ""#), ("exit_code", "100")],
+            ok(&[("error_category", json!("shell"))]),
+        ),
+        row(
+            &[("error_category", r#""bogus""#), ("exit_code", "100")],
             ok(&[("error_category", Value::Null)]),
         ),
     ]);
-    assert_eq!(rows.len(), 2 * Category::ALL.len() + 6 + 4);
+    assert_eq!(rows.len(), 2 * Category::ALL.len() + 6 + 5);
     run(rows);
 }
 
@@ -1107,12 +1143,41 @@ fn finals_are_reclassified_in_the_contract_order() {
         ),
         r(
             "failed",
-            None,
-            Some("Traceback: KeyboardInterrupt"),
+            Some("1"),
+            Some("caught SIGHUP, exiting"),
             None,
             ok(&[
                 ("status", json!("aborted")),
                 ("error_category", json!("user_aborted")),
+            ]),
+        ),
+        r(
+            "failed",
+            Some("1"),
+            Some("exit_code=1 | User abort at the storage menu"),
+            None,
+            ok(&[("status", json!("aborted"))]),
+        ),
+        r(
+            "unknown",
+            Some("1"),
+            Some("Menu closed. No changes have been made."),
+            Some("shell"),
+            ok(&[
+                ("status", json!("aborted")),
+                ("error_category", json!("user_aborted")),
+                ("@reclassified", json!("to_aborted")),
+            ]),
+        ),
+        // Only the contract's phrases count: a Python traceback's KeyboardInterrupt alone is a failure.
+        r(
+            "failed",
+            None,
+            Some("Traceback: KeyboardInterrupt"),
+            None,
+            ok(&[
+                ("status", json!("failed")),
+                ("error_category", json!("unknown")),
             ]),
         ),
         r(
@@ -1122,11 +1187,21 @@ fn finals_are_reclassified_in_the_contract_order() {
             None,
             ok(&[("status", json!("aborted"))]),
         ),
-        // Only the first line says why the script stopped; a later mention is just log.
+        // The phrase counts anywhere in the text, not only on its first line.
         r(
             "failed",
             Some("1"),
-            Some("E: dpkg error\nhint: press Ctrl+C to stop"),
+            Some("E: dpkg error\n---\n^C received SIGINT"),
+            None,
+            ok(&[
+                ("status", json!("aborted")),
+                ("@reclassified", json!("to_aborted")),
+            ]),
+        ),
+        r(
+            "failed",
+            Some("1"),
+            Some("E: dpkg error\n(press Enter to continue)"),
             None,
             ok(&[("status", json!("failed")), ("@reclassified", Value::Null)]),
         ),
@@ -1171,7 +1246,7 @@ fn finals_are_reclassified_in_the_contract_order() {
             "failed",
             Some("150"),
             Some("boom"),
-            Some("shell"),
+            Some("bogus"),
             ok(&[("error_category", json!("service"))]),
         ),
         r(
@@ -1283,7 +1358,7 @@ fn finals_are_reclassified_in_the_contract_order() {
             "success",
             Some("1"),
             Some("odd"),
-            Some("shell"),
+            Some("bogus"),
             ok(&[
                 ("status", json!("success")),
                 ("exit_code", json!(1)),
@@ -1312,6 +1387,271 @@ fn finals_are_reclassified_in_the_contract_order() {
                 ("status", json!("configuring")),
                 ("@reclassified", Value::Null),
             ]),
+        ),
+    ]);
+}
+
+/// Step 3 of the reclassification for a final whose category is still unknown after its exit code: the
+/// first phrase group of contract §3 found in the lower-cased log names the category.
+#[test]
+fn a_category_still_unknown_comes_from_the_first_phrase_group_of_the_log() {
+    // (exit code, category sent, log, stored category)
+    let cases: &[(Option<&str>, Option<&str>, &str, &str)] = &[
+        (
+            Some("1"),
+            None,
+            "Killed process 4242 (node) total-vm",
+            "resource",
+        ),
+        (Some("1"), None, "fatal: Out Of Memory", "resource"),
+        (None, None, "mmap: Cannot allocate memory", "resource"),
+        (
+            Some("2"),
+            None,
+            "tar: write error: No space left on device",
+            "storage",
+        ),
+        (Some("1"), None, "Disk quota exceeded", "storage"),
+        (
+            Some("1"),
+            None,
+            "curl: (6) Could not resolve host: github.com",
+            "network",
+        ),
+        (Some("1"), None, "wget: unable to resolve", "network"),
+        (Some("1"), None, "TLS handshake failed", "network"),
+        (Some("1"), None, "mkdir: Permission denied", "permission"),
+        (
+            Some("1"),
+            None,
+            "This script must be run as root",
+            "permission",
+        ),
+        (Some("1"), None, "E: Unable to locate package foo", "apt"),
+        (Some("1"), None, "dpkg: error processing package x", "apt"),
+        (
+            Some("1"),
+            None,
+            "bash: node: command not found",
+            "command_not_found",
+        ),
+        (Some("1"), None, "operation timed out after 30 s", "timeout"),
+        (
+            Some("1"),
+            None,
+            "Error: P3009 prisma migrate found failed migrations",
+            "database",
+        ),
+        (
+            Some("1"),
+            None,
+            "could not find the migration file",
+            "database",
+        ),
+        // First group wins: resource before storage before network before apt.
+        (
+            Some("1"),
+            None,
+            "no space left on device; Out of memory",
+            "resource",
+        ),
+        (
+            Some("1"),
+            None,
+            "apt-get: no space left on device",
+            "storage",
+        ),
+        (Some("1"), None, "apt-get: connection refused", "network"),
+        // "connection timed out" is network, listed before the timeout group.
+        (Some("1"), None, "Connection timed out", "network"),
+        // A sent `unknown` is no category: the text decides.
+        (
+            Some("1"),
+            Some("unknown"),
+            "E: Unable to locate package foo",
+            "apt",
+        ),
+        // Nothing matches: unknown stays.
+        (Some("1"), None, "something odd happened", "unknown"),
+        (None, None, "something odd happened", "unknown"),
+        // The exit code's category comes first; a known category sent is kept.
+        (Some("22"), None, "Out of memory", "network"),
+        (Some("1"), Some("config"), "Out of memory", "config"),
+        (Some("1"), Some("shell"), "Out of memory", "shell"),
+        (
+            Some("1"),
+            Some("preflight"),
+            "permission denied",
+            "preflight",
+        ),
+        (Some("1"), Some("runtime"), "permission denied", "runtime"),
+    ];
+    let mut rows = Vec::new();
+    for &(exit, sent, log, stored) in cases {
+        let mut fields = vec![("status", r#""failed""#.to_string()), ("error", q(log))];
+        if let Some(exit) = exit {
+            fields.push(("exit_code", exit.to_string()));
+        }
+        if let Some(sent) = sent {
+            fields.push(("error_category", q(sent)));
+        }
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        rows.push(row(
+            &fields,
+            ok(&[
+                ("status", json!("failed")),
+                ("error_category", json!(stored)),
+                ("error", json!(log)),
+            ]),
+        ));
+    }
+    // An unknown final gets the same rule; a success or a progress ping never does.
+    rows.extend([
+        row(
+            &[
+                ("status", r#""unknown""#),
+                ("error", r#""No space left on device""#),
+            ],
+            ok(&[
+                ("status", json!("unknown")),
+                ("error_category", json!("storage")),
+            ]),
+        ),
+        row(
+            &[
+                ("status", r#""success""#),
+                ("error", r#""No space left on device""#),
+            ],
+            ok(&[("error_category", Value::Null)]),
+        ),
+        row(
+            &[
+                ("status", r#""configuring""#),
+                ("error", r#""No space left on device""#),
+            ],
+            ok(&[("error_category", Value::Null)]),
+        ),
+    ]);
+    run(rows);
+}
+
+#[test]
+fn repo_slug_is_owner_slash_repo_or_dropped() {
+    let long_ok = format!("{}/{}", "o".repeat(63), "r".repeat(64)); // 128 bytes
+    let too_long = format!("{}/{}", "o".repeat(64), "r".repeat(64)); // 129 bytes
+    let kept = |sent: &str, stored: &str| {
+        row(
+            &[("repo_slug", sent)],
+            ok(&[("repo_slug", json!(stored)), ("@dropped", json!([]))]),
+        )
+    };
+    let dropped = |sent: &str| {
+        row(
+            &[("repo_slug", sent)],
+            ok(&[
+                ("repo_slug", Value::Null),
+                ("@dropped", json!(["repo_slug"])),
+            ]),
+        )
+    };
+    let absent = |sent: &str| {
+        row(
+            &[("repo_slug", sent)],
+            ok(&[("repo_slug", Value::Null), ("@dropped", json!([]))]),
+        )
+    };
+    run(vec![
+        kept(
+            r#""community-scripts/ProxmoxVE""#,
+            "community-scripts/ProxmoxVE",
+        ),
+        kept(r#""  someuser/ProxmoxVE-fork ""#, "someuser/ProxmoxVE-fork"),
+        kept(r#""a.b_c-d/e.f_g-h""#, "a.b_c-d/e.f_g-h"),
+        kept(&q(&long_ok), &long_ok),
+        dropped(&q(&too_long)),
+        dropped(r#""https://github.com/community-scripts/ProxmoxVE""#),
+        dropped(r#""community-scripts/ProxmoxVE/main""#),
+        dropped(r#""community-scripts""#),
+        dropped(r#""/ProxmoxVE""#),
+        dropped(r#""owner/""#),
+        dropped(r#""own er/repo""#),
+        dropped(r#""owner/repö""#),
+        dropped(
+            r#""owner/repo
+x""#,
+        ),
+        dropped("42"),
+        dropped("true"),
+        dropped(r#"["a/b"]"#),
+        dropped(r#"{"owner": "a"}"#),
+        absent("null"),
+        absent(r#""""#),
+        absent(r#""   ""#),
+        absent(ABSENT),
+        // A dropped value never rejects the body, and both lenient fields are named in document order.
+        row(
+            &[("has_arm", r#""maybe""#), ("repo_slug", r#""x""#)],
+            ok(&[
+                ("status", json!("installing")),
+                ("@dropped", json!(["has_arm", "repo_slug"])),
+            ]),
+        ),
+    ]);
+}
+
+#[test]
+fn has_arm_is_a_boolean_or_dropped() {
+    let cases: &[(&str, Option<bool>, bool)] = &[
+        ("true", Some(true), false),
+        ("false", Some(false), false),
+        (r#""true""#, Some(true), false),
+        (r#""false""#, Some(false), false),
+        (r#"" TRUE ""#, Some(true), false),
+        (r#""False""#, Some(false), false),
+        ("1", Some(true), false),
+        ("0", Some(false), false),
+        ("1.0", Some(true), false),
+        ("null", None, false),
+        (r#""""#, None, false),
+        (ABSENT, None, false),
+        ("2", None, true),
+        ("-1", None, true),
+        ("0.5", None, true),
+        (r#""1""#, None, true),
+        (r#""yes""#, None, true),
+        ("[true]", None, true),
+        ("{}", None, true),
+    ];
+    run(cases
+        .iter()
+        .map(|&(sent, stored, was_dropped)| {
+            let dropped: &[&str] = if was_dropped { &["has_arm"] } else { &[] };
+            row(
+                &[("has_arm", sent)],
+                ok(&[("has_arm", json!(stored)), ("@dropped", json!(dropped))]),
+            )
+        })
+        .collect());
+}
+
+#[test]
+fn arch_is_lower_cased_and_cut() {
+    run(vec![
+        row(&[("arch", r#""amd64""#)], ok(&[("arch", json!("amd64"))])),
+        row(&[("arch", r#"" ARM64 ""#)], ok(&[("arch", json!("arm64"))])),
+        row(&[("arch", r#""x86_64""#)], ok(&[("arch", json!("x86_64"))])),
+        row(
+            &[("arch", &q(&"a".repeat(20)))],
+            ok(&[("arch", json!("a".repeat(MAX_ARCH_BYTES)))]),
+        ),
+        row(&[("arch", r#""""#)], ok(&[("arch", Value::Null)])),
+        row(&[("arch", "null")], ok(&[("arch", Value::Null)])),
+        row(&[("arch", "64")], ok(&[("arch", json!("64"))])),
+        row(&[("arch", "true")], invalid("arch")),
+        row(&[("arch", "[]")], invalid("arch")),
+        row(
+            &[("arch", "\"arm\\n64\"")],
+            ok(&[("arch", json!("arm 64"))]),
         ),
     ]);
 }

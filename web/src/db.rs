@@ -64,7 +64,8 @@ FROM (
         multiIf(is_final = 0 OR isNull(duration), '', duration < 60, '0-1m', duration < 120, '1-2m',
                 duration < 300, '2-5m', duration < 600, '5-10m', duration < 1800, '10-30m', '30m+') AS duration_bucket
     FROM ?.installs_final
-    WHERE started_at >= toDateTime(?) AND (? = '' OR repo_source = ?) AND (? = '' OR nsapp = ?)
+    WHERE started_at >= toDateTime(?) AND (? = '' OR repo_source = ?) AND (? = '' OR repo_slug = ?)
+        AND (? = '' OR nsapp = ?)
 )
 ARRAY JOIN [{dims}] AS d
 WHERE ifNull(d.2, '') != ''
@@ -134,7 +135,7 @@ impl Pass {
 
 /// The columns of one install as the log lists it.
 const RECORD_COLUMNS: &str = "
-    execution_id, nsapp, type, status, repo_source,
+    execution_id, nsapp, type, status, repo_source, ifNull(repo_slug, '') AS repo_slug,
     ifNull(os_type, '') AS os_type, ifNull(os_version, '') AS os_version,
     ifNull(pve_version, '') AS pve_version, ifNull(method, '') AS method,
     toInt16(ifNull(toInt16(exit_code), -1)) AS exit_code, ifNull(error_category, '') AS error_category,
@@ -169,6 +170,7 @@ struct RecordRow {
     kind: String,
     status: String,
     repo_source: String,
+    repo_slug: String,
     os_type: String,
     os_version: String,
     pve_version: String,
@@ -195,6 +197,7 @@ impl From<RecordRow> for Record {
             kind: r.kind,
             status: r.status,
             repo_source: r.repo_source,
+            repo_slug: non_empty(r.repo_slug),
             os_type: non_empty(r.os_type),
             os_version: non_empty(r.os_version),
             pve_version: non_empty(r.pve_version),
@@ -226,6 +229,8 @@ struct DetailRow {
     ram_speed: String,
     ct_type: i16,
     events: u64,
+    arch: String,
+    has_arm: i16,
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -322,12 +327,15 @@ impl Db {
         now: i64,
     ) -> Result<Vec<DimRow>, DbError> {
         let repo = scope.repo.sql_value();
+        let slug = scope.slug.sql_value();
         let sql = pass.sql();
         let mut query = self
             .query(&sql)
             .bind(scope.period.since(now))
             .bind(repo)
             .bind(repo)
+            .bind(slug)
+            .bind(slug)
             .bind(app)
             .bind(app);
         if pass.counts_stuck() {
@@ -384,15 +392,19 @@ impl Db {
         let since = scope.period.since(now);
         let window = since.max(now - 86_400);
         let repo = scope.repo.sql_value();
+        let slug = scope.slug.sql_value();
         let fut = self
             .query(
                 "SELECT execution_id, toUInt64(min(received_ms)) AS at FROM ?.events \
                  WHERE received_at >= toDateTime(?) AND (? = '' OR repo_source = ?) \
+                 AND (? = '' OR repo_slug = ?) \
                  GROUP BY execution_id ORDER BY at DESC, execution_id LIMIT 60",
             )
             .bind(window)
             .bind(repo)
             .bind(repo)
+            .bind(slug)
+            .bind(slug)
             .fetch_all::<Candidate>();
         let ids: Vec<String> = self
             .timed("recent_candidates", fut)
@@ -411,11 +423,18 @@ impl Db {
                     .0
                     .is_none_or(|repo| r.repo_source == repo.as_str())
             })
+            .filter(|r| {
+                scope
+                    .slug
+                    .get()
+                    .is_none_or(|slug| r.repo_slug.as_deref() == Some(slug))
+            })
             .collect();
         if records.len() < RECENT {
             let sql = format!(
                 "SELECT {RECORD_COLUMNS} FROM ?.installs_final \
                  WHERE started_at >= toDateTime(?) AND (? = '' OR repo_source = ?) \
+                 AND (? = '' OR repo_slug = ?) \
                  ORDER BY started_at DESC, execution_id LIMIT ?"
             );
             let fut = self
@@ -423,6 +442,8 @@ impl Db {
                 .bind(since)
                 .bind(repo)
                 .bind(repo)
+                .bind(slug)
+                .bind(slug)
                 .bind(RECENT as u64)
                 .fetch_all::<RecordRow>();
             records = self
@@ -454,18 +475,21 @@ impl Db {
     ) -> Result<Vec<Failure>, DbError> {
         let since = scope.period.since(now);
         let repo = scope.repo.sql_value();
+        let slug = scope.slug.sql_value();
         let app = app.unwrap_or("");
         let fut = self
             .query(&format!(
                 "SELECT execution_id, toUInt64(max(received_ms)) AS at FROM ?.events \
                  WHERE received_at >= toDateTime(?) AND status IN {FINAL_FAILURES} \
-                 AND (? = '' OR repo_source = ?) AND (? = '' OR nsapp = ?) \
+                 AND (? = '' OR repo_source = ?) AND (? = '' OR repo_slug = ?) AND (? = '' OR nsapp = ?) \
                  AND (? = 0 OR synthetic = 1) \
                  GROUP BY execution_id ORDER BY at DESC, execution_id LIMIT 40"
             ))
             .bind(since)
             .bind(repo)
             .bind(repo)
+            .bind(slug)
+            .bind(slug)
             .bind(app)
             .bind(app)
             .bind(u8::from(timed_out_only))
@@ -514,10 +538,12 @@ impl Db {
     /// are computed for every install), then those installs in full.
     pub async fn records(&self, q: &RecordsQuery, now: i64) -> Result<RecordsPage, DbError> {
         let filter = "started_at >= toDateTime(?) AND (? = '' OR repo_source = ?) \
+                      AND (? = '' OR repo_slug = ?) \
                       AND (? = '' OR nsapp = ?) AND (? = '' OR status = ?) \
                       AND (? = '' OR os_type = ?) AND (? = '' OR type = ?)";
         let bind = |query: clickhouse::query::Query| {
             let repo = q.scope.repo.sql_value();
+            let slug = q.scope.slug.sql_value();
             let app = q.app.as_deref().unwrap_or("");
             let status = q.status.map_or("", |s| s.as_str());
             let os = q.os.as_deref().unwrap_or("");
@@ -526,6 +552,8 @@ impl Db {
                 .bind(q.scope.period.since(now))
                 .bind(repo)
                 .bind(repo)
+                .bind(slug)
+                .bind(slug)
                 .bind(app)
                 .bind(app)
                 .bind(status)
@@ -588,6 +616,7 @@ impl Db {
         max: u32,
     ) -> Result<Vec<Record>, DbError> {
         let repo = q.scope.repo.sql_value();
+        let slug = q.scope.slug.sql_value();
         let app = q.app.as_deref().unwrap_or("");
         let status = q.status.map_or("", |s| s.as_str());
         let os = q.os.as_deref().unwrap_or("");
@@ -597,6 +626,7 @@ impl Db {
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM ?.installs_final \
              WHERE started_at >= toDateTime(?) AND (? = '' OR repo_source = ?) \
+             AND (? = '' OR repo_slug = ?) \
              AND (? = '' OR nsapp = ?) AND (? = '' OR status = ?) \
              AND (? = '' OR os_type = ?) AND (? = '' OR type = ?) \
              ORDER BY {column} {direction}, execution_id {direction} LIMIT ?"
@@ -606,6 +636,8 @@ impl Db {
             .bind(q.scope.period.since(now))
             .bind(repo)
             .bind(repo)
+            .bind(slug)
+            .bind(slug)
             .bind(app)
             .bind(app)
             .bind(status)
@@ -638,7 +670,8 @@ impl Db {
                  ifNull(cpu_vendor, '') AS cpu_vendor, ifNull(cpu_model, '') AS cpu_model, \
                  ifNull(gpu_vendor, '') AS gpu_vendor, ifNull(gpu_model, '') AS gpu_model, \
                  ifNull(gpu_passthrough, '') AS gpu_passthrough, ifNull(ram_speed, '') AS ram_speed, \
-                 toInt16(ifNull(toInt16(ct_type), -1)) AS ct_type, toUInt64(events) AS events \
+                 toInt16(ifNull(toInt16(ct_type), -1)) AS ct_type, toUInt64(events) AS events, \
+                 ifNull(arch, '') AS arch, toInt16(ifNull(toInt16(has_arm), -1)) AS has_arm \
                  FROM ?.installs_final WHERE execution_id = ?",
             )
             .bind(execution_id)
@@ -680,6 +713,8 @@ impl Db {
             gpu_passthrough: non_empty(more.gpu_passthrough),
             ram_speed: non_empty(more.ram_speed),
             ct_type: u8::try_from(more.ct_type).ok(),
+            arch: non_empty(more.arch),
+            has_arm: (more.has_arm >= 0).then_some(more.has_arm == 1),
             events_seen: more.events,
             events,
         }))

@@ -403,6 +403,7 @@ mod tests {
             kind: "lxc".into(),
             status: "failed".into(),
             repo_source: "ProxmoxVE".into(),
+            repo_slug: None,
             os_type: Some("debian, 12".into()),
             os_version: None,
             pve_version: None,

@@ -180,7 +180,7 @@ async fn keep_warm(state: Arc<AppState>) {
         for period in periods {
             let scope = Scope {
                 period,
-                repo: Repo::default(),
+                ..Scope::default()
             };
             c.dashboard.warm(scope).await;
             c.errors.warm(scope).await;

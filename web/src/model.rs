@@ -99,6 +99,8 @@ pub struct Record {
     pub kind: String,
     pub status: String,
     pub repo_source: String,
+    /// `owner/repo` the script was loaded from (newer scripts).
+    pub repo_slug: Option<String>,
     pub os_type: Option<String>,
     pub os_version: Option<String>,
     pub pve_version: Option<String>,
@@ -206,6 +208,9 @@ impl Cards {
 pub struct Dashboard {
     pub days: &'static str,
     pub repo: &'static str,
+    /// The repo-slug filter, when one is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
     pub since: Timestamp,
     pub generated_at: Timestamp,
     #[serde(flatten)]
@@ -335,6 +340,7 @@ impl Dashboard {
         Dashboard {
             days: scope.period.as_str(),
             repo: scope.repo.as_str(),
+            slug: scope.slug.get().map(str::to_string),
             since: timestamp_i64(scope.period.since(now)),
             generated_at: timestamp_i64(now),
             cards: Cards::new(dims),
@@ -408,6 +414,9 @@ fn signatures(dims: &Dims) -> Vec<SignatureTrend> {
 pub struct Errors {
     pub days: &'static str,
     pub repo: &'static str,
+    /// The repo-slug filter, when one is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
     pub since: Timestamp,
     pub generated_at: Timestamp,
     #[serde(flatten)]
@@ -431,6 +440,7 @@ impl Errors {
         Errors {
             days: scope.period.as_str(),
             repo: scope.repo.as_str(),
+            slug: scope.slug.get().map(str::to_string),
             since: timestamp_i64(scope.period.since(now)),
             generated_at: timestamp_i64(now),
             cards: Cards::new(dims),
@@ -452,6 +462,9 @@ pub struct AppView {
     pub nsapp: String,
     pub days: &'static str,
     pub repo: &'static str,
+    /// The repo-slug filter, when one is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
     pub since: Timestamp,
     pub generated_at: Timestamp,
     #[serde(flatten)]
@@ -477,6 +490,7 @@ impl AppView {
             nsapp: nsapp.to_string(),
             days: scope.period.as_str(),
             repo: scope.repo.as_str(),
+            slug: scope.slug.get().map(str::to_string),
             since: timestamp_i64(scope.period.since(now)),
             generated_at: timestamp_i64(now),
             cards: Cards::new(dims),
@@ -532,6 +546,8 @@ pub struct Detail {
     pub gpu_passthrough: Option<String>,
     pub ram_speed: Option<String>,
     pub ct_type: Option<u8>,
+    pub arch: Option<String>,
+    pub has_arm: Option<bool>,
     /// Distinct events ClickHouse holds for it.
     pub events_seen: u64,
     pub events: Vec<DetailEvent>,

@@ -18,7 +18,7 @@ use crate::params::{Order, Period, RecordsQuery, Repo, Scope, SortColumn};
 pub struct Layout {
     pub page: &'static str,
     pub version: &'static str,
-    /// `days=…&repo=…` of the current view, carried by the navigation links.
+    /// `days=…&repo=…` (and `&slug=…`) of the current view, carried by the navigation links.
     pub scope_query: String,
     pub generated: String,
 }
@@ -115,6 +115,8 @@ pub struct DashboardPage {
     pub live: Arc<Live>,
     pub periods: Vec<(&'static str, &'static str, bool)>,
     pub repos: Vec<(&'static str, bool)>,
+    /// The repo-slug filter's text (empty for every slug).
+    pub slug: String,
     pub extra_hidden: Vec<(String, String)>,
     pub min_installs: u64,
     pub small_tables: Vec<(&'static str, Vec<Count>)>,
@@ -137,6 +139,7 @@ impl DashboardPage {
             layout: Layout::new("dashboard", scope),
             periods: period_choices(scope.period),
             repos: repo_choices(scope.repo),
+            slug: scope.slug.as_str().to_string(),
             extra_hidden: Vec::new(),
             min_installs: scope.period.min_installs(),
             small_tables,
@@ -154,6 +157,8 @@ pub struct ErrorsPage {
     pub e: Arc<Errors>,
     pub periods: Vec<(&'static str, &'static str, bool)>,
     pub repos: Vec<(&'static str, bool)>,
+    /// The repo-slug filter's text (empty for every slug).
+    pub slug: String,
     pub extra_hidden: Vec<(String, String)>,
 }
 
@@ -163,6 +168,7 @@ impl ErrorsPage {
             layout: Layout::new("errors", scope),
             periods: period_choices(scope.period),
             repos: repo_choices(scope.repo),
+            slug: scope.slug.as_str().to_string(),
             extra_hidden: Vec::new(),
             e,
         }
@@ -176,6 +182,8 @@ pub struct AppPage {
     pub a: Arc<AppView>,
     pub periods: Vec<(&'static str, &'static str, bool)>,
     pub repos: Vec<(&'static str, bool)>,
+    /// The repo-slug filter's text (empty for every slug).
+    pub slug: String,
     pub extra_hidden: Vec<(String, String)>,
 }
 
@@ -185,6 +193,7 @@ impl AppPage {
             layout: Layout::new("app", scope),
             periods: period_choices(scope.period),
             repos: repo_choices(scope.repo),
+            slug: scope.slug.as_str().to_string(),
             extra_hidden: Vec::new(),
             a,
         }
@@ -201,6 +210,8 @@ pub struct InstallsPage {
     pub statuses: Vec<(&'static str, bool)>,
     pub kinds: Vec<(&'static str, bool)>,
     pub repos: Vec<(&'static str, bool)>,
+    /// The repo-slug filter's text (empty for every slug).
+    pub slug: String,
     pub periods: Vec<(&'static str, &'static str, bool)>,
     pub csv_query: String,
     pub prev_link: Option<String>,
@@ -230,6 +241,7 @@ impl InstallsPage {
             statuses,
             kinds,
             repos: repo_choices(q.scope.repo),
+            slug: q.scope.slug.as_str().to_string(),
             periods: period_choices(q.scope.period),
             csv_query: format!(
                 "{}&sort={}&order={}",

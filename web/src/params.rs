@@ -1,6 +1,7 @@
-//! Request parameters, parsed into closed types before anything reaches a query: the period and repo
-//! filters, the installation-log filter with its whitelisted sort columns, and pagination. Anything else is
-//! a [`BadParam`] that names the parameter (a 400 JSON error, never a 500). Unknown parameters are ignored.
+//! Request parameters, parsed into closed types before anything reaches a query: the period, repo and
+//! repo-slug filters, the installation-log filter with its whitelisted sort columns, and pagination.
+//! Anything else is a [`BadParam`] that names the parameter (a 400 JSON error, never a 500). Unknown
+//! parameters are ignored.
 
 use std::fmt;
 
@@ -142,11 +143,78 @@ impl Repo {
     }
 }
 
-/// The period and repo of an overview.
+/// The most bytes of a slug (the contract's `repo_slug` rule).
+const MAX_SLUG: usize = schema::validate::MAX_REPO_SLUG_BYTES;
+
+/// The repo-slug filter: one `owner/repo` the scripts were loaded from (the contract's `repo_slug` rule),
+/// or every one. Kept inline (at most 128 ASCII bytes) so that [`Scope`] stays `Copy`: it is the key of
+/// the view caches and is passed by value everywhere.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Slug {
+    len: u8,
+    bytes: [u8; MAX_SLUG],
+}
+
+impl Default for Slug {
+    fn default() -> Slug {
+        Slug {
+            len: 0,
+            bytes: [0; MAX_SLUG],
+        }
+    }
+}
+
+impl fmt::Debug for Slug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Slug({:?})", self.as_str())
+    }
+}
+
+impl Slug {
+    /// Accepts `all` (or empty) and an `owner/repo` by the contract's rule; anything else is refused.
+    pub fn parse(text: &str) -> Result<Slug, BadParam> {
+        let text = text.trim();
+        if text.is_empty() || text.eq_ignore_ascii_case("all") {
+            return Ok(Slug::default());
+        }
+        if !schema::validate::is_repo_slug(text) {
+            return Err(bad(
+                "slug",
+                format!(
+                    "{:?} is not owner/repo (letters, digits, '.', '_', '-'; at most {MAX_SLUG} bytes)",
+                    schema::privacy::cut_at_char(text, 140)
+                ),
+            ));
+        }
+        let mut slug = Slug::default();
+        slug.bytes[..text.len()].copy_from_slice(text.as_bytes());
+        slug.len = text.len() as u8;
+        Ok(slug)
+    }
+
+    /// The value bound into SQL: empty means every slug.
+    pub fn sql_value(&self) -> &str {
+        // Only ASCII by the slug rule, so always UTF-8.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+
+    /// The slug, or `None` for every one.
+    pub fn get(&self) -> Option<&str> {
+        (self.len > 0).then(|| self.sql_value())
+    }
+
+    /// The value in links and forms: empty for every slug.
+    pub fn as_str(&self) -> &str {
+        self.sql_value()
+    }
+}
+
+/// The period, repo and repo slug of an overview.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Scope {
     pub period: Period,
     pub repo: Repo,
+    pub slug: Slug,
 }
 
 impl fmt::Display for Scope {
@@ -156,7 +224,11 @@ impl fmt::Display for Scope {
             "days={}&repo={}",
             self.period.as_str(),
             self.repo.as_str()
-        )
+        )?;
+        if let Some(slug) = self.slug.get() {
+            write!(f, "&slug={}", encode_component(slug))?;
+        }
+        Ok(())
     }
 }
 
@@ -296,6 +368,9 @@ impl RecordsQuery {
             ("days", self.scope.period.as_str().to_string()),
             ("repo", self.scope.repo.as_str().to_string()),
         ];
+        if let Some(slug) = self.scope.slug.get() {
+            pairs.push(("slug", slug.to_string()));
+        }
         if let Some(app) = &self.app {
             pairs.push(("app", app.clone()));
         }
@@ -362,7 +437,7 @@ impl<'a> Params<'a> {
         self.get(name).filter(|v| !v.trim().is_empty())
     }
 
-    /// `days` (alias `period`) and `repo`.
+    /// `days` (alias `period`), `repo` and `slug`.
     pub fn scope(&self) -> Result<Scope, BadParam> {
         let period = match self.value("days").or_else(|| self.value("period")) {
             Some(text) => Period::parse(text)?,
@@ -372,7 +447,11 @@ impl<'a> Params<'a> {
             Some(text) => Repo::parse(text)?,
             None => Repo::default(),
         };
-        Ok(Scope { period, repo })
+        let slug = match self.value("slug") {
+            Some(text) => Slug::parse(text)?,
+            None => Slug::default(),
+        };
+        Ok(Scope { period, repo, slug })
     }
 
     /// The installation-log parameters: `app`, `status`, `os`, `type`, `sort`, `order`, `page`,
@@ -402,7 +481,13 @@ impl<'a> Params<'a> {
                 Kind::ALL
                     .into_iter()
                     .find(|k| k.as_str() == text.trim())
-                    .ok_or_else(|| bad("type", format!("{text:?} is not lxc, vm, pve or addon")))?,
+                    .ok_or_else(|| {
+                        let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                        bad(
+                            "type",
+                            format!("{text:?} is not one of {}", kinds.join(", ")),
+                        )
+                    })?,
             ),
         };
         let sort = self.value("sort").map(SortColumn::parse).transpose()?;
@@ -521,6 +606,7 @@ mod tests {
                 scope: Scope {
                     period: Period::Days7,
                     repo: Repo(Some(RepoSource::ProxmoxVED)),
+                    slug: Slug::default(),
                 },
                 app: Some("docker".into()),
                 status: Some(Status::Failed),
@@ -532,10 +618,28 @@ mod tests {
                 ..base.clone()
             }),
         );
+        check(
+            &[("type", "turnkey"), ("slug", " someuser/ProxmoxVE-fork ")],
+            Ok(RecordsQuery {
+                scope: Scope {
+                    slug: Slug::parse("someuser/ProxmoxVE-fork").expect("slug"),
+                    ..Scope::default()
+                },
+                kind: Some(Kind::Turnkey),
+                ..base.clone()
+            }),
+        );
+        check(&[("slug", "all")], Ok(base.clone()));
+        check(&[("slug", "")], Ok(base.clone()));
         check(&[("days", "8")], Err("days"));
         check(&[("repo", "gitlab")], Err("repo"));
         check(&[("status", "done")], Err("status"));
         check(&[("type", "ct")], Err("type"));
+        check(&[("slug", "community-scripts")], Err("slug"));
+        check(&[("slug", "a/b/c")], Err("slug"));
+        check(&[("slug", "a/b' OR 1=1 --")], Err("slug"));
+        check(&[("slug", "https://github.com/a/b")], Err("slug"));
+        check(&[("slug", &format!("a/{}", "b".repeat(127)))], Err("slug"));
         check(&[("sort", "error; DROP TABLE x")], Err("sort"));
         check(&[("order", "sideways")], Err("order"));
         check(&[("page", "0")], Err("page"));
@@ -560,6 +664,40 @@ mod tests {
         assert!(app_name("<img src=x onerror=alert(1)>").is_ok());
         assert!(app_name("a\u{7}").is_err());
         assert!(app_name(" ").is_err());
+    }
+
+    #[test]
+    fn slugs_keep_their_text_and_ride_along_in_links() {
+        let longest = format!("a/{}", "b".repeat(126));
+        for text in [
+            "a/b",
+            "community-scripts/ProxmoxVE",
+            "x.y_z-1/Repo.2",
+            longest.as_str(),
+        ] {
+            let slug = Slug::parse(text).expect("slug");
+            assert_eq!((slug.get(), slug.sql_value()), (Some(text), text));
+        }
+        assert_eq!(Slug::default().get(), None);
+        assert_eq!(Slug::parse(" ALL ").expect("all"), Slug::default());
+        let scope = Scope {
+            period: Period::Days7,
+            slug: Slug::parse("someuser/ProxmoxVE-fork").expect("slug"),
+            ..Scope::default()
+        };
+        assert_eq!(
+            scope.to_string(),
+            "days=7&repo=all&slug=someuser%2FProxmoxVE-fork"
+        );
+        assert_eq!(Scope::default().to_string(), "days=30&repo=all");
+        let q = RecordsQuery {
+            scope,
+            ..RecordsQuery::default()
+        };
+        assert_eq!(
+            q.filter_query(),
+            "days=7&repo=all&slug=someuser%2FProxmoxVE-fork"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@
     network: "#3b82f6", storage: "#8b5cf6", resource: "#f97316", timeout: "#eab308", config: "#14b8a6",
     service: "#06b6d4", permission: "#ec4899", apt: "#ef4444", proxmox: "#e11d48", user_aborted: "#94a3b8",
     command_not_found: "#a855f7", signal: "#f59e0b", build: "#84cc16", dependency: "#10b981",
-    database: "#0ea5e9", runtime: "#d946ef", shell: "#78716c", unknown: "#64748b"
+    database: "#0ea5e9", runtime: "#d946ef", shell: "#78716c", preflight: "#be185d", unknown: "#64748b"
   };
   var PALETTE = ["#2563eb", "#16a34a", "#f59e0b", "#dc2626", "#7c3aed", "#0891b2", "#db2777", "#65a30d",
     "#ea580c", "#4f46e5", "#0d9488", "#a16207", "#be123c", "#475569", "#9333ea"];

@@ -109,6 +109,9 @@ pub fn collection_fields() -> Vec<Value> {
         text("error_category", 32),
         number("install_duration"),
         text("repo_source", 16),
+        text("repo_slug", 128),
+        json!({"name": "has_arm", "type": "bool"}),
+        text("arch", 16),
         json!({"name": "merge_state", "type": "json", "maxSize": 2_000_000, "hidden": true}),
         json!({"name": "created", "type": "autodate", "onCreate": true, "onUpdate": false}),
         json!({"name": "updated", "type": "autodate", "onCreate": true, "onUpdate": true}),
@@ -125,11 +128,12 @@ pub fn filter_literal(id: &str) -> Option<String> {
     Some(format!("'{escaped}'"))
 }
 
-/// The install's duration as every store shows it: the reported one, else whole seconds from the first
-/// event to the deciding final (millisecond clock, like ClickHouse's `installs_final`).
+/// The install's duration as every store shows it: the reported one (the deciding final's, else the
+/// largest any event carried), else whole seconds from the first event to the deciding final
+/// (millisecond clock, like ClickHouse's `installs_final`).
 pub fn duration_secs(state: &InstallState) -> Option<u32> {
-    if let Some(d) = &state.install_duration {
-        return Some(d.value);
+    if let Some(d) = state.reported_duration() {
+        return Some(d);
     }
     let finished = state.finished_at()?;
     let ms = unix_ms(finished).checked_sub(unix_ms(state.first_seen))?;
@@ -167,6 +171,10 @@ pub fn record(state: &InstallState) -> Value {
         "error_category": outcome.and_then(|o| o.error_category).map(|c| c.as_str()).unwrap_or_default(),
         "install_duration": duration_secs(state),
         "repo_source": state.repo_source.value.as_str(),
+        "repo_slug": text(&state.repo_slug),
+        // A bool field has no "absent": false unless an event said true (merge_state keeps the absence).
+        "has_arm": state.has_arm.as_ref().is_some_and(|s| s.value),
+        "arch": text(&state.arch),
         "merge_state": state,
     })
 }
@@ -634,5 +642,42 @@ mod tests {
         assert_eq!(body["exit_code"], Value::Null);
         assert_eq!(body["disk_size"], 8);
         assert_eq!(body["execution_id"], "r1");
+    }
+
+    #[test]
+    fn record_carries_the_newer_fields_and_the_deciding_finals_duration() {
+        let accept = |body: &str| {
+            schema::validate(body.as_bytes(), schema::Reception::now())
+                .expect("valid")
+                .event
+        };
+        let head = r#"{"random_id":"r1","type":"turnkey","nsapp":"turnkey-core""#;
+        let installing = accept(&format!(
+            r#"{head},"status":"installing","install_duration":0,"repo_slug":"a/b","has_arm":true,"arch":"ARM64"}}"#
+        ));
+        let ping = accept(&format!(
+            r#"{head},"status":"configuring","install_duration":141}}"#
+        ));
+        let success = accept(&format!(
+            r#"{head},"status":"success","exit_code":0,"install_duration":388}}"#
+        ));
+        let bare = accept(&format!(r#"{head},"status":"success","exit_code":0}}"#));
+        let check = |events: &[&Event], duration: u32| {
+            let mut state = None;
+            for e in events {
+                state = Some(merge(state, e));
+            }
+            let body = record(&state.expect("state"));
+            assert_eq!(body["install_duration"], duration, "{body}");
+            assert_eq!(body["type"], "turnkey");
+            assert_eq!(
+                (&body["repo_slug"], &body["has_arm"], &body["arch"]),
+                (&json!("a/b"), &json!(true), &json!("arm64"))
+            );
+        };
+        check(&[&installing, &ping, &success], 388);
+        check(&[&success, &ping, &installing], 388);
+        check(&[&installing, &ping, &bare], 141);
+        check(&[&bare, &installing, &ping], 141);
     }
 }

@@ -6,3 +6,4 @@ mod harness;
 
 mod rollups;
 mod stuck;
+mod v3;

@@ -7,3 +7,4 @@ mod harness;
 mod corpus;
 mod edge;
 mod faults;
+mod v3;

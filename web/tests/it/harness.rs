@@ -35,17 +35,22 @@ pub struct Web {
 impl Stack {
     /// Servers up, tables created, known installs stored.
     pub async fn seeded() -> Stack {
+        Stack::with(seed_events(), seeds().len() as u64).await
+    }
+
+    /// Servers up, tables created, `events` (of `installs` installs) stored through the writer.
+    pub async fn with(events: Vec<schema::Accepted>, installs: u64) -> Stack {
         let stack = Stack {
             clickhouse: ClickHouseServer::start().expect("clickhouse-server"),
             nats: NatsServer::start().expect("nats-server"),
         };
-        stack.seed().await;
+        stack.seed(events, installs).await;
         stack
     }
 
     /// Publishes the seed events as the edge does (subject, `Nats-Msg-Id`, wire form), then runs the
     /// ClickHouse writer until `events_final` and `installs_final` hold all of them, and stops it.
-    async fn seed(&self) {
+    async fn seed(&self, events: Vec<schema::Accepted>, installs: u64) {
         let client = fleet::nats::connect(&self.nats.url(), "test-seed")
             .await
             .expect("connect");
@@ -58,7 +63,6 @@ impl Stack {
         fleet::nats::ensure_stream(&js, &settings)
             .await
             .expect("event stream");
-        let events = seed_events();
         for accepted in &events {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(schema::names::MSG_ID_HEADER, accepted.msg_id.as_str());
@@ -90,7 +94,6 @@ impl Stack {
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit()),
         );
-        let installs = seeds().len() as u64;
         poll_until(
             "the writer stored every seed event and install",
             Duration::from_secs(60),

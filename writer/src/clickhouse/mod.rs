@@ -87,6 +87,9 @@ struct EventRow<'a> {
     repo_source: &'static str,
     synthetic: u8,
     rescued: Vec<&'static str>,
+    repo_slug: Option<&'a str>,
+    has_arm: Option<u8>,
+    arch: Option<&'a str>,
 }
 
 /// Milliseconds since the Unix epoch (0 before it, which no event is).
@@ -127,6 +130,9 @@ impl<'a> EventRow<'a> {
             repo_source: e.repo_source.as_str(),
             synthetic: u8::from(e.synthetic),
             rescued: e.rescued.iter().map(|r| r.as_str()).collect(),
+            repo_slug: e.repo_slug.as_deref(),
+            has_arm: e.has_arm.map(u8::from),
+            arch: e.arch.as_deref(),
         }
     }
 }
@@ -151,10 +157,9 @@ impl ClickHouseSink {
         &self.database
     }
 
-    /// Runs one statement with every `?` bound to the database identifier.
-    async fn execute(&self, statement: &str) -> Result<(), ChError> {
-        let sql = schema::render(statement);
-        let mut query = self.client.query(&sql);
+    /// Runs one statement (of this crate's constants) with every `?` bound to the database identifier.
+    async fn execute(&self, sql: &str) -> Result<(), ChError> {
+        let mut query = self.client.query(sql);
         for _ in 0..sql.matches('?').count() {
             query = query.bind(Identifier(&self.database));
         }
@@ -163,14 +168,16 @@ impl ClickHouseSink {
     }
 
     /// Creates the database and applies every migration not yet recorded. Returns how many were applied;
-    /// a second start applies none. Concurrent starts are harmless: every statement is idempotent.
+    /// a second start applies none. Concurrent starts are harmless: every step is idempotent (a column two
+    /// writers add at once fails for one of them, whose retry then finds it).
     pub async fn migrate(&self) -> Result<usize, ChError> {
         self.client
             .query("CREATE DATABASE IF NOT EXISTS ?")
             .bind(Identifier(&self.database))
             .execute()
             .await?;
-        self.execute(schema::MIGRATIONS_TABLE).await?;
+        self.execute(&schema::render(schema::MIGRATIONS_TABLE))
+            .await?;
         let applied: Vec<u32> = self
             .client
             .query("SELECT DISTINCT version FROM ?.schema_migrations ORDER BY version")
@@ -182,8 +189,13 @@ impl ClickHouseSink {
             if applied.contains(&migration.version) {
                 continue;
             }
-            for statement in migration.statements {
-                self.execute(statement).await?;
+            for step in migration.steps {
+                if let schema::Step::AddColumn { table, column, .. } = step {
+                    if self.has_column(table, column).await? {
+                        continue;
+                    }
+                }
+                self.execute(&step.sql()).await?;
             }
             self.client
                 .query("INSERT INTO ?.schema_migrations (version, name, applied_at) SELECT ?, ?, now()")
@@ -201,6 +213,21 @@ impl ClickHouseSink {
             count += 1;
         }
         Ok(count)
+    }
+
+    async fn has_column(&self, table: &str, column: &str) -> Result<bool, ChError> {
+        let count: u64 = self
+            .client
+            .query(
+                "SELECT toUInt64(count()) FROM system.columns \
+                 WHERE database = ? AND table = ? AND name = ?",
+            )
+            .bind(&self.database)
+            .bind(table)
+            .bind(column)
+            .fetch_one()
+            .await?;
+        Ok(count > 0)
     }
 
     async fn insert(&self, events: &[Event]) -> Result<(), clickhouse::error::Error> {

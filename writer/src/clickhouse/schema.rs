@@ -10,15 +10,50 @@
 //! outcome: only finals, by status). Absent values are stored as a sentinel (`-1`, `''`) inside the state
 //! and turned back into NULL by `installs_final`. `argMin`, `min`, `max` and `uniqExact` states are
 //! idempotent, so a redelivered batch or a second replica changes nothing that `installs_final` shows.
+//!
+//! Version 2 (the newer scripts' `repo_slug`, `has_arm`, `arch`, and the install duration of the deciding
+//! final, else the largest any event carried) adds columns to the tables of version 1. Rows written
+//! before it hold the empty state in the new columns, which every new column reads as "absent": strings
+//! are `''`, the largest duration is stored plus one (so the empty state's 0 is absent), and the deciding
+//! final's duration counts only when that final was written since version 2 (its `received_ms`, kept
+//! beside it, equals the one of the final that decided `installs_final`). An install whose deciding final
+//! was written before version 2 keeps its figures: its duration is still the first one reported (the rule
+//! of version 1), whatever arrives later.
 
 use schema::merge::status_score;
 use schema::Status;
 
-/// One schema version: statements applied in order, each idempotent (`IF NOT EXISTS`).
+/// One schema version: steps applied in order, each idempotent, so that a migration interrupted half-way
+/// (or run by two writers at once) can run again.
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
-    pub statements: &'static [&'static str],
+    pub steps: &'static [Step],
+}
+
+/// One step of a migration.
+pub enum Step {
+    /// A statement that is idempotent by its own words (`IF NOT EXISTS`, `IF EXISTS`).
+    Sql(&'static str),
+    /// `ALTER TABLE ?.<table> ADD COLUMN <column> <ty>`, run only while `system.columns` lacks the column
+    /// (ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`).
+    AddColumn {
+        table: &'static str,
+        column: &'static str,
+        ty: &'static str,
+    },
+}
+
+impl Step {
+    /// The statement to run: only constants of this module reach the text.
+    pub fn sql(&self) -> String {
+        match self {
+            Step::Sql(statement) => render(statement),
+            Step::AddColumn { table, column, ty } => {
+                format!("ALTER TABLE ?.{table} ADD COLUMN {column} {ty}")
+            }
+        }
+    }
 }
 
 /// The bookkeeping table, created before anything else.
@@ -29,11 +64,24 @@ pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS ?.schema_migratio
 ) ENGINE = ReplacingMergeTree ORDER BY version";
 
 /// Every version, oldest first. Never edit a released one: add the next.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events, installs, installs_mv, installs_final, events_final",
-    statements: &[EVENTS, INSTALLS, INSTALLS_MV, INSTALLS_FINAL, EVENTS_FINAL],
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events, installs, installs_mv, installs_final, events_final",
+        steps: &[
+            Step::Sql(EVENTS),
+            Step::Sql(INSTALLS),
+            Step::Sql(INSTALLS_MV),
+            Step::Sql(INSTALLS_FINAL),
+            Step::Sql(EVENTS_FINAL),
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "repo_slug, has_arm, arch; install duration of the deciding final (installs_mv2)",
+        steps: V2,
+    },
+];
 
 /// One row per accepted event. A redelivered event is a second copy with the same sorting key, which
 /// ReplacingMergeTree folds away when parts merge; readers use `events_final` (or `FINAL`) meanwhile.
@@ -216,6 +264,195 @@ FROM (
     GROUP BY execution_id
 )";
 
+/// Version 2. The materialized view of 18.16 must produce every column of `installs`, so once the new
+/// state columns exist the view of version 1 cannot feed it any more: `installs_mv2` (every column) is
+/// created before `installs_mv` is dropped. There is never a moment without a view feeding `installs` (a
+/// moment with both only writes the same idempotent states twice), so a second writer running this
+/// migration at the same time loses nothing. `installs_final` is dropped and created again with the new
+/// columns; a reader may miss it for that moment.
+const V2: &[Step] = &[
+    Step::AddColumn {
+        table: "events",
+        column: "repo_slug",
+        ty: "Nullable(String)",
+    },
+    Step::AddColumn {
+        table: "events",
+        column: "has_arm",
+        ty: "Nullable(UInt8)",
+    },
+    Step::AddColumn {
+        table: "events",
+        column: "arch",
+        ty: "Nullable(String)",
+    },
+    Step::AddColumn {
+        table: "installs",
+        column: "repo_slug_state",
+        ty: "AggregateFunction(argMin, String, String)",
+    },
+    Step::AddColumn {
+        table: "installs",
+        column: "has_arm_state",
+        ty: "AggregateFunction(argMin, String, String)",
+    },
+    Step::AddColumn {
+        table: "installs",
+        column: "arch_state",
+        ty: "AggregateFunction(argMin, String, String)",
+    },
+    Step::AddColumn {
+        table: "installs",
+        column: "outcome_duration_state",
+        ty: "AggregateFunction(argMin, Int64, String)",
+    },
+    Step::AddColumn {
+        table: "installs",
+        column: "outcome_ms_state",
+        ty: "AggregateFunction(argMin, UInt64, String)",
+    },
+    Step::AddColumn {
+        table: "installs",
+        column: "longest_duration_state",
+        ty: "AggregateFunction(max, Int64)",
+    },
+    Step::Sql(INSTALLS_MV2),
+    Step::Sql("DROP TABLE IF EXISTS ?.installs_mv"),
+    Step::Sql("DROP TABLE IF EXISTS ?.installs_final"),
+    Step::Sql(INSTALLS_FINAL2),
+];
+
+/// Feeds `installs` from every block inserted into `events` (version 2: every column of `installs`).
+/// `has_arm` is kept as `'0'`/`'1'` so that the empty state (`''`) reads as absent; the outcome duration
+/// is keyed like the other outcome fields, with the final's `received_ms` beside it; the largest duration
+/// is stored plus one.
+const INSTALLS_MV2: &str = "CREATE MATERIALIZED VIEW IF NOT EXISTS ?.installs_mv2 TO ?.installs AS
+SELECT
+    toDate(received_at) AS day,
+    execution_id,
+    argMinState(random_id, toString(event_id)) AS random_id_state,
+    argMinState(type, toString(event_id)) AS type_state,
+    argMinState(nsapp, toString(event_id)) AS nsapp_state,
+    argMinState(repo_source, toString(event_id)) AS repo_source_state,
+    argMinState(status, concat(toString(4 - {score}), toString(event_id))) AS status_state,
+    maxState(toUInt8(status IN ('success', 'failed', 'aborted', 'unknown'))) AS final_state,
+    argMinState(received_ms, if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS finished_ms_state,
+    argMinState(ifNull(toInt64(exit_code), -1), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS exit_code_state,
+    argMinState(ifNull(error, ''), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS error_state,
+    argMinState(ifNull(error_category, ''), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS error_category_state,
+    argMinState(ifNull(error_signature, ''), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS error_signature_state,
+    minState(received_ms) AS first_ms_state,
+    maxState(received_ms) AS last_ms_state,
+    argMinState(ifNull(toInt64(ct_type), -1), concat(if(isNull(ct_type), '2', '0'), toString(event_id))) AS ct_type_state,
+    argMinState(ifNull(toInt64(disk_size), -1), concat(if(isNull(disk_size), '2', '0'), toString(event_id))) AS disk_size_state,
+    argMinState(ifNull(toInt64(core_count), -1), concat(if(isNull(core_count), '2', '0'), toString(event_id))) AS core_count_state,
+    argMinState(ifNull(toInt64(ram_size), -1), concat(if(isNull(ram_size), '2', '0'), toString(event_id))) AS ram_size_state,
+    argMinState(ifNull(toInt64(install_duration), -1), concat(if(isNull(install_duration), '2', '0'), toString(event_id))) AS install_duration_state,
+    argMinState(ifNull(os_type, ''), concat(if(isNull(os_type), '2', '0'), toString(event_id))) AS os_type_state,
+    argMinState(ifNull(os_version, ''), concat(if(isNull(os_version), '2', '0'), toString(event_id))) AS os_version_state,
+    argMinState(ifNull(pve_version, ''), concat(if(isNull(pve_version), '2', '0'), toString(event_id))) AS pve_version_state,
+    argMinState(ifNull(method, ''), concat(if(isNull(method), '2', '0'), toString(event_id))) AS method_state,
+    argMinState(ifNull(cpu_vendor, ''), concat(multiIf(isNull(cpu_vendor), '2', cpu_vendor = 'unknown', '1', '0'), toString(event_id))) AS cpu_vendor_state,
+    argMinState(ifNull(cpu_model, ''), concat(if(isNull(cpu_model), '2', '0'), toString(event_id))) AS cpu_model_state,
+    argMinState(ifNull(gpu_vendor, ''), concat(multiIf(isNull(gpu_vendor), '2', gpu_vendor = 'unknown', '1', '0'), toString(event_id))) AS gpu_vendor_state,
+    argMinState(ifNull(gpu_model, ''), concat(if(isNull(gpu_model), '2', '0'), toString(event_id))) AS gpu_model_state,
+    argMinState(ifNull(gpu_passthrough, ''), concat(multiIf(isNull(gpu_passthrough), '2', gpu_passthrough = 'unknown', '1', '0'), toString(event_id))) AS gpu_passthrough_state,
+    argMinState(ifNull(ram_speed, ''), concat(if(isNull(ram_speed), '2', '0'), toString(event_id))) AS ram_speed_state,
+    uniqExactState(toString(event_id)) AS events_state,
+    argMinState(ifNull(repo_slug, ''), concat(if(isNull(repo_slug), '2', '0'), toString(event_id))) AS repo_slug_state,
+    argMinState(ifNull(toString(has_arm), ''), concat(if(isNull(has_arm), '2', '0'), toString(event_id))) AS has_arm_state,
+    argMinState(ifNull(arch, ''), concat(if(isNull(arch), '2', '0'), toString(event_id))) AS arch_state,
+    argMinState(if(status IN ('success', 'failed', 'aborted', 'unknown'), ifNull(toInt64(install_duration), -1), toInt64(-1)), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS outcome_duration_state,
+    argMinState(if(status IN ('success', 'failed', 'aborted', 'unknown'), received_ms, toUInt64(0)), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS outcome_ms_state,
+    maxState(ifNull(toInt64(install_duration) + 1, toInt64(0))) AS longest_duration_state
+FROM ?.events
+GROUP BY day, execution_id";
+
+/// The merged state of each install (version 2): the columns of version 1 plus `repo_slug`, `has_arm`
+/// and `arch`, and `install_duration` of the deciding final, else the largest any event carried (rows of
+/// version 1 count with their first duration; an install decided by a final of version 1 keeps that
+/// first duration); `duration` falls back to the clock from the first event to the final.
+const INSTALLS_FINAL2: &str = "CREATE VIEW IF NOT EXISTS ?.installs_final AS
+SELECT
+    execution_id,
+    random_id,
+    type,
+    nsapp,
+    repo_source,
+    status,
+    is_final,
+    if(is_final = 0 OR exit_code_raw = -1, NULL, toUInt8(exit_code_raw)) AS exit_code,
+    if(is_final = 0 OR error_raw = '', NULL, error_raw) AS error,
+    if(is_final = 0 OR error_category_raw = '', NULL, error_category_raw) AS error_category,
+    if(is_final = 0 OR error_signature_raw = '', NULL, error_signature_raw) AS error_signature,
+    toDateTime(intDiv(first_ms, 1000)) AS started_at,
+    toDateTime(intDiv(last_ms, 1000)) AS last_seen_at,
+    if(is_final = 0, NULL, toDateTime(intDiv(finished_ms_raw, 1000))) AS finished_at,
+    if(reported_duration_raw != -1, toUInt32(reported_duration_raw), if(is_final = 0, NULL, toUInt32(intDiv(finished_ms_raw - first_ms, 1000)))) AS duration,
+    if(ct_type_raw = -1, NULL, toUInt8(ct_type_raw)) AS ct_type,
+    if(disk_size_raw = -1, NULL, toUInt32(disk_size_raw)) AS disk_size,
+    if(core_count_raw = -1, NULL, toUInt16(core_count_raw)) AS core_count,
+    if(ram_size_raw = -1, NULL, toUInt32(ram_size_raw)) AS ram_size,
+    if(reported_duration_raw = -1, NULL, toUInt32(reported_duration_raw)) AS install_duration,
+    if(os_type_raw = '', NULL, os_type_raw) AS os_type,
+    if(os_version_raw = '', NULL, os_version_raw) AS os_version,
+    if(pve_version_raw = '', NULL, pve_version_raw) AS pve_version,
+    if(method_raw = '', NULL, method_raw) AS method,
+    if(cpu_vendor_raw = '', NULL, cpu_vendor_raw) AS cpu_vendor,
+    if(cpu_model_raw = '', NULL, cpu_model_raw) AS cpu_model,
+    if(gpu_vendor_raw = '', NULL, gpu_vendor_raw) AS gpu_vendor,
+    if(gpu_model_raw = '', NULL, gpu_model_raw) AS gpu_model,
+    if(gpu_passthrough_raw = '', NULL, gpu_passthrough_raw) AS gpu_passthrough,
+    if(ram_speed_raw = '', NULL, ram_speed_raw) AS ram_speed,
+    events,
+    if(repo_slug_raw = '', NULL, repo_slug_raw) AS repo_slug,
+    if(has_arm_raw = '', NULL, toUInt8(has_arm_raw = '1')) AS has_arm,
+    if(arch_raw = '', NULL, arch_raw) AS arch
+FROM (
+    SELECT
+        execution_id,
+        argMinMerge(random_id_state) AS random_id,
+        argMinMerge(type_state) AS type,
+        argMinMerge(nsapp_state) AS nsapp,
+        argMinMerge(repo_source_state) AS repo_source,
+        argMinMerge(status_state) AS status,
+        maxMerge(final_state) AS is_final,
+        argMinMerge(finished_ms_state) AS finished_ms_raw,
+        argMinMerge(exit_code_state) AS exit_code_raw,
+        argMinMerge(error_state) AS error_raw,
+        argMinMerge(error_category_state) AS error_category_raw,
+        argMinMerge(error_signature_state) AS error_signature_raw,
+        minMerge(first_ms_state) AS first_ms,
+        maxMerge(last_ms_state) AS last_ms,
+        argMinMerge(ct_type_state) AS ct_type_raw,
+        argMinMerge(disk_size_state) AS disk_size_raw,
+        argMinMerge(core_count_state) AS core_count_raw,
+        argMinMerge(ram_size_state) AS ram_size_raw,
+        argMinMerge(install_duration_state) AS first_duration_raw,
+        maxMerge(longest_duration_state) - 1 AS longest_duration_raw,
+        argMinMerge(outcome_duration_state) AS outcome_duration_raw,
+        (is_final = 1 AND argMinMerge(outcome_ms_state) = finished_ms_raw) AS decided_since_v2,
+        multiIf(decided_since_v2 AND outcome_duration_raw != -1, outcome_duration_raw,
+                is_final = 1 AND NOT decided_since_v2, first_duration_raw,
+                greatest(longest_duration_raw, first_duration_raw)) AS reported_duration_raw,
+        argMinMerge(os_type_state) AS os_type_raw,
+        argMinMerge(os_version_state) AS os_version_raw,
+        argMinMerge(pve_version_state) AS pve_version_raw,
+        argMinMerge(method_state) AS method_raw,
+        argMinMerge(cpu_vendor_state) AS cpu_vendor_raw,
+        argMinMerge(cpu_model_state) AS cpu_model_raw,
+        argMinMerge(gpu_vendor_state) AS gpu_vendor_raw,
+        argMinMerge(gpu_model_state) AS gpu_model_raw,
+        argMinMerge(gpu_passthrough_state) AS gpu_passthrough_raw,
+        argMinMerge(ram_speed_state) AS ram_speed_raw,
+        uniqExactMerge(events_state) AS events,
+        argMinMerge(repo_slug_state) AS repo_slug_raw,
+        argMinMerge(has_arm_state) AS has_arm_raw,
+        argMinMerge(arch_state) AS arch_raw
+    FROM ?.installs
+    GROUP BY execution_id
+)";
+
 /// Every event once, even before ReplacingMergeTree folded redelivered copies.
 const EVENTS_FINAL: &str =
     "CREATE VIEW IF NOT EXISTS ?.events_final AS SELECT * FROM ?.events FINAL";
@@ -258,10 +495,61 @@ mod tests {
         for m in MIGRATIONS {
             assert!(m.version > last, "{}", m.name);
             last = m.version;
-            for s in m.statements {
-                assert!(s.contains("IF NOT EXISTS"), "{s}");
-                assert!(!render(s).contains('{'), "{s}");
+            for step in m.steps {
+                let sql = step.sql();
+                assert!(!sql.contains('{'), "{sql}");
+                match step {
+                    Step::Sql(s) => assert!(
+                        s.contains("IF NOT EXISTS") || s.starts_with("DROP TABLE IF EXISTS"),
+                        "{s}"
+                    ),
+                    Step::AddColumn { .. } => assert!(sql.starts_with("ALTER TABLE ?."), "{sql}"),
+                }
             }
+        }
+    }
+
+    /// Version 2 adds columns to what version 1 made and never drops a table that holds data.
+    #[test]
+    fn version_2_adds_columns_and_drops_only_views() {
+        let v2 = &MIGRATIONS[1];
+        for step in v2.steps {
+            if let Step::Sql(s) = step {
+                if s.starts_with("DROP") {
+                    assert!(
+                        s.ends_with(".installs_mv") || s.ends_with(".installs_final"),
+                        "{s}"
+                    );
+                }
+            }
+        }
+        let added: Vec<&str> = v2
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::AddColumn { table, column, .. } => {
+                    Some(if *table == "events" { *column } else { "" })
+                }
+                Step::Sql(_) => None,
+            })
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(added, ["repo_slug", "has_arm", "arch"]);
+        // Every state column of `installs` is fed by the view of version 2 (18.16 requires it).
+        for step in MIGRATIONS.iter().flat_map(|m| m.steps) {
+            let state = match step {
+                Step::AddColumn {
+                    table: "installs",
+                    column,
+                    ..
+                } => column.to_string(),
+                _ => continue,
+            };
+            assert!(INSTALLS_MV2.contains(&format!("AS {state}")), "{state}");
+        }
+        for line in INSTALLS.lines().filter(|l| l.contains("_state ")) {
+            let state = line.split_whitespace().next().expect("column");
+            assert!(INSTALLS_MV2.contains(&format!("AS {state}")), "{state}");
         }
     }
 }

@@ -27,7 +27,7 @@ async fn migrations_apply_once_and_a_second_start_changes_nothing() {
             "events_final",
             "installs",
             "installs_final",
-            "installs_mv",
+            "installs_mv2",
             "schema_migrations"
         ]
     );
