@@ -23,8 +23,8 @@ async fn two_replicas_send_one_mail() {
         .await;
     stack.still_mails(1, Duration::from_secs(3)).await;
     assert_eq!(stack.alert_events().await.len(), 1);
-    a.stop().await;
-    b.stop().await;
+    a.stop().await.expect("alerter run");
+    b.stop().await.expect("alerter run");
     stack.stop().await;
 }
 
@@ -39,7 +39,7 @@ async fn a_restart_inside_the_cooldown_sends_no_second_mail() {
     stack
         .wait_record(KEY, |r| r.delivery == Delivery::Sent)
         .await;
-    first.stop().await;
+    first.stop().await.expect("alerter run");
 
     let second = stack.start_alerter(stack.alerter_config()).await;
     stack.still_mails(1, Duration::from_secs(3)).await;
@@ -57,7 +57,7 @@ async fn a_restart_inside_the_cooldown_sends_no_second_mail() {
     stack.installs("docker", "relapse", 30, 0).await;
     stack.wait_rollup("docker", 190).await;
     stack.still_mails(2, Duration::from_secs(3)).await;
-    second.stop().await;
+    second.stop().await.expect("alerter run");
     stack.stop().await;
 }
 
@@ -81,6 +81,6 @@ async fn an_alert_fired_while_smtp_is_down_arrives_once_when_it_returns() {
         .await;
     stack.still_mails(1, Duration::from_secs(3)).await;
     assert_eq!(stack.alert_events().await.len(), 1);
-    alerter.stop().await;
+    alerter.stop().await.expect("alerter run");
     stack.stop().await;
 }

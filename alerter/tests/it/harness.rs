@@ -18,10 +18,9 @@ use schema::stats::{
 };
 use schema::validate::{validate, Reception};
 use schema::{Category, Status};
+pub use testkit::fixtures::body;
 use testkit::smtp::SmtpServer;
-use testkit::NatsServer;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use testkit::{poll_until, NatsServer, Service};
 
 /// The aggregator's default `TOP_N`.
 const TOP_N: usize = 10;
@@ -34,33 +33,6 @@ fn window() -> Span {
 /// The aggregator's default `SIGNATURE_WINDOW`.
 fn signature_window() -> Span {
     Span::from_secs(3600)
-}
-
-pub struct Service {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Service {
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("join").expect("run");
-        }
-    }
-}
-
-fn spawn<F>(run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Service
-where
-    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    let (stop, stopped) = oneshot::channel::<()>();
-    Service {
-        stop: Some(stop),
-        task: Some(tokio::spawn(run(stopped))),
-    }
 }
 
 /// One install as the rollups see it: its merged state and the signature of its deciding event.
@@ -117,11 +89,7 @@ impl Stack {
         let client = fleet::nats::connect(&config.common.nats_url, "test-alerter")
             .await
             .expect("connect");
-        spawn(|stopped| {
-            alerter::run(config, client, None, async {
-                let _ = stopped.await;
-            })
-        })
+        Service::spawn(|stop| alerter::run(config, client, None, stop))
     }
 
     /// Installs of `app`: `failed` failures (exit 100) and `success` successes, each with an installing
@@ -190,7 +158,7 @@ impl Stack {
 
     /// Waits until the sink holds `n` mails and returns them.
     pub async fn wait_mails(&self, n: usize, timeout: Duration) -> Vec<String> {
-        wait_for(&format!("{n} mails"), timeout, || async {
+        poll_until(&format!("{n} mails"), timeout, || async {
             let mails = self.smtp.mails();
             (mails.len() >= n).then_some(mails)
         })
@@ -419,28 +387,6 @@ fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("json")
 }
 
-pub fn body(exec: &str, app: &str, status: &str, extra: &str) -> String {
-    format!(
-        r#"{{"random_id":"r-{exec}","execution_id":"{exec}","type":"lxc","nsapp":"{app}","status":"{status}"{extra}}}"#
-    )
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, failing the test after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The Subject header of a raw mail (unfolded).
 pub fn subject(mail: &str) -> String {
     let mut lines = mail.lines().skip_while(|l| !l.starts_with("Subject:"));
@@ -459,7 +405,7 @@ impl Stack {
     /// Waits until `telemetry_stats` holds `decided` (success + failed) installs of `app` in 24 h.
     pub async fn wait_rollup(&self, app: &str, decided: u64) {
         let key = group_key(window(), Scope::App, app);
-        wait_for(
+        poll_until(
             &format!("{app} rolled up"),
             Duration::from_secs(30),
             || async {
@@ -482,7 +428,7 @@ impl Stack {
         key: &str,
         check: impl Fn(&AlertRecord) -> bool,
     ) -> AlertRecord {
-        wait_for(
+        poll_until(
             &format!("alert record {key}"),
             Duration::from_secs(30),
             || async { self.record(key).await.filter(|r| check(r)) },

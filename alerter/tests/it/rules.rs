@@ -71,7 +71,7 @@ async fn a_half_failing_app_is_mailed_once_then_resolved() {
         "http://dash.test/dashboard/apps/docker"
     );
     assert!(events[1].failure_rate.is_some_and(|r| r < 0.15));
-    alerter.stop().await;
+    alerter.stop().await.expect("alerter run");
     stack.stop().await;
 }
 
@@ -104,7 +104,7 @@ async fn a_new_error_signature_is_mailed_once() {
     assert!(mails[0].contains("zigbee2mqtt (6)"), "{}", mails[0]);
     assert!(mails[0].contains("http://dash.test/dashboard/apps/zigbee2mqtt"));
     stack.still_mails(1, Duration::from_secs(2)).await;
-    alerter.stop().await;
+    alerter.stop().await.expect("alerter run");
     stack.stop().await;
 }
 

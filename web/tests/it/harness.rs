@@ -15,9 +15,6 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use web::Config;
 
-/// Kept for `live.rs`; new tests use `testkit::poll_until` itself.
-pub use testkit::poll_until as until;
-
 /// The hostile app name every escaping check uses.
 pub const HOSTILE: &str = "<img src=x onerror=alert(1)>";
 

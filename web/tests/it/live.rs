@@ -8,7 +8,8 @@ use schema::alert::{AlertEvent, Kind, Rule, Scope as AlertScope};
 use schema::stats::{GroupStats, Scope};
 use serde_json::Value;
 
-use crate::harness::{until, Stack, HOSTILE};
+use crate::harness::{Stack, HOSTILE};
+use testkit::poll_until;
 
 fn stats(started: u64, failed: u64) -> GroupStats {
     GroupStats {
@@ -56,7 +57,7 @@ async fn live_strip_and_alert_history_come_from_nats() {
     )
     .await
     .expect("put");
-    until("live figures", Duration::from_secs(20), async || {
+    poll_until("live figures", Duration::from_secs(20), async || {
         web.json("/api/live").await["started"] == 11
     })
     .await;
