@@ -206,7 +206,7 @@ pub async fn publish(js: &jetstream::Context, body: &str) {
     let accepted = validate(body.as_bytes(), Reception::now()).expect("valid event");
     js.send_publish(
         accepted.event.subject(),
-        jetstream::context::Publish::build()
+        jetstream::message::PublishMessage::build()
             .payload(accepted.event.to_json().into())
             .message_id(accepted.msg_id),
     )
