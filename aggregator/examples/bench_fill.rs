@@ -42,7 +42,7 @@ impl Publisher {
             .js
             .send_publish(
                 accepted.event.subject(),
-                jetstream::context::Publish::build()
+                jetstream::message::PublishMessage::build()
                     .payload(accepted.event.to_json().into())
                     .message_id(accepted.msg_id),
             )

@@ -280,7 +280,7 @@ async fn publish_timeouts(
 ) {
     for state in stuck {
         let event = schema::Event::stuck_timeout(&state, Uuid::now_v7(), now);
-        let publish = jetstream::context::Publish::build()
+        let publish = jetstream::message::PublishMessage::build()
             .payload(event.to_json().into())
             .message_id(names::stuck_msg_id(&state.execution_id));
         let outcome = match js.send_publish(event.subject(), publish).await {

@@ -607,7 +607,7 @@ async fn put_record(
 /// Publishes the alert event to `TELEMETRY_ALERTS` (de-duplicated by its id); true once stored.
 async fn record_event(js: &jetstream::Context, event: &AlertEvent) -> bool {
     let payload: Bytes = serde_json::to_vec(event).unwrap_or_default().into();
-    let publish = jetstream::context::Publish::build()
+    let publish = jetstream::message::PublishMessage::build()
         .payload(payload)
         .message_id(event.alert_id.to_string());
     let acked = match js.send_publish(alert_subject(event), publish).await {

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use async_nats::jetstream::context::{Publish, PublishErrorKind};
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 
 /// What the broker said about one publish.
@@ -36,7 +37,7 @@ pub async fn publish(
         let ack_future = js
             .send_publish(
                 subject,
-                Publish::build().payload(payload).message_id(msg_id),
+                PublishMessage::build().payload(payload).message_id(msg_id),
             )
             .await
             .map_err(|e| PublishFailure::Failed(e.to_string()))?;

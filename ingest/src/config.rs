@@ -11,7 +11,8 @@ use ipnet::IpNet;
 pub const DEFAULT_TRUSTED_PROXIES: &str =
     "127.0.0.0/8,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,::1/128,fc00::/7";
 
-/// The async-nats client deadlocks with more than 5000 pending acks; stay well below.
+/// An async-nats JetStream context holds at most 5000 pending PubAcks (its default `max_ack_inflight`)
+/// and makes any further publish wait for a free slot; stay well below so a full edge answers 503 at once.
 pub const MAX_IN_FLIGHT_LIMIT: usize = 4096;
 
 /// The telemetry edge: validates script events, repairs known script bugs, and publishes them to NATS

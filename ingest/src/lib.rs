@@ -86,8 +86,11 @@ pub async fn run(
 /// it again after every reconnect (a restarted single server may have lost it).
 async fn keep_stream(state: Arc<AppState>) {
     let settings = state.config.stream_settings();
+    // The publishing context's timeout (`PUBLISH_TIMEOUT_MS`) would also bound these API requests;
+    // stream management keeps the connection's request timeout instead.
+    let admin = jetstream::new(state.client.clone());
     loop {
-        let ensure = || fleet::nats::ensure_stream(&state.jetstream, &settings);
+        let ensure = || fleet::nats::ensure_stream(&admin, &settings);
         let result = ensure
             .retry(fleet::retry::backoff(Duration::from_secs(5)))
             .notify(|e, wait| tracing::warn!(error = %e, ?wait, "event stream not ready, retrying"))

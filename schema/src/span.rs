@@ -34,11 +34,11 @@ impl Span {
     /// The canonical label: whole weeks of days as `Nd` from 7 days up, else hours, minutes or seconds.
     pub fn label(self) -> String {
         let s = self.0;
-        if s >= 7 * 86_400 && s % 86_400 == 0 {
+        if s >= 7 * 86_400 && s.is_multiple_of(86_400) {
             format!("{}d", s / 86_400)
-        } else if s % 3600 == 0 {
+        } else if s.is_multiple_of(3600) {
             format!("{}h", s / 3600)
-        } else if s % 60 == 0 {
+        } else if s.is_multiple_of(60) {
             format!("{}m", s / 60)
         } else {
             format!("{s}s")

@@ -61,7 +61,7 @@ pub async fn publish_all(js: &jetstream::Context, events: &[(String, String, Vec
     for (subject, msg_id, payload) in events {
         js.send_publish(
             subject.clone(),
-            jetstream::context::Publish::build()
+            jetstream::message::PublishMessage::build()
                 .payload(payload.clone().into())
                 .message_id(msg_id),
         )
