@@ -128,15 +128,15 @@ mod tests {
         let ttl = Duration::from_secs(15);
         check(
             names::stats_bucket(1),
-            ("telemetry_stats", 1, Duration::ZERO, 1),
+            (names::STATS_BUCKET, 1, Duration::ZERO, 1),
         );
         check(
             names::alerts_bucket(3),
-            ("telemetry_alerts", 1, Duration::ZERO, 3),
+            (names::ALERTS_BUCKET, 1, Duration::ZERO, 3),
         );
         check(
             names::writer_lease_bucket(ttl, 1),
-            ("telemetry_writer_lease", 1, ttl, 1),
+            (names::WRITER_LEASE_BUCKET, 1, ttl, 1),
         );
     }
 }

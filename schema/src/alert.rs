@@ -245,7 +245,7 @@ mod tests {
         );
         assert_eq!(
             alert_subject(&event),
-            "telemetry.v1.alerts.failure_rate.alert"
+            format!("{}.failure_rate.alert", crate::names::ALERTS_SUBJECT_PREFIX)
         );
         let back: AlertEvent = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, event);
