@@ -654,7 +654,13 @@ fn table() -> Vec<(&'static str, Expect)> {
                     assert_eq!(e.execution_id, TURNKEY_ID);
                     assert_eq!(e.kind, Kind::Turnkey);
                     assert_eq!(e.nsapp, "turnkey-nextcloud");
-                    assert_eq!(e.subject(), "telemetry.v1.events.turnkey.installing");
+                    assert_eq!(
+                        e.subject(),
+                        format!(
+                            "{}.turnkey.installing",
+                            schema::names::EVENTS_SUBJECT_PREFIX
+                        )
+                    );
                 },
             },
         ),
@@ -671,7 +677,10 @@ fn table() -> Vec<(&'static str, Expect)> {
                     assert_eq!(e.kind, Kind::Turnkey);
                     assert_eq!(e.install_duration, Some(388));
                     assert_eq!((e.exit_code, &e.error), (Some(0), &None));
-                    assert_eq!(e.subject(), "telemetry.v1.events.turnkey.success");
+                    assert_eq!(
+                        e.subject(),
+                        format!("{}.turnkey.success", schema::names::EVENTS_SUBJECT_PREFIX)
+                    );
                 },
             },
         ),

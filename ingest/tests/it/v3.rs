@@ -37,8 +37,11 @@ async fn newer_script_fields_are_stored_and_bad_values_dropped_and_counted() {
     assert_eq!(
         turnkey.iter().map(|e| e.subject()).collect::<Vec<_>>(),
         [
-            "telemetry.v1.events.turnkey.installing",
-            "telemetry.v1.events.turnkey.success"
+            format!(
+                "{}.turnkey.installing",
+                schema::names::EVENTS_SUBJECT_PREFIX
+            ),
+            format!("{}.turnkey.success", schema::names::EVENTS_SUBJECT_PREFIX)
         ]
     );
     let arm = events
