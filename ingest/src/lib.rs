@@ -6,6 +6,7 @@ pub mod broker;
 pub mod config;
 pub mod http;
 pub mod limit;
+mod linger;
 pub mod metrics;
 pub mod simulate;
 
@@ -113,8 +114,10 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Futur
                         .insert(axum::extract::ConnectInfo::<SocketAddr>(peer));
                     req
                 });
-        let conn =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let conn = builder.serve_connection(
+            TokioIo::new(linger::Lingering::new(stream)),
+            TowerToHyperService::new(service),
+        );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
