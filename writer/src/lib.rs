@@ -123,7 +123,6 @@ pub async fn run(
     Ok(())
 }
 
-
 /// The consumer settings of one sink.
 pub fn consumer_settings(config: &Config, sink: &str) -> consumer::Settings {
     consumer::Settings {
