@@ -38,6 +38,7 @@ ensure_apt() { # ensure_apt COMMAND PACKAGE...
   local cmd=$1; shift
   command -v "$cmd" >/dev/null 2>&1 && return 0
   [ -x "/usr/bin/$cmd" ] && return 0
+  [ -x "/usr/sbin/$cmd" ] && return 0
   say "installing $* with apt"
   local sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -46,6 +47,25 @@ ensure_apt() { # ensure_apt COMMAND PACKAGE...
 }
 
 ensure_clickhouse() { ensure_apt clickhouse-server clickhouse-server clickhouse-client; }
+
+# nginx, the front door (deploy/proxy). Debian installs it to /usr/sbin, which is not on every PATH.
+ensure_nginx() { ensure_apt nginx nginx; }
+nginx_bin() { command -v nginx 2>/dev/null || echo /usr/sbin/nginx; }
+
+# render TEMPLATE OUT NAME=VALUE...: TEMPLATE with every ${NAME} replaced, written to OUT; fails on a
+# placeholder without a value. nginx's own variables ($remote_addr) have no braces and stay as they are.
+render() {
+  python3 - "$@" <<'PY'
+import re, sys
+template, out, *pairs = sys.argv[1:]
+values = dict(p.split("=", 1) for p in pairs)
+text = open(template).read()
+missing = sorted(set(re.findall(r"\$\{(\w+)\}", text)) - values.keys())
+if missing:
+    sys.exit(f"{template}: no value for {', '.join(missing)}")
+open(out, "w").write(re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], text))
+PY
+}
 
 ensure_rust_tools() {
   command -v cargo >/dev/null || { say "cargo not found: install Rust with rustup first"; exit 1; }

@@ -114,7 +114,8 @@ pub async fn serve(
         }
         let _ = stream.set_nodelay(true);
         let service = service(router.clone(), peer, &limits);
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn =
+            builder.serve_connection(TokioIo::new(crate::linger::Lingering::new(stream)), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod http;
+mod linger;
 pub mod metrics;
 pub mod nats;
 pub mod ops;

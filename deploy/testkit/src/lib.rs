@@ -1,5 +1,6 @@
-//! Test harness: starts real servers (nats-server with JetStream, ClickHouse, PocketBase, an SMTP sink)
-//! on free loopback ports with temporary data dirs, waits until they answer, and stops them on drop.
+//! Test harness: starts real servers (nats-server with JetStream, ClickHouse, PocketBase, an SMTP sink,
+//! nginx as the front door) on free loopback ports with temporary data dirs, waits until they answer,
+//! and stops them on drop.
 //! Tests never depend on a server somebody started by hand. Binaries are found through an env var
 //! (`NATS_SERVER_BIN`, ...), then `PATH`, then the repo's own tool folder `.tools/venv/bin` that
 //! `deploy/local/test` fills.
@@ -13,6 +14,7 @@ mod bin;
 pub mod clickhouse;
 pub mod fixtures;
 pub mod nats;
+pub mod nginx;
 pub mod pocketbase;
 pub mod poll;
 pub mod process;
