@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use clap::Parser;
-use e2e::{check, ClickHouse, Ledger};
 use testkit::clickhouse::ClickHouseServer;
 use testkit::NatsCluster;
 use tokio::sync::oneshot;
+use traffic::verify::{check, ClickHouse, Ledger};
 
 /// Polls `check` every 200 ms until it holds or `timeout` passes (then panics with `what`).
 async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
@@ -118,7 +118,7 @@ async fn a_killed_node_loses_and_doubles_nothing_at_three_replicas() {
     let record = dir.path().join("record.tsv");
     let url = format!("{edge}/telemetry");
     let record_arg = record.to_string_lossy().into_owned();
-    let simulate = ingest::simulate::Config::parse_from([
+    let simulate = traffic::simulate::Config::parse_from([
         "telemetry-simulate",
         "--url",
         &url,
@@ -133,7 +133,7 @@ async fn a_killed_node_loses_and_doubles_nothing_at_three_replicas() {
         &record_arg,
         "--quiet",
     ]);
-    let load = tokio::spawn(ingest::simulate::run(simulate, std::future::pending()));
+    let load = tokio::spawn(traffic::simulate::run(simulate, std::future::pending()));
 
     // Mid-load: kill the stream's leader, let the others elect a new one, start it again.
     tokio::time::sleep(Duration::from_secs(4)).await;
