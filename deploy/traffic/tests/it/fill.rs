@@ -2,7 +2,8 @@
 //! runs never share ids, and `cross` publishes failed finals of the app it names.
 
 use async_nats::jetstream;
-use schema::names::EVENTS_STREAM;
+use schema::names::{event_subject, EVENTS_STREAM};
+use schema::{Kind, Status};
 use testkit::nats::NatsServer;
 use traffic::fill::{self, Config, Mode, Shape};
 
@@ -43,7 +44,7 @@ async fn every_synthetic_event_is_in_the_stream_once() {
     assert_eq!(messages(&js).await, 270);
     let stream = js.get_stream(EVENTS_STREAM).await.expect("event stream");
     let last = stream
-        .get_last_raw_message_by_subject("telemetry.v1.events.lxc.failed")
+        .get_last_raw_message_by_subject(&event_subject(Kind::Lxc, Status::Failed))
         .await
         .expect("a failed final");
     let event: serde_json::Value = serde_json::from_slice(&last.payload).expect("json");
