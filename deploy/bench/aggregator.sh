@@ -13,7 +13,7 @@ cd "$ROOT"
 INSTALLS=${1:-1000000}
 
 ensure_python_tools
-cargo build --release --locked -q -p aggregator -p alerter --bins --examples
+cargo build --release --locked -q -p aggregator -p alerter -p traffic --bins
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d)
 PIDS=()
@@ -31,7 +31,7 @@ nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" >/dev/null 2>&1 & 
 wait_port "$NATS_PORT"
 
 echo "== filling the stream with $INSTALLS installs ($((INSTALLS * 2)) events)" >&2
-"$BIN/examples/bench_fill" "$NATS_URL" fill "$INSTALLS" >/dev/null
+"$BIN/telemetry-fill" --nats-url "$NATS_URL" installs "$INSTALLS" >/dev/null
 
 echo "== 1. replay throughput" >&2
 NATS_URL="$NATS_URL" OPS_ADDR="127.0.0.1:$AGG_OPS" LOG_FORMAT=json LOG_LEVEL=info \
@@ -58,7 +58,7 @@ NATS_URL="$NATS_URL" OPS_ADDR="127.0.0.1:$ALERT_OPS" SMTP_HOST=127.0.0.1 SMTP_PO
   SMTP_TO=bench@localhost ALERT_WINDOW=1h ALERT_SIGNATURE_MIN_INSTALLS=1000000000 LOG_LEVEL=warn \
   "$BIN/telemetry-alerter" 2>"$WORK/alerter.log" & PIDS+=($!)
 wait_http "http://127.0.0.1:$ALERT_OPS/readyz"
-T0=$("$BIN/examples/bench_fill" "$NATS_URL" cross benchapp 10)
+T0=$("$BIN/telemetry-fill" --nats-url "$NATS_URL" cross benchapp 10)
 while ! grep -qs '^Subject: .*benchapp' "$WORK/mail/new"/*; do
   if (($(now_ms) - T0 > 120000)); then echo "no mail within 120 s" >&2; tail "$WORK/alerter.log" >&2; exit 1; fi
   sleep 0.05

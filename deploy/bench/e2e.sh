@@ -29,8 +29,7 @@ ensure_python_tools
 ensure_clickhouse
 ensure_apt chromium chromium
 PATH="$VENV/bin:$PATH"
-cargo build --release --locked -q --bins -p ingest -p writer -p aggregator -p web
-cargo build --release --locked -q -p writer --example bench
+cargo build --release --locked -q --bins -p ingest -p writer -p aggregator -p web -p traffic
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d)
 PIDS=()
@@ -90,7 +89,7 @@ step() {
   local name=$1 rate=$2 secs=$3 s
   declare -A before
   for s in $SERVICES; do [ "$s" = simulate ] || before[$s]=$(cpu_ticks "$(pid_of "$s")"); done
-  FRESH_EVERY=1 "$BIN/examples/bench" fresh "$INGEST/telemetry" "$CH_URL" telemetry "$PROBE_RATE" "$secs" >"$WORK/$name.probe" 2>/dev/null &
+  "$BIN/telemetry-fresh" --every 1 "$INGEST/telemetry" "$CH_URL" telemetry "$PROBE_RATE" "$secs" >"$WORK/$name.probe" 2>/dev/null &
   local probe=$!
   /usr/bin/time -f '%U %S' -o "$WORK/$name.simcpu" "$BIN/telemetry-simulate" --url "$INGEST/telemetry" --rate "$rate" \
     --duration "$secs" --concurrency 1024 --timeout 10 --quiet --summary-json "$WORK/$name.json" >/dev/null 2>"$WORK/$name.simlog"

@@ -3,7 +3,7 @@
 #   1. peak accepted events/s (wrk, keep-alive, 1 KB installing bodies with distinct execution ids) for
 #      telemetry-ingest, a bare axum 202 handler, and PocketBase's single-record create (the original's
 #      per-request path), with the ratios;
-#   2. p50/p99 at half of the ingest's peak (open-loop load generator);
+#   2. p50/p99 at half of the ingest's peak (open-loop load generator telemetry-loadgen);
 #   3. p99 of the 503 answers while NATS is stopped;
 #   4. peak RSS of telemetry-ingest.
 # Usage: deploy/bench/ingest.sh [SECONDS per wrk run, default 15]
@@ -15,7 +15,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 
 ensure_python_tools
 ensure_apt wrk wrk
-cargo build --release --locked -q -p ingest --bins --examples
+cargo build --release --locked -q -p ingest -p traffic --bins --examples
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d)
 PIDS=()
@@ -63,13 +63,13 @@ STORED=$(curl -fsS "http://127.0.0.1:$INGEST_PORT/metrics" | awk '/^telemetry_in
 
 HALF=$((INGEST / 2))
 echo "== latency at half of the ingest's peak ($HALF/s for ${DURATION}s, open loop)" >&2
-HALF_LINE=$("$BIN/examples/loadgen" "http://127.0.0.1:$INGEST_PORT/telemetry" "$HALF" "$DURATION")
+HALF_LINE=$("$BIN/telemetry-loadgen" "http://127.0.0.1:$INGEST_PORT/telemetry" "$HALF" "$DURATION")
 echo "$HALF_LINE" >&2
 
 echo "== 503 latency with NATS stopped (1000/s for 5 s)" >&2
 kill "$NATS_PID"; wait "$NATS_PID" 2>/dev/null || true
 for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$INGEST_PORT/readyz")" = 503 ] && break; sleep 0.1; done
-DOWN_LINE=$("$BIN/examples/loadgen" "http://127.0.0.1:$INGEST_PORT/telemetry" 1000 5)
+DOWN_LINE=$("$BIN/telemetry-loadgen" "http://127.0.0.1:$INGEST_PORT/telemetry" 1000 5)
 echo "$DOWN_LINE" >&2
 RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$INGEST_PID/status")
 

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Writer figures (issue 3), measured side by side on this machine, release build, every server on
 # loopback with its data in a temporary dir:
-#   1. ClickHouse sink rate from a pre-filled stream of N events vs the raw `clickhouse` crate insert rate
-#      of the same rows (same tables, same batch size) in the same run;
+#   1. ClickHouse sink rate from a stream pre-filled by telemetry-fill with N events (N/4 installs of 4
+#      events) vs the raw `clickhouse` crate insert rate of the same rows (same tables, same batch size)
+#      in the same run;
 #   2. PocketBase sink rate vs PocketBase's own /api/batch create rate of the same install records;
-#   3. freshness at RATE events/s through telemetry-ingest: p99 from the 202 to the install being
-#      visible in installs_final.
-# Usage: deploy/bench/writer.sh            N=1000000 PB_N=40000 RATE=5000 SECS=20 BATCH_SIZE=4000 by env;
+#   3. freshness at RATE events/s through telemetry-ingest (telemetry-fresh): p99 from the 202 to the
+#      install being visible in installs_final.
+# Usage: deploy/bench/writer.sh            N=1000000 PB_N=40000 RATE=5000 SECS=20 BATCH_SIZE=4000 by env
+#        (N and PB_N are rounded down to whole installs of 4 events);
 #        STAGES="ch pb fresh" picks stages. Freshness writes to its own database `fresh`, so the merges of
 #        the 1M-row stage do not weigh on it.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../local/lib.sh"
 cd "$ROOT"
-N=${N:-1000000}
-PB_N=${PB_N:-40000}
+N=$((${N:-1000000} / 4 * 4))
+PB_N=$((${PB_N:-40000} / 4 * 4))
 RATE=${RATE:-5000}
 SECS=${SECS:-20}
 export BATCH_SIZE=${BATCH_SIZE:-4000}
@@ -25,7 +27,8 @@ CH_RAW="rate=0"; CH_SINK="rate=0"; PB_RAW="rate=0"; PB_SINK="rate=0"; FRESH=""; 
 ensure_python_tools
 ensure_clickhouse
 PATH="$VENV/bin:$PATH"
-cargo build --release --locked -q -p writer -p ingest --bins --examples
+cargo build --release --locked -q -p writer -p ingest -p traffic --bins
+cargo build --release --locked -q -p writer --example bench
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d)
 PIDS=()
@@ -55,7 +58,7 @@ wait_http "$PB_URL/api/health"
 if has ch; then
 echo "== ClickHouse: $N events (batch $BATCH_SIZE)" >&2
 NATS_PORT=$(free_port); start_nats "$WORK/nats1" "$NATS_PORT"
-FILL=$("$BIN/examples/bench" fill "nats://127.0.0.1:$NATS_PORT" "$N"); echo "$FILL" >&2
+"$BIN/telemetry-fill" --nats-url "nats://127.0.0.1:$NATS_PORT" installs $((N / 4)) --shape full >/dev/null
 CH_RAW=$("$BIN/examples/bench" ch-raw "$CH_URL" "$N" "$BATCH_SIZE"); echo "$CH_RAW" >&2
 CH_SINK=$("$BIN/examples/bench" ch-sink "nats://127.0.0.1:$NATS_PORT" "$CH_URL" "$N"); echo "$CH_SINK" >&2
 STORED=$(curl -fsS "$CH_URL" --data-binary "SELECT count() FROM telemetry.events_final")
@@ -64,7 +67,7 @@ fi
 if has pb; then
 echo "== PocketBase: $PB_N events ($((PB_N / 4)) installs, $PB_BATCH requests per batch)" >&2
 NATS2_PORT=$(free_port); start_nats "$WORK/nats2" "$NATS2_PORT"
-"$BIN/examples/bench" fill "nats://127.0.0.1:$NATS2_PORT" "$PB_N" >&2
+"$BIN/telemetry-fill" --nats-url "nats://127.0.0.1:$NATS2_PORT" installs $((PB_N / 4)) --shape full >/dev/null
 PB_RAW=$("$BIN/examples/bench" pb-raw "$PB_URL" "$PB_EMAIL" "$PB_PASSWORD" "$PB_N" "$PB_BATCH" | head -1); echo "$PB_RAW" >&2
 PB_SINK=$(PB_BATCH_REQUESTS=$PB_BATCH "$BIN/examples/bench" pb-sink "nats://127.0.0.1:$NATS2_PORT" "$PB_URL" "$PB_EMAIL" "$PB_PASSWORD" "$PB_N"); echo "$PB_SINK" >&2
 fi
@@ -80,7 +83,7 @@ WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" CLICKHOUSE_DATABASE=fresh NATS_U
   WRITER_CONSUMER_PREFIX=fresh OPS_ADDR="127.0.0.1:$OPS_PORT" BATCH_SIZE=2000 BATCH_MAX_WAIT_MS=${FRESH_WAIT_MS:-100} LOG_LEVEL=warn \
   "$BIN/telemetry-writer" 2>"$WORK/writer.log" & PIDS+=($!)
 wait_http "http://127.0.0.1:$OPS_PORT/readyz"
-FRESH=$("$BIN/examples/bench" fresh "http://127.0.0.1:$INGEST_PORT/telemetry" "$CH_URL" fresh "$RATE" "$SECS"); echo "$FRESH" >&2
+FRESH=$("$BIN/telemetry-fresh" "http://127.0.0.1:$INGEST_PORT/telemetry" "$CH_URL" fresh "$RATE" "$SECS"); echo "$FRESH" >&2
 fi
 
 R_CH_RAW=$(echo "$CH_RAW" | value rate); R_CH_SINK=$(echo "$CH_SINK" | value rate)

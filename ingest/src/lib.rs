@@ -8,7 +8,6 @@ pub mod config;
 pub mod http;
 pub mod limit;
 pub mod metrics;
-pub mod simulate;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

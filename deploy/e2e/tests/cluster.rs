@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use clap::Parser;
-use e2e::{check, ClickHouse, Ledger};
 use schema::names::EVENTS_STREAM;
 use testkit::clickhouse::ClickHouseServer;
 use testkit::{poll_until, poll_until_every, NatsCluster, Service};
+use traffic::verify::{check, ClickHouse, Ledger};
 
 /// The index of the node that leads the event stream now.
 async fn stream_leader(js: &jetstream::Context, cluster: &NatsCluster) -> usize {
@@ -93,7 +93,7 @@ async fn a_killed_node_loses_and_doubles_nothing_at_three_replicas() {
     let record = dir.path().join("record.tsv");
     let url = format!("{edge}/telemetry");
     let record_arg = record.to_string_lossy().into_owned();
-    let simulate = ingest::simulate::Config::parse_from([
+    let simulate = traffic::simulate::Config::parse_from([
         "telemetry-simulate",
         "--url",
         &url,
@@ -108,7 +108,7 @@ async fn a_killed_node_loses_and_doubles_nothing_at_three_replicas() {
         &record_arg,
         "--quiet",
     ]);
-    let load = tokio::spawn(ingest::simulate::run(simulate, std::future::pending()));
+    let load = tokio::spawn(traffic::simulate::run(simulate, std::future::pending()));
 
     // Mid-load: kill the stream's leader, let the others elect a new one, start it again.
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -1,5 +1,5 @@
 //! `telemetry-simulate`: plays realistic helper-script telemetry at a given rate against an ingest URL
-//! until Ctrl+C, `--duration` or `--installs`, then prints a summary. All logic is in `ingest::simulate`.
+//! until Ctrl+C, `--duration` or `--installs`, then prints a summary. All logic is in `traffic::simulate`.
 
 use std::process::ExitCode;
 
@@ -7,7 +7,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = ingest::simulate::Config::parse();
+    let config = traffic::simulate::Config::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -18,7 +18,7 @@ async fn main() -> ExitCode {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    match ingest::simulate::run(config, shutdown).await {
+    match traffic::simulate::run(config, shutdown).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("telemetry-simulate: {e:#}");

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use e2e::{check, ClickHouse, Ledger, PocketBase, Report};
+use traffic::verify::{check, ClickHouse, Ledger, PocketBase, Report};
 
 /// Compares what the edge acknowledged (a `telemetry-simulate --record` file) with the stores.
 #[derive(Debug, Parser)]

@@ -6,7 +6,8 @@
 //!
 //! For loss checks under faults, `--retry-failed` retries a request that got no 2xx as the scripts do,
 //! `--url` may name several edges (requests and retries go round-robin), and `--record` writes every
-//! answer with the event's key, so a checker can compare what was acknowledged with what was stored.
+//! answer with the event's key ([`crate::record`]), so `telemetry-verify` can compare what was
+//! acknowledged with what was stored.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -22,6 +23,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
+
+use crate::record;
 
 /// How long the end of a run waits for requests still in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -1731,37 +1734,44 @@ async fn send(
     }
 }
 
-/// The `--record` file: one line per answered request of a valid event.
-struct Recorder(Mutex<std::io::BufWriter<std::fs::File>>);
+/// The `--record` file: one [`record::Answer`] per answered request of a valid event.
+struct Recorder(Mutex<record::Writer<std::fs::File>>);
 
 impl Recorder {
     fn create(path: &std::path::Path) -> anyhow::Result<Recorder> {
         let file = std::fs::File::create(path)
             .with_context(|| format!("creating the record file {}", path.display()))?;
-        Ok(Recorder(Mutex::new(std::io::BufWriter::new(file))))
+        Ok(Recorder(Mutex::new(record::Writer::new(file))))
     }
 
     /// The key a body is stored under (execution id, stored status) as the edge's own validation sees
     /// it; `None` for a body the edge rejects.
-    fn key(body: &[u8]) -> Option<(String, &'static str)> {
+    fn key(body: &[u8]) -> Option<(String, schema::Status)> {
         let reception = schema::Reception {
             event_id: uuid::Uuid::nil(),
             received_at: time::OffsetDateTime::UNIX_EPOCH,
         };
         let accepted = schema::validate(body, reception).ok()?;
-        Some((accepted.event.execution_id, accepted.event.status.as_str()))
+        Some((accepted.event.execution_id, accepted.event.status))
     }
 
-    fn write(&self, key: &(String, &'static str), answer: &Answer, id: Option<&str>) {
-        let answer = match answer {
-            Answer::Accepted => "accepted".to_owned(),
-            Answer::Duplicate => "duplicate".to_owned(),
-            Answer::Transport => "transport".to_owned(),
-            other => other.status().unwrap_or_default().to_string(),
+    fn write(&self, key: &(String, schema::Status), answer: &Answer, id: Option<&str>) {
+        let reply = match answer {
+            Answer::Accepted => record::Reply::Accepted,
+            Answer::Duplicate => record::Reply::Duplicate,
+            Answer::Transport => record::Reply::Transport,
+            other => record::Reply::Status(other.status().unwrap_or_default()),
         };
-        let id = id.filter(|_| answer == "accepted").unwrap_or("-");
+        let line = record::Answer {
+            execution_id: key.0.clone(),
+            status: key.1,
+            reply,
+            event_id: id
+                .filter(|_| reply == record::Reply::Accepted)
+                .map(str::to_owned),
+        };
         let mut out = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = writeln!(out, "{}\t{}\t{answer}\t{id}", key.0, key.1) {
+        if let Err(e) = out.write(&line) {
             tracing::warn!(error = %e, "writing the record file failed");
         }
     }
@@ -2449,37 +2459,46 @@ mod tests {
             "--quiet",
         ]);
         let summary = run(config, std::future::pending()).await.expect("run");
-        let text = std::fs::read_to_string(&record).expect("record");
+        let file = std::fs::File::open(&record).expect("record");
+        let answers = record::parse(file).expect("record lines");
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(summary.installs_finished, 40);
-        assert_eq!(text.lines().count() as u64, summary.answered);
+        assert_eq!(answers.len() as u64, summary.answered);
         assert!(summary.retried_after_failure > 0);
         // Each edge fails the first request of a key it sees: round-robin sends the retry to the other
         // edge, which fails it once more; the third attempt goes back to the first edge and succeeds.
         let mut acked = std::collections::BTreeSet::new();
         let mut keys = std::collections::BTreeSet::new();
-        for line in text.lines() {
-            let fields: Vec<&str> = line.split('\t').collect();
-            assert_eq!(fields.len(), 4, "{line}");
-            keys.insert((fields[0], fields[1]));
-            if fields[2] == "accepted" || fields[2] == "duplicate" {
-                acked.insert((fields[0], fields[1]));
+        for answer in &answers {
+            let key = (answer.execution_id.as_str(), answer.status);
+            keys.insert(key);
+            if answer.reply.acked() {
+                acked.insert(key);
             } else {
-                assert_eq!(fields[2], "503", "{line}");
+                assert_eq!(answer.reply, record::Reply::Status(503), "{answer:?}");
             }
+            // The fake edge answers the id "x"; only an accepted answer records it.
+            let id = (answer.reply == record::Reply::Accepted).then_some("x");
+            assert_eq!(answer.event_id.as_deref(), id, "{answer:?}");
         }
         // Every installing and final event got through; a ping is sent once (the second `configuring`
         // of an install, from inside the container, repeats the key and may get through).
+        let ping = |status: schema::Status| {
+            matches!(
+                status,
+                schema::Status::Validation | schema::Status::Configuring
+            )
+        };
         let unacked: Vec<_> = keys
             .iter()
-            .filter(|key| !matches!(key.1, "validation" | "configuring") && !acked.contains(*key))
+            .filter(|key| !ping(key.1) && !acked.contains(*key))
             .collect();
         assert!(unacked.is_empty(), "{unacked:?}");
         assert_eq!(
             summary.given_up as usize,
-            text.lines()
-                .filter(|l| l.contains("\tvalidation\t") || l.contains("\tconfiguring\t"))
-                .filter(|l| l.ends_with("\t503\t-"))
+            answers
+                .iter()
+                .filter(|a| ping(a.status) && a.reply == record::Reply::Status(503))
                 .count()
         );
     }

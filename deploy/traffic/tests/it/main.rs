@@ -1,0 +1,5 @@
+//! Integration tests of the traffic tools against real servers started by `testkit`: the stream filler
+//! against nats-server with JetStream. (`telemetry-simulate` and `telemetry-verify` run against the
+//! whole fleet in `deploy/e2e`.)
+
+mod fill;
