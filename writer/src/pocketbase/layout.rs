@@ -1,6 +1,6 @@
 //! What a PocketBase collection holds, read from its definition, and how an install is written to it:
-//! only the fields the collection has, a value a select field does not hold replaced by `unknown`, a
-//! text cut to the field's limit. A collection without the hidden `merge_state` (the running service's)
+//! only the fields the collection has, a value a select field does not hold replaced by `unknown`, the
+//! log cut to the field's limit. A collection without the hidden `merge_state` (the running service's)
 //! still merges right: the install's state is rebuilt from the record's own fields ([`Layout::rebuild`]),
 //! since the record is the merged install as far as that collection can hold it.
 //!
@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use schema::category::Category;
 use schema::event::{CpuVendor, GpuPassthrough, GpuVendor, Kind, RepoSource, Status};
 use schema::merge::{InstallState, Outcome, Stamped};
-use schema::privacy::{cut_at_char, cut_log};
+use schema::privacy::cut_log;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -232,8 +232,9 @@ impl Layout {
 
     /// The record of `state` for this collection: the fields it has (never the autodates), a value a
     /// select field does not hold as `unknown` (or empty when `unknown` is not one of its values
-    /// either), a text cut to the field's limit (a log keeps its first line and its end). Also returns
-    /// the fields whose value was replaced.
+    /// either), the log cut to the field's limit (its first line and its end; the running service's
+    /// `error` holds 5000 characters, an event's up to 128 KiB). Also returns the fields whose value
+    /// was replaced.
     pub fn body(&self, state: &InstallState) -> (Map<String, Value>, Vec<String>) {
         let full = super::record(state);
         let mut body = Map::new();
@@ -253,13 +254,13 @@ impl Layout {
                     let unknown = values.iter().any(|v| v == "unknown");
                     json!(if unknown { "unknown" } else { "" })
                 }
-                (FieldKind::Text { max }, Value::String(s)) if s.chars().count() > *max => {
+                // Only the log can outgrow a collection: every other text has its contract limit, and a
+                // value over the field's limit is refused (and dead-lettered) rather than changed.
+                (FieldKind::Text { max }, Value::String(s))
+                    if name == "error" && s.chars().count() > *max =>
+                {
                     // Cutting to `max` bytes keeps at most `max` characters.
-                    if name == "error" {
-                        json!(cut_log(s, *max))
-                    } else {
-                        json!(cut_at_char(s, *max))
-                    }
+                    json!(cut_log(s, *max))
                 }
                 _ => value.clone(),
             };
