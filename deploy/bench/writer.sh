@@ -67,7 +67,7 @@ if has pb; then
 echo "== PocketBase: $PB_N events ($((PB_N / 4)) installs, $PB_BATCH requests per batch)" >&2
 NATS2_PORT=$(free_port); start_nats "$WORK/nats2" "$NATS2_PORT"
 "$BIN/examples/bench" fill "nats://127.0.0.1:$NATS2_PORT" "$PB_N" >&2
-PB_RAW=$("$BIN/examples/bench" pb-raw "$PB_URL" "$PB_EMAIL" "$PB_PASSWORD" "$PB_N" "$PB_BATCH" | head -1); echo "$PB_RAW" >&2
+PB_RAW=$("$BIN/examples/bench" pb-raw "$PB_URL" "$PB_EMAIL" "$PB_PASSWORD" "$PB_N" "$PB_BATCH" | sed -n 1p); echo "$PB_RAW" >&2
 PB_SINK=$(PB_BATCH_REQUESTS=$PB_BATCH PB_ALLOW_SETTINGS_CHANGES=true "$BIN/examples/bench" pb-sink "nats://127.0.0.1:$NATS2_PORT" "$PB_URL" "$PB_EMAIL" "$PB_PASSWORD" "$PB_N"); echo "$PB_SINK" >&2
 fi
 
