@@ -5,11 +5,13 @@
 #      events) vs the raw `clickhouse` crate insert rate of the same rows (same tables, same batch size)
 #      in the same run;
 #   2. PocketBase sink rate vs PocketBase's own /api/batch create rate of the same install records;
+#      and (stage pbslow, on a PocketBase of its own whose batch API stays off) the sink's rate without
+#      PB_ALLOW_SETTINGS_CHANGES: one request per record;
 #   3. freshness at RATE events/s through telemetry-ingest (telemetry-fresh): p99 from the 202 to the
 #      install being visible in installs_final.
 # Usage: deploy/bench/writer.sh            N=1000000 PB_N=40000 RATE=5000 SECS=20 BATCH_SIZE=4000 by env
 #        (N and PB_N are rounded down to whole installs of 4 events);
-#        STAGES="ch pb fresh" picks stages. Freshness writes to its own database `fresh`, so the merges of
+#        STAGES="ch pb pbslow fresh" picks stages. Freshness writes to its own database `fresh`, so the merges of
 #        the 1M-row stage do not weigh on it.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../local/lib.sh"
@@ -22,7 +24,7 @@ export BATCH_SIZE=${BATCH_SIZE:-4000}
 PB_BATCH=${PB_BATCH:-200}
 STAGES=${STAGES:-ch pb fresh}
 has() { [[ " $STAGES " == *" $1 "* ]]; }
-CH_RAW="rate=0"; CH_SINK="rate=0"; PB_RAW="rate=0"; PB_SINK="rate=0"; FRESH=""; STORED=0
+CH_RAW="rate=0"; CH_SINK="rate=0"; PB_RAW="rate=0"; PB_SINK="rate=0"; PB_SLOW="rate=0"; FRESH=""; STORED=0
 
 ensure_python_tools
 ensure_clickhouse
@@ -68,8 +70,19 @@ if has pb; then
 echo "== PocketBase: $PB_N events ($((PB_N / 4)) installs, $PB_BATCH requests per batch)" >&2
 NATS2_PORT=$(free_port); start_nats "$WORK/nats2" "$NATS2_PORT"
 "$BIN/telemetry-fill" --nats-url "nats://127.0.0.1:$NATS2_PORT" installs $((PB_N / 4)) --shape full >/dev/null
-PB_RAW=$("$BIN/examples/bench" pb-raw "$PB_URL" "$PB_EMAIL" "$PB_PASSWORD" "$PB_N" "$PB_BATCH" | head -1); echo "$PB_RAW" >&2
-PB_SINK=$(PB_BATCH_REQUESTS=$PB_BATCH "$BIN/examples/bench" pb-sink "nats://127.0.0.1:$NATS2_PORT" "$PB_URL" "$PB_EMAIL" "$PB_PASSWORD" "$PB_N"); echo "$PB_SINK" >&2
+PB_RAW=$("$BIN/examples/bench" pb-raw "$PB_URL" "$PB_EMAIL" "$PB_PASSWORD" "$PB_N" "$PB_BATCH" | sed -n 1p); echo "$PB_RAW" >&2
+PB_SINK=$(PB_BATCH_REQUESTS=$PB_BATCH PB_ALLOW_SETTINGS_CHANGES=true "$BIN/examples/bench" pb-sink "nats://127.0.0.1:$NATS2_PORT" "$PB_URL" "$PB_EMAIL" "$PB_PASSWORD" "$PB_N"); echo "$PB_SINK" >&2
+fi
+
+if has pbslow; then
+echo "== PocketBase without consent to enable the batch API: $PB_N events, one request per record" >&2
+SLOW_PORT=$(free_port); SLOW_URL="http://127.0.0.1:$SLOW_PORT"
+pocketbase superuser upsert "$PB_EMAIL" "$PB_PASSWORD" --dir "$WORK/pbslow" >/dev/null
+pocketbase serve --http "127.0.0.1:$SLOW_PORT" --dir "$WORK/pbslow" >/dev/null 2>&1 & PIDS+=($!)
+wait_http "$SLOW_URL/api/health"
+NATS4_PORT=$(free_port); start_nats "$WORK/nats4" "$NATS4_PORT"
+"$BIN/telemetry-fill" --nats-url "nats://127.0.0.1:$NATS4_PORT" installs $((PB_N / 4)) --shape full >/dev/null
+PB_SLOW=$(PB_ALLOW_SETTINGS_CHANGES=false "$BIN/examples/bench" pb-sink "nats://127.0.0.1:$NATS4_PORT" "$SLOW_URL" "$PB_EMAIL" "$PB_PASSWORD" "$PB_N"); echo "$PB_SLOW" >&2
 fi
 
 if has fresh; then
@@ -87,7 +100,7 @@ FRESH=$("$BIN/telemetry-fresh" "http://127.0.0.1:$INGEST_PORT/telemetry" "$CH_UR
 fi
 
 R_CH_RAW=$(echo "$CH_RAW" | value rate); R_CH_SINK=$(echo "$CH_SINK" | value rate)
-R_PB_RAW=$(echo "$PB_RAW" | value rate); R_PB_SINK=$(echo "$PB_SINK" | value rate)
+R_PB_RAW=$(echo "$PB_RAW" | value rate); R_PB_SINK=$(echo "$PB_SINK" | value rate); R_PB_SLOW=$(echo "$PB_SLOW" | value rate)
 echo
 echo "writer benchmark ($(nproc) cores, release, all servers co-located; ClickHouse $(curl -fsS "$CH_URL" --data-binary 'SELECT version()'))"
 printf '%-52s %12s\n' "events pre-filled in the stream (N)" "$N"
@@ -98,6 +111,7 @@ printf '%-52s %12.2f   (aim >= 0.50)\n' "ClickHouse sink / raw" "$(awk "BEGIN {p
 printf '%-52s %12s\n' "PocketBase batch create, same records (events/s)" "$R_PB_RAW"
 printf '%-52s %12s\n' "PocketBase sink from the stream (events/s)" "$R_PB_SINK"
 printf '%-52s %12.2f   (aim >= 0.80)\n' "PocketBase sink / batch create" "$(awk "BEGIN {print $R_PB_RAW ? $R_PB_SINK / $R_PB_RAW : 0}")"
+printf '%-52s %12s\n' "PocketBase sink, one request per record (events/s)" "$R_PB_SLOW"
 printf '%-52s %12s\n' "ingest accepted / sent at $RATE/s" "$(echo "$FRESH" | value accepted) / $(echo "$FRESH" | value sent)"
 printf '%-52s %12s\n' "freshness p50 ms (202 -> installs_final)" "$(echo "$FRESH" | value p50_ms)"
 printf '%-52s %12s   (aim <= 2000)\n' "freshness p99 ms (202 -> installs_final)" "$(echo "$FRESH" | value p99_ms)"

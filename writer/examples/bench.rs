@@ -11,7 +11,8 @@
 //! - `pb-raw PB_URL EMAIL PASSWORD N BATCH`: PocketBase's own batch-create rate: the same install records
 //!   created through `/api/batch`, BATCH per call, nothing else (collection `bench_raw`).
 //! - `pb-sink NATS_URL PB_URL EMAIL PASSWORD N`: runs the PocketBase sink on the pre-filled stream until N
-//!   events are written (collection `telemetry`).
+//!   events are written (collection `telemetry`); through the batch API when it is enabled or
+//!   `PB_ALLOW_SETTINGS_CHANGES=true`, else one request per record.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -142,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
             config.pb_password = Secret::new(password);
             config.pb_target_collection = "bench_raw".into();
             config.pb_batch_requests = batch as u32;
+            config.pb_allow_settings_changes = true;
             // Same collection definition and batch settings as the sink.
             writer::pocketbase_sink(&config)?.prepare().await?;
             // The same records the sink writes: one per install, its merged state included.

@@ -148,6 +148,18 @@ pub struct Config {
 
     #[command(flatten)]
     pub common: fleet::config::Common,
+
+    /// Let the writer change the definition of a PocketBase collection it did not create: add the
+    /// fields and the index it lists at start (`would change: …`). Without it, it writes the fields the
+    /// collection has. A collection the writer created is its own to change.
+    #[arg(long, env = "PB_ALLOW_SCHEMA_CHANGES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub pb_allow_schema_changes: bool,
+
+    /// Let the writer change PocketBase's settings: enable the batch API (or raise its limits) to
+    /// PB_BATCH_REQUESTS per call. Without it, records are written one request each, unless the batch
+    /// API is already enabled.
+    #[arg(long, env = "PB_ALLOW_SETTINGS_CHANGES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub pb_allow_settings_changes: bool,
 }
 
 /// Names that end up as identifiers (database, collection, consumer): letters, digits and `_`, starting

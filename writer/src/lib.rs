@@ -154,6 +154,8 @@ pub fn pocketbase_sink(config: &Config) -> anyhow::Result<pocketbase::PocketBase
         collection: config.pb_target_collection.clone(),
         batch_requests: config.pb_batch_requests as usize,
         timeout: config.write_timeout(),
+        allow_schema_changes: config.pb_allow_schema_changes,
+        allow_settings_changes: config.pb_allow_settings_changes,
     })
 }
 

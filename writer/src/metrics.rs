@@ -22,6 +22,9 @@ pub const SINK_UP: &str = "telemetry_writer_sink_up";
 pub const LEADER: &str = "telemetry_writer_leader";
 /// Rows or records deleted by retention.
 pub const RETENTION_DELETED: &str = "telemetry_writer_retention_deleted_total";
+/// Values a PocketBase select field does not hold (an error category the running service's collection
+/// lacks), written as `unknown`; label `field`.
+pub const SELECT_REPLACED: &str = "telemetry_writer_select_replaced_total";
 
 const BATCH_BUCKETS: [f64; 10] = [
     1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
@@ -58,4 +61,8 @@ fn describe() {
     describe_gauge!(SINK_UP, "1 while the store answers");
     describe_gauge!(LEADER, "1 while this replica holds the PocketBase lease");
     describe_counter!(RETENTION_DELETED, "rows or records deleted by retention");
+    describe_counter!(
+        SELECT_REPLACED,
+        "values a pocketbase select field does not hold, written as unknown"
+    );
 }

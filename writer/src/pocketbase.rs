@@ -1,14 +1,26 @@
 //! The PocketBase sink: one record per install in the target collection (the original service's field
-//! names), upserted by `execution_id` with the merge of `schema::merge`. Each record keeps the full merge
-//! state in a hidden JSON field `merge_state`, so a later event merges with the stamps (event ids) of
-//! the earlier ones and the record ends the same whatever the order or number of deliveries.
+//! names), upserted by `execution_id` with the merge of `schema::merge`. In a collection the writer
+//! created, each record keeps the full merge state in a hidden JSON field `merge_state`, so a later event
+//! merges with the stamps (event ids) of the earlier ones and the record ends the same whatever the order
+//! or number of deliveries. In the running service's collection, which has no such field, the state is
+//! rebuilt from the record's own fields ([`layout`]).
+//!
+//! At start ([`PocketBaseSink::prepare`]) the writer reads the collection and the instance's settings and
+//! lists in one log line what it would change (fields, an index, the batch API); it changes a collection
+//! only when it created it or the operator allows schema changes, and the settings only when the operator
+//! allows settings changes. Whether it created the collection is noted in the collection's own definition
+//! ([`layout::CREATED_MARKER`]) and answered by [`PocketBaseSink::created_by_fleet`].
 //!
 //! A batch: events grouped by install and merged, the current records read back (ids quoted in the
 //! filter, and only ids that pass the contract's rule get there), then one all-or-nothing `/api/batch`
-//! call per chunk of creates and updates. Records whose state did not change are not written.
+//! call per chunk of creates and updates when the batch API is enabled, else one request per record
+//! (each all-or-nothing on its own). Records whose state did not change are not written.
+
+pub mod layout;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -20,11 +32,16 @@ use time::OffsetDateTime;
 
 use crate::clickhouse::unix_ms;
 use crate::config::Secret;
+use crate::metrics::SELECT_REPLACED;
 use crate::sink::{Sink, SinkError};
+use layout::{Change, Layout};
 
 /// Ids per lookup filter: at most 64 bytes each, so the URL stays under ~20 KB (Go's limit is 1 MB) and
 /// a page (at most 1000 records) holds them all.
 const LOOKUP_CHUNK: usize = 200;
+
+/// The batch API's transaction timeout the writer asks for, in seconds (PocketBase's default is 3).
+const BATCH_TIMEOUT_SECS: u64 = 30;
 
 /// Connection settings of the sink.
 #[derive(Debug, Clone)]
@@ -36,6 +53,10 @@ pub struct Settings {
     pub collection: String,
     pub batch_requests: usize,
     pub timeout: Duration,
+    /// May change the definition of a collection the writer did not create (`PB_ALLOW_SCHEMA_CHANGES`).
+    pub allow_schema_changes: bool,
+    /// May change the instance's settings: the batch API (`PB_ALLOW_SETTINGS_CHANGES`).
+    pub allow_settings_changes: bool,
 }
 
 /// An error of a PocketBase call.
@@ -47,12 +68,17 @@ pub enum PbError {
     /// Any other answer that is not a success.
     #[error("pocketbase answered {status}: {body}")]
     Status { status: u16, body: String },
+    /// The collection cannot hold installs as it is, and the writer may not change it.
+    #[error("pocketbase collection unusable: {0}")]
+    Incompatible(String),
 }
 
 impl PbError {
     fn into_sink(self) -> SinkError {
         match self {
-            PbError::Unavailable(text) => SinkError::Unavailable(text),
+            PbError::Unavailable(text) | PbError::Incompatible(text) => {
+                SinkError::Unavailable(text)
+            }
             PbError::Status { status, body } => {
                 if body.contains("validation_not_unique") || status == 404 {
                     SinkError::Conflict(body)
@@ -71,13 +97,68 @@ pub struct PocketBaseSink {
     http: reqwest::Client,
     settings: Settings,
     token: RwLock<Option<String>>,
-    batch_enabled: std::sync::atomic::AtomicBool,
+    /// Requests per `/api/batch` call; 0 while the batch API is not to be used.
+    batch_chunk: AtomicUsize,
+    prepared: RwLock<Option<Arc<Prepared>>>,
 }
 
-/// A record as read back: its PocketBase id and the merge state it holds.
+/// What [`PocketBaseSink::prepare`] found and decided.
+#[derive(Debug)]
+struct Prepared {
+    layout: Layout,
+    /// Every change the writer would make, as listed at start (done or not).
+    listed: Vec<String>,
+    /// Fields of [`collection_fields`] the collection lacks, never written.
+    unwritten: Vec<String>,
+}
+
+/// A record as read back: its PocketBase id, the fields the writer reads, and the merge state it holds
+/// (None when the collection or this record has none).
 struct Current {
     id: String,
+    record: Value,
     state: Option<InstallState>,
+}
+
+/// The batch API part of `/api/settings`.
+#[derive(Debug, Clone, Copy)]
+struct BatchSettings {
+    enabled: bool,
+    max_requests: u64,
+    timeout: u64,
+}
+
+impl BatchSettings {
+    fn read(batch: &Value) -> BatchSettings {
+        BatchSettings {
+            enabled: batch["enabled"].as_bool().unwrap_or(false),
+            max_requests: batch["maxRequests"].as_u64().unwrap_or(0),
+            timeout: batch["timeout"].as_u64().unwrap_or(0),
+        }
+    }
+
+    /// What to change so that batches of `wanted` requests go through, if anything.
+    fn change(self, wanted: usize) -> Option<Change> {
+        let wanted = wanted as u64;
+        let enough =
+            self.enabled && self.max_requests >= wanted && self.timeout >= BATCH_TIMEOUT_SECS;
+        (!enough).then_some(Change::Batch {
+            enabled: self.enabled,
+            max_requests: self.max_requests,
+            timeout: self.timeout,
+            wanted_requests: self.max_requests.max(wanted),
+            wanted_timeout: self.timeout.max(BATCH_TIMEOUT_SECS),
+        })
+    }
+
+    /// Requests per batch call the writer uses: 0 while disabled.
+    fn chunk(self, wanted: usize) -> usize {
+        if self.enabled {
+            wanted.min(usize::try_from(self.max_requests).unwrap_or(usize::MAX))
+        } else {
+            0
+        }
+    }
 }
 
 /// The fields of the collection, in the original service's names, plus `merge_state`.
@@ -116,6 +197,27 @@ pub fn collection_fields() -> Vec<Value> {
         json!({"name": "created", "type": "autodate", "onCreate": true, "onUpdate": false}),
         json!({"name": "updated", "type": "autodate", "onCreate": true, "onUpdate": true}),
     ]
+}
+
+/// The definition of a collection the writer creates: complete (every field of [`collection_fields`],
+/// the unique index on `execution_id`) and marked as created by the writer ([`layout::CREATED_HELP`] on
+/// `execution_id`, the one place the writer never writes into a collection it did not create).
+pub fn creation_definition(name: &str) -> Value {
+    let fields: Vec<Value> = collection_fields()
+        .into_iter()
+        .map(|mut f| {
+            if f["name"] == "execution_id" {
+                f["help"] = json!(layout::CREATED_HELP);
+            }
+            f
+        })
+        .collect();
+    json!({
+        "name": name,
+        "type": "base",
+        "fields": fields,
+        "indexes": [format!("CREATE UNIQUE INDEX idx_{name}_execution_id ON {name} (execution_id)")],
+    })
 }
 
 /// A string literal for a PocketBase filter: single-quoted, backslash and quote escaped. Refuses what
@@ -193,8 +295,40 @@ impl PocketBaseSink {
             http,
             settings,
             token: RwLock::new(None),
-            batch_enabled: std::sync::atomic::AtomicBool::new(false),
+            batch_chunk: AtomicUsize::new(0),
+            prepared: RwLock::new(None),
         })
+    }
+
+    fn prepared(&self) -> Option<Arc<Prepared>> {
+        self.prepared.read().ok().and_then(|p| p.clone())
+    }
+
+    /// True when this fleet's writer created the collection (it carries [`layout::CREATED_MARKER`]).
+    /// False before [`PocketBaseSink::prepare`] succeeded, for a collection someone else created, and
+    /// for one created by a writer older than the marker. Never delete from a collection where this is
+    /// false unless the operator opted in.
+    pub fn created_by_fleet(&self) -> bool {
+        self.prepared().is_some_and(|p| p.layout.created_by_fleet)
+    }
+
+    /// The changes listed at start (`would change: …`), done or not.
+    pub fn listed_changes(&self) -> Vec<String> {
+        self.prepared()
+            .map(|p| p.listed.clone())
+            .unwrap_or_default()
+    }
+
+    /// The writer's fields the collection lacks, which are not written.
+    pub fn unwritten_fields(&self) -> Vec<String> {
+        self.prepared()
+            .map(|p| p.unwritten.clone())
+            .unwrap_or_default()
+    }
+
+    /// True when records are written through `/api/batch`, false for one request per record.
+    pub fn uses_batch(&self) -> bool {
+        self.batch_chunk.load(Ordering::Relaxed) > 0
     }
 
     pub fn collection(&self) -> &str {
@@ -274,76 +408,197 @@ impl PocketBaseSink {
         }
     }
 
-    /// Creates the collection if missing and adds any of our fields an existing one lacks (the
-    /// original's collection has no `merge_state`). Then enables the batch API if these credentials
-    /// may change settings; without it, records are written one request at a time.
+    /// Reads the collection (creating it, complete, when missing) and the batch API settings; lists in
+    /// one log line everything it would change; changes the collection only when the writer created it
+    /// or `allow_schema_changes`, the settings only when `allow_settings_changes`. Without them it
+    /// writes the fields the collection has, one request per record unless the batch API is already
+    /// enabled. Idempotent: a second start finds nothing to change.
     pub async fn prepare(&self) -> Result<(), PbError> {
         let name = &self.settings.collection;
         let path = format!("/api/collections/{name}");
-        match self.call(Method::GET, &path, None).await {
-            Ok(existing) => {
-                let have: Vec<&str> = existing["fields"]
-                    .as_array()
-                    .map(|f| f.iter().filter_map(|f| f["name"].as_str()).collect())
-                    .unwrap_or_default();
-                let missing: Vec<Value> = collection_fields()
-                    .into_iter()
-                    .filter(|f| f["name"].as_str().is_some_and(|n| !have.contains(&n)))
-                    .collect();
-                if !missing.is_empty() {
-                    let mut fields = existing["fields"].as_array().cloned().unwrap_or_default();
-                    let names: Vec<String> = missing
-                        .iter()
-                        .filter_map(|f| f["name"].as_str().map(str::to_string))
-                        .collect();
-                    fields.extend(missing);
-                    self.call(Method::PATCH, &path, Some(&json!({"fields": fields})))
-                        .await?;
-                    tracing::info!(collection = %name, fields = ?names, "pocketbase collection fields added");
-                }
-            }
+        let definition = match self.call(Method::GET, &path, None).await {
+            Ok(existing) => existing,
             Err(PbError::Status { status: 404, .. }) => {
-                let definition = json!({
-                    "name": name,
-                    "type": "base",
-                    "fields": collection_fields(),
-                    "indexes": [format!("CREATE UNIQUE INDEX idx_{name}_execution_id ON {name} (execution_id)")],
-                });
-                self.call(Method::POST, "/api/collections", Some(&definition))
+                let created = self
+                    .call(
+                        Method::POST,
+                        "/api/collections",
+                        Some(&creation_definition(name)),
+                    )
                     .await?;
                 tracing::info!(collection = %name, "pocketbase collection created");
+                created
             }
             Err(e) => return Err(e),
-        }
-        let batch = json!({"batch": {"enabled": true, "maxRequests": self.settings.batch_requests, "timeout": 30}});
-        match self
-            .call(Method::PATCH, "/api/settings", Some(&batch))
-            .await
-        {
-            Ok(_) => {
-                self.batch_enabled
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-            }
+        };
+        let mut layout = Layout::read(&definition);
+        let wanted = collection_fields();
+        let mut changes = layout.changes(name, &wanted);
+        let batch = match self.call(Method::GET, "/api/settings", None).await {
+            Ok(settings) => Some(BatchSettings::read(&settings["batch"])),
             Err(PbError::Unavailable(e)) => return Err(PbError::Unavailable(e)),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot enable the pocketbase batch API, writing one record per request");
+                tracing::info!(error = %e, "cannot read the pocketbase settings, the batch API stays unused");
+                None
             }
+        };
+        changes.extend(batch.and_then(|b| b.change(self.settings.batch_requests)));
+        let listed: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        let schema_allowed = layout.created_by_fleet || self.settings.allow_schema_changes;
+        let settings_allowed = self.settings.allow_settings_changes;
+        if !listed.is_empty() {
+            tracing::info!(
+                collection = %name,
+                created_by_fleet = layout.created_by_fleet,
+                schema_allowed,
+                settings_allowed,
+                "would change: {}",
+                listed.join(", ")
+            );
+        }
+
+        let (setting_changes, schema_changes): (Vec<Change>, Vec<Change>) =
+            changes.into_iter().partition(Change::is_setting);
+        if !schema_changes.is_empty() && !schema_allowed {
+            tracing::info!(collection = %name, "not changing the collection: set PB_ALLOW_SCHEMA_CHANGES=true to allow it");
+        } else if !schema_changes.is_empty() {
+            match self
+                .change_collection(&path, &definition, &schema_changes)
+                .await
+            {
+                Ok(changed) => {
+                    layout = Layout::read(&changed);
+                    tracing::info!(collection = %name, "pocketbase collection changed");
+                }
+                Err(PbError::Unavailable(e)) => return Err(PbError::Unavailable(e)),
+                Err(e) => {
+                    tracing::warn!(collection = %name, error = %e, "pocketbase refused the collection change, writing the fields it has");
+                }
+            }
+        }
+
+        let mut batch = batch;
+        if let (
+            Some(current),
+            Some(Change::Batch {
+                wanted_requests,
+                wanted_timeout,
+                ..
+            }),
+        ) = (batch, setting_changes.first())
+        {
+            if settings_allowed {
+                let body = json!({"batch": {"enabled": true, "maxRequests": wanted_requests, "timeout": wanted_timeout}});
+                match self.call(Method::PATCH, "/api/settings", Some(&body)).await {
+                    Ok(settings) => {
+                        batch = Some(BatchSettings::read(&settings["batch"]));
+                        tracing::info!(
+                            max_requests = wanted_requests,
+                            "pocketbase batch API enabled"
+                        );
+                    }
+                    Err(PbError::Unavailable(e)) => return Err(PbError::Unavailable(e)),
+                    Err(e) => {
+                        batch = Some(current);
+                        tracing::warn!(error = %e, "pocketbase refused the settings change");
+                    }
+                }
+            } else {
+                tracing::info!("not changing the pocketbase settings: set PB_ALLOW_SETTINGS_CHANGES=true to allow it");
+            }
+        }
+        let chunk = batch.map_or(0, |b| b.chunk(self.settings.batch_requests));
+        self.batch_chunk.store(chunk, Ordering::Relaxed);
+
+        if !layout.has("execution_id") {
+            return Err(PbError::Incompatible(format!(
+                "collection {name} has no execution_id field; set PB_ALLOW_SCHEMA_CHANGES=true or pick another PB_TARGET_COLLECTION"
+            )));
+        }
+        let unwritten = layout.unwritten(&wanted);
+        if !unwritten.is_empty() {
+            tracing::info!(
+                collection = %name,
+                count = unwritten.len(),
+                merge_state = layout.keeps_merge_state(),
+                "collection lacks fields, not written: {}",
+                unwritten.join(", ")
+            );
+        }
+        if chunk == 0 {
+            tracing::info!(collection = %name, "writing one record per request");
+        } else {
+            tracing::info!(collection = %name, requests = chunk, "writing through the batch API");
+        }
+        if let Ok(mut slot) = self.prepared.write() {
+            *slot = Some(Arc::new(Prepared {
+                layout,
+                listed,
+                unwritten,
+            }));
         }
         Ok(())
     }
 
+    /// Adds the listed fields and index to the collection's definition (PocketBase replaces the field
+    /// list with the one sent, so the existing fields go along unchanged). Returns the new definition.
+    async fn change_collection(
+        &self,
+        path: &str,
+        definition: &Value,
+        changes: &[Change],
+    ) -> Result<Value, PbError> {
+        let mut fields = definition["fields"].as_array().cloned().unwrap_or_default();
+        let mut indexes = definition["indexes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for change in changes {
+            match change {
+                Change::AddField(field) => fields.push(field.clone()),
+                Change::AddUniqueIndex(sql) => indexes.push(json!(sql)),
+                Change::Batch { .. } => {}
+            }
+        }
+        self.call(
+            Method::PATCH,
+            path,
+            Some(&json!({"fields": fields, "indexes": indexes})),
+        )
+        .await
+    }
+
     /// The records of these installs, by execution id. The chunks are read concurrently (SQLite serves
     /// reads in parallel with WAL).
-    async fn lookup(&self, ids: &[&str]) -> Result<HashMap<String, Current>, SinkError> {
+    async fn lookup(
+        &self,
+        ids: &[&str],
+        layout: &Layout,
+    ) -> Result<HashMap<String, Current>, SinkError> {
+        // The writer's fields the collection has, and the autodates a rebuilt state starts from.
+        let mut names = vec!["id".to_string()];
+        names.extend(
+            collection_fields()
+                .iter()
+                .filter_map(|f| f["name"].as_str())
+                .filter(|n| layout.has(n))
+                .map(str::to_string),
+        );
+        let fields = names.join(",");
         let pages = futures::future::try_join_all(
             ids.chunks(LOOKUP_CHUNK)
-                .map(|chunk| self.lookup_chunk(chunk)),
+                .map(|chunk| self.lookup_chunk(chunk, &fields, layout.keeps_merge_state())),
         )
         .await?;
         Ok(pages.into_iter().flatten().collect())
     }
 
-    async fn lookup_chunk(&self, chunk: &[&str]) -> Result<Vec<(String, Current)>, SinkError> {
+    async fn lookup_chunk(
+        &self,
+        chunk: &[&str],
+        fields: &str,
+        merge_state: bool,
+    ) -> Result<Vec<(String, Current)>, SinkError> {
         let mut terms = Vec::with_capacity(chunk.len());
         for id in chunk {
             let literal = filter_literal(id).ok_or_else(|| {
@@ -353,7 +608,7 @@ impl PocketBaseSink {
         }
         let filter = terms.join("||");
         let path = format!(
-            "/api/collections/{}/records?perPage={}&skipTotal=1&fields=id,execution_id,merge_state&filter={}",
+            "/api/collections/{}/records?perPage={}&skipTotal=1&fields={fields}&filter={}",
             self.settings.collection,
             chunk.len().max(1),
             encode(&format!("({filter})")),
@@ -369,11 +624,16 @@ impl PocketBaseSink {
             else {
                 continue;
             };
-            let state = serde_json::from_value::<InstallState>(item["merge_state"].clone()).ok();
+            let state = if merge_state {
+                serde_json::from_value::<InstallState>(item["merge_state"].clone()).ok()
+            } else {
+                None
+            };
             found.push((
                 execution_id.to_string(),
                 Current {
                     id: id.to_string(),
+                    record: item.clone(),
                     state,
                 },
             ));
@@ -385,11 +645,9 @@ impl PocketBaseSink {
         if requests.is_empty() {
             return Ok(());
         }
-        if self
-            .batch_enabled
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            for chunk in requests.chunks(self.settings.batch_requests.max(1)) {
+        let chunk_size = self.batch_chunk.load(Ordering::Relaxed);
+        if chunk_size > 0 {
+            for chunk in requests.chunks(chunk_size) {
                 self.call(
                     Method::POST,
                     "/api/batch",
@@ -487,6 +745,10 @@ impl Sink for PocketBaseSink {
     }
 
     async fn write(&self, events: &[Event]) -> Result<(), SinkError> {
+        let prepared = self
+            .prepared()
+            .ok_or_else(|| SinkError::Unavailable("pocketbase collection not prepared".into()))?;
+        let layout = &prepared.layout;
         let mut groups: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
         for event in events {
             if !valid_id(&event.execution_id) {
@@ -497,27 +759,69 @@ impl Sink for PocketBaseSink {
             groups.entry(&event.execution_id).or_default().push(event);
         }
         let ids: Vec<&str> = groups.keys().copied().collect();
-        let current = self.lookup(&ids).await?;
+        let current = self.lookup(&ids, layout).await?;
         let collection = &self.settings.collection;
         let mut requests = Vec::new();
+        let mut replaced_values: BTreeMap<String, u64> = BTreeMap::new();
         for (id, group) in groups {
             let prior = current.get(id);
-            let before = prior.and_then(|c| c.state.clone());
+            // A record without a usable merge_state is rebuilt from its own fields.
+            let (before, rebuilt) = match prior {
+                None => (None, false),
+                Some(Current {
+                    state: Some(state), ..
+                }) => (Some(state.clone()), false),
+                Some(c) => {
+                    let earliest = group.iter().map(|e| e.received_at).min();
+                    let fallback = earliest.unwrap_or_else(OffsetDateTime::now_utc);
+                    (layout.rebuild(&c.record, fallback), true)
+                }
+            };
             let mut state = before.clone();
             for event in group {
                 state = Some(merge(state, event));
             }
             let Some(state) = state else { continue };
-            if before.as_ref() == Some(&state) {
-                continue;
+            let (body, replaced) = layout.body(&state);
+            let (request, written) = match prior {
+                None => {
+                    let url = format!("/api/collections/{collection}/records");
+                    (json!({"method": "POST", "url": url, "body": body}), body)
+                }
+                Some(c) => {
+                    let changed = layout.diff(&body, &c.record);
+                    let write = if rebuilt {
+                        let mut diff = changed.clone();
+                        if !diff.is_empty() && layout.keeps_merge_state() {
+                            diff.insert("merge_state".into(), json!(state));
+                        }
+                        diff
+                    } else if before.as_ref() == Some(&state) {
+                        serde_json::Map::new()
+                    } else {
+                        body
+                    };
+                    if write.is_empty() {
+                        continue;
+                    }
+                    let url = format!("/api/collections/{collection}/records/{}", c.id);
+                    (
+                        json!({"method": "PATCH", "url": url, "body": write}),
+                        changed,
+                    )
+                }
+            };
+            for field in replaced.into_iter().filter(|f| written.contains_key(f)) {
+                *replaced_values.entry(field).or_default() += 1;
             }
-            let body = record(&state);
-            requests.push(match prior {
-                Some(c) => json!({"method": "PATCH", "url": format!("/api/collections/{collection}/records/{}", c.id), "body": body}),
-                None => json!({"method": "POST", "url": format!("/api/collections/{collection}/records"), "body": body}),
-            });
+            requests.push(request);
         }
-        self.send_requests(requests).await
+        self.send_requests(requests).await?;
+        for (field, count) in replaced_values {
+            ::metrics::counter!(SELECT_REPLACED, "sink" => "pocketbase", "field" => field)
+                .increment(count);
+        }
+        Ok(())
     }
 }
 

@@ -42,6 +42,8 @@ pub fn config(
     }
     config.pb_email = SUPERUSER_EMAIL.into();
     config.pb_password = Secret::new(SUPERUSER_PASSWORD);
+    // The test servers are the tests' own: the writer may enable the batch API there.
+    config.pb_allow_settings_changes = true;
     config.batch_size = 500;
     config.batch_max_wait_ms = 50;
     config.write_timeout_secs = 5;
@@ -102,6 +104,14 @@ impl WriterProcess {
             .env("PB_EMAIL", &config.pb_email)
             .env("PB_PASSWORD", config.pb_password.expose())
             .env("PB_TARGET_COLLECTION", &config.pb_target_collection)
+            .env(
+                "PB_ALLOW_SCHEMA_CHANGES",
+                config.pb_allow_schema_changes.to_string(),
+            )
+            .env(
+                "PB_ALLOW_SETTINGS_CHANGES",
+                config.pb_allow_settings_changes.to_string(),
+            )
             .env("BATCH_SIZE", config.batch_size.to_string())
             .env("BATCH_MAX_WAIT_MS", config.batch_max_wait_ms.to_string())
             .env("WRITE_TIMEOUT_SECS", config.write_timeout_secs.to_string())

@@ -9,4 +9,5 @@ mod dlq;
 mod e2e;
 mod faults;
 mod order;
+mod pb_compat;
 mod v3;
