@@ -20,7 +20,42 @@ use time::OffsetDateTime;
 
 use crate::clickhouse::unix_ms;
 use crate::config::Secret;
+use crate::retention::Policy;
 use crate::sink::{Sink, SinkError};
+
+/// The collection where the writer notes each collection it created, so that retention can tell the
+/// fleet's own collection from one it found in place (contract §7). Superusers only, like every
+/// collection without rules.
+pub const BOOKKEEPING_COLLECTION: &str = "telemetry_fleet_collections";
+
+/// What a retention run did to the target collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PbRetention {
+    /// This many records deleted.
+    Deleted(usize),
+    /// Nothing: this fleet did not create the collection and RETENTION_FOREIGN_COLLECTION is off.
+    Foreign,
+}
+
+impl PbRetention {
+    pub fn deleted(self) -> usize {
+        match self {
+            PbRetention::Deleted(n) => n,
+            PbRetention::Foreign => 0,
+        }
+    }
+}
+
+/// A collection name as a filter literal; only letters, digits and `_` get there.
+fn bookkeeping_literal(name: &str) -> Result<String, PbError> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(PbError::Status {
+            status: 400,
+            body: format!("collection name {name:?} is not letters, digits and '_'"),
+        });
+    }
+    Ok(format!("'{name}'"))
+}
 
 /// Ids per lookup filter: at most 64 bytes each, so the URL stays under ~20 KB (Go's limit is 1 MB) and
 /// a page (at most 1000 records) holds them all.
@@ -266,9 +301,10 @@ impl PocketBaseSink {
         }
     }
 
-    /// Creates the collection if missing and adds any of our fields an existing one lacks (the
-    /// original's collection has no `merge_state`). Then enables the batch API if these credentials
-    /// may change settings; without it, records are written one request at a time.
+    /// Creates the collection if missing (noting in [`BOOKKEEPING_COLLECTION`] that the fleet made it)
+    /// and adds any of our fields an existing one lacks (the original's collection has no
+    /// `merge_state`). Then enables the batch API if these credentials may change settings; without
+    /// it, records are written one request at a time.
     pub async fn prepare(&self) -> Result<(), PbError> {
         let name = &self.settings.collection;
         let path = format!("/api/collections/{name}");
@@ -295,6 +331,8 @@ impl PocketBaseSink {
                 }
             }
             Err(PbError::Status { status: 404, .. }) => {
+                // Noted first: a collection that exists without the note is never the fleet's.
+                self.note_created().await?;
                 let definition = json!({
                     "name": name,
                     "type": "base",
@@ -407,9 +445,23 @@ impl PocketBaseSink {
         Ok(())
     }
 
-    /// Deletes records not updated for `days`, in batches. Returns how many were deleted.
-    pub async fn retention(&self, now: OffsetDateTime, days: u32) -> Result<usize, PbError> {
-        let cutoff = now - time::Duration::days(i64::from(days));
+    /// Deletes, in batches, up to `policy.max_per_run` records of installs whose record was created
+    /// (by the install's first event) more than `policy.days` before `now`. Touches the collection only
+    /// when this fleet created it ([`PocketBaseSink::created_here`]) or the policy allows a foreign one.
+    pub async fn retention(
+        &self,
+        now: OffsetDateTime,
+        policy: &Policy,
+    ) -> Result<PbRetention, PbError> {
+        let collection = &self.settings.collection;
+        if !policy.foreign_collection && !self.created_here().await? {
+            tracing::info!(
+                collection = %collection,
+                "retention leaves this collection alone: this fleet did not create it (RETENTION_FOREIGN_COLLECTION=true includes it)"
+            );
+            return Ok(PbRetention::Foreign);
+        }
+        let cutoff = policy.cutoff(now);
         let cutoff = format!(
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.000Z",
             cutoff.year(),
@@ -419,13 +471,16 @@ impl PocketBaseSink {
             cutoff.minute(),
             cutoff.second()
         );
-        let collection = &self.settings.collection;
-        let per_page = self.settings.batch_requests.clamp(1, 500);
         let mut deleted = 0;
-        loop {
+        while deleted < policy.max_per_run {
+            let per_page = self
+                .settings
+                .batch_requests
+                .clamp(1, 500)
+                .min(policy.max_per_run - deleted);
             let path = format!(
                 "/api/collections/{collection}/records?perPage={per_page}&skipTotal=1&fields=id&filter={}",
-                encode(&format!("(updated<'{cutoff}')"))
+                encode(&format!("(created<'{cutoff}')"))
             );
             let page = self.call(Method::GET, &path, None).await?;
             let ids: Vec<String> = page["items"]
@@ -437,7 +492,7 @@ impl PocketBaseSink {
                 .map(str::to_string)
                 .collect();
             if ids.is_empty() {
-                return Ok(deleted);
+                break;
             }
             let requests: Vec<Value> = ids
                 .iter()
@@ -450,6 +505,71 @@ impl PocketBaseSink {
                 }
             })?;
             deleted += count;
+        }
+        if deleted > 0 {
+            tracing::info!(collection = %collection, records = deleted, cutoff = %cutoff, "retention deleted records");
+        }
+        Ok(PbRetention::Deleted(deleted))
+    }
+
+    /// True when this fleet created the target collection: [`PocketBaseSink::prepare`] noted it in
+    /// [`BOOKKEEPING_COLLECTION`] before creating it. A collection found in place (the running service's)
+    /// has no such note.
+    pub async fn created_here(&self) -> Result<bool, PbError> {
+        let name = bookkeeping_literal(&self.settings.collection)?;
+        let path = format!(
+            "/api/collections/{BOOKKEEPING_COLLECTION}/records?perPage=1&skipTotal=1&fields=id&filter={}",
+            encode(&format!("(collection={name})"))
+        );
+        match self.call(Method::GET, &path, None).await {
+            Ok(page) => Ok(page["items"]
+                .as_array()
+                .is_some_and(|items| !items.is_empty())),
+            Err(PbError::Status { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Notes in [`BOOKKEEPING_COLLECTION`] (created when missing) that this fleet creates the target
+    /// collection. Idempotent, and safe when replicas do it at once.
+    async fn note_created(&self) -> Result<(), PbError> {
+        let name = &self.settings.collection;
+        bookkeeping_literal(name)?;
+        let path = format!("/api/collections/{BOOKKEEPING_COLLECTION}");
+        match self.call(Method::GET, &path, None).await {
+            Ok(_) => {}
+            Err(PbError::Status { status: 404, .. }) => {
+                let definition = json!({
+                    "name": BOOKKEEPING_COLLECTION,
+                    "type": "base",
+                    "fields": [
+                        {"name": "collection", "type": "text", "max": 64, "required": true},
+                        {"name": "created_by", "type": "text", "max": 64},
+                        {"name": "created", "type": "autodate", "onCreate": true, "onUpdate": false},
+                    ],
+                    "indexes": [format!("CREATE UNIQUE INDEX idx_{BOOKKEEPING_COLLECTION}_collection ON {BOOKKEEPING_COLLECTION} (collection)")],
+                });
+                // 400: another replica created it a moment ago.
+                match self
+                    .call(Method::POST, "/api/collections", Some(&definition))
+                    .await
+                {
+                    Ok(_) | Err(PbError::Status { status: 400, .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        let note = json!({"collection": name, "created_by": "telemetry-writer"});
+        let records = format!("/api/collections/{BOOKKEEPING_COLLECTION}/records");
+        match self.call(Method::POST, &records, Some(&note)).await {
+            Ok(_) => Ok(()),
+            Err(PbError::Status { status: 400, body })
+                if body.contains("validation_not_unique") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 

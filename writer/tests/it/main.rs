@@ -9,3 +9,4 @@ mod dlq;
 mod e2e;
 mod faults;
 mod order;
+mod retention;
