@@ -1,9 +1,12 @@
 //! Configuration of `telemetry-aggregator`: one typed struct, read from flags and environment variables.
+//! The running service's cleanup of stuck installs is ours: `CLEANUP_ENABLED`, `CLEANUP_INTERVAL_MIN`,
+//! and `CLEANUP_STUCK_HOURS` for our `STUCK_AFTER`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use fleet::config::Alias;
 use fleet::ConfigError;
 use schema::span::Span;
 
@@ -14,8 +17,8 @@ use crate::rollup::RollupConfig;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "telemetry-aggregator", version, about, long_about = None)]
 pub struct Config {
-    /// Address of the ops port (/healthz, /readyz, /metrics).
-    #[arg(long, env = "OPS_ADDR", default_value = "0.0.0.0:9102")]
+    /// Address of the ops port (/healthz, /readyz, /metrics): HOST:PORT, [IPv6]:PORT or :PORT.
+    #[arg(long, env = "OPS_ADDR", default_value = "0.0.0.0:9102", value_parser = fleet::config::listen_addr)]
     pub ops_addr: SocketAddr,
 
     /// Rollup windows, comma-separated durations (s, m, h, d); the longest is replayed at start.
@@ -32,9 +35,19 @@ pub struct Config {
     #[arg(long, env = "SIGNATURE_WINDOW", default_value = "1h")]
     pub signature_window: Span,
 
-    /// An install not final this long after its first event gets a synthetic `unknown`/`timeout` event.
+    /// An install not final this long after its first event gets a synthetic `unknown`/`timeout` event
+    /// (the running service's CLEANUP_STUCK_HOURS, in hours, when this is unset).
     #[arg(long, env = "STUCK_AFTER", default_value = "1h")]
     pub stuck_after: Span,
+
+    /// Time out stuck installs (see STUCK_AFTER); false: they stay in progress.
+    #[arg(long, env = "CLEANUP_ENABLED", default_value_t = true, action = clap::ArgAction::Set, value_parser = fleet::config::boolean)]
+    pub cleanup_enabled: bool,
+
+    /// How often stuck installs are looked for, in minutes (fractions allowed); unset: at every
+    /// publish (PUBLISH_INTERVAL_MS).
+    #[arg(long, env = "CLEANUP_INTERVAL_MIN")]
+    pub cleanup_interval_min: Option<f64>,
 
     /// How often snapshots are computed and the changed keys written, in milliseconds.
     #[arg(long, env = "PUBLISH_INTERVAL_MS", default_value_t = 5000)]
@@ -52,10 +65,42 @@ pub struct Config {
     pub common: fleet::config::Common,
 }
 
+impl fleet::config::Service for Config {
+    const ALIASES: &'static [Alias] = &[Alias {
+        ours: "STUCK_AFTER",
+        theirs: "CLEANUP_STUCK_HOURS",
+        convert: fleet::config::hours_as_secs,
+    }];
+
+    fn common_mut(&mut self) -> &mut fleet::config::Common {
+        &mut self.common
+    }
+}
+
 impl Config {
     /// Checks the settings.
     pub fn check(&self) -> Result<(), ConfigError> {
+        if let Some(minutes) = self.cleanup_interval_min {
+            if !(minutes > 0.0 && minutes <= 525_600.0) {
+                return Err(ConfigError::new(
+                    "CLEANUP_INTERVAL_MIN",
+                    format!(
+                        "must be a number of minutes within 0..=525600 (a year), got {minutes}"
+                    ),
+                ));
+            }
+        }
         self.rollup_config().map(drop)
+    }
+
+    /// How often stuck installs are looked for: `None` when cleanup is off, zero for every publish.
+    pub fn cleanup_interval(&self) -> Option<Duration> {
+        if !self.cleanup_enabled {
+            return None;
+        }
+        Some(self.cleanup_interval_min.map_or(Duration::ZERO, |m| {
+            Duration::from_secs_f64(m.max(0.0) * 60.0)
+        }))
     }
 
     /// Checks the settings and returns the rollup settings (windows sorted, without duplicates, at
@@ -99,5 +144,48 @@ impl Config {
         config.common.nats_url = nats_url.to_string();
         config.ops_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use fleet::config::Service;
+
+    use super::*;
+
+    #[test]
+    fn the_table_of_operator_names_matches_what_the_aggregator_reads() {
+        assert_eq!(
+            fleet::config::operator_names_read(&Config::command(), Config::ALIASES),
+            fleet::config::operator_names_of("telemetry-aggregator")
+        );
+    }
+
+    fn check(args: &[&str], expected: Result<Option<Duration>, &str>) {
+        let config = Config::try_parse_from(
+            std::iter::once("telemetry-aggregator").chain(args.iter().copied()),
+        )
+        .expect("parses");
+        let got = config
+            .check()
+            .map(|()| config.cleanup_interval())
+            .map_err(|e| e.setting);
+        assert_eq!(got, expected, "{args:?}");
+    }
+
+    #[test]
+    fn cleanup_settings() {
+        check(&[], Ok(Some(Duration::ZERO)));
+        check(&["--cleanup-enabled", "false"], Ok(None));
+        check(
+            &["--cleanup-interval-min", "0.5"],
+            Ok(Some(Duration::from_secs(30))),
+        );
+        check(
+            &["--cleanup-interval-min", "0"],
+            Err("CLEANUP_INTERVAL_MIN"),
+        );
+        check(&["--stuck-after", "2h"], Ok(Some(Duration::ZERO)));
     }
 }

@@ -149,6 +149,12 @@ async fn consume(
     let mut tick = tokio::time::interval(config.publish_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_compact = Instant::now();
+    let cleanup_every = config.cleanup_interval();
+    if cleanup_every.is_none() {
+        tracing::info!("CLEANUP_ENABLED=false: stuck installs are not timed out");
+    }
+    // The first look at stuck installs is due at the first publish.
+    let mut last_cleanup: Option<Instant> = None;
     let publisher = js.clone();
 
     loop {
@@ -224,9 +230,14 @@ async fn consume(
                     values,
                     meta: serde_json::to_vec(&meta).unwrap_or_default(),
                 }));
-                let stuck = tracker.take_stuck(now - config.stuck_after.duration(), now - TIMEOUT_RETRY, now);
-                if !stuck.is_empty() {
-                    tokio::spawn(publish_timeouts(publisher.clone(), stuck, now));
+                let cleanup_due = cleanup_every
+                    .is_some_and(|every| last_cleanup.is_none_or(|t| t.elapsed() >= every));
+                if cleanup_due {
+                    last_cleanup = Some(Instant::now());
+                    let stuck = tracker.take_stuck(now - config.stuck_after.duration(), now - TIMEOUT_RETRY, now);
+                    if !stuck.is_empty() {
+                        tokio::spawn(publish_timeouts(publisher.clone(), stuck, now));
+                    }
                 }
             }
         }

@@ -1,10 +1,13 @@
 //! Configuration of `telemetry-alerter`: one typed struct, read from flags and environment variables.
-//! The SMTP password is a [`Secret`]: never printed, not even by `--help` or `Debug`.
+//! The SMTP password is a [`Secret`]: never printed, not even by `--help` or `Debug`. The running
+//! service's names mean here what they meant there: `ALERT_FAILURE_THRESHOLD` in percent, `ALERT_ENABLED`,
+//! `ALERT_CHECK_INTERVAL_MIN` (for our `ALERT_EVAL_INTERVAL_MS`) and `SMTP_USE_TLS` (for our `SMTP_TLS`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use fleet::config::{Alias, Env};
 use fleet::ConfigError;
 use schema::span::Span;
 
@@ -31,12 +34,19 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address of the ops port (/healthz, /readyz, /metrics). It never sends mail.
-    #[arg(long, env = "OPS_ADDR", default_value = "0.0.0.0:9103")]
+    /// Address of the ops port (/healthz, /readyz, /metrics): HOST:PORT, [IPv6]:PORT or :PORT. It
+    /// never sends mail.
+    #[arg(long, env = "OPS_ADDR", default_value = "0.0.0.0:9103", value_parser = fleet::config::listen_addr)]
     pub ops_addr: SocketAddr,
 
-    /// Failure rate (failed / (success + failed), 0..1) at or above which a rule fires.
-    #[arg(long, env = "ALERT_FAILURE_THRESHOLD", default_value_t = 0.20)]
+    /// Send mail. false: the rules are still evaluated and every alert is recorded (TELEMETRY_ALERTS,
+    /// the dashboard), but no mail goes out.
+    #[arg(long, env = "ALERT_ENABLED", default_value_t = true, action = clap::ArgAction::Set, value_parser = fleet::config::boolean)]
+    pub alert_enabled: bool,
+
+    /// Failure rate in percent (failed / (success + failed) x 100, 0..100) at or above which a rule
+    /// fires.
+    #[arg(long, env = "ALERT_FAILURE_THRESHOLD", default_value_t = 20.0)]
     pub alert_failure_threshold: f64,
 
     /// Decided installs (success + failed) a group needs in the window before its rate can fire.
@@ -51,15 +61,16 @@ pub struct Config {
     #[arg(long, env = "ALERT_COOLDOWN_MIN", default_value_t = 60.0)]
     pub alert_cooldown_min: f64,
 
-    /// A firing rate resolves once below threshold minus this (0..1).
-    #[arg(long, env = "ALERT_HYSTERESIS", default_value_t = 0.05)]
+    /// A firing rate resolves once below the threshold minus this many percentage points.
+    #[arg(long, env = "ALERT_HYSTERESIS", default_value_t = 5.0)]
     pub alert_hysteresis: f64,
 
     /// Installs a new error signature needs within the aggregator's SIGNATURE_WINDOW to alert.
     #[arg(long, env = "ALERT_SIGNATURE_MIN_INSTALLS", default_value_t = 5)]
     pub alert_signature_min_installs: u64,
 
-    /// How often the rules are evaluated, in milliseconds.
+    /// How often the rules are evaluated, in milliseconds (the running service's ALERT_CHECK_INTERVAL_MIN,
+    /// in minutes, when this is unset).
     #[arg(long, env = "ALERT_EVAL_INTERVAL_MS", default_value_t = 1000)]
     pub alert_eval_interval_ms: u64,
 
@@ -101,7 +112,8 @@ pub struct Config {
     )]
     pub smtp_to: Vec<String>,
 
-    /// Connection security: none, starttls or tls.
+    /// Connection security: none, starttls or tls. Unset: the running service's SMTP_USE_TLS (true:
+    /// starttls, or tls on port 465; false: none), else starttls.
     #[arg(long, env = "SMTP_TLS", value_enum, default_value_t = SmtpTls::Starttls)]
     pub smtp_tls: SmtpTls,
 
@@ -128,21 +140,53 @@ pub enum Command {
     SendTest,
 }
 
+/// SMTP_USE_TLS as our SMTP_TLS: true is STARTTLS, or TLS from the first byte on port 465; false is
+/// none.
+pub fn smtp_use_tls(value: &str, env: &Env) -> Result<String, String> {
+    let tls = fleet::config::boolean(value)?;
+    let port_465 = env.get("SMTP_PORT").is_some_and(|p| p.trim() == "465");
+    Ok(match (tls, port_465) {
+        (true, true) => "tls",
+        (true, false) => "starttls",
+        (false, _) => "none",
+    }
+    .to_string())
+}
+
+impl fleet::config::Service for Config {
+    const ALIASES: &'static [Alias] = &[
+        Alias {
+            ours: "ALERT_EVAL_INTERVAL_MS",
+            theirs: "ALERT_CHECK_INTERVAL_MIN",
+            convert: fleet::config::minutes_as_ms,
+        },
+        Alias {
+            ours: "SMTP_TLS",
+            theirs: "SMTP_USE_TLS",
+            convert: smtp_use_tls,
+        },
+    ];
+
+    fn common_mut(&mut self) -> &mut fleet::config::Common {
+        &mut self.common
+    }
+}
+
 impl Config {
     /// Checks the settings.
     pub fn check(&self) -> Result<(), ConfigError> {
         let t = self.alert_failure_threshold;
-        if !(0.0..=1.0).contains(&t) {
+        if !(0.0..=100.0).contains(&t) {
             return Err(ConfigError::new(
                 "ALERT_FAILURE_THRESHOLD",
-                format!("must be within 0..=1, got {t}"),
+                format!("must be a percentage within 0..=100, got {t}"),
             ));
         }
         let h = self.alert_hysteresis;
         if !(0.0..=t).contains(&h) {
             return Err(ConfigError::new(
                 "ALERT_HYSTERESIS",
-                format!("must be within 0..threshold, got {h}"),
+                format!("must be within 0..threshold (percentage points), got {h}"),
             ));
         }
         let cooldown = self.alert_cooldown_min;
@@ -165,11 +209,12 @@ impl Config {
         Ok(())
     }
 
+    /// The rules' thresholds, rates as fractions (0..1) like the rollups'.
     pub fn thresholds(&self) -> Thresholds {
         Thresholds {
-            failure_rate: self.alert_failure_threshold,
+            failure_rate: self.alert_failure_threshold / 100.0,
             min_installs: self.alert_min_installs,
-            hysteresis: self.alert_hysteresis,
+            hysteresis: self.alert_hysteresis / 100.0,
             signature_min_installs: self.alert_signature_min_installs,
         }
     }
@@ -180,6 +225,19 @@ impl Config {
 
     pub fn lease(&self) -> time::Duration {
         time::Duration::seconds(self.alert_lease_secs as i64)
+    }
+
+    /// What the start-up log should say about these settings: mail off, a threshold that looks like a
+    /// fraction.
+    pub fn warnings(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.alert_enabled {
+            out.push("ALERT_ENABLED=false: the rules are evaluated and alerts recorded, but no mail is sent");
+        }
+        if self.alert_failure_threshold <= 1.0 {
+            out.push("ALERT_FAILURE_THRESHOLD is read as a percent (0..100): a value of 1 or less fires at 1 % or less");
+        }
+        out
     }
 
     pub fn eval_interval(&self) -> Duration {
@@ -224,7 +282,52 @@ fn url_path_segment(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+    use fleet::config::Service;
+
     use super::*;
+
+    #[test]
+    fn the_table_of_operator_names_matches_what_the_alerter_reads() {
+        assert_eq!(
+            fleet::config::operator_names_read(&Config::command(), Config::ALIASES),
+            fleet::config::operator_names_of("telemetry-alerter")
+        );
+    }
+
+    #[test]
+    fn smtp_use_tls_becomes_our_setting() {
+        let check = |value: &str, port: Option<&str>, expected: Result<&str, ()>| {
+            let env = Env::from_pairs(port.map(|p| ("SMTP_PORT", p)));
+            assert_eq!(
+                smtp_use_tls(value, &env).as_deref().map_err(|_| ()),
+                expected,
+                "{value} {port:?}"
+            );
+        };
+        check("true", None, Ok("starttls"));
+        check("true", Some("587"), Ok("starttls"));
+        check("true", Some("465"), Ok("tls"));
+        check("false", Some("465"), Ok("none"));
+        check("0", None, Ok("none"));
+        check("perhaps", None, Err(()));
+    }
+
+    #[test]
+    fn the_threshold_is_a_percent() {
+        let c = Config::for_nats("nats://x");
+        assert_eq!(c.alert_failure_threshold, 20.0);
+        assert!((c.thresholds().failure_rate - 0.2).abs() < 1e-12);
+        assert!((c.thresholds().hysteresis - 0.05).abs() < 1e-12);
+        assert!(c.warnings().is_empty());
+        let mut c = Config::for_nats("nats://x");
+        c.alert_failure_threshold = 0.2;
+        c.alert_hysteresis = 0.1;
+        assert!(c.check().is_ok());
+        assert_eq!(c.warnings().len(), 1);
+        c.alert_enabled = false;
+        assert_eq!(c.warnings().len(), 2);
+    }
 
     fn check(app: Option<&str>, expected: &str) {
         let mut c = Config::for_nats("nats://x");
@@ -259,10 +362,10 @@ mod tests {
     fn defaults_are_valid_and_bad_values_are_refused() {
         assert!(Config::for_nats("nats://x").check().is_ok());
         let mut c = Config::for_nats("nats://x");
-        c.alert_failure_threshold = 1.5;
+        c.alert_failure_threshold = 150.0;
         assert_eq!(
             c.check().map_err(|e| e.to_string()),
-            Err("ALERT_FAILURE_THRESHOLD must be within 0..=1, got 1.5".into())
+            Err("ALERT_FAILURE_THRESHOLD must be a percentage within 0..=100, got 150".into())
         );
         let mut c = Config::for_nats("nats://x");
         c.alert_lease_secs = 10;

@@ -93,6 +93,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.check()?;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let mailer = Mailer::new(&config)?;
     let stop_ops = Shutdown::new();
     let js = jetstream::new(client.clone());
@@ -293,7 +296,7 @@ fn rate_event(
         subject: subject.to_string(),
         at: now,
         window: config.alert_window.label(),
-        threshold: Some(config.alert_failure_threshold),
+        threshold: Some(config.thresholds().failure_rate),
         failure_rate: None,
         started: 0,
         success: 0,
@@ -539,9 +542,18 @@ async fn deliver(shared: &Shared, key: &str, mut record: AlertRecord, mut revisi
                 None => return,
             }
         }
-        let sent = match shared.mailer.alert(&record.event) {
-            Ok(message) => shared.mailer.send(message).await,
-            Err(e) => Err(e),
+        // With mail off the delivery is done once the alert is recorded.
+        let sent = if !config.alert_enabled {
+            if record.recorded {
+                Ok(())
+            } else {
+                Err("alert event not recorded yet".to_string())
+            }
+        } else {
+            match shared.mailer.alert(&record.event) {
+                Ok(message) => shared.mailer.send(message).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
         };
         match sent {
             Ok(()) => break,
@@ -559,8 +571,12 @@ async fn deliver(shared: &Shared, key: &str, mut record: AlertRecord, mut revisi
             }
         }
     }
-    ::metrics::counter!(m::MAILS_SENT, "kind" => record.state.as_str()).increment(1);
-    tracing::info!(key, alert_id = %record.event.alert_id, kind = record.state.as_str(), "mail sent");
+    if config.alert_enabled {
+        ::metrics::counter!(m::MAILS_SENT, "kind" => record.state.as_str()).increment(1);
+        tracing::info!(key, alert_id = %record.event.alert_id, kind = record.state.as_str(), "mail sent");
+    } else {
+        tracing::info!(key, alert_id = %record.event.alert_id, kind = record.state.as_str(), "alert recorded, no mail (ALERT_ENABLED=false)");
+    }
     record.delivery = Delivery::Sent;
     // The mail is out: marking it sent must not be lost to a passing broker hiccup.
     for attempt in 0..20u32 {

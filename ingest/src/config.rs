@@ -1,10 +1,15 @@
 //! Configuration of `telemetry-ingest`: one typed struct, read from flags and environment variables.
-//! Names follow the original service where it had one (`RATE_LIMIT_RPM`, `RATE_BURST`, ...).
+//! Names follow the running service where it had one (`LISTEN_ADDR`, `RATE_LIMIT_RPM`, `RATE_KEY_MODE`,
+//! ...); its `UPSTREAM_TIMEOUT_MS` (the wait for its store) stands for our `PUBLISH_TIMEOUT_MS` (the wait
+//! for the broker's ack).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use fleet::config::Alias;
+use fleet::ConfigError;
+use http::HeaderName;
 use ipnet::IpNet;
 
 /// Private and loopback ranges: a reverse proxy on the same host or network is trusted by default.
@@ -15,13 +20,22 @@ pub const DEFAULT_TRUSTED_PROXIES: &str =
 /// and makes any further publish wait for a free slot; stay well below so a full edge answers 503 at once.
 pub const MAX_IN_FLIGHT_LIMIT: usize = 4096;
 
+/// What a client is counted by in the rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RateKeyMode {
+    /// The client address (behind trusted proxies, the one they forwarded).
+    Ip,
+    /// The value of RATE_KEY_HEADER, when a trusted proxy sent it; else the client address.
+    Header,
+}
+
 /// The telemetry edge: validates script events, repairs known script bugs, and publishes them to NATS
 /// JetStream. Answers 202 only after the broker acknowledged the event.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "telemetry-ingest", version, about, long_about = None)]
 pub struct Config {
-    /// Address to listen on for HTTP.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    /// Address to listen on for HTTP: HOST:PORT, [IPv6]:PORT, or :PORT for every interface.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080", value_parser = fleet::config::listen_addr)]
     pub listen_addr: SocketAddr,
 
     /// Largest accepted request body, in bytes; larger bodies get 413.
@@ -36,7 +50,18 @@ pub struct Config {
     #[arg(long, env = "RATE_BURST", default_value_t = 30)]
     pub rate_burst: u32,
 
-    /// Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed.
+    /// What the rate limit counts a client by: ip (the client address) or header (the value of
+    /// RATE_KEY_HEADER, believed from trusted proxies only; kept in memory only, never logged).
+    #[arg(long, env = "RATE_KEY_MODE", value_enum, default_value_t = RateKeyMode::Ip)]
+    pub rate_key_mode: RateKeyMode,
+
+    /// The header whose value is the rate-limit key when RATE_KEY_MODE=header (e.g. CF-Connecting-IP);
+    /// a request without it is counted by its client address.
+    #[arg(long, env = "RATE_KEY_HEADER")]
+    pub rate_key_header: Option<HeaderName>,
+
+    /// Comma-separated CIDRs of reverse proxies whose X-Forwarded-For (and RATE_KEY_HEADER) is believed;
+    /// unset or empty: private and loopback ranges.
     #[arg(long, env = "TRUSTED_PROXIES_CIDR", default_value = DEFAULT_TRUSTED_PROXIES, value_delimiter = ',')]
     pub trusted_proxies_cidr: Vec<IpNet>,
 
@@ -44,7 +69,8 @@ pub struct Config {
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=MAX_IN_FLIGHT_LIMIT as i64))]
     pub max_in_flight: u32,
 
-    /// How long to wait for the broker's ack before answering 503, in milliseconds.
+    /// How long to wait for the broker's ack before answering 503, in milliseconds (the running
+    /// service's UPSTREAM_TIMEOUT_MS when this is unset).
     #[arg(long, env = "PUBLISH_TIMEOUT_MS", default_value_t = 2000)]
     pub publish_timeout_ms: u64,
 
@@ -81,7 +107,34 @@ pub struct Config {
     pub common: fleet::config::Common,
 }
 
+impl fleet::config::Service for Config {
+    const ALIASES: &'static [Alias] = &[Alias::same("PUBLISH_TIMEOUT_MS", "UPSTREAM_TIMEOUT_MS")];
+
+    fn common_mut(&mut self) -> &mut fleet::config::Common {
+        &mut self.common
+    }
+}
+
 impl Config {
+    /// Checks what clap cannot: settings that only make sense together.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.rate_key_mode == RateKeyMode::Header && self.rate_key_header.is_none() {
+            return Err(ConfigError::new(
+                "RATE_KEY_HEADER",
+                "is required when RATE_KEY_MODE=header",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The header the rate limit is keyed by, when RATE_KEY_MODE=header.
+    pub fn rate_key_header(&self) -> Option<&HeaderName> {
+        match self.rate_key_mode {
+            RateKeyMode::Header => self.rate_key_header.as_ref(),
+            RateKeyMode::Ip => None,
+        }
+    }
+
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
     }
@@ -123,5 +176,63 @@ impl Config {
         config.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config.common.nats_url = nats_url.to_string();
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use fleet::config::Service;
+
+    use super::*;
+
+    #[test]
+    fn the_table_of_operator_names_matches_what_the_edge_reads() {
+        assert_eq!(
+            fleet::config::operator_names_read(&Config::command(), Config::ALIASES),
+            fleet::config::operator_names_of("telemetry-ingest")
+        );
+    }
+
+    fn check(args: &[&str], refused: Option<&str>) {
+        let config =
+            Config::try_parse_from(std::iter::once("telemetry-ingest").chain(args.iter().copied()))
+                .expect("parses");
+        assert_eq!(
+            config.check().map_err(|e| e.setting).err(),
+            refused,
+            "{args:?}"
+        );
+    }
+
+    #[test]
+    fn the_header_mode_needs_its_header() {
+        check(&[], None);
+        check(&["--rate-key-mode", "header"], Some("RATE_KEY_HEADER"));
+        check(
+            &[
+                "--rate-key-mode",
+                "header",
+                "--rate-key-header",
+                "CF-Connecting-IP",
+            ],
+            None,
+        );
+        check(
+            &["--rate-key-mode", "ip", "--rate-key-header", "X-Key"],
+            None,
+        );
+        let config = Config::parse_from(["telemetry-ingest", "--rate-key-header", "X-Key"]);
+        assert_eq!(config.rate_key_header(), None, "ip mode ignores the header");
+        assert!(
+            Config::try_parse_from(["telemetry-ingest", "--rate-key-header", "bad header"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_listen_address_takes_the_running_services_form() {
+        let config = Config::parse_from(["telemetry-ingest", "--listen-addr", ":8080"]);
+        assert_eq!(config.listen_addr, SocketAddr::from(([0, 0, 0, 0], 8080)));
     }
 }

@@ -156,7 +156,7 @@ async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let key = crate::limit::client_key(peer.ip(), &headers, &state.config.trusted_proxies_cidr);
+    let key = state.key_rule.key(peer.ip(), &headers);
     if let Err(wait) = state.limiter.check(key) {
         metrics::counter!(m::RATE_LIMITED).increment(1);
         return Err(ApiError::RateLimited(wait));

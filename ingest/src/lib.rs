@@ -29,6 +29,8 @@ pub struct AppState {
     pub client: async_nats::Client,
     pub jetstream: jetstream::Context,
     pub limiter: limit::Limiter,
+    /// How a request's rate-limit key is found.
+    pub key_rule: limit::KeyRule,
     /// Permits for publishes awaiting their ack.
     pub in_flight: Arc<Semaphore>,
     pub stream_ready: AtomicBool,
@@ -52,6 +54,10 @@ pub async fn run(
     jetstream.set_timeout(config.publish_timeout());
     let state = Arc::new(AppState {
         limiter: limit::Limiter::new(config.rate_limit_rpm, config.rate_burst),
+        key_rule: limit::KeyRule::new(
+            config.trusted_proxies_cidr.clone(),
+            config.rate_key_header().cloned(),
+        ),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
         stream_ready: AtomicBool::new(false),
         shutdown: Shutdown::new(),

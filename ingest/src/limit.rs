@@ -1,18 +1,69 @@
 //! Per-client token-bucket rate limiting. The client is the peer address, or the address a trusted reverse
-//! proxy put in `X-Forwarded-For` (the original rate-limited its own proxy and lost half its events). The
-//! key lives only in this limiter's memory: it is never logged, stored or published. IPv6 clients are
-//! keyed by their /64, which is what one household gets.
+//! proxy put in `X-Forwarded-For` (the original rate-limited its own proxy and lost half its events); with
+//! `RATE_KEY_MODE=header`, the value of `RATE_KEY_HEADER` that a trusted proxy sent (a client talking to
+//! us directly could otherwise pick a new key per request). The key lives only in this limiter's memory,
+//! a header value only as a keyed hash: it is never logged, stored or published. IPv6 clients are keyed
+//! by their /64, which is what one household gets.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 
-/// The client a request is counted against.
+/// What a request is counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// The client address (an IPv6 client's /64).
+    Addr(IpAddr),
+    /// The hash of the key header's value, keyed per process.
+    Header(u64),
+}
+
+/// How the key of a request is found: the trusted proxies, and the key header when RATE_KEY_MODE=header.
+#[derive(Debug, Clone)]
+pub struct KeyRule {
+    pub trusted: Vec<IpNet>,
+    pub header: Option<HeaderName>,
+    /// Random per process, so a header value's hash means nothing outside it.
+    hasher: RandomState,
+}
+
+impl KeyRule {
+    pub fn new(trusted: Vec<IpNet>, header: Option<HeaderName>) -> KeyRule {
+        KeyRule {
+            trusted,
+            header,
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// The key of a request from `peer`: the key header's value when a trusted proxy sent one, else the
+    /// client address.
+    pub fn key(&self, peer: IpAddr, headers: &HeaderMap) -> ClientKey {
+        if let Some(name) = &self.header {
+            let peer_trusted = self
+                .trusted
+                .iter()
+                .any(|net| net.contains(&canonical(peer)));
+            let value = headers
+                .get(name)
+                .map(|v| v.as_bytes())
+                .filter(|v| !v.is_empty());
+            if let (true, Some(value)) = (peer_trusted, value) {
+                return ClientKey::Header(self.hasher.hash_one(value));
+            }
+        }
+        ClientKey::Addr(client_key(peer, headers, &self.trusted))
+    }
+}
+
+/// The client address a request is counted against.
 pub fn client_key(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     let peer = canonical(peer);
@@ -58,7 +109,7 @@ fn bucket(ip: IpAddr) -> IpAddr {
 
 /// A keyed token bucket; `None` inside when rate limiting is off.
 pub struct Limiter {
-    inner: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    inner: Option<DefaultKeyedRateLimiter<ClientKey>>,
 }
 
 impl Limiter {
@@ -72,7 +123,7 @@ impl Limiter {
     }
 
     /// `Err(wait)` when the client has to wait before its next request.
-    pub fn check(&self, key: IpAddr) -> Result<(), Duration> {
+    pub fn check(&self, key: ClientKey) -> Result<(), Duration> {
         let Some(limiter) = &self.inner else {
             return Ok(());
         };
@@ -139,10 +190,14 @@ mod tests {
         check("::ffff:203.0.113.7", None, "203.0.113.7");
     }
 
+    fn addr(text: &str) -> ClientKey {
+        ClientKey::Addr(text.parse().unwrap())
+    }
+
     #[test]
     fn the_bucket_allows_a_burst_then_refuses() {
         let limiter = Limiter::new(60, 3);
-        let key: IpAddr = "198.51.100.1".parse().unwrap();
+        let key = addr("198.51.100.1");
         for _ in 0..3 {
             assert!(limiter.check(key).is_ok());
         }
@@ -152,7 +207,7 @@ mod tests {
             "{wait:?}"
         );
         // Another client is not affected.
-        assert!(limiter.check("198.51.100.2".parse().unwrap()).is_ok());
+        assert!(limiter.check(addr("198.51.100.2")).is_ok());
         assert_eq!(limiter.forget_idle(), 2);
     }
 
@@ -160,7 +215,53 @@ mod tests {
     fn zero_rpm_disables_the_limit() {
         let limiter = Limiter::new(0, 0);
         for _ in 0..1000 {
-            assert!(limiter.check("198.51.100.1".parse().unwrap()).is_ok());
+            assert!(limiter.check(addr("198.51.100.1")).is_ok());
         }
+    }
+
+    #[test]
+    fn the_key_header_counts_when_a_trusted_proxy_sends_it() {
+        let trusted: Vec<IpNet> = crate::config::DEFAULT_TRUSTED_PROXIES
+            .split(',')
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let rule = KeyRule::new(
+            trusted.clone(),
+            Some(HeaderName::from_static("x-client-key")),
+        );
+        let headers = |key: Option<&str>| {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+            if let Some(key) = key {
+                h.insert("x-client-key", HeaderValue::from_str(key).unwrap());
+            }
+            h
+        };
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let a = rule.key(proxy, &headers(Some("user-a")));
+        assert!(matches!(a, ClientKey::Header(_)), "{a:?}");
+        assert_eq!(
+            a,
+            rule.key(proxy, &headers(Some("user-a"))),
+            "the same value, the same bucket"
+        );
+        assert_ne!(a, rule.key(proxy, &headers(Some("user-b"))));
+        // Without the header (or with an empty one): the forwarded client address, as in ip mode.
+        assert_eq!(rule.key(proxy, &headers(None)), addr("198.51.100.1"));
+        assert_eq!(rule.key(proxy, &headers(Some(""))), addr("198.51.100.1"));
+        // From a client that is no trusted proxy the header means nothing.
+        let direct: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(
+            rule.key(direct, &headers(Some("user-a"))),
+            addr("203.0.113.7")
+        );
+        // ip mode never looks at it.
+        let ip_mode = KeyRule::new(trusted, None);
+        assert_eq!(
+            ip_mode.key(proxy, &headers(Some("user-a"))),
+            addr("198.51.100.1")
+        );
+        // The key never holds the value itself.
+        assert!(!format!("{a:?}").contains("user-a"));
     }
 }

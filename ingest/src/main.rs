@@ -8,7 +8,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = fleet::config::parse(|_: &ingest::Config| Ok(()));
+    let config = fleet::config::parse(ingest::Config::check);
     config.common.init_tracing();
     let metrics = ingest::metrics::install_recorder()?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr)

@@ -48,6 +48,8 @@ pub struct SwrCache<K, V, E> {
     ttl: Duration,
     refreshing: Arc<Mutex<HashSet<K>>>,
     reads: Mutex<HashMap<K, u64>>,
+    /// False (ENABLE_CACHE=false): every `get` loads, nothing is kept.
+    enabled: bool,
 }
 
 impl<K, V, E> SwrCache<K, V, E>
@@ -78,11 +80,25 @@ where
             ttl,
             refreshing: Arc::default(),
             reads: Mutex::default(),
+            enabled: true,
         }
+    }
+
+    /// The same cache that keeps nothing when `enabled` is false: every read loads (a miss), warm-up and
+    /// refreshes do nothing.
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
     }
 
     /// The value for `key`: fresh from the cache, stale (with a refresh started if none runs), or loaded.
     pub async fn get(&self, key: K) -> Result<(V, CacheStatus), Arc<E>> {
+        if !self.enabled {
+            ::metrics::counter!(metrics::CACHE, "cache" => self.name, "result" => "miss")
+                .increment(1);
+            let value = (self.loader)(key).await.map_err(Arc::new)?;
+            return Ok((value, CacheStatus::Miss));
+        }
         self.count_read(&key);
         if let Some(entry) = self.entries.get(&key).await {
             if entry.loaded.elapsed() < self.ttl {
@@ -146,7 +162,7 @@ where
 
     /// Starts a background refresh of `key` unless one is running. Returns whether it started one.
     pub fn refresh(&self, key: K) -> bool {
-        if !self.claim(&key) {
+        if !self.enabled || !self.claim(&key) {
             return false;
         }
         tokio::spawn(self.reload(key));
@@ -161,7 +177,7 @@ where
             Some(entry) => entry.loaded.elapsed() >= self.ttl / 2,
             None => true,
         };
-        if !due || !self.claim(&key) {
+        if !self.enabled || !due || !self.claim(&key) {
             return false;
         }
         self.reload(key).await;
@@ -309,5 +325,18 @@ mod tests {
         until("the read's refresh", || !cache.is_refreshing(&2)).await;
         cache.refresh_popular(5).await;
         assert_eq!(cache.refresh_popular(5).await, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_disabled_cache_loads_every_time() {
+        let (cache, calls, gate) = counting(Duration::from_secs(60));
+        let cache = cache.enabled(false);
+        gate.add_permits(10);
+        assert_eq!(cache.get(1).await.expect("first"), (1, CacheStatus::Miss));
+        assert_eq!(cache.get(1).await.expect("second"), (2, CacheStatus::Miss));
+        assert!(!cache.warm(1).await);
+        assert!(!cache.refresh(1));
+        assert_eq!(cache.refresh_popular(5).await, 0);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }

@@ -1,18 +1,23 @@
 //! The configuration of `telemetry-web`: one clap struct, every option an env var with its default and
-//! unit. The ClickHouse password is a [`Secret`] whose `Debug` never shows it.
+//! unit. The ClickHouse password is a [`Secret`] whose `Debug` never shows it. The web listens on
+//! `WEB_LISTEN_ADDR`: in the running service's env file `LISTEN_ADDR` is the public front door's address,
+//! which the edge takes. Its `ENABLE_CACHE` and `CACHE_TTL_SECONDS` (for our `CACHE_TTL_SECS`) mean here
+//! what they meant there.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use fleet::config::Alias;
 use fleet::ConfigError;
 
 /// The read-only dashboard and JSON API of the telemetry fleet.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "telemetry-web", version, about, long_about = None)]
 pub struct Config {
-    /// Address to listen on for HTTP (pages, API, /healthz, /readyz, /metrics).
-    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
+    /// Address to listen on for HTTP (pages, API, /healthz, /readyz, /metrics): HOST:PORT,
+    /// [IPv6]:PORT or :PORT. Not LISTEN_ADDR: that is the edge's.
+    #[arg(long, env = "WEB_LISTEN_ADDR", default_value = "0.0.0.0:8081", value_parser = fleet::config::listen_addr)]
     pub listen_addr: SocketAddr,
     /// ClickHouse HTTP URL.
     #[arg(long, env = "CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
@@ -32,7 +37,11 @@ pub struct Config {
     /// ClickHouse database holding `installs_final` and `events_final` (written by telemetry-writer).
     #[arg(long, env = "CLICKHOUSE_DATABASE", default_value = "telemetry")]
     pub clickhouse_database: String,
-    /// Seconds a cached answer counts as fresh; after that it is served stale while one refresh runs.
+    /// Cache answers. false: every answer is computed from ClickHouse and the KV bucket when asked.
+    #[arg(long, env = "ENABLE_CACHE", default_value_t = true, action = clap::ArgAction::Set, value_parser = fleet::config::boolean)]
+    pub enable_cache: bool,
+    /// Seconds a cached answer counts as fresh; after that it is served stale while one refresh runs
+    /// (the running service's CACHE_TTL_SECONDS when this is unset).
     #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 60)]
     pub cache_ttl_secs: u64,
     /// Seconds a stale answer may still be served while its refresh runs; older entries are dropped.
@@ -80,6 +89,14 @@ pub struct Config {
     /// NATS (live rollups from the `telemetry_stats` bucket, alerts from `TELEMETRY_ALERTS`) and logs.
     #[command(flatten)]
     pub common: fleet::config::Common,
+}
+
+impl fleet::config::Service for Config {
+    const ALIASES: &'static [Alias] = &[Alias::same("CACHE_TTL_SECS", "CACHE_TTL_SECONDS")];
+
+    fn common_mut(&mut self) -> &mut fleet::config::Common {
+        &mut self.common
+    }
 }
 
 impl Config {
@@ -152,7 +169,31 @@ pub use fleet::Secret;
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+    use fleet::config::Service;
+
     use super::*;
+
+    #[test]
+    fn the_table_of_operator_names_matches_what_the_web_reads() {
+        assert_eq!(
+            fleet::config::operator_names_read(&Config::command(), Config::ALIASES),
+            fleet::config::operator_names_of("telemetry-web")
+        );
+    }
+
+    #[test]
+    fn the_web_listens_on_its_own_address() {
+        let config = Config::parse_from(["telemetry-web", "--listen-addr", ":8081"]);
+        assert_eq!(config.listen_addr, SocketAddr::from(([0, 0, 0, 0], 8081)));
+        let arg = Config::command();
+        let env: Vec<_> = arg.get_arguments().filter_map(|a| a.get_env()).collect();
+        assert!(env.iter().any(|e| *e == "WEB_LISTEN_ADDR"));
+        assert!(
+            !env.iter().any(|e| *e == "LISTEN_ADDR"),
+            "LISTEN_ADDR is the edge's"
+        );
+    }
 
     #[test]
     fn defaults_are_valid_and_the_password_is_hidden() {

@@ -81,21 +81,24 @@ impl AppState {
     ) -> AppState {
         let db = Db::new(&config);
         let js = jetstream::new(client);
-        let (capacity, ttl, stale) = (
+        let (capacity, ttl, stale, cached) = (
             config.cache_capacity,
             config.cache_ttl(),
             config.cache_max_stale(),
+            config.enable_cache,
         );
         let d = db.clone();
         let dashboard = SwrCache::new("dashboard", capacity, ttl, stale, move |scope| {
             let d = d.clone();
             async move { d.dashboard(scope, now()).await.map(rendered) }
-        });
+        })
+        .enabled(cached);
         let d = db.clone();
         let errors = SwrCache::new("errors", capacity, ttl, stale, move |scope| {
             let d = d.clone();
             async move { d.errors(scope, now()).await.map(rendered) }
-        });
+        })
+        .enabled(cached);
         let d = db.clone();
         let app = SwrCache::new(
             "app",
@@ -106,23 +109,27 @@ impl AppState {
                 let d = d.clone();
                 async move { d.app(&nsapp, scope, now()).await.map(rendered) }
             },
-        );
+        )
+        .enabled(cached);
         let d = db.clone();
         let records = SwrCache::new("records", capacity, ttl, stale, move |q: RecordsQuery| {
             let d = d.clone();
             async move { d.records(&q, now()).await.map(rendered) }
-        });
+        })
+        .enabled(cached);
         let j = js.clone();
         let max = config.alerts_max;
         let alerts = SwrCache::new("alerts", 1, ttl, stale, move |()| {
             let j = j.clone();
             async move { alerts::read(&j, max).await.map(Arc::new) }
-        });
+        })
+        .enabled(cached);
         let j = js.clone();
         let live = SwrCache::new("live", 8, LIVE_TTL, stale, move |repo| {
             let j = j.clone();
             async move { live::read(&j, repo).await.map(Arc::new) }
-        });
+        })
+        .enabled(cached);
         AppState {
             db,
             jetstream: js,
@@ -169,9 +176,14 @@ pub async fn run(
 }
 
 /// Warm-up at start (every period of the overview and the errors page, all repos), then every
-/// `CACHE_REFRESH_SECS` a renewal of the most read keys of each cache before they go stale.
+/// `CACHE_REFRESH_SECS` a renewal of the most read keys of each cache before they go stale. Nothing with
+/// `ENABLE_CACHE=false`.
 async fn keep_warm(state: Arc<AppState>) {
     let c = &state.caches;
+    if !state.config.enable_cache {
+        tracing::info!("ENABLE_CACHE=false: every answer is computed when asked");
+        return;
+    }
     if state.config.cache_warmup {
         tracing::info!("cache warm-up started");
         // The default view first, then the other periods, one at a time.

@@ -1,12 +1,16 @@
 //! Configuration of `telemetry-writer`: one typed struct, read from flags and environment variables.
 //! Secrets (the ClickHouse and PocketBase passwords) are wrapped in [`Secret`], whose `Debug` and
-//! `Display` never show the value.
+//! `Display` never show the value. The running service's `PB_IDENTITY` stands for `PB_EMAIL`; its
+//! `RETENTION_ENABLED` and `RETENTION_DAYS` mean what they meant there (contract §7: off by default).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use fleet::config::Alias;
 use fleet::ConfigError;
+
+use crate::retention::Policy;
 
 /// The async-nats client deadlocks with more than 5000 pending acks of any kind; stay well below.
 pub const MAX_ACK_PENDING_LIMIT: i64 = 4096;
@@ -70,7 +74,8 @@ pub struct Config {
     #[arg(long, env = "PB_URL", default_value = "http://127.0.0.1:8090")]
     pub pb_url: String,
 
-    /// PocketBase superuser e-mail (or a user of an auth collection, see --pb-auth-collection).
+    /// PocketBase superuser e-mail (or a user of an auth collection, see --pb-auth-collection); the
+    /// running service's PB_IDENTITY when this is unset.
     #[arg(long, env = "PB_EMAIL", default_value = "")]
     pub pb_email: String,
 
@@ -105,9 +110,24 @@ pub struct Config {
     #[arg(long, env = "KV_REPLICAS", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=5))]
     pub kv_replicas: usize,
 
-    /// Data older than this many days is deleted from both stores (contract §7).
-    #[arg(long, env = "RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    /// Delete old installs (contract §7). Off by default: the data is kept indefinitely, as the running
+    /// service promises its users.
+    #[arg(long, env = "RETENTION_ENABLED", default_value_t = false, action = clap::ArgAction::Set, value_parser = fleet::config::boolean)]
+    pub retention_enabled: bool,
+
+    /// With RETENTION_ENABLED: installs whose first event is older than this many days are deleted,
+    /// whole, from every store.
+    #[arg(long, env = "RETENTION_DAYS", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub retention_days: u32,
+
+    /// Most installs (ClickHouse) or records (PocketBase) one retention run deletes; the next run goes on.
+    #[arg(long, env = "RETENTION_MAX_PER_RUN", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub retention_max_per_run: u32,
+
+    /// Let retention delete from a PocketBase collection this fleet did not create (the running
+    /// service's own). Off: such a collection is never touched.
+    #[arg(long, env = "RETENTION_FOREIGN_COLLECTION", default_value_t = false, action = clap::ArgAction::Set, value_parser = fleet::config::boolean)]
+    pub retention_foreign_collection: bool,
 
     /// How often retention runs, in seconds.
     #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value_t = 3600)]
@@ -142,8 +162,8 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
     pub shutdown_timeout_secs: u64,
 
-    /// Address of the ops port (/healthz, /readyz, /metrics).
-    #[arg(long, env = "OPS_ADDR", default_value = "0.0.0.0:9101")]
+    /// Address of the ops port (/healthz, /readyz, /metrics): HOST:PORT, [IPv6]:PORT or :PORT.
+    #[arg(long, env = "OPS_ADDR", default_value = "0.0.0.0:9101", value_parser = fleet::config::listen_addr)]
     pub ops_addr: SocketAddr,
 
     #[command(flatten)]
@@ -177,7 +197,24 @@ fn parse_name(s: &str) -> Result<String, String> {
     }
 }
 
+impl fleet::config::Service for Config {
+    const ALIASES: &'static [Alias] = &[Alias::same("PB_EMAIL", "PB_IDENTITY")];
+
+    fn common_mut(&mut self) -> &mut fleet::config::Common {
+        &mut self.common
+    }
+}
+
 impl Config {
+    /// The retention policy, `None` when retention is off.
+    pub fn retention(&self) -> Option<Policy> {
+        self.retention_enabled.then_some(Policy {
+            days: self.retention_days,
+            max_per_run: self.retention_max_per_run as usize,
+            foreign_collection: self.retention_foreign_collection,
+        })
+    }
+
     pub fn batch_max_wait(&self) -> Duration {
         Duration::from_millis(self.batch_max_wait_ms)
     }
@@ -216,7 +253,7 @@ impl Config {
         if self.sink.pocketbase() && (self.pb_email.is_empty() || self.pb_password.is_empty()) {
             return Err(ConfigError::new(
                 "PB_EMAIL and PB_PASSWORD",
-                "are required for the pocketbase sink (or set WRITER_SINK=clickhouse)",
+                "are required for the pocketbase sink (PB_IDENTITY for PB_EMAIL; or set WRITER_SINK=clickhouse)",
             ));
         }
         if self.write_timeout() >= self.ack_wait() {
@@ -239,7 +276,44 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+    use fleet::config::Service;
+
     use super::*;
+
+    #[test]
+    fn the_table_of_operator_names_matches_what_the_writer_reads() {
+        assert_eq!(
+            fleet::config::operator_names_read(&Config::command(), Config::ALIASES),
+            fleet::config::operator_names_of("telemetry-writer")
+        );
+    }
+
+    #[test]
+    fn retention_is_off_by_default_and_reads_the_running_services_names() {
+        let config = Config::for_nats("nats://127.0.0.1:1");
+        assert_eq!(config.retention(), None);
+        assert_eq!(config.retention_days, 365);
+        let config = Config::parse_from([
+            "telemetry-writer",
+            "--retention-enabled",
+            "true",
+            "--retention-max-per-run",
+            "7",
+        ]);
+        assert_eq!(
+            config.retention(),
+            Some(Policy {
+                days: 365,
+                max_per_run: 7,
+                foreign_collection: false
+            })
+        );
+        assert!(
+            Config::try_parse_from(["telemetry-writer", "--retention-enabled", "sometimes"])
+                .is_err()
+        );
+    }
 
     #[test]
     fn secrets_never_show_in_debug() {

@@ -12,6 +12,7 @@ pub mod dlq;
 pub mod lease;
 pub mod metrics;
 pub mod pocketbase;
+pub mod retention;
 pub mod sink;
 
 use std::future::Future;
@@ -180,23 +181,15 @@ async fn run_clickhouse(
     ::metrics::gauge!(metrics::SINK_UP, "sink" => CLICKHOUSE).set(1.0);
     let retention = {
         let sink = sink.clone();
-        let days = config.retention_days;
-        let every = config.retention_interval();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                match sink.retention(time::OffsetDateTime::now_utc(), days).await {
-                    Ok(dropped) => {
-                        ::metrics::counter!(metrics::RETENTION_DELETED, "sink" => CLICKHOUSE)
-                            .increment(dropped as u64);
-                    }
-                    Err(e) => {
-                        tracing::warn!(sink = CLICKHOUSE, error = %e, "retention failed, next try at the next interval")
-                    }
-                }
-            }
-        })
+        retention::spawn(
+            &config,
+            CLICKHOUSE,
+            consumer::always_active(),
+            move |now, policy| {
+                let sink = sink.clone();
+                async move { sink.retention(now, &policy).await }
+            },
+        )
     };
     let settings = consumer_settings(&config, CLICKHOUSE);
     consumer::run(
@@ -208,7 +201,9 @@ async fn run_clickhouse(
         stop,
     )
     .await;
-    retention.abort();
+    if let Some(retention) = retention {
+        retention.abort();
+    }
 }
 
 async fn run_pocketbase(
@@ -258,31 +253,21 @@ async fn run_pocketbase(
     ));
     let retention = {
         let sink = sink.clone();
-        let days = config.retention_days;
-        let every = config.retention_interval();
-        let active = active_rx.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                if !*active.borrow() {
-                    continue;
-                }
-                match sink.retention(time::OffsetDateTime::now_utc(), days).await {
-                    Ok(deleted) => {
-                        ::metrics::counter!(metrics::RETENTION_DELETED, "sink" => POCKETBASE)
-                            .increment(deleted as u64);
-                    }
-                    Err(e) => {
-                        tracing::warn!(sink = POCKETBASE, error = %e, "retention failed, next try at the next interval")
-                    }
-                }
-            }
-        })
+        retention::spawn(
+            &config,
+            POCKETBASE,
+            active_rx.clone(),
+            move |now, policy| {
+                let sink = sink.clone();
+                async move { sink.retention(now, &policy).await.map(|r| r.deleted()) }
+            },
+        )
     };
     let settings = consumer_settings(&config, POCKETBASE);
     consumer::run(sink.as_ref(), &js, &settings, status, active_rx, stop).await;
-    retention.abort();
+    if let Some(retention) = retention {
+        retention.abort();
+    }
     done.trigger();
     if let Ok(mut lease) = keeper.await {
         lease.release().await;

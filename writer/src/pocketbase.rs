@@ -33,8 +33,27 @@ use time::OffsetDateTime;
 use crate::clickhouse::unix_ms;
 use crate::config::Secret;
 use crate::metrics::SELECT_REPLACED;
+use crate::retention::Policy;
 use crate::sink::{Sink, SinkError};
 use layout::{Change, Layout};
+
+/// What a retention run did to the target collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PbRetention {
+    /// This many records deleted.
+    Deleted(usize),
+    /// Nothing: this fleet did not create the collection and RETENTION_FOREIGN_COLLECTION is off.
+    Foreign,
+}
+
+impl PbRetention {
+    pub fn deleted(self) -> usize {
+        match self {
+            PbRetention::Deleted(n) => n,
+            PbRetention::Foreign => 0,
+        }
+    }
+}
 
 /// Ids per lookup filter: at most 64 bytes each, so the URL stays under ~20 KB (Go's limit is 1 MB) and
 /// a page (at most 1000 records) holds them all.
@@ -673,9 +692,23 @@ impl PocketBaseSink {
         Ok(())
     }
 
-    /// Deletes records not updated for `days`, in batches. Returns how many were deleted.
-    pub async fn retention(&self, now: OffsetDateTime, days: u32) -> Result<usize, PbError> {
-        let cutoff = now - time::Duration::days(i64::from(days));
+    /// Deletes, in batches, up to `policy.max_per_run` records of installs whose record was created
+    /// (by the install's first event) more than `policy.days` before `now`. Touches the collection only
+    /// when this fleet created it ([`PocketBaseSink::created_here`]) or the policy allows a foreign one.
+    pub async fn retention(
+        &self,
+        now: OffsetDateTime,
+        policy: &Policy,
+    ) -> Result<PbRetention, PbError> {
+        let collection = &self.settings.collection;
+        if !policy.foreign_collection && !self.created_here().await? {
+            tracing::info!(
+                collection = %collection,
+                "retention leaves this collection alone: this fleet did not create it (RETENTION_FOREIGN_COLLECTION=true includes it)"
+            );
+            return Ok(PbRetention::Foreign);
+        }
+        let cutoff = policy.cutoff(now);
         let cutoff = format!(
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.000Z",
             cutoff.year(),
@@ -685,13 +718,16 @@ impl PocketBaseSink {
             cutoff.minute(),
             cutoff.second()
         );
-        let collection = &self.settings.collection;
-        let per_page = self.settings.batch_requests.clamp(1, 500);
         let mut deleted = 0;
-        loop {
+        while deleted < policy.max_per_run {
+            let per_page = self
+                .settings
+                .batch_requests
+                .clamp(1, 500)
+                .min(policy.max_per_run - deleted);
             let path = format!(
                 "/api/collections/{collection}/records?perPage={per_page}&skipTotal=1&fields=id&filter={}",
-                encode(&format!("(updated<'{cutoff}')"))
+                encode(&format!("(created<'{cutoff}')"))
             );
             let page = self.call(Method::GET, &path, None).await?;
             let ids: Vec<String> = page["items"]
@@ -703,7 +739,7 @@ impl PocketBaseSink {
                 .map(str::to_string)
                 .collect();
             if ids.is_empty() {
-                return Ok(deleted);
+                break;
             }
             let requests: Vec<Value> = ids
                 .iter()
@@ -716,6 +752,25 @@ impl PocketBaseSink {
                 }
             })?;
             deleted += count;
+        }
+        if deleted > 0 {
+            tracing::info!(collection = %collection, records = deleted, cutoff = %cutoff, "retention deleted records");
+        }
+        Ok(PbRetention::Deleted(deleted))
+    }
+
+    /// True when this fleet created the target collection: the collection carries the writer's marker
+    /// ([`PocketBaseSink::created_by_fleet`], read by [`PocketBaseSink::prepare`]). A collection found in
+    /// place (the running service's) has none. Reads the definition again when `prepare` has not run.
+    pub async fn created_here(&self) -> Result<bool, PbError> {
+        if self.prepared().is_some() {
+            return Ok(self.created_by_fleet());
+        }
+        let path = format!("/api/collections/{}", self.settings.collection);
+        match self.call(Method::GET, &path, None).await {
+            Ok(definition) => Ok(Layout::read(&definition).created_by_fleet),
+            Err(PbError::Status { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

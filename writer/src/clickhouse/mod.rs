@@ -1,6 +1,6 @@
 //! The ClickHouse sink: applies the versioned migrations of [`schema`] at start, inserts each batch into
-//! `events` in one RowBinary INSERT (the materialized view folds it into `installs`), and drops day
-//! partitions older than the retention. Values only reach SQL through the client's `?` binding.
+//! `events` in one RowBinary INSERT (the materialized view folds it into `installs`), and, when retention
+//! is on, deletes old installs whole. Values only reach SQL through the client's `?` binding.
 
 pub mod schema;
 
@@ -11,8 +11,13 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::retention::Policy;
 use crate::sink::{Sink, SinkError};
 use ::schema::Event;
+
+/// `max_query_size` of a retention deletion: its text holds up to `RETENTION_MAX_PER_RUN` ids of at
+/// most 64 bytes each, beyond ClickHouse's default of 256 KiB.
+const RETENTION_MAX_QUERY_SIZE: usize = 128 << 20;
 
 /// ClickHouse exception codes that mean "this data is wrong", not "the server is unwell": a batch that
 /// gets one is split to find the event to blame.
@@ -242,41 +247,63 @@ impl ClickHouseSink {
         insert.end().await
     }
 
-    /// Drops the day partitions of `events` and `installs` older than `days` before `now`. Returns the
-    /// number of partitions dropped.
-    pub async fn retention(&self, now: OffsetDateTime, days: u32) -> Result<usize, ChError> {
-        let cutoff_day = (now - time::Duration::days(i64::from(days))).date();
-        let cutoff = u32::try_from(cutoff_day.year()).unwrap_or(0) * 10_000
-            + u32::from(u8::from(cutoff_day.month())) * 100
-            + u32::from(cutoff_day.day());
-        let parts: Vec<(String, String)> = self
+    /// Deletes, whole, up to `policy.max_per_run` installs whose first event is older than
+    /// `policy.days` before `now`: their rows of `installs` and every one of their events, whatever
+    /// the day (a mutation per table, `ALTER TABLE … DELETE`, with the install ids bound as one array).
+    /// Returns how many installs it started deleting. Mutations run in the background; while one of an
+    /// earlier run is still running, a run deletes nothing (so it never picks the same installs twice).
+    pub async fn retention(&self, now: OffsetDateTime, policy: &Policy) -> Result<usize, ChError> {
+        if self.retention_pending().await? {
+            tracing::info!(database = %self.database, "retention waits for the deletions of its last run");
+            return Ok(0);
+        }
+        let cutoff = policy.cutoff(now);
+        let cutoff_secs = u32::try_from(cutoff.unix_timestamp().max(0)).unwrap_or(u32::MAX);
+        // An install that started before the cutoff has a row in a day at or before the cutoff's, and
+        // rows of later days cannot lower its first event time below the cutoff.
+        let ids: Vec<String> = self
             .client
             .query(
-                "SELECT DISTINCT table, partition FROM system.parts \
-                 WHERE database = ? AND table IN ('events', 'installs') AND active",
+                "SELECT execution_id FROM ?.installs WHERE day <= toDate(toDateTime(?)) \
+                 GROUP BY execution_id HAVING minMerge(first_ms_state) < ? \
+                 ORDER BY execution_id LIMIT ?",
             )
-            .bind(&self.database)
+            .bind(Identifier(&self.database))
+            .bind(cutoff_secs)
+            .bind(unix_ms(cutoff))
+            .bind(policy.max_per_run as u64)
             .fetch_all()
             .await?;
-        let mut dropped = 0;
-        for (table, partition) in parts {
-            let Ok(day) = partition.trim_matches('\'').parse::<u32>() else {
-                continue;
-            };
-            if day >= cutoff {
-                continue;
-            }
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        // `events` first: `installs` is where the next run finds what is left to delete.
+        for table in ["events", "installs"] {
             self.client
-                .query("ALTER TABLE ?.? DROP PARTITION ?")
+                .query("ALTER TABLE ?.? DELETE WHERE execution_id IN (SELECT arrayJoin(?))")
                 .bind(Identifier(&self.database))
-                .bind(Identifier(&table))
-                .bind(day)
+                .bind(Identifier(table))
+                .bind(&ids)
+                .with_option("max_query_size", RETENTION_MAX_QUERY_SIZE.to_string())
                 .execute()
                 .await?;
-            tracing::info!(table, partition = day, "retention dropped partition");
-            dropped += 1;
         }
-        Ok(dropped)
+        tracing::info!(database = %self.database, installs = ids.len(), cutoff = %cutoff, "retention deleting installs");
+        Ok(ids.len())
+    }
+
+    /// True while a deletion of retention (a mutation of `events` or `installs`) is still running.
+    pub async fn retention_pending(&self) -> Result<bool, ChError> {
+        let pending: u64 = self
+            .client
+            .query(
+                "SELECT count() FROM system.mutations \
+                 WHERE database = ? AND table IN ('events', 'installs') AND is_done = 0",
+            )
+            .bind(&self.database)
+            .fetch_one()
+            .await?;
+        Ok(pending > 0)
     }
 
     /// True when the server answers.

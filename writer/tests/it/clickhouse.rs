@@ -1,6 +1,5 @@
 //! The stores on their own: ClickHouse migrations are versioned and idempotent, every example query of
-//! the README runs, retention drops only old partitions; PocketBase retention deletes in batches, and a
-//! crafted id never reaches a filter.
+//! the README runs, and a crafted id never reaches a PocketBase filter. Retention has its own file.
 
 use testkit::clickhouse::ClickHouseServer;
 use testkit::pocketbase::PocketBaseServer;
@@ -85,66 +84,6 @@ async fn every_readme_query_runs_and_answers() {
         let rows = ch_rows(&ch, sql);
         assert!(!rows.is_empty(), "no rows from:\n{sql}");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clickhouse_retention_drops_only_old_day_partitions() {
-    let nats = NatsServer::start().expect("nats");
-    let ch = ClickHouseServer::start().expect("clickhouse");
-    let config = config(&nats, Some(&ch), None);
-    let sink = writer::clickhouse_sink(&config);
-    sink.migrate().await.expect("migrate");
-    let now = time::OffsetDateTime::now_utc();
-    let old = accept(
-        br#"{"random_id":"old-1","type":"lxc","nsapp":"a","status":"success"}"#,
-        now - time::Duration::days(40),
-    );
-    let recent = accept(
-        br#"{"random_id":"new-1","type":"lxc","nsapp":"a","status":"success"}"#,
-        now,
-    );
-    sink.write(&[old.event, recent.event]).await.expect("write");
-    assert_eq!(
-        ch_count(&ch, "SELECT count() FROM telemetry.installs_final"),
-        2
-    );
-
-    assert_eq!(
-        sink.retention(now, 30).await.expect("retention"),
-        2,
-        "events and installs partitions"
-    );
-    assert_eq!(sink.retention(now, 30).await.expect("again"), 0);
-    let left = ch
-        .query("SELECT execution_id FROM telemetry.installs_final")
-        .expect("left");
-    assert_eq!(left.trim(), "new-1");
-    assert_eq!(
-        ch_count(&ch, "SELECT count() FROM telemetry.events_final"),
-        1
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pocketbase_retention_deletes_old_records_in_batches() {
-    let nats = NatsServer::start().expect("nats");
-    let pb = PocketBaseServer::start().expect("pocketbase");
-    let mut config = config(&nats, None, Some(&pb));
-    config.pb_batch_requests = 7;
-    let sink = writer::pocketbase_sink(&config).expect("pb");
-    sink.prepare().await.expect("prepare");
-    let events: Vec<schema::Event> = simulated(30, 10, time::OffsetDateTime::now_utc())
-        .into_iter()
-        .map(|p| p.event)
-        .collect();
-    assert_eq!(process(&sink, &events).await.stored(), events.len());
-    assert_eq!(sink.records().await.expect("records").len(), 30);
-
-    let now = time::OffsetDateTime::now_utc();
-    assert_eq!(sink.retention(now, 30).await.expect("nothing old"), 0);
-    let later = now + time::Duration::days(31);
-    assert_eq!(sink.retention(later, 30).await.expect("all old"), 30);
-    assert!(sink.records().await.expect("records").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,4 +10,5 @@ mod e2e;
 mod faults;
 mod order;
 mod pb_compat;
+mod retention;
 mod v3;
