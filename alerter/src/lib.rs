@@ -114,7 +114,8 @@ pub async fn run(
         let stats =
             fleet::nats::ensure_bucket(&js, aggregator::stats_bucket_config(config.kv_replicas))
                 .await;
-        let alerts = fleet::nats::ensure_bucket(&js, alerts_bucket_config(config.kv_replicas)).await;
+        let alerts =
+            fleet::nats::ensure_bucket(&js, alerts_bucket_config(config.kv_replicas)).await;
         let settings = names::alerts_stream(config.kv_replicas);
         fleet::retry::forever("alert stream", || {
             fleet::nats::ensure_stream(&js, &settings)

@@ -56,7 +56,6 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
 }
 
-
 /// The durable consumer of a sink, created if missing. The event and dead-letter streams are created
 /// with the contract's defaults if they do not exist yet (ingest brings the event stream to its
 /// configured settings).

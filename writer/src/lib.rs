@@ -10,6 +10,7 @@ pub mod config;
 pub mod consumer;
 pub mod dlq;
 pub mod ids;
+pub mod import;
 pub mod lease;
 pub mod metrics;
 pub mod pocketbase;
@@ -122,7 +123,6 @@ pub async fn run(
     tracing::info!("stopped");
     Ok(())
 }
-
 
 /// The consumer settings of one sink.
 pub fn consumer_settings(config: &Config, sink: &str) -> consumer::Settings {
