@@ -44,16 +44,12 @@ pub struct Record {
 }
 
 /// The body a script would have sent for these stored fields.
-pub fn body(fields: &Map<String, Value>) -> Vec<u8> {
-    let kept: Map<String, Value> = fields
-        .iter()
-        .filter(|(key, value)| {
-            !STORE_FIELDS.contains(&key.as_str())
-                && !matches!(value, Value::String(s) if s.trim().is_empty())
-        })
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect();
-    serde_json::to_vec(&kept).unwrap_or_default()
+pub fn body(mut fields: Map<String, Value>) -> Vec<u8> {
+    fields.retain(|key, value| {
+        !STORE_FIELDS.contains(&key.as_str())
+            && !matches!(value, Value::String(s) if s.trim().is_empty())
+    });
+    serde_json::to_vec(&fields).unwrap_or_default()
 }
 
 /// The event id of a record: a UUIDv7 whose time is `created` and whose other bits come from a hash of
@@ -70,17 +66,17 @@ pub fn event_id(identity: &str, created: OffsetDateTime) -> Uuid {
 }
 
 /// Runs a record through the edge's rules. The error is the rejection kind, e.g. `invalid_field:nsapp`.
-pub fn to_event(record: &Record) -> Result<Event, String> {
+pub fn to_event(record: Record) -> Result<Event, String> {
     let reception = Reception {
         event_id: event_id(&record.identity, record.created),
         received_at: record.created,
     };
-    let mut event = schema::validate(&body(&record.fields), reception)
+    let mut event = schema::validate(&body(record.fields), reception)
         .map_err(|r| rejection_kind(&r))?
         .event;
     if !record.rescued.is_empty() {
         // The body validate saw was rebuilt from the repaired line; keep the repairs of the line.
-        event.rescued = record.rescued.clone();
+        event.rescued = record.rescued;
     }
     Ok(event)
 }
@@ -153,7 +149,7 @@ mod tests {
 
     /// What the record becomes: its status and exit code, or the rejection kind.
     fn check(fields: Value, expected: Result<(&str, Option<u8>), &str>) {
-        let got = to_event(&record(fields.clone())).map(|e| (e.status.as_str(), e.exit_code));
+        let got = to_event(record(fields.clone())).map(|e| (e.status.as_str(), e.exit_code));
         assert_eq!(got, expected.map_err(str::to_string), "{fields}");
     }
 
@@ -207,7 +203,7 @@ mod tests {
             "nsapp": "x", "execution_id": "", "os_type": " ", "disk_size": 0, "repo_slug": "a/b", "has_arm": 1,
             "merge_state": {"a": 1}, "_import_ms": "1", "_import_id": "i"});
         let body: Value =
-            serde_json::from_slice(&body(fields.as_object().expect("object"))).unwrap();
+            serde_json::from_slice(&body(fields.as_object().cloned().expect("object"))).unwrap();
         assert_eq!(
             body,
             json!({"nsapp": "x", "disk_size": 0, "repo_slug": "a/b", "has_arm": 1})
@@ -216,7 +212,7 @@ mod tests {
 
     #[test]
     fn execution_id_falls_back_to_random_id() {
-        let event = to_event(&record(
+        let event = to_event(record(
             json!({"random_id": "r-9", "execution_id": "", "type": "vm",
             "nsapp": "haos", "status": "success"}),
         ))

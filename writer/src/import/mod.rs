@@ -3,9 +3,9 @@
 //! traffic. Each record becomes the body a script would have sent, `schema::validate` repairs,
 //! normalizes, reclassifies and masks it, and the event is received at the record's `created` with a
 //! deterministic id ([`map`]), so the writer's ClickHouse sink and its idempotent merge make a second
-//! import change nothing. Reading and writing overlap: a reader task fetches and validates the next
-//! batch while the last one is inserted; after each insert ClickHouse confirmed, the checkpoint
-//! ([`state`]) moves on, so a killed import continues where it stopped.
+//! import change nothing. Three stages overlap: one task reads the source, another runs the batch read
+//! before through the rules, and the batch before that is inserted. After each insert ClickHouse
+//! confirmed, the checkpoint ([`state`]) moves on, so a killed import continues where it stopped.
 
 pub mod config;
 pub mod from_clickhouse;
@@ -139,7 +139,7 @@ pub fn prepare(raw: RawBatch) -> Prepared {
     let mut events = Vec::with_capacity(raw.items.len());
     let mut rejected = Vec::new();
     for item in raw.items {
-        match item.and_then(|record| map::to_event(&record)) {
+        match item.and_then(map::to_event) {
             Ok(event) => events.push(event),
             Err(kind) => rejected.push(kind),
         }
@@ -203,27 +203,50 @@ impl Source {
     }
 }
 
-/// Reads and prepares batches ahead of the writer; stops at the end, at an error, or when the writer
-/// is gone.
+/// Reads and prepares batches ahead of the writer, in two stages that overlap: this task reads the
+/// source while another runs the batch read before through the edge's rules. Stops at the end, at an
+/// error (passed on in order, after the batches before it), or when the writer is gone.
 async fn read_ahead(
     mut source: Source,
     batch_size: usize,
     tx: mpsc::Sender<Result<Prepared, ImportError>>,
 ) {
+    let (raw_tx, mut raw_rx) = mpsc::channel::<Result<(RawBatch, Duration), ImportError>>(1);
+    let preparer = tokio::spawn(async move {
+        while let Some(raw) = raw_rx.recv().await {
+            let message = match raw {
+                Ok((raw, read_in)) => {
+                    let preparing = Instant::now();
+                    match tokio::task::spawn_blocking(move || prepare(raw)).await {
+                        Ok(prepared) => {
+                            tracing::debug!(?read_in, prepared_in = ?preparing.elapsed(), "batch read");
+                            Ok(prepared)
+                        }
+                        Err(e) => Err(ImportError::Source(format!("preparing a batch: {e}"))),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            let failed = message.is_err();
+            if tx.send(message).await.is_err() || failed {
+                return;
+            }
+        }
+    });
     loop {
+        let reading = Instant::now();
         let message = match source.next_batch(batch_size).await {
-            Ok(None) => return,
-            Ok(Some(raw)) => match tokio::task::spawn_blocking(move || prepare(raw)).await {
-                Ok(prepared) => Ok(prepared),
-                Err(e) => Err(ImportError::Source(format!("preparing a batch: {e}"))),
-            },
+            Ok(None) => break,
+            Ok(Some(raw)) => Ok((raw, reading.elapsed())),
             Err(failure) => Err(failure.into()),
         };
         let failed = message.is_err();
-        if tx.send(message).await.is_err() || failed {
-            return;
+        if raw_tx.send(message).await.is_err() || failed {
+            break;
         }
     }
+    drop(raw_tx);
+    let _ = preparer.await;
 }
 
 /// The end of an import: its report, and why it stopped early, if it did.
@@ -345,10 +368,11 @@ impl Import {
             remaining.map(|r| r + self.checkpoint.position),
         );
         tracing::info!(source = %self.checkpoint.source, remaining = ?remaining, "import starting");
-        // Two batches ahead: one being prepared, one waiting while the last is inserted.
+        // While a batch is inserted, the next waits here, one is prepared and one is read.
         let (tx, mut rx) = mpsc::channel(1);
         let reader = tokio::spawn(read_ahead(source, self.config.batch_size as usize, tx));
         let result = loop {
+            let waiting = Instant::now();
             let message = tokio::select! {
                 biased;
                 () = stopped(&mut self.stop) => break Err(ImportError::Interrupted),
@@ -359,9 +383,12 @@ impl Import {
                 Some(Err(e)) => break Err(e),
                 Some(Ok(batch)) => batch,
             };
+            let (events, waited) = (batch.events.len(), waiting.elapsed());
+            let writing = Instant::now();
             if let Err(e) = self.store(batch).await {
                 break Err(e);
             }
+            tracing::debug!(events, ?waited, stored_in = ?writing.elapsed(), "batch stored");
             progress.update(self.checkpoint.position, &self.checkpoint.totals);
         };
         reader.abort();
