@@ -137,7 +137,7 @@ wait_http "$CH_URL/ping"
 
 say "== telemetry-import pocketbase ($N records, batch $IMPORT_BATCH_SIZE)"
 PB_CPU0=$(cpu_of "$PB_PID"); CH_CPU0=$(cpu_of "$CH_PID"); ALL_CPU0=$(machine_cpu)
-CLICKHOUSE_URL="$CH_URL" LOG_LEVEL=warn IMPORT_PROGRESS=log IMPORT_PROGRESS_SECS=15 \
+CLICKHOUSE_URL="$CH_URL" LOG_LEVEL=info IMPORT_PROGRESS=log IMPORT_PROGRESS_SECS=15 \
 python3 - "$WORK/run.json" "$BIN/telemetry-import" pocketbase --url "$PB_URL" --collection telemetry \
   --state "$WORK/state.json" --report-json "$WORK/report.json" <<'PY' >"$WORK/report.txt"
 import json, resource, subprocess, sys, time
