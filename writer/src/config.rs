@@ -184,7 +184,7 @@ pub struct Config {
 
 /// Names that end up as identifiers (database, collection, consumer): letters, digits and `_`, starting
 /// with a letter or `_`, at most 64 bytes, so every store and NATS take them as they are.
-fn parse_name(s: &str) -> Result<String, String> {
+pub fn parse_name(s: &str) -> Result<String, String> {
     let first_ok = s
         .bytes()
         .next()

@@ -9,6 +9,7 @@ pub mod clickhouse;
 pub mod config;
 pub mod consumer;
 pub mod dlq;
+pub mod import;
 pub mod lease;
 pub mod metrics;
 pub mod pocketbase;

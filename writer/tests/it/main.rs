@@ -1,6 +1,7 @@
 //! Integration tests of the writer against real nats-server, ClickHouse 18.16 and PocketBase processes
 //! started by the harness: order independence, exactly-once under redelivery, kills and store outages,
-//! replicas and the PocketBase lease, dead letters, retention, migrations and the README's queries.
+//! replicas and the PocketBase lease, dead letters, retention, migrations and the README's queries; and
+//! `telemetry-import` from PocketBase, ClickHouse and JSON lines.
 
 mod harness;
 
@@ -8,6 +9,7 @@ mod clickhouse;
 mod dlq;
 mod e2e;
 mod faults;
+mod import;
 mod order;
 mod pb_compat;
 mod retention;
