@@ -64,7 +64,8 @@ async fn a_frozen_broker_hits_the_publish_timeout_and_the_in_flight_cap() {
     let nats = NatsServer::start().expect("nats");
     let edge = start_edge(&nats, |c| {
         c.max_in_flight = 1;
-        c.publish_timeout_ms = 1500;
+        // Long enough that the in-flight gauge is seen at 1 even on a loaded machine.
+        c.publish_timeout_ms = 4000;
     })
     .await;
     nats.pause().expect("pause");
@@ -75,17 +76,17 @@ async fn a_frozen_broker_hits_the_publish_timeout_and_the_in_flight_cap() {
             .await
     };
     let (first, second) = tokio::join!(first, second);
-    // The second found the only permit taken: shed at once.
+    // The second found the only permit taken: shed at once, long before the publish timeout.
     assert_eq!(second.status, 503);
     assert!(
-        second.took < Duration::from_millis(500),
+        second.took < Duration::from_millis(2000),
         "{:?}",
         second.took
     );
     // The first waited for its ack no longer than the publish timeout.
     assert_eq!(first.status, 503);
     assert!(
-        first.took >= Duration::from_millis(1400) && first.took < Duration::from_secs(3),
+        first.took >= Duration::from_millis(3900) && first.took < Duration::from_secs(10),
         "{:?}",
         first.took
     );
