@@ -252,7 +252,7 @@ impl Config {
     pub fn dashboard_link(&self, app: Option<&str>) -> String {
         let base = self.dashboard_url.trim_end_matches('/');
         match app {
-            Some(app) => format!("{base}/dashboard/apps/{}", url_path_segment(app)),
+            Some(app) => format!("{base}/dashboard/apps/{}", fleet::percent::encode(app)),
             None => format!("{base}/dashboard"),
         }
     }
@@ -265,19 +265,6 @@ impl Config {
         config.smtp_tls = SmtpTls::None;
         config
     }
-}
-
-/// Percent-encodes everything but unreserved characters (app names have spaces and capitals).
-fn url_path_segment(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

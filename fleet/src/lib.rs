@@ -11,6 +11,7 @@ mod linger;
 pub mod metrics;
 pub mod nats;
 pub mod ops;
+pub mod percent;
 pub mod retry;
 mod secret;
 pub mod shutdown;

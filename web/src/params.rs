@@ -408,17 +408,9 @@ pub fn encode_pairs(pairs: &[(&str, String)]) -> String {
         .join("&")
 }
 
-/// Percent-encodes everything but unreserved characters (RFC 3986).
+/// Percent-encodes everything but unreserved characters (RFC 3986): [`fleet::percent::encode`].
 pub fn encode_component(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    fleet::percent::encode(text)
 }
 
 /// The raw parameters of a request, first value of each name wins.

@@ -903,15 +903,7 @@ fn status_error(status: StatusCode, body: &Value) -> PbError {
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters stay).
 fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() * 3);
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    fleet::percent::encode(value)
 }
 
 #[cfg(test)]
