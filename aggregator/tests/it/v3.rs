@@ -3,7 +3,6 @@
 //! the deciding final's 412 s, never the 0 of installing; the TurnKey pair counts under its own type with
 //! 388 s; the final-only arm64 install counts under `external` with its 96 s.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use schema::stats::GroupStats;
@@ -15,30 +14,8 @@ use crate::harness::*;
 
 /// A fixture of the corpus as install `id` (both ids replaced), as the edge publishes it.
 fn fixture_as(name: &str, id: &str) -> (String, String, Vec<u8>) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../schema/fixtures/payloads")
-        .join(name);
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut value: serde_json::Value = serde_json::from_slice(&bytes).expect("fixture is JSON");
-    value["random_id"] = id.into();
-    value["execution_id"] = id.into();
-    accept(&value.to_string())
-}
-
-/// Every order of `0..n`.
-fn orders(n: usize) -> Vec<Vec<usize>> {
-    if n == 0 {
-        return vec![Vec::new()];
-    }
-    let mut out = Vec::new();
-    for rest in orders(n - 1) {
-        for at in 0..=rest.len() {
-            let mut order = rest.clone();
-            order.insert(at, n - 1);
-            out.push(order);
-        }
-    }
-    out
+    let body = testkit::fixtures::read_as(name, id);
+    accept(std::str::from_utf8(&body).expect("fixture is UTF-8"))
 }
 
 /// One install of `files` in arrival `order` (each event accepted when it arrives, so ids follow the
@@ -86,10 +63,10 @@ async fn newer_script_installs_count_with_the_deciding_finals_duration_and_their
         "v3_05_turnkey_success.json",
     ];
     let mut events = Vec::new();
-    for (n, order) in orders(lxc.len()).iter().enumerate() {
+    for (n, order) in testkit::fixtures::orders(lxc.len()).iter().enumerate() {
         events.extend(arriving(&format!("v3-lxc-{n}"), &lxc, order));
     }
-    for (n, order) in orders(turnkey.len()).iter().enumerate() {
+    for (n, order) in testkit::fixtures::orders(turnkey.len()).iter().enumerate() {
         events.extend(arriving(&format!("v3-turnkey-{n}"), &turnkey, order));
     }
     events.extend(arriving("v3-arm", &["v3_06_incus_arm_success.json"], &[0]));

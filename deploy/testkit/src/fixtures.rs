@@ -4,12 +4,16 @@
 use std::path::PathBuf;
 
 /// The execution and random ids that occur in the corpus files (see [`read_as`]).
-const CORPUS_IDS: [&str; 5] = [
+const CORPUS_IDS: [&str; 8] = [
     "3f2b8c1e-9d4a-4b7e-8c21-6a5f0e9d7b12",
     "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
     "b7e1f0a2-44c3-4d5e-9f60-1a2b3c4d5e6f",
     "0c9d8e7f-6a5b-4c3d-2e1f-0a9b8c7d6e5f",
     "5e4d3c2b-1a09-4f8e-a7d6-c5b4a3928170",
+    // The newer scripts' files (v3_*).
+    "5b1f0c7e-3a2d-4f6b-9c1e-7d8a2b4c6e01",
+    "9e4d2a10-77c3-4c5e-8f0a-2b6d9e1c3f47",
+    "c2a8e6f4-1b3d-4e5f-a6b7-c8d9e0f1a2b3",
 ];
 
 /// The folder of the corpus.
@@ -40,6 +44,22 @@ pub fn read_as(name: &str, id: &str) -> Vec<u8> {
     CORPUS_IDS.iter().fold(read(name), |body, known| {
         replace(&body, known.as_bytes(), id.as_bytes())
     })
+}
+
+/// Every order of `0..n` (all permutations), for tests that deliver an install's events in each order.
+pub fn orders(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
+    let mut out = Vec::new();
+    for rest in orders(n - 1) {
+        for at in 0..=rest.len() {
+            let mut order = rest.clone();
+            order.insert(at, n - 1);
+            out.push(order);
+        }
+    }
+    out
 }
 
 /// One event body of install `exec` (random id `r-<exec>`, type lxc): `extra` is appended to the

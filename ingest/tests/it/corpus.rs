@@ -123,19 +123,6 @@ const CORPUS: &[(&str, Expect)] = &[
     ),
 ];
 
-/// A corpus file as an install of its own: `fixture_as` for the files whose ids it knows, a JSON rewrite
-/// of both ids for the newer scripts' files (valid JSON, each with its own id).
-pub fn as_install(file: &str, id: &str) -> Vec<u8> {
-    if !file.starts_with("v3_") {
-        return fixtures::read_as(file, id);
-    }
-    let mut value: serde_json::Value =
-        serde_json::from_slice(&fixtures::read(file)).expect("v3 is JSON");
-    value["random_id"] = id.into();
-    value["execution_id"] = id.into();
-    serde_json::to_vec(&value).expect("json")
-}
-
 #[tokio::test]
 async fn every_corpus_file_gets_its_answer_and_only_accepted_ones_are_stored() {
     let files = fixtures::names().len();
@@ -146,7 +133,7 @@ async fn every_corpus_file_gets_its_answer_and_only_accepted_ones_are_stored() {
     let mut stored_ids = Vec::new();
     for (i, (file, expect)) in CORPUS.iter().enumerate() {
         let id = format!("corpus-{i:02}");
-        let answer = edge.post(as_install(file, &id)).await;
+        let answer = edge.post(fixtures::read_as(file, &id)).await;
         match expect {
             Expect::Stored(..) => {
                 assert_eq!(answer.status, 202, "{file}: {}", answer.json);

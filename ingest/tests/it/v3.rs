@@ -1,7 +1,6 @@
 //! The newer scripts at the edge: a TurnKey install is accepted (it was a 400), the new fields reach the
 //! stream, and a `repo_slug` or `has_arm` that breaks its rule is dropped and counted, never a 400.
 
-use crate::corpus::as_install;
 use crate::harness::start_edge;
 use schema::Kind;
 use testkit::fixtures::read as fixture;
@@ -20,11 +19,17 @@ async fn newer_script_fields_are_stored_and_bad_values_dropped_and_counted() {
         assert_eq!(answer.status, 202, "{file}: {}", answer.json);
     }
     let answer = edge
-        .post(as_install("v3_06_incus_arm_success.json", "v3-arm"))
+        .post(testkit::fixtures::read_as(
+            "v3_06_incus_arm_success.json",
+            "v3-arm",
+        ))
         .await;
     assert_eq!(answer.status, 202, "{}", answer.json);
-    let mut broken: serde_json::Value =
-        serde_json::from_slice(&as_install("v3_01_installing.json", "v3-bad")).expect("json");
+    let mut broken: serde_json::Value = serde_json::from_slice(&testkit::fixtures::read_as(
+        "v3_01_installing.json",
+        "v3-bad",
+    ))
+    .expect("json");
     broken["repo_slug"] = "https://github.com/community-scripts/ProxmoxVE".into();
     broken["has_arm"] = "perhaps".into();
     let answer = edge.post(broken.to_string()).await;

@@ -17,31 +17,6 @@ use writer::sink::{process, Sink};
 
 use crate::harness::*;
 
-/// A fixture of the corpus as install `id` (both ids replaced).
-fn fixture_as(name: &str, id: &str) -> Vec<u8> {
-    let mut value: Value =
-        serde_json::from_slice(&testkit::fixtures::read(name)).expect("fixture is JSON");
-    value["random_id"] = id.into();
-    value["execution_id"] = id.into();
-    serde_json::to_vec(&value).expect("json")
-}
-
-/// Every order of `0..n`.
-fn orders(n: usize) -> Vec<Vec<usize>> {
-    if n == 0 {
-        return vec![Vec::new()];
-    }
-    let mut out = Vec::new();
-    for rest in orders(n - 1) {
-        for at in 0..=rest.len() {
-            let mut order = rest.clone();
-            order.insert(at, n - 1);
-            out.push(order);
-        }
-    }
-    out
-}
-
 /// One install of `files` arriving in `order`: each event is received (and gets its time-ordered id)
 /// when it arrives, 2 s apart; the installing is sent again after the duplicate window (an event of its
 /// own), and the final is delivered twice (a redelivery).
@@ -50,12 +25,12 @@ fn arriving(id: &str, files: &[&str], order: &[usize], start: OffsetDateTime) ->
     let mut at = start;
     for &i in order {
         let file = files[i];
-        let event = accept(&fixture_as(file, id), at);
+        let event = accept(&testkit::fixtures::read_as(file, id), at);
         at += time::Duration::seconds(2);
         let is_final = event.event.status.is_final();
         out.push(event.clone());
         if file.contains("installing") {
-            out.push(accept(&fixture_as(file, id), at));
+            out.push(accept(&testkit::fixtures::read_as(file, id), at));
             at += time::Duration::seconds(2);
         }
         if is_final {
@@ -98,12 +73,12 @@ async fn newer_script_installs_are_the_same_in_clickhouse_and_pocketbase_in_any_
         "v3_05_turnkey_success.json",
     ];
     let mut installs: Vec<(String, Vec<Published>)> = Vec::new();
-    for (n, order) in orders(lxc.len()).iter().enumerate() {
+    for (n, order) in testkit::fixtures::orders(lxc.len()).iter().enumerate() {
         let id = format!("v3-lxc-{n}");
         installs.push((id.clone(), arriving(&id, &lxc, order, start)));
     }
     assert_eq!(installs.len(), 6);
-    for (n, order) in orders(turnkey.len()).iter().enumerate() {
+    for (n, order) in testkit::fixtures::orders(turnkey.len()).iter().enumerate() {
         let id = format!("v3-turnkey-{n}");
         installs.push((id.clone(), arriving(&id, &turnkey, order, start)));
     }
@@ -282,7 +257,7 @@ async fn a_version_1_database_keeps_its_figures_and_new_events_follow_the_new_ru
 
     let t0 = OffsetDateTime::now_utc() - time::Duration::minutes(20);
     let at = |s: i64| t0 + time::Duration::seconds(s);
-    let v3 = |name: &str, id: &str, s: i64| accept(&fixture_as(name, id), at(s));
+    let v3 = |name: &str, id: &str, s: i64| accept(&testkit::fixtures::read_as(name, id), at(s));
     let old: Vec<Published> = vec![
         // A: a newer script's install stored wholly by version 1 (whose duration was the first one, 0).
         v3("v3_01_installing.json", "a", 0),
