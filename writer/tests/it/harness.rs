@@ -443,3 +443,20 @@ pub fn check_pb_record(record: &Value, state: &InstallState) {
         serde_json::from_value(record["merge_state"].clone()).expect("merge_state");
     assert_eq!(&stored, state, "{id} merge_state");
 }
+
+/// A superuser token of the test PocketBase (for tests that shape collections and settings by hand).
+pub async fn superuser_token(pb: &PocketBaseServer) -> String {
+    let answer: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/api/collections/_superusers/auth-with-password",
+            pb.url()
+        ))
+        .json(&serde_json::json!({"identity": SUPERUSER_EMAIL, "password": SUPERUSER_PASSWORD}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("login answer");
+    answer["token"].as_str().expect("token").to_string()
+}

@@ -194,22 +194,6 @@ async fn kill_and_resume(
 
 // ---------------------------------------------------------------- PocketBase
 
-async fn pb_token(pb: &PocketBaseServer) -> String {
-    let resp: Value = reqwest::Client::new()
-        .post(format!(
-            "{}/api/collections/_superusers/auth-with-password",
-            pb.url()
-        ))
-        .json(&json!({"identity": SUPERUSER_EMAIL, "password": SUPERUSER_PASSWORD}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("token");
-    resp["token"].as_str().expect("token").to_string()
-}
-
 /// The running service's collection, and the batch API for filling it.
 async fn pb_collection(pb: &PocketBaseServer, token: &str) {
     let http = reqwest::Client::new();
@@ -297,7 +281,7 @@ async fn pocketbase_history_is_imported_and_a_second_import_changes_nothing() {
     let pb = PocketBaseServer::start().expect("pocketbase");
     let ch = ClickHouseServer::start().expect("clickhouse");
     let dir = tempfile::tempdir().expect("dir");
-    let token = pb_token(&pb).await;
+    let token = superuser_token(&pb).await;
     pb_collection(&pb, &token).await;
 
     // (record, the install and the status it must end with; None: rejected)
@@ -521,7 +505,7 @@ async fn pocketbase_import_killed_and_resumed_ends_like_one_clean_run() {
     let pb = PocketBaseServer::start().expect("pocketbase");
     let ch = ClickHouseServer::start().expect("clickhouse");
     let dir = tempfile::tempdir().expect("dir");
-    let token = pb_token(&pb).await;
+    let token = superuser_token(&pb).await;
     pb_collection(&pb, &token).await;
     let statuses = [
         "installing",
@@ -555,7 +539,7 @@ async fn pocketbase_problems_end_with_their_exit_code() {
     let pb = PocketBaseServer::start().expect("pocketbase");
     let ch = ClickHouseServer::start().expect("clickhouse");
     let dir = tempfile::tempdir().expect("dir");
-    let token = pb_token(&pb).await;
+    let token = superuser_token(&pb).await;
     pb_collection(&pb, &token).await;
     let dir = dir.path();
     let check = |args: Vec<String>, password: &'static str, expected: i32| {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use testkit::pocketbase::{PocketBaseServer, SUPERUSER_EMAIL, SUPERUSER_PASSWORD};
+use testkit::pocketbase::PocketBaseServer;
 use testkit::{poll_until, sample, NatsServer};
 use time::OffsetDateTime;
 use writer::config::SinkChoice;
@@ -69,23 +69,10 @@ struct Admin {
 
 impl Admin {
     async fn login(pb: &PocketBaseServer) -> Admin {
-        let http = reqwest::Client::new();
-        let answer: Value = http
-            .post(format!(
-                "{}/api/collections/_superusers/auth-with-password",
-                pb.url()
-            ))
-            .json(&json!({"identity": SUPERUSER_EMAIL, "password": SUPERUSER_PASSWORD}))
-            .send()
-            .await
-            .expect("login")
-            .json()
-            .await
-            .expect("login answer");
         Admin {
-            http,
+            http: reqwest::Client::new(),
             url: pb.url(),
-            token: answer["token"].as_str().expect("token").to_string(),
+            token: superuser_token(pb).await,
         }
     }
 

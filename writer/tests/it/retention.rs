@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use testkit::clickhouse::ClickHouseServer;
-use testkit::pocketbase::{PocketBaseServer, SUPERUSER_EMAIL, SUPERUSER_PASSWORD};
+use testkit::pocketbase::PocketBaseServer;
 use testkit::NatsServer;
 use time::OffsetDateTime;
 use writer::pocketbase::PbRetention;
@@ -225,19 +225,7 @@ async fn pocketbase_deletes_old_records_within_the_cap() {
 /// Creates `name` the way the running service did (its own fields, no note of ours), with one record.
 async fn foreign_collection(pb: &PocketBaseServer, name: &str) {
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!(
-            "{}/api/collections/_superusers/auth-with-password",
-            pb.url()
-        ))
-        .json(&json!({"identity": SUPERUSER_EMAIL, "password": SUPERUSER_PASSWORD}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("login answer");
-    let token = login["token"].as_str().expect("token").to_string();
+    let token = superuser_token(pb).await;
     let definition = json!({
         "name": name,
         "type": "base",
