@@ -6,29 +6,16 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::Value;
 use testkit::clickhouse::ClickHouseServer;
 use testkit::nginx::FrontDoor;
-use testkit::NatsServer;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use testkit::{fixtures, poll_until_every, NatsServer, Service};
 
-/// A service running in this process until [`Running::stop`].
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("join").expect("service run");
-    }
-}
+/// How often the waits below look again (each look is an HTTP request).
+const POLL: Duration = Duration::from_millis(200);
 
 /// One answer: status, `Retry-After`, and the body as JSON (`Value::Null` when it is not JSON).
 #[derive(Debug)]
@@ -81,15 +68,6 @@ async fn get(http: &reqwest::Client, url: &str) -> (u16, String, String) {
     (status, path, resp.text().await.unwrap_or_default())
 }
 
-/// Polls `check` every 200 ms until it holds or `timeout` passes (then panics with `what`).
-async fn eventually(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn client(local: Option<IpAddr>) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -103,7 +81,7 @@ async fn start_ingest(
     nats_url: &str,
     tweak: impl FnOnce(&mut ingest::Config),
     metrics: Option<PrometheusHandle>,
-) -> (SocketAddr, Running) {
+) -> (SocketAddr, Service) {
     let mut config = ingest::Config::for_nats(nats_url);
     tweak(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -113,38 +91,29 @@ async fn start_ingest(
     let nats = fleet::nats::connect(nats_url, "test-ingest")
         .await
         .expect("connect");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(ingest::run(config, listener, nats, metrics, async {
-        let _ = stopped.await;
-    }));
+    let service = Service::spawn(|stop| ingest::run(config, listener, nats, metrics, stop));
     let http = client(None);
-    eventually("the edge is ready", Duration::from_secs(30), async || {
-        http.get(format!("http://{addr}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
+    poll_until_every(
+        "the edge is ready",
+        Duration::from_secs(30),
+        POLL,
+        async || {
+            http.get(format!("http://{addr}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        },
+    )
     .await;
-    (addr, Running { stop, task })
-}
-
-fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schema/fixtures/payloads")
+    (addr, service)
 }
 
 /// The corpus files, in name order.
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
-        .expect("corpus dir")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    files
+    fixtures::names()
         .into_iter()
-        .map(|p| {
-            let body = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            let name = p.file_name().expect("name").to_string_lossy().into_owned();
+        .map(|name| {
+            let body = fixtures::read(&name);
             (name, body)
         })
         .collect()
@@ -189,19 +158,15 @@ async fn the_corpus_and_the_dashboard_go_through_the_front_door() {
     let writer_nats = fleet::nats::connect(&nats.url(), "test-writer")
         .await
         .expect("connect");
-    let (stop_writer, writer_stopped) = oneshot::channel::<()>();
-    let writer = Running {
-        stop: stop_writer,
-        task: tokio::spawn(writer::run(
+    let writer = Service::spawn(|stop| {
+        writer::run(
             writer_config,
             writer_nats,
             None,
             writer::Statuses::default(),
-            async {
-                let _ = writer_stopped.await;
-            },
-        )),
-    };
+            stop,
+        )
+    });
 
     let mut web_config = web::Config::for_servers(&clickhouse.url(), &nats.url());
     web_config.cache_warmup = false;
@@ -214,27 +179,20 @@ async fn the_corpus_and_the_dashboard_go_through_the_front_door() {
     let web_nats = fleet::nats::connect(&nats.url(), "test-web")
         .await
         .expect("connect");
-    let (stop_web, web_stopped) = oneshot::channel::<()>();
-    let web = Running {
-        stop: stop_web,
-        task: tokio::spawn(web::run(
-            web_config,
-            listener,
-            web_nats,
-            Some(metrics),
-            async {
-                let _ = web_stopped.await;
-            },
-        )),
-    };
+    let web = Service::spawn(|stop| web::run(web_config, listener, web_nats, Some(metrics), stop));
     let http = client(None);
     // The web is ready once the writer's migrations made the tables it reads.
-    eventually("the web is ready", Duration::from_secs(60), async || {
-        http.get(format!("http://{web_addr}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
+    poll_until_every(
+        "the web is ready",
+        Duration::from_secs(60),
+        POLL,
+        async || {
+            http.get(format!("http://{web_addr}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        },
+    )
     .await;
 
     let door = FrontDoor::start(ingest_addr, web_addr).expect("nginx front door");
@@ -300,9 +258,10 @@ async fn the_corpus_and_the_dashboard_go_through_the_front_door() {
     assert!(text.contains("<html"), "{text:.300}");
     let want = installs.len() as u64;
     let mut last = Value::Null;
-    eventually(
+    poll_until_every(
         &format!("the dashboard counts the {want} installs sent"),
         Duration::from_secs(60),
+        POLL,
         async || {
             let (status, _, text) =
                 get(&http, &format!("{front}/api/dashboard?days=1&repo=all")).await;
@@ -339,9 +298,9 @@ async fn the_corpus_and_the_dashboard_go_through_the_front_door() {
     let (status, _, text) = get(&http, &format!("{front}/readyz")).await;
     assert_eq!((status, text.trim()), (200, r#"{"status":"ok"}"#));
 
-    web.stop().await;
-    writer.stop().await;
-    ingest.stop().await;
+    web.stop().await.expect("web run");
+    writer.stop().await.expect("writer run");
+    ingest.stop().await.expect("ingest run");
     drop(door);
 }
 
@@ -367,7 +326,7 @@ async fn the_rate_limit_keys_on_the_address_nginx_saw() {
     let door = FrontDoor::start(ingest_addr, closed).expect("nginx front door");
     let url = format!("{}/telemetry", door.url());
     let event = |n: usize| {
-        let body = std::fs::read(corpus_dir().join("01_lxc_installing.json")).expect("fixture");
+        let body = fixtures::read("01_lxc_installing.json");
         let id = install_of(&body).expect("id");
         replace(&body, &id, &format!("rate-limit-{n}"))
     };
@@ -395,7 +354,7 @@ async fn the_rate_limit_keys_on_the_address_nginx_saw() {
     assert_eq!(got.status, 429, "client b's third request: {got:?}");
 
     // The edge gone: the door answers as the edge does when it cannot take an event.
-    ingest.stop().await;
+    ingest.stop().await.expect("ingest run");
     let got = post(&a, &url, event(6), None).await;
     assert_eq!(got.status, 503, "edge down: {got:?}");
     assert_eq!(got.json["error"], "unavailable", "{got:?}");
