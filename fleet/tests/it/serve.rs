@@ -103,12 +103,12 @@ async fn answer(mut stream: TcpStream) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// Waits (polling every 10 ms) until `condition` holds, failing after [`PATIENCE`].
 async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what}: not within {PATIENCE:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    testkit::poll_until_every(what, PATIENCE, Duration::from_millis(10), async || {
+        condition()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -207,11 +207,13 @@ async fn shutdown_drains_open_requests_then_stops_listening() {
     until("held", || server.holding.load(Ordering::SeqCst) == 1).await;
     server.stop.trigger();
     // The listener closes at once; the open request still finishes.
-    let deadline = Instant::now() + PATIENCE;
-    while TcpStream::connect(server.addr).await.is_ok() {
-        assert!(Instant::now() < deadline, "still accepting after shutdown");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    testkit::poll_until_every(
+        "the listener closed after shutdown",
+        PATIENCE,
+        Duration::from_millis(10),
+        async || TcpStream::connect(server.addr).await.is_err(),
+    )
+    .await;
     assert!(!server.task.is_finished(), "returned before the drain");
     server.release.send_replace(true);
     let text = answer(held).await;
