@@ -2,7 +2,10 @@
 //! served (`X-Cache: stale`) while exactly one refresh per key runs in the background, until `max_stale`
 //! drops it. A miss loads through moka's `try_get_with`, so parallel cold requests for one key cause one
 //! query. Reads are counted per key; [`SwrCache::refresh_popular`] renews the most read keys before they
-//! go stale. Nothing invalidates it: new data shows up at the next refresh.
+//! go stale; only keys read at least twice in a round count, so a stream of one-off keys (junk filters)
+//! causes no refresh work. With [`SwrCache::weighed`] the entries are weighed in bytes against a budget
+//! instead of counted. Keys are the typed, normalized parameters of a request, never its raw query
+//! string. Nothing invalidates it: new data shows up at the next refresh.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -12,6 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::metrics;
+
+/// Reads in one round a key needs to be renewed by [`SwrCache::refresh_popular`].
+pub const MIN_READS: u64 = 2;
 
 /// How an answer was found, for the `X-Cache` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,9 +30,9 @@ pub enum CacheStatus {
 impl CacheStatus {
     pub fn as_str(self) -> &'static str {
         match self {
-            CacheStatus::Hit => "hit",
-            CacheStatus::Miss => "miss",
-            CacheStatus::Stale => "stale",
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Stale => "STALE",
         }
     }
 }
@@ -89,6 +95,25 @@ where
     pub fn enabled(mut self, enabled: bool) -> Self {
         self.enabled = enabled;
         self
+    }
+
+    /// The same (empty) cache bounded by `max_bytes` as weighed by `weigh` instead of by entry count.
+    pub fn weighed(mut self, max_bytes: u64, weigh: fn(&V) -> u32) -> Self {
+        let ttl = self.entries.policy().time_to_live();
+        let mut builder = moka::future::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(move |_k: &K, e: &Entry<V>| weigh(&e.value));
+        if let Some(ttl) = ttl {
+            builder = builder.time_to_live(ttl);
+        }
+        self.entries = builder.build();
+        self
+    }
+
+    /// The weight the cache holds (bytes when weighed, entries otherwise), after pending evictions.
+    pub async fn weighted_size(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
+        self.entries.weighted_size()
     }
 
     /// The value for `key`: fresh from the cache, stale (with a refresh started if none runs), or loaded.
@@ -191,6 +216,7 @@ where
             Ok(mut reads) => reads.drain().collect(),
             Err(_) => return 0,
         };
+        reads.retain(|(_, n)| *n >= MIN_READS);
         reads.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
         let mut renewed = 0;
         for (key, _) in reads.into_iter().take(top) {
@@ -318,6 +344,8 @@ mod tests {
             },
         );
         cache.get(2).await.expect("first");
+        cache.get(2).await.expect("second read");
+        until("the second read's refresh", || !cache.is_refreshing(&2)).await;
         assert_eq!(cache.refresh_popular(5).await, 1);
         assert!(!cache.is_refreshing(&2));
         assert_eq!(cache.get(2).await.expect("kept"), (1, CacheStatus::Stale));
@@ -338,5 +366,58 @@ mod tests {
         assert!(!cache.refresh(1));
         assert_eq!(cache.refresh_popular(5).await, 0);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_off_keys_are_not_refreshed_and_rounds_are_bounded() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let c = calls.clone();
+        let cache: SwrCache<u32, u64, String> = SwrCache::new(
+            "test",
+            1000,
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+            move |_k| {
+                let c = c.clone();
+                async move { Ok(c.fetch_add(1, Ordering::SeqCst) + 1) }
+            },
+        );
+        // 100 keys read once (junk), 5 keys read three times.
+        for k in 0..100 {
+            cache.get(k).await.expect("junk");
+        }
+        for _ in 0..3 {
+            for k in 1000..1005 {
+                cache.get(k).await.expect("popular");
+            }
+        }
+        cache.entries.invalidate_all();
+        let before = calls.load(Ordering::SeqCst);
+        assert_eq!(cache.refresh_popular(3).await, 3, "at most top keys");
+        assert_eq!(calls.load(Ordering::SeqCst) - before, 3);
+        assert_eq!(
+            cache.refresh_popular(3).await,
+            0,
+            "the round drained the reads"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_are_weighed_in_bytes() {
+        let cache: SwrCache<u32, Vec<u8>, String> = SwrCache::new(
+            "test",
+            1_000_000,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            |k: u32| async move { Ok(vec![0u8; 400 + k as usize]) },
+        )
+        .weighed(1_000, |v| v.len() as u32);
+        for k in 0..10 {
+            let (value, status) = cache.get(k).await.expect("value");
+            assert_eq!((value.len(), status), (400 + k as usize, CacheStatus::Miss));
+        }
+        let size = cache.weighted_size().await;
+        assert!(size <= 1_000, "{size} bytes kept");
+        assert!(size >= 400, "something is kept: {size}");
     }
 }

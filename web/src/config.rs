@@ -86,6 +86,26 @@ pub struct Config {
     /// Drain deadline for open requests at shutdown, seconds.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
+    /// Key of the public install ids (a keyed hash of the real ids; see web/README.md). Unset: a random
+    /// key is drawn at start, so hashes and links change on restart; set it for stable links. Never
+    /// printed.
+    #[arg(
+        long,
+        env = "ID_HASH_KEY",
+        default_value = "",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    pub id_hash_key: Secret,
+    /// Most CSV exports streaming at once; one more is answered 503 at once, with Retry-After.
+    #[arg(long, env = "CSV_MAX_CONCURRENT", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub csv_max_concurrent: u32,
+    /// Bytes of serialized answers the caches may hold, shared evenly by the caches of views.
+    #[arg(long, env = "CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub cache_max_bytes: u64,
+    /// Seconds between refreshes of the telemetry_installs_* gauges of `/metrics` (today, ProxmoxVE).
+    #[arg(long, env = "METRICS_REFRESH_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub metrics_refresh_secs: u64,
     /// NATS (live rollups from the `telemetry_stats` bucket, alerts from `TELEMETRY_ALERTS`) and logs.
     #[command(flatten)]
     pub common: fleet::config::Common,

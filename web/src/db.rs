@@ -16,9 +16,11 @@ use clickhouse::sql::Identifier;
 use serde::Deserialize;
 
 use crate::config::Config;
+use crate::ids::{IdHasher, PublicId};
 use crate::metrics;
 use crate::model::*;
 use crate::params::{RecordsQuery, Scope};
+use std::sync::Arc;
 
 /// A failed ClickHouse call; the web answers 503 for it.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,7 @@ pub struct Db {
     client: clickhouse::Client,
     database: String,
     timeout: Duration,
+    ids: Arc<IdHasher>,
 }
 
 /// How many latest installs the overview lists.
@@ -185,14 +188,16 @@ struct RecordRow {
     disk_size: i64,
 }
 
-impl From<RecordRow> for Record {
-    fn from(r: RecordRow) -> Record {
+impl RecordRow {
+    /// The record with its public id (see [`crate::ids`]).
+    fn public(self, ids: &IdHasher) -> Record {
+        let r = self;
         let exit_code = u8::try_from(r.exit_code).ok();
         Record {
             exit_description: exit_code
                 .filter(|_| is_failure(&r.status))
                 .map(|c| schema::exit_codes::describe(c).into_owned()),
-            execution_id: r.execution_id,
+            execution_id: ids.install(&r.execution_id, i64::from(r.started_at)),
             nsapp: r.nsapp,
             kind: r.kind,
             status: r.status,
@@ -258,6 +263,7 @@ struct FailureRow {
     error_signature: String,
     error: String,
     finished_at: u32,
+    started_at: u32,
 }
 
 impl Db {
@@ -275,15 +281,32 @@ impl Db {
             client,
             database: config.clickhouse_database.clone(),
             timeout: config.query_timeout(),
+            ids: Arc::new(IdHasher::new(config.id_hash_key.expose())),
         }
     }
 
-    fn query(&self, sql: &str) -> clickhouse::query::Query {
+    /// A query whose first `?` is the database.
+    pub(crate) fn query(&self, sql: &str) -> clickhouse::query::Query {
         self.client.query(sql).bind(Identifier(&self.database))
     }
 
+    /// A query with nothing bound yet (bind [`Db::identifier`] where `?.table` comes).
+    pub(crate) fn raw(&self, sql: &str) -> clickhouse::query::Query {
+        self.client.query(sql)
+    }
+
+    /// The database, to bind as an identifier.
+    pub(crate) fn identifier(&self) -> Identifier<'_> {
+        Identifier(&self.database)
+    }
+
+    /// The hasher of public ids.
+    pub fn ids(&self) -> &IdHasher {
+        &self.ids
+    }
+
     /// Runs one read with the deadline and the query metrics.
-    async fn timed<T>(
+    pub(crate) async fn timed<T>(
         &self,
         what: &'static str,
         fut: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
@@ -369,19 +392,14 @@ impl Db {
     }
 
     /// Reads the given installs back from `installs_final` (the inner query filters by id).
-    async fn records_by_id(&self, ids: &[String]) -> Result<Vec<Record>, DbError> {
+    async fn records_by_id(&self, ids: &[String]) -> Result<Vec<RecordRow>, DbError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let sql =
             format!("SELECT {RECORD_COLUMNS} FROM ?.installs_final WHERE has(?, execution_id)");
         let fut = self.query(&sql).bind(ids).fetch_all::<RecordRow>();
-        Ok(self
-            .timed("records_by_id", fut)
-            .await?
-            .into_iter()
-            .map(Record::from)
-            .collect())
+        self.timed("records_by_id", fut).await
     }
 
     /// The latest installs started in the period. Candidates are the installs with an event in the last
@@ -416,6 +434,7 @@ impl Db {
             .records_by_id(&ids)
             .await?
             .into_iter()
+            .map(|r| r.public(&self.ids))
             .filter(|r| r.started_at.unix >= window)
             .filter(|r| {
                 scope
@@ -450,7 +469,7 @@ impl Db {
                 .timed("recent_full", fut)
                 .await?
                 .into_iter()
-                .map(Record::from)
+                .map(|r| r.public(&self.ids))
                 .collect();
         }
         records.sort_by(|a, b| {
@@ -507,7 +526,8 @@ impl Db {
             .query(&format!(
                 "SELECT execution_id, status, toInt16(ifNull(toInt16(exit_code), -1)) AS exit_code, \
                  ifNull(error_category, '') AS error_category, ifNull(error_signature, '') AS error_signature, \
-                 ifNull(error, '') AS error, toUInt32(ifNull(toUnixTimestamp(finished_at), 0)) AS finished_at \
+                 ifNull(error, '') AS error, toUInt32(ifNull(toUnixTimestamp(finished_at), 0)) AS finished_at, \
+                 toUInt32(toUnixTimestamp(started_at)) AS started_at \
                  FROM ?.installs_final WHERE has(?, execution_id) AND status IN {FINAL_FAILURES} \
                  ORDER BY finished_at DESC, execution_id LIMIT 20"
             ))
@@ -520,7 +540,7 @@ impl Db {
             .map(|r| {
                 let exit_code = u8::try_from(r.exit_code).ok();
                 Failure {
-                    execution_id: r.execution_id,
+                    execution_id: self.ids.install(&r.execution_id, i64::from(r.started_at)),
                     status: r.status,
                     exit_description: exit_code
                         .map(|c| schema::exit_codes::describe(c).into_owned()),
@@ -590,13 +610,17 @@ impl Db {
             .into_iter()
             .map(|c| c.execution_id)
             .collect();
-        let mut by_id: HashMap<String, Record> = self
+        let mut by_id: HashMap<String, RecordRow> = self
             .records_by_id(&ids)
             .await?
             .into_iter()
             .map(|r| (r.execution_id.clone(), r))
             .collect();
-        let records = ids.iter().filter_map(|id| by_id.remove(id)).collect();
+        let records = ids
+            .iter()
+            .filter_map(|id| by_id.remove(id))
+            .map(|r| r.public(&self.ids))
+            .collect();
         Ok(RecordsPage {
             total,
             page: q.page,
@@ -608,13 +632,9 @@ impl Db {
         })
     }
 
-    /// Every install of the filter for the CSV export, in the filter's order, at most `max` rows.
-    pub async fn export(
-        &self,
-        q: &RecordsQuery,
-        now: i64,
-        max: u32,
-    ) -> Result<Vec<Record>, DbError> {
+    /// Every install of the filter for the CSV export, in the filter's order, at most `max` rows, read
+    /// one by one while the answer streams.
+    pub fn export(&self, q: &RecordsQuery, now: i64, max: u32) -> Result<Export, DbError> {
         let repo = q.scope.repo.sql_value();
         let slug = q.scope.slug.sql_value();
         let app = q.app.as_deref().unwrap_or("");
@@ -647,13 +667,51 @@ impl Db {
             .bind(kind)
             .bind(kind)
             .bind(u64::from(max))
-            .fetch_all::<RecordRow>();
-        Ok(self
-            .timed("export", fut)
-            .await?
-            .into_iter()
-            .map(Record::from)
-            .collect())
+            .fetch::<RecordRow>()?;
+        ::metrics::counter!(metrics::QUERIES, "query" => "export").increment(1);
+        Ok(Export {
+            cursor: fut,
+            ids: self.ids.clone(),
+            timeout: self.timeout,
+        })
+    }
+
+    /// The real install id behind a public one, read from the `installs` partitions of its day (and the
+    /// days beside it): never a scan of all history.
+    pub async fn resolve(&self, public: &str) -> Result<Option<String>, DbError> {
+        #[derive(Debug, clickhouse::Row, Deserialize)]
+        struct Id {
+            execution_id: String,
+        }
+        let Some(id) = PublicId::parse(public) else {
+            return Ok(None);
+        };
+        let day = |d: i64| crate::legacy::params::day_text(d * 86_400);
+        let fut = self
+            .query(
+                "SELECT DISTINCT execution_id FROM ?.installs \
+                 WHERE day >= toDate(?) AND day <= toDate(?) AND sipHash64(concat(?, execution_id)) = ? \
+                 LIMIT 10",
+            )
+            .bind(day(id.day - 1))
+            .bind(day(id.day + 1))
+            .bind(self.ids.key())
+            .bind(id.hash)
+            .fetch_all::<Id>();
+        let candidates = self.timed("resolve", fut).await?;
+        // The day of the public id is the UTC day of the first event: check it on the merged install.
+        for c in candidates {
+            let rows = self
+                .records_by_id(std::slice::from_ref(&c.execution_id))
+                .await?;
+            if rows
+                .iter()
+                .any(|r| self.ids.install(&r.execution_id, i64::from(r.started_at)) == public)
+            {
+                return Ok(Some(c.execution_id));
+            }
+        }
+        Ok(None)
     }
 
     /// One install with its events, or `None`.
@@ -662,6 +720,7 @@ impl Db {
         let Some(record) = self.records_by_id(&ids).await?.into_iter().next() else {
             return Ok(None);
         };
+        let record = record.public(&self.ids);
         let fut = self
             .query(
                 "SELECT random_id, ifNull(error, '') AS error, ifNull(error_signature, '') AS error_signature, \
@@ -701,7 +760,7 @@ impl Db {
             .collect();
         Ok(Some(Detail {
             record,
-            random_id: more.random_id,
+            random_id: self.ids.session(&more.random_id),
             error: non_empty(more.error),
             error_signature: non_empty(more.error_signature),
             last_seen_at: timestamp(more.last_seen_at),
@@ -790,5 +849,23 @@ impl Dims {
 
     pub fn days(&self) -> &BTreeMap<String, DayTotals> {
         &self.days
+    }
+}
+
+/// The rows of a CSV export, read while the answer streams.
+pub struct Export {
+    cursor: clickhouse::query::RowCursor<RecordRow>,
+    ids: Arc<IdHasher>,
+    timeout: Duration,
+}
+
+impl Export {
+    /// The next install, `None` at the end. Each row must come within the query deadline.
+    pub async fn next(&mut self) -> Result<Option<Record>, DbError> {
+        match tokio::time::timeout(self.timeout, self.cursor.next()).await {
+            Ok(Ok(row)) => Ok(row.map(|r| r.public(&self.ids))),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(DbError::Timeout(self.timeout)),
+        }
     }
 }

@@ -20,6 +20,9 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("data store unavailable: {0}")]
     Unavailable(String),
+    /// A bounded resource is in use (CSV exports): 503 at once, with Retry-After.
+    #[error("{0}")]
+    Busy(&'static str),
 }
 
 impl From<DbError> for ApiError {
@@ -48,6 +51,7 @@ impl ApiError {
             ApiError::BadParam(e) => (StatusCode::BAD_REQUEST, "invalid_parameter", Some(e.param)),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
         }
     }
 
@@ -58,6 +62,7 @@ impl ApiError {
             }
             ApiError::NotFound(what) => tracing::debug!(what, "not found"),
             ApiError::Unavailable(e) => tracing::warn!(error = %e, "answering 503"),
+            ApiError::Busy(what) => tracing::debug!(what, "busy"),
         }
     }
 

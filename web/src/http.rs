@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::cache::CacheStatus;
 use crate::error::{ApiError, PageError};
 use crate::params::{self, BadParam, Params, RecordsQuery};
-use crate::{metrics, model, pages, static_files, AppState};
+use crate::{legacy, metrics, model, pages, static_files, AppState};
 
 type Shared = State<Arc<AppState>>;
 type RawQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -40,10 +40,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/dashboard/installs/{id}", get(detail_page))
         .route("/dashboard/alerts", get(alerts_page))
         .route("/dashboard/exit-codes", get(exit_codes_page))
-        .route("/api/dashboard", get(api_dashboard))
-        .route("/api/errors", get(api_errors))
+        .route("/api/dashboard", get(legacy::api_dashboard))
+        .route("/api/errors", get(legacy::api_errors))
         .route("/api/apps/{nsapp}", get(api_app))
-        .route("/api/records", get(api_records))
+        .route("/api/records", get(legacy::api_records))
         .route("/api/records.csv", get(api_records_csv))
         .route("/api/records/{id}", get(api_record))
         .route("/api/exit-codes", get(api_exit_codes))
@@ -51,6 +51,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/live", get(api_live))
         .route("/api/openapi.json", get(api_openapi))
         .route("/static/{*path}", get(static_file))
+        .route("/api/v2/dashboard", get(api_dashboard))
+        .route("/api/v2/errors", get(api_errors))
+        .route("/api/v2/apps/{nsapp}", get(api_app))
+        .route("/api/v2/records", get(api_records))
+        .route("/api/v2/records.csv", get(api_records_csv))
+        .route("/api/v2/records/{id}", get(api_record))
+        .route("/health", get(health))
+        .route("/healthz", get(health))
         .merge(ops(&state))
         .route_layer(middleware::from_fn(measure))
         .fallback(|| async { ApiError::NotFound("route") })
@@ -72,23 +80,49 @@ async fn measure(matched: Option<MatchedPath>, req: Request, next: Next) -> Resp
     response
 }
 
-/// `/healthz` (`ok`), `/readyz` (`ready`; 503 `clickhouse not reachable` or `shutting down`) and
-/// `/metrics`, in plain text.
-fn ops(state: &Arc<AppState>) -> Router<Arc<AppState>> {
-    let shared = state.clone();
-    let ready = move || {
-        let s = shared.clone();
-        async move {
-            if s.shutdown.is_triggered() {
-                (false, "shutting down")
-            } else if s.db.ready().await {
-                (true, "ready")
-            } else {
-                (false, "clickhouse not reachable")
-            }
-        }
+/// `/readyz` (`ready`; 503 `clickhouse not reachable` or `shutting down`) and `/metrics`, in plain
+/// text, as fleet's ops routes answer them. `/healthz` is [`health`]'s (the running service's body).
+fn ops(_state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+}
+
+async fn readyz(State(s): Shared) -> Response {
+    let (ok, text) = if s.shutdown.is_triggered() {
+        (false, "shutting down")
+    } else if s.db.ready().await {
+        (true, "ready")
+    } else {
+        (false, "clickhouse not reachable")
     };
-    fleet::ops::Ops::text(ready, state.metrics.clone()).router()
+    let status = if ok {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, text).into_response()
+}
+
+async fn render_metrics(State(s): Shared) -> Response {
+    let text = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// `/health` and `/healthz`: `{"status":"ok"|"degraded","time":RFC 3339}`, 200 or 503 (ClickHouse cannot
+/// be queried).
+async fn health(State(s): Shared) -> Response {
+    let ok = s.db.ready().await;
+    let body = serde_json::json!({
+        "status": if ok { "ok" } else { "degraded" },
+        "time": model::timestamp_i64(crate::now()).text,
+    });
+    let status = if ok {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 /// The answer to a request past `REQUEST_TIMEOUT_MS`: 503 `unavailable`, with the security headers.
@@ -141,7 +175,7 @@ fn path(p: RawPath, param: &'static str) -> Result<String, ApiError> {
     })
 }
 
-const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 fn with_cache(mut response: Response, status: CacheStatus) -> Response {
     response
@@ -243,8 +277,16 @@ async fn installs_page(State(s): Shared, q: RawQuery) -> Result<Response, PageEr
     Ok(html(&pages::InstallsPage::new(&q, p), status)?)
 }
 
+/// The real id behind a public install id of a path, or 404.
+async fn resolve(s: &AppState, p: RawPath) -> Result<String, ApiError> {
+    let public = params::execution_id(&path(p, "execution_id")?)?;
+    s.db.resolve(&public)
+        .await?
+        .ok_or(ApiError::NotFound("install"))
+}
+
 async fn api_record(State(s): Shared, p: RawPath) -> Result<Response, ApiError> {
-    let id = params::execution_id(&path(p, "execution_id")?)?;
+    let id = resolve(&s, p).await?;
     let detail =
         s.db.detail(&id)
             .await?
@@ -253,7 +295,7 @@ async fn api_record(State(s): Shared, p: RawPath) -> Result<Response, ApiError> 
 }
 
 async fn detail_page(State(s): Shared, p: RawPath) -> Result<Response, PageError> {
-    let id = params::execution_id(&path(p, "execution_id")?)?;
+    let id = resolve(&s, p).await?;
     let detail =
         s.db.detail(&id)
             .await?
@@ -261,10 +303,53 @@ async fn detail_page(State(s): Shared, p: RawPath) -> Result<Response, PageError
     Ok(html(&pages::DetailPage::new(detail), CacheStatus::Miss)?)
 }
 
+/// The CSV export, streamed: at most `CSV_MAX_CONCURRENT` at once (one more is a fast 503 with
+/// Retry-After), rows read from ClickHouse while they are sent, at most `CSV_MAX_ROWS`.
 async fn api_records_csv(State(s): Shared, q: RawQuery) -> Result<Response, ApiError> {
     let q = records_query(&s, q)?;
-    let rows = s.db.export(&q, crate::now(), s.config.csv_max_rows).await?;
-    let body = csv(&rows);
+    let permit = s
+        .csv_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy("too many CSV exports at once; try again shortly"))?;
+    let mut export = s.db.export(&q, crate::now(), s.config.csv_max_rows)?;
+    // The first row before the status line: a store that does not answer is a 503, not a cut body.
+    let first = export.next().await?;
+    let mut head = String::from(CSV_HEADER);
+    if let Some(record) = first {
+        csv_row(&mut head, &record);
+    }
+    let rows = futures::stream::unfold(Some((export, permit, Some(head))), |state| async move {
+        let (mut export, permit, head) = state?;
+        if let Some(head) = head {
+            return Some((
+                Ok(axum::body::Bytes::from(head)),
+                Some((export, permit, None)),
+            ));
+        }
+        let mut chunk = String::new();
+        loop {
+            match export.next().await {
+                Ok(Some(record)) => {
+                    csv_row(&mut chunk, &record);
+                    if chunk.len() >= 32 * 1024 {
+                        break;
+                    }
+                }
+                Ok(None) if chunk.is_empty() => return None,
+                Ok(None) => {
+                    // Sent below; the permit is released when the stream ends.
+                    return Some((Ok(chunk.into()), None));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "csv export cut");
+                    return Some((Err(e), None));
+                }
+            }
+        }
+        Some((Ok(chunk.into()), Some((export, permit, None))))
+    });
+    let body = axum::body::Body::from_stream(rows);
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -278,9 +363,20 @@ async fn api_records_csv(State(s): Shared, q: RawQuery) -> Result<Response, ApiE
         .into_response())
 }
 
+const CSV_HEADER: &str = "execution_id,started_at,finished_at,nsapp,type,status,repo_source,os_type,os_version,pve_version,method,exit_code,exit_description,error_category,duration,core_count,ram_size,disk_size\n";
+
 /// The CSV of the installation log: RFC 4180 quoting, and a leading `'` on cells a spreadsheet would
 /// take for a formula (app names come from strangers).
 pub fn csv(rows: &[model::Record]) -> String {
+    let mut out = String::from(CSV_HEADER);
+    for r in rows {
+        csv_row(&mut out, r);
+    }
+    out
+}
+
+/// One line of the CSV.
+fn csv_row(out: &mut String, r: &model::Record) {
     fn cell(out: &mut String, value: &str) {
         let guarded = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
         let needs_quotes = guarded || value.contains([',', '"', '\n', '\r']);
@@ -298,10 +394,7 @@ pub fn csv(rows: &[model::Record]) -> String {
     fn opt<T: ToString>(v: &Option<T>) -> String {
         v.as_ref().map(ToString::to_string).unwrap_or_default()
     }
-    let mut out = String::from(
-        "execution_id,started_at,finished_at,nsapp,type,status,repo_source,os_type,os_version,pve_version,method,exit_code,exit_description,error_category,duration,core_count,ram_size,disk_size\n",
-    );
-    for r in rows {
+    {
         let fields = [
             r.execution_id.clone(),
             r.started_at.text.clone(),
@@ -329,11 +422,10 @@ pub fn csv(rows: &[model::Record]) -> String {
             if i > 0 {
                 out.push(',');
             }
-            cell(&mut out, f);
+            cell(out, f);
         }
         out.push('\n');
     }
-    out
 }
 
 async fn api_exit_codes() -> Response {

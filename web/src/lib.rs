@@ -10,6 +10,8 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod ids;
+pub mod legacy;
 pub mod live;
 pub mod metrics;
 pub mod model;
@@ -66,6 +68,20 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Triggered when the web starts shutting down: readiness turns 503.
     pub shutdown: Shutdown,
+    /// The caches of the running service's read API (`/api/dashboard`, `/api/records`, `/api/errors`).
+    pub legacy: legacy::LegacyCaches,
+    /// One permit per CSV export streaming (`CSV_MAX_CONCURRENT`).
+    pub csv_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// How many caches share `CACHE_MAX_BYTES`: dashboard, errors, app, records and the three legacy ones.
+const WEIGHED_CACHES: u64 = 7;
+
+/// The weight of a cached view: its JSON twice (the bytes and the value they were made from).
+fn weigh_rendered<T>(value: &Rendered<T>) -> u32 {
+    u32::try_from(value.1.len().saturating_mul(2))
+        .unwrap_or(u32::MAX)
+        .max(1)
 }
 
 /// Unix seconds now.
@@ -81,6 +97,7 @@ impl AppState {
     ) -> AppState {
         let db = Db::new(&config);
         let js = jetstream::new(client);
+        let budget = (config.cache_max_bytes / WEIGHED_CACHES).max(1);
         let (capacity, ttl, stale, cached) = (
             config.cache_capacity,
             config.cache_ttl(),
@@ -92,12 +109,14 @@ impl AppState {
             let d = d.clone();
             async move { d.dashboard(scope, now()).await.map(rendered) }
         })
+        .weighed(budget, weigh_rendered)
         .enabled(cached);
         let d = db.clone();
         let errors = SwrCache::new("errors", capacity, ttl, stale, move |scope| {
             let d = d.clone();
             async move { d.errors(scope, now()).await.map(rendered) }
         })
+        .weighed(budget, weigh_rendered)
         .enabled(cached);
         let d = db.clone();
         let app = SwrCache::new(
@@ -110,12 +129,14 @@ impl AppState {
                 async move { d.app(&nsapp, scope, now()).await.map(rendered) }
             },
         )
+        .weighed(budget, weigh_rendered)
         .enabled(cached);
         let d = db.clone();
         let records = SwrCache::new("records", capacity, ttl, stale, move |q: RecordsQuery| {
             let d = d.clone();
             async move { d.records(&q, now()).await.map(rendered) }
         })
+        .weighed(budget, weigh_rendered)
         .enabled(cached);
         let j = js.clone();
         let max = config.alerts_max;
@@ -130,7 +151,13 @@ impl AppState {
             async move { live::read(&j, repo).await.map(Arc::new) }
         })
         .enabled(cached);
+        let legacy = legacy::LegacyCaches::new(&db, &config, budget);
+        let csv_slots = Arc::new(tokio::sync::Semaphore::new(
+            config.csv_max_concurrent as usize,
+        ));
         AppState {
+            legacy,
+            csv_slots,
             db,
             jetstream: js,
             caches: Caches {
@@ -160,7 +187,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.check()?;
     let state = Arc::new(AppState::new(config, client.clone(), metrics));
+    if state.config.id_hash_key.expose().is_empty() {
+        tracing::warn!(
+            "ID_HASH_KEY is unset: public install ids change on restart; set it for stable links"
+        );
+    }
     let background = tokio::spawn(keep_warm(state.clone()));
+    let gauges = tokio::spawn(install_gauges(state.clone()));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     fleet::http::serve(
@@ -171,6 +204,7 @@ pub async fn run(
     )
     .await;
     background.abort();
+    gauges.abort();
     tracing::info!("stopped");
     Ok(())
 }
@@ -198,6 +232,18 @@ async fn keep_warm(state: Arc<AppState>) {
             c.errors.warm(scope).await;
         }
         c.alerts.warm(()).await;
+        let raw = Vec::new();
+        let raw = legacy::params::Raw(&raw);
+        state
+            .legacy
+            .dashboard
+            .warm(legacy::params::Scope::parse(&raw, 1))
+            .await;
+        state
+            .legacy
+            .errors
+            .warm(legacy::params::Scope::parse(&raw, 7))
+            .await;
         tracing::info!("cache warm-up done");
     }
     let top = state.config.cache_refresh_top;
@@ -210,7 +256,30 @@ async fn keep_warm(state: Arc<AppState>) {
             + c.errors.refresh_popular(top).await
             + c.app.refresh_popular(top).await
             + c.records.refresh_popular(top).await
-            + c.alerts.refresh_popular(1).await;
+            + c.alerts.refresh_popular(1).await
+            + state.legacy.dashboard.refresh_popular(top).await
+            + state.legacy.errors.refresh_popular(top).await
+            + state.legacy.records.refresh_popular(top).await;
         tracing::debug!(started, "popular keys refreshed");
+    }
+}
+
+/// Every `METRICS_REFRESH_SECS`, today's installs of ProxmoxVE by final status into the
+/// `telemetry_installs_*` gauges of `/metrics` (one query per round, none per scrape).
+async fn install_gauges(state: Arc<AppState>) {
+    let db = legacy::db::LegacyDb {
+        db: state.db.clone(),
+    };
+    let raw = Vec::new();
+    let scope = legacy::params::Scope::parse(&legacy::params::Raw(&raw), 1);
+    let mut tick = tokio::time::interval(Duration::from_secs(
+        state.config.metrics_refresh_secs.max(1),
+    ));
+    loop {
+        tick.tick().await;
+        match db.status_counts(&scope, now()).await {
+            Ok(counts) => metrics::set_install_gauges(&counts),
+            Err(e) => tracing::debug!(error = %e, "install gauges not refreshed"),
+        }
     }
 }

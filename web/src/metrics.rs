@@ -19,6 +19,36 @@ pub const QUERY_ERRORS: &str = "telemetry_web_clickhouse_errors_total";
 /// Label `query`.
 pub const QUERY_SECONDS: &str = "telemetry_web_clickhouse_query_seconds";
 
+/// Today's installs of ProxmoxVE (gauges, refreshed every `METRICS_REFRESH_SECS`).
+pub const INSTALLS: &str = "telemetry_installs_total";
+pub const INSTALLS_SUCCESS: &str = "telemetry_installs_success_total";
+pub const INSTALLS_FAILED: &str = "telemetry_installs_failed_total";
+pub const INSTALLS_ABORTED: &str = "telemetry_installs_aborted_total";
+/// Not final yet (installing, validation, configuring).
+pub const INSTALLS_PENDING: &str = "telemetry_installs_pending";
+/// success / (success + failed) × 100.
+pub const SUCCESS_RATE: &str = "telemetry_success_rate";
+
+/// Sets the install gauges from today's counts per status.
+pub fn set_install_gauges(counts: &[(String, u64)]) {
+    let get = |status: &str| {
+        counts
+            .iter()
+            .filter(|(s, _)| s == status)
+            .map(|(_, n)| *n)
+            .sum::<u64>()
+    };
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    let (success, failed) = (get("success"), get("failed"));
+    let pending = get("installing") + get("validation") + get("configuring");
+    metrics::gauge!(INSTALLS).set(total as f64);
+    metrics::gauge!(INSTALLS_SUCCESS).set(success as f64);
+    metrics::gauge!(INSTALLS_FAILED).set(failed as f64);
+    metrics::gauge!(INSTALLS_ABORTED).set(get("aborted") as f64);
+    metrics::gauge!(INSTALLS_PENDING).set(pending as f64);
+    metrics::gauge!(SUCCESS_RATE).set(crate::model::percent(success, success + failed));
+}
+
 const REQUEST_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
@@ -38,6 +68,27 @@ fn describe() {
     describe_counter!(CACHE_REFRESHES, "background cache refreshes started");
     describe_counter!(QUERIES, "ClickHouse queries, by query");
     describe_counter!(QUERY_ERRORS, "ClickHouse queries that failed or timed out");
+    metrics::describe_gauge!(INSTALLS, "installs started today, ProxmoxVE");
+    metrics::describe_gauge!(
+        INSTALLS_SUCCESS,
+        "installs started today that succeeded, ProxmoxVE"
+    );
+    metrics::describe_gauge!(
+        INSTALLS_FAILED,
+        "installs started today that failed, ProxmoxVE"
+    );
+    metrics::describe_gauge!(
+        INSTALLS_ABORTED,
+        "installs started today that were aborted, ProxmoxVE"
+    );
+    metrics::describe_gauge!(
+        INSTALLS_PENDING,
+        "installs started today not final yet, ProxmoxVE"
+    );
+    metrics::describe_gauge!(
+        SUCCESS_RATE,
+        "success / (success + failed) x 100 today, ProxmoxVE"
+    );
     describe_histogram!(
         QUERY_SECONDS,
         Unit::Seconds,

@@ -1,0 +1,352 @@
+//! The ClickHouse reads of the running service's read API, over the writer's `installs_final` (one row
+//! per install, its first event as `created`). Like [`crate::db`], each view is computed in as few passes
+//! as possible: the counts of a view come from one `ARRAY JOIN` pass, lists ("the 20 newest") from one
+//! query each. Every client value is bound with `?`; the only text formatted into SQL are constants of
+//! this module and the fixed sort column and direction of [`super::params::Sort`].
+
+use serde::Deserialize;
+
+use super::model::{Dims, Record};
+use super::params::{RecordsQuery, Scope};
+use crate::db::{Db, DbError};
+
+/// The dimensions of the dashboard pass. `p` is 1 for installs of the period; `all` counts every install
+/// of the repo filter. Composite keys are joined by a tab (ingest strips control characters from names).
+const DASHBOARD_DIMS: &str = "
+    ('all', 'all'),
+    ('status', if(p, status, '')),
+    ('app', if(p, nsapp, '')),
+    ('os', if(p, ifNull(os_type, ''), '')),
+    ('method', if(p, ifNull(method, ''), '')),
+    ('pve', if(p, ifNull(pve_version, ''), '')),
+    ('type', if(p, type, '')),
+    ('gpu', if(p AND isNotNull(gpu_vendor), concat(ifNull(gpu_vendor, ''), '\\t', ifNull(gpu_passthrough, '')), '')),
+    ('category', if(p AND status = 'failed', ifNull(error_category, 'unknown'), '')),
+    ('tool', if(p AND type = 'pve', nsapp, '')),
+    ('addon', if(p AND type = 'addon', nsapp, '')),
+    ('slug', if(p, ifNull(repo_slug, ''), '')),
+    ('day_status', if(p, concat(day, '\\t', status), '')),
+    ('app_type_status', if(p, concat(nsapp, '\\t', type, '\\t', status), ''))";
+
+/// The dimensions of the errors pass; `stuck` binds the cut-off of stuck installs.
+const ERRORS_DIMS: &str = "
+    ('status', if(p, status, '')),
+    ('exit_code', if(p AND bad AND isNotNull(exit_code), toString(exit_code), '')),
+    ('category', if(p AND bad, ifNull(error_category, 'unknown'), '')),
+    ('category_app', if(p AND bad, concat(ifNull(error_category, 'unknown'), '\\t', nsapp), '')),
+    ('app_exit', if(p AND bad AND isNotNull(exit_code), concat(nsapp, '\\t', toString(exit_code)), '')),
+    ('app_category', if(p AND bad, concat(nsapp, '\\t', ifNull(error_category, 'unknown')), '')),
+    ('app_error', if(p AND bad AND isNotNull(error_signature), concat(nsapp, '\\t', ifNull(error_signature, '')), '')),
+    ('day_status', if(p, concat(day, '\\t', status), '')),
+    ('app_type_status', if(p, concat(nsapp, '\\t', type, '\\t', status), '')),
+    ('stuck', if(p AND is_final = 0 AND started_at < toDateTime(?), 'stuck', ''))";
+
+/// One pass: the inner query binds the period's start, then the database, repo and slug; `{dims}` is
+/// one of the constants above.
+const PASS: &str = "
+SELECT toString(d.1) AS dim, toString(d.2) AS key, toUInt64(count()) AS n,
+    toUInt64(sum(if(d.1 = 'status' AND fin AND isNotNull(duration), duration, 0))) AS duration_sum,
+    toUInt64(sum(if(d.1 = 'status' AND fin AND isNotNull(duration), 1, 0))) AS duration_n
+FROM (
+    SELECT status, nsapp, type, is_final, duration, started_at, exit_code, error_category, error_signature,
+        os_type, method, pve_version, gpu_vendor, gpu_passthrough, repo_slug,
+        started_at >= toDateTime(?) AS p,
+        status IN ('failed', 'aborted') AS bad,
+        status IN ('success', 'failed', 'aborted') AS fin,
+        toString(intDiv(toUInt32(started_at), 86400)) AS day
+    FROM ?.installs_final
+    WHERE (? = '' OR repo_source = ?) AND (? = '' OR ifNull(repo_slug, '') = ?)
+)
+ARRAY JOIN [{dims}] AS d
+WHERE d.2 != ''
+GROUP BY dim, key";
+
+/// The columns of one record, plain types (absent numbers are -1, absent text empty).
+const RECORD_COLUMNS: &str = "
+    execution_id, random_id, type, nsapp, status,
+    toInt16(ifNull(toInt16(ct_type), -1)) AS ct_type,
+    toInt64(ifNull(toInt64(disk_size), -1)) AS disk_size,
+    toInt64(ifNull(toInt64(core_count), -1)) AS core_count,
+    toInt64(ifNull(toInt64(ram_size), -1)) AS ram_size,
+    ifNull(os_type, '') AS os_type, ifNull(os_version, '') AS os_version,
+    ifNull(pve_version, '') AS pve_version, ifNull(method, '') AS method, ifNull(error, '') AS error,
+    toInt16(ifNull(toInt16(exit_code), -1)) AS exit_code,
+    ifNull(gpu_vendor, '') AS gpu_vendor, ifNull(gpu_model, '') AS gpu_model,
+    ifNull(gpu_passthrough, '') AS gpu_passthrough, ifNull(cpu_vendor, '') AS cpu_vendor,
+    ifNull(cpu_model, '') AS cpu_model, ifNull(ram_speed, '') AS ram_speed,
+    toInt64(ifNull(toInt64(install_duration), -1)) AS install_duration,
+    ifNull(error_category, '') AS error_category, repo_source, ifNull(repo_slug, '') AS repo_slug,
+    toUInt32(started_at) AS started_at";
+
+/// The scope filter after `FROM ?.installs_final`: period start, repo, repo, slug, slug.
+const SCOPE_FILTER: &str = "started_at >= toDateTime(?) AND (? = '' OR repo_source = ?) \
+    AND (? = '' OR ifNull(repo_slug, '') = ?)";
+
+/// The filters of `/api/records` after the scope: status, type, os, app, search (each twice).
+const RECORDS_FILTER: &str = "(? = '' OR status = ?) AND (? = '' OR type = ?) \
+    AND (? = '' OR ifNull(os_type, '') = ?) \
+    AND (? = '' OR position(lowerUTF8(nsapp), ?) > 0) AND (? = '' OR position(lowerUTF8(nsapp), ?) > 0)";
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+pub struct DimRow {
+    pub dim: String,
+    pub key: String,
+    pub n: u64,
+    pub duration_sum: u64,
+    pub duration_n: u64,
+}
+
+/// One install as ClickHouse hands it over.
+#[derive(Debug, clickhouse::Row, Deserialize)]
+pub struct RecordRow {
+    pub execution_id: String,
+    pub random_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub nsapp: String,
+    pub status: String,
+    pub ct_type: i16,
+    pub disk_size: i64,
+    pub core_count: i64,
+    pub ram_size: i64,
+    pub os_type: String,
+    pub os_version: String,
+    pub pve_version: String,
+    pub method: String,
+    pub error: String,
+    pub exit_code: i16,
+    pub gpu_vendor: String,
+    pub gpu_model: String,
+    pub gpu_passthrough: String,
+    pub cpu_vendor: String,
+    pub cpu_model: String,
+    pub ram_speed: String,
+    pub install_duration: i64,
+    pub error_category: String,
+    pub repo_source: String,
+    pub repo_slug: String,
+    pub started_at: u32,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+pub struct PatternRow {
+    pub pattern: String,
+    pub n: u64,
+    pub unique_apps: u64,
+    pub apps: String,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct Id {
+    execution_id: String,
+}
+
+/// Binds the scope after the database identifier: start, repo, repo, slug, slug.
+fn bind_scope(q: clickhouse::query::Query, scope: &Scope, now: i64) -> clickhouse::query::Query {
+    let repo = scope.repo.sql_value();
+    let slug = scope.slug.sql_value();
+    q.bind(scope.days.since(now))
+        .bind(repo)
+        .bind(repo)
+        .bind(slug)
+        .bind(slug)
+}
+
+fn bind_records(
+    q: clickhouse::query::Query,
+    r: &RecordsQuery,
+    now: i64,
+) -> clickhouse::query::Query {
+    let (status, kind) = (r.status.sql_value(), r.kind.sql_value());
+    bind_scope(q, &r.scope, now)
+        .bind(status)
+        .bind(status)
+        .bind(kind)
+        .bind(kind)
+        .bind(r.os.as_str())
+        .bind(r.os.as_str())
+        .bind(r.app.as_str())
+        .bind(r.app.as_str())
+        .bind(r.search.as_str())
+        .bind(r.search.as_str())
+}
+
+/// The reads of the legacy views, on the web's [`Db`].
+#[derive(Clone)]
+pub struct LegacyDb {
+    pub db: Db,
+}
+
+impl LegacyDb {
+    async fn pass(
+        &self,
+        dims: &str,
+        scope: &Scope,
+        now: i64,
+        stuck: bool,
+    ) -> Result<Dims, DbError> {
+        let sql = PASS.replace("{dims}", dims);
+        let repo = scope.repo.sql_value();
+        let slug = scope.slug.sql_value();
+        let mut q = self
+            .db
+            .raw(&sql)
+            .bind(scope.days.since(now))
+            .bind(self.db.identifier())
+            .bind(repo)
+            .bind(repo)
+            .bind(slug)
+            .bind(slug);
+        if stuck {
+            q = q.bind(now - crate::db::STUCK_AFTER_SECS);
+        }
+        let rows = self
+            .db
+            .timed("legacy_pass", q.fetch_all::<DimRow>())
+            .await?;
+        Ok(Dims::new(rows))
+    }
+
+    pub async fn dashboard_dims(&self, scope: &Scope, now: i64) -> Result<Dims, DbError> {
+        self.pass(DASHBOARD_DIMS, scope, now, false).await
+    }
+
+    pub async fn errors_dims(&self, scope: &Scope, now: i64) -> Result<Dims, DbError> {
+        self.pass(ERRORS_DIMS, scope, now, true).await
+    }
+
+    /// The 15 most frequent signatures of failed installs, with how many apps they hit.
+    pub async fn patterns(&self, scope: &Scope, now: i64) -> Result<Vec<PatternRow>, DbError> {
+        let sql = format!(
+            "SELECT pattern, toUInt64(count()) AS n, toUInt64(uniqExact(nsapp)) AS unique_apps, \
+             arrayStringConcat(arraySlice(arraySort(groupUniqArray(nsapp)), 1, 10), ', ') AS apps \
+             FROM (SELECT ifNull(error_signature, '') AS pattern, nsapp FROM ?.installs_final \
+                   WHERE {SCOPE_FILTER} AND status = 'failed') \
+             WHERE pattern != '' GROUP BY pattern ORDER BY n DESC, pattern LIMIT 15"
+        );
+        let q = bind_scope(self.db.query(&sql), scope, now);
+        self.db
+            .timed("legacy_patterns", q.fetch_all::<PatternRow>())
+            .await
+    }
+
+    /// The newest installs of the scope (`failures_only`: failed and aborted ones), newest first.
+    pub async fn newest(
+        &self,
+        scope: &Scope,
+        now: i64,
+        failures_only: bool,
+        limit: u64,
+    ) -> Result<Vec<RecordRow>, DbError> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM ?.installs_final WHERE {SCOPE_FILTER} \
+             AND (? = 0 OR status IN ('failed', 'aborted')) \
+             ORDER BY started_at DESC, execution_id LIMIT ?"
+        );
+        let q = bind_scope(self.db.query(&sql), scope, now)
+            .bind(u8::from(failures_only))
+            .bind(limit);
+        self.db
+            .timed("legacy_newest", q.fetch_all::<RecordRow>())
+            .await
+    }
+
+    /// One page of `/api/records`: the total, then the page's ids, then those installs in full.
+    pub async fn records(
+        &self,
+        r: &RecordsQuery,
+        now: i64,
+    ) -> Result<(u64, Vec<RecordRow>), DbError> {
+        let count = format!(
+            "SELECT toUInt64(count()) FROM ?.installs_final WHERE {SCOPE_FILTER} AND {RECORDS_FILTER}"
+        );
+        let total = self
+            .db
+            .timed(
+                "legacy_records_count",
+                bind_records(self.db.query(&count), r, now).fetch_one::<u64>(),
+            )
+            .await?;
+        let (column, direction) = (r.sort.column.sql(), r.sort.direction());
+        // Sort column and direction are constants of `SortColumn`, never request text.
+        let page = format!(
+            "SELECT execution_id FROM ?.installs_final WHERE {SCOPE_FILTER} AND {RECORDS_FILTER} \
+             ORDER BY {column} {direction}, execution_id {direction} LIMIT ? OFFSET ?"
+        );
+        let offset = u64::from(r.page - 1) * u64::from(r.limit);
+        let ids: Vec<String> = self
+            .db
+            .timed(
+                "legacy_records_page",
+                bind_records(self.db.query(&page), r, now)
+                    .bind(u64::from(r.limit))
+                    .bind(offset)
+                    .fetch_all::<Id>(),
+            )
+            .await?
+            .into_iter()
+            .map(|i| i.execution_id)
+            .collect();
+        if ids.is_empty() {
+            return Ok((total, Vec::new()));
+        }
+        let sql =
+            format!("SELECT {RECORD_COLUMNS} FROM ?.installs_final WHERE has(?, execution_id)");
+        let mut rows = self
+            .db
+            .timed(
+                "legacy_records_rows",
+                self.db.query(&sql).bind(&ids).fetch_all::<RecordRow>(),
+            )
+            .await?;
+        rows.sort_by_key(|row| ids.iter().position(|id| *id == row.execution_id));
+        Ok((total, rows))
+    }
+
+    /// Every install of the filter for the CSV export, in its order, at most `max`, as a cursor read
+    /// while the answer streams.
+    pub fn export(
+        &self,
+        r: &RecordsQuery,
+        now: i64,
+        max: u32,
+    ) -> Result<clickhouse::query::RowCursor<RecordRow>, DbError> {
+        let (column, direction) = (r.sort.column.sql(), r.sort.direction());
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM ?.installs_final WHERE {SCOPE_FILTER} AND {RECORDS_FILTER} \
+             ORDER BY {column} {direction}, execution_id {direction} LIMIT ?"
+        );
+        Ok(bind_records(self.db.query(&sql), r, now)
+            .bind(u64::from(max))
+            .fetch::<RecordRow>()?)
+    }
+
+    /// Today's counts per final status of one repo, for the `/metrics` gauges.
+    pub async fn status_counts(
+        &self,
+        scope: &Scope,
+        now: i64,
+    ) -> Result<Vec<(String, u64)>, DbError> {
+        #[derive(Debug, clickhouse::Row, Deserialize)]
+        struct Row {
+            status: String,
+            n: u64,
+        }
+        let sql = format!(
+            "SELECT status, toUInt64(count()) AS n FROM ?.installs_final WHERE {SCOPE_FILTER} GROUP BY status"
+        );
+        let rows = self
+            .db
+            .timed(
+                "legacy_status_counts",
+                bind_scope(self.db.query(&sql), scope, now).fetch_all::<Row>(),
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
+    }
+
+    /// Converts a row to the record shape with public ids.
+    pub fn record(&self, row: RecordRow) -> Record {
+        Record::new(row, self.db.ids())
+    }
+}
