@@ -20,12 +20,12 @@
 
   function apiUrl() {
     var search = window.location.search || "";
-    if (page === "dashboard") { return "/api/dashboard" + search; }
-    if (page === "errors") { return "/api/errors" + search; }
+    if (page === "dashboard") { return "/api/v2/dashboard" + search; }
+    if (page === "errors") { return "/api/v2/errors" + search; }
     if (page === "app") {
       var el = document.querySelector("[data-app]");
       if (!el) { return null; }
-      return "/api/apps/" + encodeURIComponent(el.getAttribute("data-app")) + search;
+      return "/api/v2/apps/" + encodeURIComponent(el.getAttribute("data-app")) + search;
     }
     return null;
   }

@@ -31,10 +31,10 @@ const DASHBOARD_DIMS: &str = "
 /// The dimensions of the errors pass; `stuck` binds the cut-off of stuck installs.
 const ERRORS_DIMS: &str = "
     ('status', if(p, status, '')),
-    ('exit_code', if(p AND bad AND isNotNull(exit_code), toString(exit_code), '')),
+    ('exit_code', if(p AND bad AND isNotNull(exit_code), toString(ifNull(exit_code, 0)), '')),
     ('category', if(p AND bad, ifNull(error_category, 'unknown'), '')),
     ('category_app', if(p AND bad, concat(ifNull(error_category, 'unknown'), '\\t', nsapp), '')),
-    ('app_exit', if(p AND bad AND isNotNull(exit_code), concat(nsapp, '\\t', toString(exit_code)), '')),
+    ('app_exit', if(p AND bad AND isNotNull(exit_code), concat(nsapp, '\\t', toString(ifNull(exit_code, 0))), '')),
     ('app_category', if(p AND bad, concat(nsapp, '\\t', ifNull(error_category, 'unknown')), '')),
     ('app_error', if(p AND bad AND isNotNull(error_signature), concat(nsapp, '\\t', ifNull(error_signature, '')), '')),
     ('day_status', if(p, concat(day, '\\t', status), '')),
@@ -44,8 +44,8 @@ const ERRORS_DIMS: &str = "
 /// One pass: the inner query binds the period's start, then the database, repo and slug; `{dims}` is
 /// one of the constants above.
 const PASS: &str = "
-SELECT toString(d.1) AS dim, toString(d.2) AS key, toUInt64(count()) AS n,
-    toUInt64(sum(if(d.1 = 'status' AND fin AND isNotNull(duration), duration, 0))) AS duration_sum,
+SELECT toString(d.1) AS dim, toString(ifNull(d.2, '')) AS key, toUInt64(count()) AS n,
+    toUInt64(sum(if(d.1 = 'status' AND fin AND isNotNull(duration), ifNull(duration, 0), 0))) AS duration_sum,
     toUInt64(sum(if(d.1 = 'status' AND fin AND isNotNull(duration), 1, 0))) AS duration_n
 FROM (
     SELECT status, nsapp, type, is_final, duration, started_at, exit_code, error_category, error_signature,
@@ -58,7 +58,7 @@ FROM (
     WHERE (? = '' OR repo_source = ?) AND (? = '' OR ifNull(repo_slug, '') = ?)
 )
 ARRAY JOIN [{dims}] AS d
-WHERE d.2 != ''
+WHERE ifNull(d.2, '') != ''
 GROUP BY dim, key";
 
 /// The columns of one record, plain types (absent numbers are -1, absent text empty).

@@ -40,7 +40,7 @@ async fn every_dashboard_figure_equals_a_direct_count() {
     for days in ["today", "7", "30", "90", "365"] {
         for repo in ["all", "ProxmoxVE", "ProxmoxVED", "external"] {
             let d = web
-                .json(&format!("/api/dashboard?days={days}&repo={repo}"))
+                .json(&format!("/api/v2/dashboard?days={days}&repo={repo}"))
                 .await;
             let since = u(&d["since"]["unix"]);
             let repo_sql = if repo == "all" {
@@ -114,21 +114,15 @@ async fn every_dashboard_figure_equals_a_direct_count() {
                 .iter()
                 .map(|r| r["execution_id"].as_str().expect("id").to_string())
                 .collect();
-            let direct: Vec<String> = stack
-                .clickhouse
-                .query(&format!(
-                    "SELECT execution_id FROM telemetry.installs_final WHERE {filter} \
-                     ORDER BY started_at DESC, execution_id LIMIT 10"
-                ))
-                .expect("recent")
-                .lines()
-                .map(str::to_string)
-                .collect();
+            let direct: Vec<String> = stack.public_ids(&format!(
+                "SELECT execution_id, toUInt32(started_at) FROM telemetry.installs_final WHERE {filter} \
+                 ORDER BY started_at DESC, execution_id LIMIT 10"
+            ));
             assert_eq!(recent, direct, "{ctx}");
         }
     }
     // The seeded figures themselves, so that a view returning nothing cannot pass.
-    let d = web.json("/api/dashboard?days=90").await;
+    let d = web.json("/api/v2/dashboard?days=90").await;
     assert_eq!(u(&d["total_installs"]), 31);
     assert_eq!(u(&d["installing_count"]), 2);
     let top = list(&d["top_apps"]);
@@ -137,7 +131,7 @@ async fn every_dashboard_figure_equals_a_direct_count() {
     // No app has the 50 installs a 90-day ranking needs.
     assert_eq!(d["failed_apps"].as_array().expect("failed apps").len(), 0);
     // docker: 4 failed (codes 100 and 6) of 8 success + 4 failed decided → 33.33 %; aborts are separate.
-    let docker = web.json("/api/apps/docker?days=90").await;
+    let docker = web.json("/api/v2/apps/docker?days=90").await;
     assert_eq!(
         (
             u(&docker["failed_count"]),
@@ -154,7 +148,7 @@ async fn every_dashboard_figure_equals_a_direct_count() {
 async fn errors_and_app_views_equal_direct_counts() {
     let stack = Stack::seeded().await;
     let web = stack.web(|_| {}).await;
-    let e = web.json("/api/errors?days=90").await;
+    let e = web.json("/api/v2/errors?days=90").await;
     let since = u(&e["since"]["unix"]);
     let filter = format!("started_at >= toDateTime({since})");
     let codes: Vec<(String, u64)> = e["exit_codes"]
@@ -212,7 +206,7 @@ async fn errors_and_app_views_equal_direct_counts() {
     );
 
     let path = format!(
-        "/api/apps/{}?days=90",
+        "/api/v2/apps/{}?days=90",
         web::params::encode_component(HOSTILE)
     );
     let a = web.json(&path).await;
@@ -249,7 +243,7 @@ async fn the_log_filters_sorts_pages_and_exports() {
     let stack = Stack::seeded().await;
     let web = stack.web(|_| {}).await;
     let page = web
-        .json("/api/records?days=365&app=docker&status=failed&sort=nsapp&order=asc&limit=2")
+        .json("/api/v2/records?days=365&app=docker&status=failed&sort=nsapp&order=asc&limit=2")
         .await;
     let direct = stack.count(
         "SELECT count() FROM telemetry.installs_final WHERE nsapp = 'docker' AND status = 'failed'",
@@ -259,7 +253,7 @@ async fn the_log_filters_sorts_pages_and_exports() {
     assert_eq!(u(&page["pages"]), 2);
     assert_eq!(page["records"].as_array().expect("records").len(), 2);
     let second = web
-        .json("/api/records?days=365&app=docker&status=failed&sort=nsapp&order=asc&limit=2&page=2")
+        .json("/api/v2/records?days=365&app=docker&status=failed&sort=nsapp&order=asc&limit=2&page=2")
         .await;
     let ids = |p: &Value| -> Vec<String> {
         p["records"]
@@ -271,13 +265,10 @@ async fn the_log_filters_sorts_pages_and_exports() {
     };
     let mut all = ids(&page);
     all.extend(ids(&second));
-    let mut expected: Vec<String> = stack
-        .clickhouse
-        .query("SELECT execution_id FROM telemetry.installs_final WHERE nsapp = 'docker' AND status = 'failed' ORDER BY execution_id")
-        .expect("ids")
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let mut expected: Vec<String> = stack.public_ids(
+        "SELECT execution_id, toUInt32(started_at) FROM telemetry.installs_final \
+         WHERE nsapp = 'docker' AND status = 'failed' ORDER BY execution_id",
+    );
     all.sort();
     expected.sort();
     assert_eq!(all, expected);
@@ -291,7 +282,7 @@ async fn the_log_filters_sorts_pages_and_exports() {
 
     // Sorting by duration descending really sorts.
     let by_duration = web
-        .json("/api/records?days=365&sort=duration&order=desc&limit=500")
+        .json("/api/v2/records?days=365&sort=duration&order=desc&limit=500")
         .await;
     let durations: Vec<u64> = by_duration["records"]
         .as_array()
@@ -327,19 +318,19 @@ async fn bad_parameters_are_400_json_and_nothing_is_500() {
     let stack = Stack::seeded().await;
     let web = stack.web(|_| {}).await;
     let cases = [
-        ("/api/dashboard?days=8", "days"),
-        ("/api/dashboard?repo=github", "repo"),
-        ("/api/errors?days=-1", "days"),
-        ("/api/records?sort=error;DROP%20TABLE%20x", "sort"),
-        ("/api/records?order=up", "order"),
-        ("/api/records?page=0", "page"),
-        ("/api/records?limit=100000", "limit"),
-        ("/api/records?status=done", "status"),
-        ("/api/records?type=ct", "type"),
+        ("/api/v2/dashboard?days=8", "days"),
+        ("/api/v2/dashboard?repo=github", "repo"),
+        ("/api/v2/errors?days=-1", "days"),
+        ("/api/v2/records?sort=error;DROP%20TABLE%20x", "sort"),
+        ("/api/v2/records?order=up", "order"),
+        ("/api/v2/records?page=0", "page"),
+        ("/api/v2/records?limit=100000", "limit"),
+        ("/api/v2/records?status=done", "status"),
+        ("/api/v2/records?type=ct", "type"),
         ("/api/records.csv?page=abc", "page"),
         ("/api/records/bad%20id", "execution_id"),
-        ("/api/apps/%07bell", "nsapp"),
-        ("/api/apps/docker?days=x", "days"),
+        ("/api/v2/apps/%07bell", "nsapp"),
+        ("/api/v2/apps/docker?days=x", "days"),
     ];
     for (path, field) in cases {
         let resp = web.get(path).await;
@@ -359,7 +350,7 @@ async fn bad_parameters_are_400_json_and_nothing_is_500() {
     );
     let post = web
         .http
-        .post(web.url("/api/dashboard"))
+        .post(web.url("/api/v2/dashboard"))
         .send()
         .await
         .expect("post");
@@ -375,16 +366,17 @@ async fn headers_escaping_cache_and_ops_routes() {
         "/dashboard/apps/{}?days=90",
         web::params::encode_component(HOSTILE)
     );
+    let seed14 = format!("/dashboard/installs/{}", stack.public_id_of("seed-014"));
     let routes = [
         "/dashboard",
         "/dashboard?days=90",
         "/dashboard/errors?days=90",
         hostile_path.as_str(),
         "/dashboard/installs?days=365",
-        "/dashboard/installs/seed-014",
+        seed14.as_str(),
         "/dashboard/alerts",
         "/dashboard/exit-codes",
-        "/api/dashboard",
+        "/api/v2/dashboard",
         "/api/exit-codes",
         "/api/openapi.json",
         "/static/app.css",
@@ -460,10 +452,10 @@ async fn headers_escaping_cache_and_ops_routes() {
         .contains("max-age=31536000"));
 
     // Cache: the first read of a key is a miss, the next a hit.
-    let first = web.get("/api/dashboard?days=7&repo=external").await;
-    assert_eq!(first.headers()["x-cache"], "miss");
-    let second = web.get("/api/dashboard?days=7&repo=external").await;
-    assert_eq!(second.headers()["x-cache"], "hit");
+    let first = web.get("/api/v2/dashboard?days=7&repo=external").await;
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let second = web.get("/api/v2/dashboard?days=7&repo=external").await;
+    assert_eq!(second.headers()["x-cache"], "HIT");
     let metrics = web.text("/metrics").await;
     assert!(
         metrics.contains("telemetry_web_requests_total"),
@@ -481,12 +473,12 @@ async fn headers_escaping_cache_and_ops_routes() {
     })
     .await;
     assert_eq!(
-        web.get("/api/dashboard?days=7&repo=external")
+        web.get("/api/v2/dashboard?days=7&repo=external")
             .await
             .status(),
         200
     );
-    let down = web.get("/api/errors?days=7&repo=external").await;
+    let down = web.get("/api/v2/errors?days=7&repo=external").await;
     assert_eq!(down.status(), 503);
     assert_eq!(
         down.json::<Value>().await.expect("json")["error"],

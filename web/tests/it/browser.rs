@@ -88,7 +88,7 @@ async fn the_dashboard_renders_in_chromium_with_exact_figures() {
     assert_eq!(attr(&dom, "data-charts-count=\""), Some("10"));
 
     // The numbers in the page are ClickHouse's.
-    let d = web.json("/api/dashboard?days=90").await;
+    let d = web.json("/api/v2/dashboard?days=90").await;
     let since = d["since"]["unix"].as_u64().expect("since");
     let count = |cond: &str| {
         stack.count(&format!(
@@ -166,7 +166,7 @@ async fn the_dashboard_renders_in_chromium_with_exact_figures() {
     assert!(
         page_requests
             .iter()
-            .any(|(url, _)| url.contains("/api/dashboard?days=90")),
+            .any(|(url, _)| url.contains("/api/v2/dashboard?days=90")),
         "{page_requests:?}"
     );
 

@@ -15,6 +15,14 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use web::Config;
 
+/// The key of public install ids in every test web.
+pub const ID_KEY: &str = "test-id-key";
+
+/// The public id of an install (what every answer shows instead of the real id).
+pub fn public_id(execution_id: &str, started_at: i64) -> String {
+    web::ids::IdHasher::new(ID_KEY).install(execution_id, started_at)
+}
+
 /// The hostile app name every escaping check uses.
 pub const HOSTILE: &str = "<img src=x onerror=alert(1)>";
 
@@ -126,6 +134,29 @@ impl Stack {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// The public ids of the rows of `execution_id\ttoUInt32(started_at)` from ClickHouse, in order.
+    pub fn public_ids(&self, sql: &str) -> Vec<String> {
+        self.clickhouse
+            .query(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (id, at) = l.split_once('\t').expect("two columns");
+                public_id(id, at.parse().expect("started_at"))
+            })
+            .collect()
+    }
+
+    /// The public id of one seeded install.
+    pub fn public_id_of(&self, execution_id: &str) -> String {
+        let ids = self.public_ids(&format!(
+            "SELECT execution_id, toUInt32(started_at) FROM telemetry.installs_final \
+             WHERE execution_id = '{execution_id}'"
+        ));
+        ids.into_iter().next().expect("seeded install")
+    }
+
     /// Rows of `key\tcount` from ClickHouse, as (key, count), in the query's order.
     pub fn pairs(&self, sql: &str) -> Vec<(String, u64)> {
         self.clickhouse
@@ -143,6 +174,7 @@ impl Stack {
     pub async fn web(&self, tweak: impl FnOnce(&mut Config)) -> Web {
         let mut config = Config::for_servers(&self.clickhouse.url(), &self.nats.url());
         config.cache_warmup = false;
+        config.id_hash_key = fleet::Secret::new(ID_KEY);
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind(config.listen_addr)
             .await

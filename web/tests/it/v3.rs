@@ -165,7 +165,7 @@ async fn turnkey_is_a_type_and_slug_filters_every_view_like_repo() {
     };
 
     // Types: TurnKey in the figures, and as a filter of the log (JSON, CSV and page).
-    let d = web.json("/api/dashboard?days=7").await;
+    let d = web.json("/api/v2/dashboard?days=7").await;
     let types: Vec<(String, u64)> = d["type_stats"]
         .as_array()
         .expect("types")
@@ -185,7 +185,7 @@ async fn turnkey_is_a_type_and_slug_filters_every_view_like_repo() {
             ("vm".to_string(), 1)
         ]
     );
-    let turnkey = web.json("/api/records?days=7&type=turnkey").await;
+    let turnkey = web.json("/api/v2/records?days=7&type=turnkey").await;
     assert_eq!(u(&turnkey["total"]), 3);
     assert_eq!(count("type = 'turnkey'"), 3);
     for r in turnkey["records"].as_array().expect("records") {
@@ -202,7 +202,7 @@ async fn turnkey_is_a_type_and_slug_filters_every_view_like_repo() {
         page.contains(r#"<option value="turnkey" selected>"#),
         "{page}"
     );
-    let bad = web.get("/api/records?type=appliance").await;
+    let bad = web.get("/api/v2/records?type=appliance").await;
     assert_eq!(bad.status(), 400);
     let bad: Value = bad.json().await.expect("json");
     assert_eq!(bad["field"], "type");
@@ -220,7 +220,7 @@ async fn turnkey_is_a_type_and_slug_filters_every_view_like_repo() {
     ] {
         let by_slug = |cond: &str| count(&format!("repo_slug = '{slug}' AND {cond}"));
         let d = web
-            .json(&format!("/api/dashboard?days=7&slug={encoded}"))
+            .json(&format!("/api/v2/dashboard?days=7&slug={encoded}"))
             .await;
         assert_eq!(d["slug"], slug);
         assert_eq!(u(&d["total_installs"]), by_slug("1"), "{slug}");
@@ -242,7 +242,7 @@ async fn turnkey_is_a_type_and_slug_filters_every_view_like_repo() {
             by_slug("1")
         );
         let e = web
-            .json(&format!("/api/errors?days=7&slug={encoded}"))
+            .json(&format!("/api/v2/errors?days=7&slug={encoded}"))
             .await;
         let failed: u64 = e["exit_codes"]
             .as_array()
@@ -252,7 +252,7 @@ async fn turnkey_is_a_type_and_slug_filters_every_view_like_repo() {
             .sum();
         assert_eq!(failed, by_slug("status = 'failed'"), "{slug}: {e}");
         let a = web
-            .json(&format!("/api/apps/docker?days=7&slug={encoded}"))
+            .json(&format!("/api/v2/apps/docker?days=7&slug={encoded}"))
             .await;
         assert_eq!(
             u(&a["total_installs"]),
@@ -260,7 +260,7 @@ async fn turnkey_is_a_type_and_slug_filters_every_view_like_repo() {
             "{slug}: {a}"
         );
         let r = web
-            .json(&format!("/api/records?days=7&slug={encoded}"))
+            .json(&format!("/api/v2/records?days=7&slug={encoded}"))
             .await;
         assert_eq!(u(&r["total"]), by_slug("1"), "{slug}");
         let csv = web
@@ -272,21 +272,23 @@ async fn turnkey_is_a_type_and_slug_filters_every_view_like_repo() {
     assert_eq!(count(&format!("repo_slug = '{FORK}'")), 2);
     // Slug and type together; slug and repo together.
     let r = web
-        .json("/api/records?days=7&type=turnkey&slug=someuser/ProxmoxVE-fork")
+        .json("/api/v2/records?days=7&type=turnkey&slug=someuser/ProxmoxVE-fork")
         .await;
     assert_eq!(u(&r["total"]), 1);
-    assert_eq!(r["records"][0]["execution_id"], "tk-3");
+    assert_eq!(r["records"][0]["execution_id"], stack.public_id_of("tk-3"));
     let r = web
-        .json("/api/records?days=7&repo=ProxmoxVE&slug=someuser/ProxmoxVE-fork")
+        .json("/api/v2/records?days=7&repo=ProxmoxVE&slug=someuser/ProxmoxVE-fork")
         .await;
     assert_eq!(u(&r["total"]), 0);
     // Without a slug nothing is filtered, and no slug key is answered.
-    let all = web.json("/api/dashboard?days=7").await;
+    let all = web.json("/api/v2/dashboard?days=7").await;
     assert_eq!(u(&all["total_installs"]), 7);
     assert!(all.get("slug").is_none(), "{all}");
 
     // The detail of the fork's arm64 install shows the newer fields.
-    let arm = web.json("/api/records/arm-1").await;
+    let arm = web
+        .json(&format!("/api/v2/records/{}", stack.public_id_of("arm-1")))
+        .await;
     assert_eq!(
         (
             &arm["repo_slug"],
@@ -296,7 +298,9 @@ async fn turnkey_is_a_type_and_slug_filters_every_view_like_repo() {
         ),
         (&json!(FORK), &json!("arm64"), &json!(true), &json!(96))
     );
-    let vm = web.json("/api/records/vm-1").await;
+    let vm = web
+        .json(&format!("/api/records/{}", stack.public_id_of("vm-1")))
+        .await;
     assert_eq!(
         (&vm["repo_slug"], &vm["has_arm"]),
         (&Value::Null, &Value::Null)
@@ -329,10 +333,10 @@ async fn turnkey_is_a_type_and_slug_filters_every_view_like_repo() {
 
     // Not a slug: 400 naming it, on the API and the pages alike (never reaching SQL).
     for path in [
-        "/api/dashboard?slug=community-scripts",
-        "/api/errors?slug=a/b/c",
-        "/api/apps/docker?slug=a%2Fb'%20OR%201%3D1",
-        "/api/records?slug=https://github.com/a/b",
+        "/api/v2/dashboard?slug=community-scripts",
+        "/api/v2/errors?slug=a/b/c",
+        "/api/v2/apps/docker?slug=a%2Fb'%20OR%201%3D1",
+        "/api/v2/records?slug=https://github.com/a/b",
         "/api/records.csv?slug=a%20b/c",
         "/dashboard?slug=a/",
         "/dashboard/installs?slug=%2Fb",
