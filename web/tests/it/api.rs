@@ -253,7 +253,9 @@ async fn the_log_filters_sorts_pages_and_exports() {
     assert_eq!(u(&page["pages"]), 2);
     assert_eq!(page["records"].as_array().expect("records").len(), 2);
     let second = web
-        .json("/api/v2/records?days=365&app=docker&status=failed&sort=nsapp&order=asc&limit=2&page=2")
+        .json(
+            "/api/v2/records?days=365&app=docker&status=failed&sort=nsapp&order=asc&limit=2&page=2",
+        )
         .await;
     let ids = |p: &Value| -> Vec<String> {
         p["records"]
@@ -478,6 +480,12 @@ async fn headers_escaping_cache_and_ops_routes() {
             .status(),
         200
     );
+    for path in ["/health", "/healthz"] {
+        let health = web.get(path).await;
+        assert_eq!(health.status(), 503, "{path}");
+        let body: Value = health.json().await.expect("json");
+        assert_eq!(body["status"], "degraded", "{path}");
+    }
     let down = web.get("/api/v2/errors?days=7&repo=external").await;
     assert_eq!(down.status(), 503);
     assert_eq!(

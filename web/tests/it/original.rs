@@ -200,14 +200,14 @@ impl Spec {
         }
         let negative_to = capture(r"negative → (\d+)", &common)[0].parse().expect("n");
         let over = capture(r"0 or > (\d+) → (\d+)", &common);
-        let limit = capture(
-            r"`limit` (\d+)\.\.(\d+), clamped, default (\d+)",
+        let limit = capture(r"`limit` (\d+)\.\.(\d+), clamped, default (\d+)", &common);
+        let sorts = capture(
+            r"`sort` is one of ([a-z_, ]+?) with an optional leading `-`",
             &common,
-        );
-        let sorts = capture(r"`sort` is one of ([a-z_, ]+?) with an optional leading `-`", &common)[0]
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .collect();
+        )[0]
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
         Spec {
             routes,
             record,
@@ -248,7 +248,10 @@ fn check_record(record: &Value, keys: &[String], ctx: &str) {
     let created = Regex::new(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z$").expect("regex");
     let public = Regex::new(r"^\d{8}-[0-9a-f]{16}$").expect("regex");
     for key in keys {
-        assert!(record.get(key).is_some(), "{ctx}: record without {key}: {record}");
+        assert!(
+            record.get(key).is_some(),
+            "{ctx}: record without {key}: {record}"
+        );
     }
     let text = |k: &str| record[k].as_str().unwrap_or("").to_string();
     assert!(created.is_match(&text("created")), "{ctx}: {record}");
@@ -267,7 +270,9 @@ fn check_shape(spec: &Spec, route: &str, body: &Value, may_be_empty: &[&str]) {
             Ty::Float => assert!(v.is_number(), "{ctx} is not a number: {v}"),
             Ty::Any => {}
             Ty::Records | Ty::Objects(_) => {
-                let items = v.as_array().unwrap_or_else(|| panic!("{ctx} is not a list"));
+                let items = v
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{ctx} is not a list"));
                 assert!(
                     !items.is_empty() || may_be_empty.contains(&key.as_str()),
                     "{ctx} is empty"
@@ -304,7 +309,10 @@ fn the_spec_parses_into_what_the_checks_need() {
     assert_eq!(spec.days_default["dashboard"], 1);
     assert_eq!(spec.days_default["records"], 1);
     assert_eq!(spec.days_default["errors"], 7);
-    assert_eq!((spec.negative_to, spec.over, spec.zero_or_over_to), (1, 365, 365));
+    assert_eq!(
+        (spec.negative_to, spec.over, spec.zero_or_over_to),
+        (1, 365, 365)
+    );
     assert_eq!(spec.limit, (1, 100, 50));
     assert_eq!(spec.sorts.len(), 7);
     assert_eq!(spec.sort_unknown, "-created");
@@ -383,7 +391,11 @@ async fn the_original_read_api_answers_as_its_spec_says() {
     assert_eq!(u(&some_slug["total_installs"]), 0);
     let e = web.json("/api/errors?days=90").await;
     assert_eq!(
-        (u(&e["total_installs"]), u(&e["total_errors"]), u(&e["stuck_installing"])),
+        (
+            u(&e["total_installs"]),
+            u(&e["total_errors"]),
+            u(&e["stuck_installing"])
+        ),
         (23, 12, 2)
     );
     assert_eq!(e["overall_fail_rate"].as_f64(), Some(52.17));
@@ -393,11 +405,21 @@ async fn the_original_read_api_answers_as_its_spec_says() {
         .await;
     assert_eq!(u(&aborted["total"]), 2);
     for r in aborted["records"].as_array().expect("records") {
-        assert_eq!((r["nsapp"].as_str(), u(&r["exit_code"])), (Some("docker"), 130));
+        assert_eq!(
+            (r["nsapp"].as_str(), u(&r["exit_code"])),
+            (Some("docker"), 130)
+        );
     }
 
     // Defaults and leniency of `days`, from the spec's rules; nothing answers 400.
-    for input in [None, Some("0"), Some("-3"), Some("14"), Some("400"), Some("abc")] {
+    for input in [
+        None,
+        Some("0"),
+        Some("-3"),
+        Some("14"),
+        Some("400"),
+        Some("abc"),
+    ] {
         let q = input.map_or(String::new(), |d| format!("days={d}"));
         let d = web.json(&format!("/api/dashboard?{q}")).await;
         let days = spec.days("dashboard", input);
@@ -406,7 +428,11 @@ async fn the_original_read_api_answers_as_its_spec_says() {
             days,
             "dashboard {q}"
         );
-        assert_eq!(u(&d["total_installs"]), direct(days, &spec.repo_default), "dashboard {q}");
+        assert_eq!(
+            u(&d["total_installs"]),
+            direct(days, &spec.repo_default),
+            "dashboard {q}"
+        );
         let e = web.json(&format!("/api/errors?{q}")).await;
         let days = spec.days("errors", input);
         assert_eq!(
@@ -416,7 +442,11 @@ async fn the_original_read_api_answers_as_its_spec_says() {
         );
         let r = web.json(&format!("/api/records?{q}")).await;
         let days = spec.days("records", input);
-        assert_eq!(u(&r["total"]), direct(days, &spec.repo_default), "records {q}");
+        assert_eq!(
+            u(&r["total"]),
+            direct(days, &spec.repo_default),
+            "records {q}"
+        );
     }
 
     // `limit`: clamped into the spec's range, its default when unparseable.
@@ -438,7 +468,9 @@ async fn the_original_read_api_answers_as_its_spec_says() {
         let sort = sort.to_string();
         async move {
             let r = web
-                .json(&format!("/api/records?days=90&repo=all&limit=100&sort={sort}"))
+                .json(&format!(
+                    "/api/records?days=90&repo=all&limit=100&sort={sort}"
+                ))
                 .await;
             r["records"].as_array().expect("records").clone()
         }
@@ -474,7 +506,10 @@ async fn the_original_read_api_answers_as_its_spec_says() {
     assert_eq!(u(&r["total"]), 3);
 
     // Public ids only: no real id in any answer, and the hashed one leads to the install.
-    let id = newest_first[0]["execution_id"].as_str().expect("id").to_string();
+    let id = newest_first[0]["execution_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     for path in [
         "/api/dashboard?days=90&repo=all",
         "/api/errors?days=90&repo=all",
@@ -498,7 +533,10 @@ async fn the_original_read_api_answers_as_its_spec_says() {
     let page = web.text(&format!("/dashboard/installs/{id}")).await;
     assert!(!page.contains("seed-0"));
     let wrong = id.replace(&id[9..10], if &id[9..10] == "0" { "1" } else { "0" });
-    assert_eq!(web.get(&format!("/api/v2/records/{wrong}")).await.status(), 404);
+    assert_eq!(
+        web.get(&format!("/api/v2/records/{wrong}")).await.status(),
+        404
+    );
 
     // Cache keys are the normalized parameters.
     let statuses = [
@@ -510,7 +548,12 @@ async fn the_original_read_api_answers_as_its_spec_says() {
     for path in statuses {
         let resp = web.get(path).await;
         assert_eq!(resp.status(), StatusCode::OK);
-        seen.push(resp.headers()["x-cache"].to_str().expect("header").to_string());
+        seen.push(
+            resp.headers()["x-cache"]
+                .to_str()
+                .expect("header")
+                .to_string(),
+        );
     }
     assert_eq!(seen[1..], ["HIT", "HIT"], "{seen:?}");
 
@@ -594,11 +637,15 @@ async fn csv_exports_stream_and_are_bounded() {
         );
     }
     // Both done: the permits are back.
-    testkit::poll_until("an export is accepted again", Duration::from_secs(20), async || {
-        get("/api/records.csv?days=7&limit=1")
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
+    testkit::poll_until(
+        "an export is accepted again",
+        Duration::from_secs(20),
+        async || {
+            get("/api/records.csv?days=7&limit=1")
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
     .await;
     web.shutdown().await;
 }
