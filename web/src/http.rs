@@ -59,6 +59,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/records/{id}", get(api_record))
         .route("/health", get(health))
         .route("/healthz", get(health))
+        .route("/livez", get(|| async { "ok" }))
         .merge(ops(&state))
         .route_layer(middleware::from_fn(measure))
         .fallback(|| async { ApiError::NotFound("route") })
@@ -111,6 +112,8 @@ async fn render_metrics(State(s): Shared) -> Response {
 
 /// `/health` and `/healthz`: `{"status":"ok"|"degraded","time":RFC 3339}`, 200 or 503 (ClickHouse cannot
 /// be queried).
+/// `/livez` is the process-alive probe (always `ok`): a liveness probe on `/healthz` would restart the web
+/// while ClickHouse is down, when its cached answers are still worth serving.
 async fn health(State(s): Shared) -> Response {
     let ok = s.db.ready().await;
     let body = serde_json::json!({

@@ -486,6 +486,7 @@ async fn headers_escaping_cache_and_ops_routes() {
         let body: Value = health.json().await.expect("json");
         assert_eq!(body["status"], "degraded", "{path}");
     }
+    assert_eq!(web.get("/livez").await.status(), 200);
     let down = web.get("/api/v2/errors?days=7&repo=external").await;
     assert_eq!(down.status(), 503);
     assert_eq!(
