@@ -192,16 +192,17 @@ impl SortColumn {
         }
     }
 
-    /// The column of `installs_final`: a constant, never request text.
+    /// The expression over `installs_final` it sorts by, absent values as the record shows them (empty
+    /// text, exit code 0): a constant, never request text.
     pub fn sql(self) -> &'static str {
         match self {
             SortColumn::Created => "started_at",
             SortColumn::Nsapp => "nsapp",
             SortColumn::Status => "status",
-            SortColumn::OsType => "os_type",
+            SortColumn::OsType => "ifNull(os_type, '')",
             SortColumn::Type => "type",
-            SortColumn::Method => "method",
-            SortColumn::ExitCode => "exit_code",
+            SortColumn::Method => "ifNull(method, '')",
+            SortColumn::ExitCode => "ifNull(exit_code, 0)",
         }
     }
 }
