@@ -51,6 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/live", get(api_live))
         .route("/api/openapi.json", get(api_openapi))
         .route("/static/{*path}", get(static_file))
+        .merge(crate::admin::router(&state))
         .merge(ops(&state))
         .route_layer(middleware::from_fn(measure))
         .fallback(|| async { ApiError::NotFound("route") })
