@@ -23,7 +23,6 @@ use futures::{FutureExt, StreamExt};
 use metrics_exporter_prometheus::PrometheusHandle;
 use schema::admin::{CleanupRun, CleanupStatus, Reply};
 use schema::names;
-use schema::span::Span;
 use schema::stats::{Meta, SNAPSHOT_VERSION};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
@@ -56,10 +55,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let rollup_config = config.rollup_config()?;
-    let longest = *rollup_config
-        .windows
-        .last()
-        .ok_or_else(|| fleet::ConfigError::new("WINDOWS", "is empty"))?;
     let health = Arc::new(Health {
         caught_up: AtomicBool::new(false),
         client: client.clone(),
@@ -100,7 +95,6 @@ pub async fn run(
     let result = consume(
         &config,
         &rollup_config,
-        longest,
         &js,
         &health,
         &snapshots,
@@ -130,13 +124,16 @@ pub async fn run(
 async fn consume(
     config: &Config,
     rollup_config: &RollupConfig,
-    longest: Span,
     js: &jetstream::Context,
     health: &Health,
     snapshots: &watch::Sender<Arc<Snapshot>>,
     requests: &mut mpsc::Receiver<Command>,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> anyhow::Result<()> {
+    let longest = *rollup_config
+        .windows
+        .last()
+        .ok_or_else(|| fleet::ConfigError::new("WINDOWS", "is empty"))?;
     let stream_settings = names::events_stream(
         names::DEFAULT_EVENTS_MAX_AGE,
         names::DEFAULT_EVENTS_MAX_BYTES,

@@ -191,12 +191,17 @@ pub fn router(state: &Arc<AppState>) -> Router<Arc<AppState>> {
             .build()
             .unwrap_or_default(),
     });
-    Router::new()
-        .route("/api/alerts/test", post(alerts_test))
-        .route("/api/cleanup/run", post(cleanup_run))
-        .route("/api/cleanup/status", get(cleanup_status))
-        .route("/api/github/create-issue", post(create_issue))
-        .with_state(admin)
+    let router = Router::new().route("/api/cleanup/status", get(cleanup_status));
+    // Without a password the actions are not routed at all: every method gets the router's 404.
+    let router = if state.config.admin_password.is_empty() {
+        router
+    } else {
+        router
+            .route("/api/alerts/test", post(alerts_test))
+            .route("/api/cleanup/run", post(cleanup_run))
+            .route("/api/github/create-issue", post(create_issue))
+    };
+    router.with_state(admin)
 }
 
 /// The client an admin request counts against: the peer, or, when the peer is a proxy on a private or
@@ -212,13 +217,14 @@ pub fn client_addr(peer: Option<SocketAddr>, headers: &HeaderMap) -> IpAddr {
     if !proxy {
         return peer;
     }
+    // Only the last hop is the proxy's own word; earlier ones are whatever the client sent.
     headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-        .last()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|hop| hop.trim().parse::<IpAddr>().ok())
         .unwrap_or(peer)
 }
 
@@ -585,6 +591,7 @@ mod tests {
         );
         check("10.0.0.2:5000", Some("203.0.113.9"), "203.0.113.9");
         check("10.0.0.2:5000", Some("garbage"), "10.0.0.2");
+        check("10.0.0.2:5000", Some("203.0.113.9, garbage"), "10.0.0.2");
         // A client on a public address cannot choose its own key.
         check("198.51.100.7:5000", Some("203.0.113.9"), "198.51.100.7");
     }

@@ -75,6 +75,8 @@ async fn without_a_password_the_actions_do_not_exist_and_with_one_they_are_guard
         let (status, body) = post(&open, path, Some(PASSWORD), Some(json!({})), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
         assert_eq!(body["error"], "not_found", "{path}: {body}");
+        let (status, _) = get(&open, path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "GET {path}");
     }
     // The status needs no password; with no aggregator running it is 503.
     let (status, body) = get(&open, "/api/cleanup/status").await;
