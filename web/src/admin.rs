@@ -228,6 +228,15 @@ pub fn client_addr(peer: Option<SocketAddr>, headers: &HeaderMap) -> IpAddr {
         .unwrap_or(peer)
 }
 
+/// The key failures are counted by: the IPv4 address, or the /64 of an IPv6 address (one subscriber's
+/// network, which it can walk through).
+fn limit_key(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V4(_) => client,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+    }
+}
+
 impl Admin {
     /// Checks the password of `request` and returns its JSON body (empty when it has none).
     async fn authorize(&self, request: Request) -> Result<Body, AdminError> {
@@ -239,7 +248,7 @@ impl Admin {
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        let client = client_addr(peer, request.headers());
+        let client = limit_key(client_addr(peer, request.headers()));
         let limit = self.app.config.admin_max_failures_per_min;
         if let Some(count) = self.failures.get(&client).await {
             if count.load(Ordering::Relaxed) >= limit {
@@ -594,6 +603,20 @@ mod tests {
         check("10.0.0.2:5000", Some("203.0.113.9, garbage"), "10.0.0.2");
         // A client on a public address cannot choose its own key.
         check("198.51.100.7:5000", Some("203.0.113.9"), "198.51.100.7");
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_64() {
+        let check = |ip: &str, key: &str| {
+            assert_eq!(
+                limit_key(ip.parse().expect("ip")),
+                key.parse::<IpAddr>().expect("key"),
+                "{ip}"
+            );
+        };
+        check("203.0.113.9", "203.0.113.9");
+        check("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::");
+        check("2001:db8:1:2::1", "2001:db8:1:2::");
     }
 
     #[test]

@@ -59,18 +59,36 @@ async fn get(web: &Web, path: &str) -> (StatusCode, Value) {
 }
 
 async fn with_password(stack: &Stack, tweak: impl FnOnce(&mut web::Config)) -> Web {
-    stack
+    let web = stack
         .web(|c| {
             c.admin_password = web::config::Secret::new(PASSWORD);
             tweak(c);
         })
-        .await
+        .await;
+    broker_connected(&web).await;
+    web
+}
+
+/// Waits until the web's NATS connection is up (its readiness only covers ClickHouse): the cleanup status
+/// no longer says the broker is unreachable.
+async fn broker_connected(web: &Web) {
+    poll_until(
+        "the web's broker connection",
+        Duration::from_secs(30),
+        async || {
+            let (_, body) = get(web, "/api/cleanup/status").await;
+            let message = body["message"].as_str().unwrap_or_default().to_string();
+            (!message.contains("broker")).then_some(()).ok_or(message)
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn without_a_password_the_actions_do_not_exist_and_with_one_they_are_guarded() {
     let stack = Stack::with(Vec::new(), 0).await;
     let open = stack.web(|_| {}).await;
+    broker_connected(&open).await;
     for path in ACTIONS {
         let (status, body) = post(&open, path, Some(PASSWORD), Some(json!({})), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
@@ -145,6 +163,7 @@ async fn a_test_mail_goes_through_the_real_alerter() {
     let silent = fleet::nats::connect(&stack.nats.url(), "test-silent")
         .await
         .expect("connect");
+    fleet::nats::wait_connected(&silent).await;
     let requests = silent
         .subscribe(schema::names::ADMIN_ALERTS_TEST_SUBJECT)
         .await
