@@ -5,6 +5,7 @@
 //! synthetic event published under a de-duplication id. It owns no durable state, so replicas compute the
 //! same values and a restart loses nothing. `run` is the whole service; `main` parses config and calls it.
 
+pub mod admin;
 pub mod config;
 pub mod metrics;
 pub mod publish;
@@ -18,17 +19,18 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use fleet::Shutdown;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use metrics_exporter_prometheus::PrometheusHandle;
+use schema::admin::{CleanupRun, CleanupStatus, Reply};
 use schema::names;
-use schema::span::Span;
 use schema::stats::{Meta, SNAPSHOT_VERSION};
 use time::OffsetDateTime;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 pub use config::Config;
 
+use crate::admin::Command;
 use crate::metrics as m;
 use crate::publish::Snapshot;
 use crate::rollup::RollupConfig;
@@ -53,10 +55,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let rollup_config = config.rollup_config()?;
-    let longest = *rollup_config
-        .windows
-        .last()
-        .ok_or_else(|| fleet::ConfigError::new("WINDOWS", "is empty"))?;
     let health = Arc::new(Health {
         caught_up: AtomicBool::new(false),
         client: client.clone(),
@@ -90,17 +88,22 @@ pub async fn run(
     };
     let (snapshots, latest) = watch::channel(Arc::new(Snapshot::default()));
     let publisher = tokio::spawn(publish::publish_loop(store, latest));
+    let (commands, mut requests) = mpsc::channel(admin::QUEUE);
+    let stop_admin = Shutdown::new();
+    let responder = tokio::spawn(admin::respond(client.clone(), commands, stop_admin.clone()));
 
     let result = consume(
         &config,
         &rollup_config,
-        longest,
         &js,
         &health,
         &snapshots,
+        &mut requests,
         &mut shutdown,
     )
     .await;
+    stop_admin.trigger();
+    let _ = responder.await;
 
     health.caught_up.store(false, Ordering::Relaxed);
     drop(snapshots);
@@ -121,12 +124,16 @@ pub async fn run(
 async fn consume(
     config: &Config,
     rollup_config: &RollupConfig,
-    longest: Span,
     js: &jetstream::Context,
     health: &Health,
     snapshots: &watch::Sender<Arc<Snapshot>>,
+    requests: &mut mpsc::Receiver<Command>,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> anyhow::Result<()> {
+    let longest = *rollup_config
+        .windows
+        .last()
+        .ok_or_else(|| fleet::ConfigError::new("WINDOWS", "is empty"))?;
     let stream_settings = names::events_stream(
         names::DEFAULT_EVENTS_MAX_AGE,
         names::DEFAULT_EVENTS_MAX_BYTES,
@@ -173,6 +180,41 @@ async fn consume(
         tokio::select! {
             biased;
             () = &mut *shutdown => break,
+            Some(command) = requests.recv() => {
+                let now = OffsetDateTime::now_utc();
+                let cutoff = now - config.stuck_after.duration();
+                match command {
+                    Command::Status(answer) => {
+                        let _ = answer.send(if caught_up {
+                            Reply::Ok(cleanup_status(config, tracker.count_stuck(cutoff)))
+                        } else {
+                            replaying()
+                        });
+                    }
+                    Command::Run(answer) if !caught_up => {
+                        let _ = answer.send(replaying());
+                    }
+                    Command::Run(answer) if cleanup_every.is_none() => {
+                        let _ = answer.send(Reply::Ok(CleanupRun {
+                            updated: 0,
+                            message: "cleanup is disabled (CLEANUP_ENABLED=false)".into(),
+                        }));
+                    }
+                    Command::Run(answer) => {
+                        last_cleanup = Some(Instant::now());
+                        let stuck = tracker.take_stuck(cutoff, now - TIMEOUT_RETRY, now);
+                        tracing::info!(stuck = stuck.len(), "cleanup round asked for by an admin");
+                        let publisher = publisher.clone();
+                        tokio::spawn(async move {
+                            let updated = publish_timeouts(publisher, stuck, now).await;
+                            let _ = answer.send(Reply::Ok(CleanupRun {
+                                updated,
+                                message: format!("{updated} stuck installs timed out"),
+                            }));
+                        });
+                    }
+                }
+            }
             next = messages.next() => {
                 let Some(next) = next else {
                     tracing::warn!("event consumer ended, reopening");
@@ -236,7 +278,7 @@ async fn consume(
                     last_cleanup = Some(Instant::now());
                     let stuck = tracker.take_stuck(now - config.stuck_after.duration(), now - TIMEOUT_RETRY, now);
                     if !stuck.is_empty() {
-                        tokio::spawn(publish_timeouts(publisher.clone(), stuck, now));
+                        tokio::spawn(publish_timeouts(publisher.clone(), stuck, now).map(drop));
                     }
                 }
             }
@@ -283,12 +325,42 @@ async fn open_messages(
     .await
 }
 
-/// Publishes the synthetic timeout of each stuck install under its de-duplication id.
+/// The answer to an admin request while the stream is still being replayed.
+fn replaying<T>() -> Reply<T> {
+    Reply::Err {
+        error: "the aggregator is replaying the event stream; try again when it is caught up"
+            .into(),
+    }
+}
+
+/// The cleanup settings and the count of stuck installs, as `GET /api/cleanup/status` shows them.
+fn cleanup_status(config: &Config, stuck: usize) -> CleanupStatus {
+    let check_every = config
+        .cleanup_interval()
+        .filter(|every| !every.is_zero())
+        .unwrap_or_else(|| {
+            config
+                .cleanup_interval_min
+                .map_or(config.publish_interval(), |m| {
+                    Duration::from_secs_f64(m.max(0.0) * 60.0)
+                })
+        });
+    CleanupStatus {
+        stuck_count: stuck as u64,
+        stuck_after_hours: config.stuck_after.secs() as f64 / 3600.0,
+        check_interval: check_every.as_secs_f64() / 60.0,
+        enabled: config.cleanup_enabled,
+    }
+}
+
+/// Publishes the synthetic timeout of each stuck install under its de-duplication id; returns how many the
+/// stream stored (duplicates and failures not counted).
 async fn publish_timeouts(
     js: jetstream::Context,
     stuck: Vec<schema::merge::InstallState>,
     now: OffsetDateTime,
-) {
+) -> u64 {
+    let mut stored = 0;
     for state in stuck {
         let event = schema::Event::stuck_timeout(&state, Uuid::now_v7(), now);
         let publish = jetstream::message::PublishMessage::build()
@@ -310,5 +382,7 @@ async fn publish_timeouts(
         };
         ::metrics::counter!(m::TIMEOUTS, "outcome" => outcome).increment(1);
         tracing::info!(execution_id = %state.execution_id, nsapp = %state.nsapp.value, outcome, "stuck install timed out");
+        stored += u64::from(outcome == "stored");
     }
+    stored
 }

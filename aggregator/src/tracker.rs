@@ -327,6 +327,14 @@ impl Tracker {
         expired
     }
 
+    /// Installs not final that started before `cutoff` (the stuck ones, timed out or not yet).
+    pub fn count_stuck(&self, cutoff: OffsetDateTime) -> usize {
+        self.pending
+            .values()
+            .filter(|p| p.state.first_seen < cutoff)
+            .count()
+    }
+
     /// Installs not final that started before `cutoff` and were not timed out since `retry_before`.
     /// Marks them as timed out at `now`.
     pub fn take_stuck(
@@ -532,7 +540,11 @@ pub(crate) mod tests {
         t.apply(&event(0, &body("x", "a", "installing", "")));
         t.apply(&event(0, &body("y", "a", "success", "")));
         let at = |s: i64| OffsetDateTime::from_unix_timestamp(1_700_000_000 + s).expect("time");
+        assert_eq!(t.count_stuck(at(0)), 0);
+        assert_eq!(t.count_stuck(at(1)), 1);
         assert_eq!(t.take_stuck(at(1), at(0), at(10)).len(), 1);
+        // Timed out but not final yet: still counted as stuck until the timeout comes back.
+        assert_eq!(t.count_stuck(at(1)), 1);
         assert_eq!(t.take_stuck(at(1), at(0), at(11)).len(), 0);
         assert_eq!(t.take_stuck(at(1), at(11), at(12)).len(), 1);
     }

@@ -6,6 +6,7 @@
 //! that dies mid-delivery leaves a lapsed lease that another one takes over with the same mail. `run` is
 //! the whole service.
 
+pub mod admin;
 pub mod config;
 pub mod mail;
 pub mod metrics;
@@ -42,7 +43,11 @@ use crate::rules::{decide, rate_condition, signature_condition, Action, Conditio
 
 /// Sends the `send-test` mail.
 pub async fn send_test(config: &Config) -> Result<usize, mail::MailError> {
-    let mailer = Mailer::new(config)?;
+    send_test_with(config, &Mailer::new(config)?).await
+}
+
+/// Sends the test mail through `mailer`; returns the number of recipients.
+pub async fn send_test_with(config: &Config, mailer: &Mailer) -> Result<usize, mail::MailError> {
     let text = format!(
         "This is a test mail from telemetry-alerter.\n\nDashboard: {}\n",
         config.dashboard_link(None)
@@ -146,6 +151,13 @@ pub async fn run(
     .await?;
     tracing::info!(addr = %ops_addr, replica = %shared.me, "ops port listening");
 
+    let stop_admin = Shutdown::new();
+    let responder = tokio::spawn(admin::respond(
+        client.clone(),
+        shared.config.clone(),
+        shared.mailer.clone(),
+        stop_admin.clone(),
+    ));
     let mut deliveries = JoinSet::new();
     evaluate_loop(
         &shared,
@@ -157,6 +169,8 @@ pub async fn run(
     .await;
 
     shared.ready.store(false, Ordering::Relaxed);
+    stop_admin.trigger();
+    let _ = responder.await;
     // Deliveries in flight get a moment to finish; an aborted one leaves a lease that lapses, and the
     // next replica (or this one restarted) takes it over.
     let drain = async { while deliveries.join_next().await.is_some() {} };

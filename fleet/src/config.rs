@@ -506,23 +506,23 @@ pub const OPERATOR_NAMES: &[OperatorName] = &[
     },
     OperatorName {
         name: "ADMIN_PASSWORD",
-        readers: &[],
-        note: "the web has no admin actions yet",
+        readers: &[WEB],
+        note: "",
     },
     OperatorName {
         name: "GITHUB_TOKEN",
-        readers: &[],
-        note: "the web has no admin actions yet",
+        readers: &[WEB],
+        note: "",
     },
     OperatorName {
         name: "GITHUB_OWNER",
-        readers: &[],
-        note: "the web has no admin actions yet",
+        readers: &[WEB],
+        note: "",
     },
     OperatorName {
         name: "GITHUB_REPO",
-        readers: &[],
-        note: "the web has no admin actions yet",
+        readers: &[WEB],
+        note: "",
     },
 ];
 
@@ -981,7 +981,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("ADMIN_PASSWORD (the web has no admin actions yet)"),
+            text.contains("ADMIN_PASSWORD (read by telemetry-web)"),
             "{text}"
         );
         assert!(text.contains("PB_URL (read by telemetry-writer)"), "{text}");

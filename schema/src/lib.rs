@@ -5,6 +5,7 @@
 //! values of the live rollups, the alert records, window spans and identity hashes. No sockets, no
 //! runtime: pure data and functions that ingest, writers, aggregator, alerter and web share.
 
+pub mod admin;
 pub mod alert;
 pub mod category;
 pub mod event;

@@ -34,6 +34,20 @@ pub const ALERTS_BUCKET: &str = "telemetry_alerts";
 /// KV bucket of the PocketBase writer lease: one key per target, held by the active writer replica.
 pub const WRITER_LEASE_BUCKET: &str = "telemetry_writer_lease";
 
+/// Request–reply subject (core NATS, no stream) on which the web asks the alerter to send a test mail;
+/// the reply is a [`crate::admin::Reply`] of [`crate::admin::AlertTest`].
+pub const ADMIN_ALERTS_TEST_SUBJECT: &str = "telemetry.v1.admin.alerts.test";
+/// Request–reply subject on which the web asks the aggregator to time out stuck installs now; the reply
+/// is a [`crate::admin::Reply`] of [`crate::admin::CleanupRun`].
+pub const ADMIN_CLEANUP_RUN_SUBJECT: &str = "telemetry.v1.admin.cleanup.run";
+/// Request–reply subject on which the web asks the aggregator for its cleanup settings and the number of
+/// stuck installs; the reply is a [`crate::admin::Reply`] of [`crate::admin::CleanupStatus`].
+pub const ADMIN_CLEANUP_STATUS_SUBJECT: &str = "telemetry.v1.admin.cleanup.status";
+/// Queue group of the alerter replicas on [`ADMIN_ALERTS_TEST_SUBJECT`]: one replica answers (one mail).
+pub const ADMIN_ALERTER_QUEUE: &str = "telemetry-alerter-admin";
+/// Queue group of the aggregator replicas on the cleanup subjects: one replica answers.
+pub const ADMIN_AGGREGATOR_QUEUE: &str = "telemetry-aggregator-admin";
+
 /// JetStream's de-duplication header.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 

@@ -106,6 +106,45 @@ pub struct Config {
     /// Seconds between refreshes of the telemetry_installs_* gauges of `/metrics` (today, ProxmoxVE).
     #[arg(long, env = "METRICS_REFRESH_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub metrics_refresh_secs: u64,
+    /// Password of the admin actions (`X-Admin-Password` header or JSON field `password`); never printed.
+    /// Unset or empty: the admin routes answer 404. Known placeholders (`changeme`, `admin`, ...) are
+    /// refused at start.
+    #[arg(
+        long,
+        env = "ADMIN_PASSWORD",
+        default_value = "",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    pub admin_password: Secret,
+    /// Wrong admin passwords a client address may send per minute; after that every admin request of that
+    /// address answers 429 until the minute is over.
+    #[arg(long, env = "ADMIN_MAX_FAILURES_PER_MIN", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub admin_max_failures_per_min: u32,
+    /// Deadline for the alerter's or the aggregator's answer to an admin request, seconds (504 after it;
+    /// 503 for the cleanup status).
+    #[arg(long, env = "ADMIN_REPLY_TIMEOUT_SECS", default_value_t = 30)]
+    pub admin_reply_timeout_secs: u64,
+    /// GitHub token for `POST /api/github/create-issue` (needs permission to open issues in
+    /// GITHUB_OWNER/GITHUB_REPO); never printed. Unset: that route answers 503 `not_configured`.
+    #[arg(
+        long,
+        env = "GITHUB_TOKEN",
+        default_value = "",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    pub github_token: Secret,
+    /// Owner (user or organisation) of the repository issues are opened in.
+    #[arg(long, env = "GITHUB_OWNER")]
+    pub github_owner: Option<String>,
+    /// Repository issues are opened in.
+    #[arg(long, env = "GITHUB_REPO")]
+    pub github_repo: Option<String>,
+    /// Base URL of the GitHub REST API (a GitHub Enterprise server's `https://HOST/api/v3`, or a fake in
+    /// tests).
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
     /// NATS (live rollups from the `telemetry_stats` bucket, alerts from `TELEMETRY_ALERTS`) and logs.
     #[command(flatten)]
     pub common: fleet::config::Common,
@@ -149,6 +188,34 @@ impl Config {
                 "REQUEST_TIMEOUT_MS",
                 "must be longer than QUERY_TIMEOUT_SECS, or a slow query is cut before its own deadline",
             );
+        }
+        if crate::admin::is_placeholder(self.admin_password.expose()) {
+            return refuse(
+                "ADMIN_PASSWORD",
+                "is a known placeholder; set a real password, or leave it empty to turn the admin actions off",
+            );
+        }
+        if self.admin_reply_timeout_secs == 0 {
+            return refuse("ADMIN_REPLY_TIMEOUT_SECS", "must be at least 1");
+        }
+        for (setting, value) in [
+            ("GITHUB_OWNER", &self.github_owner),
+            ("GITHUB_REPO", &self.github_repo),
+        ] {
+            if value
+                .as_deref()
+                .is_some_and(|v| !crate::admin::is_github_name(v))
+            {
+                return refuse(
+                    setting,
+                    "must be a GitHub name: letters, digits, '-', '_' and '.'",
+                );
+            }
+        }
+        if !(self.github_api_url.starts_with("https://")
+            || self.github_api_url.starts_with("http://"))
+        {
+            return refuse("GITHUB_API_URL", "must be an http:// or https:// URL");
         }
         Ok(())
     }
@@ -246,5 +313,34 @@ mod tests {
             },
             None,
         );
+    }
+
+    #[test]
+    fn admin_and_github_settings_are_checked_and_never_printed() {
+        check(
+            |c| c.admin_password = Secret::new("s3cret-admin-pass"),
+            None,
+        );
+        for placeholder in ["changeme", "CHANGE_ME", "admin", "Password", "change-me"] {
+            check(
+                |c| c.admin_password = Secret::new(placeholder),
+                Some("ADMIN_PASSWORD"),
+            );
+        }
+        check(|c| c.github_owner = Some("community-scripts".into()), None);
+        check(|c| c.github_repo = Some("a/b".into()), Some("GITHUB_REPO"));
+        check(
+            |c| c.github_api_url = "ftp://x".into(),
+            Some("GITHUB_API_URL"),
+        );
+        check(
+            |c| c.admin_reply_timeout_secs = 0,
+            Some("ADMIN_REPLY_TIMEOUT_SECS"),
+        );
+        let mut config = Config::for_servers("http://127.0.0.1:1", "nats://127.0.0.1:2");
+        config.admin_password = Secret::new("s3cret-admin-pass");
+        config.github_token = Secret::new("ghp_tokenvalue");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("s3cret-admin-pass") && !printed.contains("ghp_tokenvalue"));
     }
 }

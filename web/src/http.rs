@@ -60,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/healthz", get(health))
         .route("/livez", get(|| async { "ok" }))
+        .merge(crate::admin::router(&state))
         .merge(ops(&state))
         .route_layer(middleware::from_fn(measure))
         .fallback(|| async { ApiError::NotFound("route") })

@@ -4,6 +4,7 @@
 //! JSON API. Every answer comes through a stale-while-revalidate cache. `run` is the whole service; `main`
 //! only parses config, sets up logs and metrics, and calls it. Nothing here writes to any store.
 
+pub mod admin;
 pub mod alerts;
 pub mod cache;
 pub mod config;

@@ -9,7 +9,7 @@ use testkit::{poll_until, NatsServer};
 
 use crate::harness::*;
 
-async fn events_of(js: &async_nats::jetstream::Context, exec: &str) -> Vec<Event> {
+pub async fn events_of(js: &async_nats::jetstream::Context, exec: &str) -> Vec<Event> {
     let mut stream = js
         .get_stream(schema::names::EVENTS_STREAM)
         .await

@@ -56,6 +56,14 @@ fn build(name: &str, profile_dir: &Path) {
     cargo
         .current_dir(workspace_root())
         .args(["build", "--bin", name]);
+    // The variables cargo set for the running test (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...) would reach
+    // the build scripts that watch them (ring's watches CARGO_MANIFEST_DIR): every such build would then
+    // rebuild ring and all that depends on it, and the next test build the same again.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(set_for_the_test) {
+            cargo.env_remove(key);
+        }
+    }
     // A cross build keeps its profiles under `target/<triple>/`; the target dir is one up.
     if !target_dir.join("CACHEDIR.TAG").exists() {
         if let (Some(triple), Some(parent)) = (target_dir.file_name(), target_dir.parent()) {
@@ -81,6 +89,20 @@ fn build(name: &str, profile_dir: &Path) {
     assert!(status.success(), "{cargo:?} failed: {status}");
 }
 
+/// Whether cargo sets the variable `key` for a test (or build script) it runs, as opposed to the user's
+/// settings of cargo itself (CARGO_HOME, CARGO_TARGET_DIR, CARGO_BUILD_*, ...).
+fn set_for_the_test(key: &str) -> bool {
+    const SET: [&str; 6] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ];
+    SET.contains(&key) || key.starts_with("CARGO_PKG_") || key.starts_with("CARGO_BIN_")
+}
+
 /// The workspace root: two folders up from this crate (`deploy/testkit`).
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -101,6 +123,18 @@ mod tests {
             "/r/target/x86_64-unknown-linux-gnu/release",
         );
         check("/r/target/debug/examples/demo", "/r/target/debug/examples");
+    }
+
+    #[test]
+    fn only_the_variables_cargo_sets_for_a_test_are_dropped() {
+        let check = |key: &str, dropped: bool| assert_eq!(set_for_the_test(key), dropped, "{key}");
+        check("CARGO_MANIFEST_DIR", true);
+        check("CARGO_PKG_NAME", true);
+        check("CARGO_BIN_EXE_telemetry-web", true);
+        check("CARGO_HOME", false);
+        check("CARGO_TARGET_DIR", false);
+        check("CARGO_BUILD_JOBS", false);
+        check("CARGO", false);
     }
 
     #[test]
