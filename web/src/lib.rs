@@ -6,16 +6,20 @@
 
 pub mod alerts;
 pub mod cache;
+pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod figures;
 pub mod http;
 pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod pages;
 pub mod params;
+pub mod scripts;
 pub mod static_files;
+pub mod views;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -66,6 +70,10 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Triggered when the web starts shutting down: readiness turns 503.
     pub shutdown: Shutdown,
+    /// `/api/scripts` and the script analysis, with the script catalogue.
+    pub scripts: scripts::ScriptsService,
+    /// Installs ever stored per repo and slug filter (the dashboard's all-time card).
+    pub all_time: figures::AllTime,
 }
 
 /// Unix seconds now.
@@ -130,7 +138,11 @@ impl AppState {
             async move { live::read(&j, repo).await.map(Arc::new) }
         })
         .enabled(cached);
+        let scripts = scripts::ScriptsService::new(&config, db.clone());
+        let all_time = figures::all_time_cache(&config, db.clone());
         AppState {
+            scripts,
+            all_time,
             db,
             jetstream: js,
             caches: Caches {
@@ -160,6 +172,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.check()?;
     let state = Arc::new(AppState::new(config, client.clone(), metrics));
+    state.scripts.start(Duration::from_secs(20)).await;
+    let catalogue = tokio::spawn(
+        state
+            .scripts
+            .catalog
+            .clone()
+            .keep_fresh(Duration::from_secs(
+                state.config.script_catalog_refresh_secs,
+            )),
+    );
     let background = tokio::spawn(keep_warm(state.clone()));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
@@ -171,6 +193,7 @@ pub async fn run(
     )
     .await;
     background.abort();
+    catalogue.abort();
     tracing::info!("stopped");
     Ok(())
 }
@@ -210,7 +233,9 @@ async fn keep_warm(state: Arc<AppState>) {
             + c.errors.refresh_popular(top).await
             + c.app.refresh_popular(top).await
             + c.records.refresh_popular(top).await
-            + c.alerts.refresh_popular(1).await;
+            + c.alerts.refresh_popular(1).await
+            + state.scripts.cache.refresh_popular(top).await
+            + state.all_time.refresh_popular(top).await;
         tracing::debug!(started, "popular keys refreshed");
     }
 }
