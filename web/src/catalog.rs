@@ -253,6 +253,7 @@ impl Catalog {
         let source = self.source.as_ref()?;
         match load(&self.http, source).await {
             Ok(scripts) => {
+                ::metrics::counter!(crate::metrics::CATALOG_LOADS, "result" => "ok").increment(1);
                 let n = scripts.len();
                 if let Ok(mut current) = self.current.write() {
                     *current = Some(Arc::new(scripts));
@@ -261,6 +262,7 @@ impl Catalog {
                 Some(n)
             }
             Err(e) => {
+                ::metrics::counter!(crate::metrics::CATALOG_LOADS, "result" => "error").increment(1);
                 tracing::warn!(source = %source.masked(), error = %e,
                     kept = self.current().map_or(0, |c| c.len()), "script catalogue not loaded; keeping the last copy");
                 None

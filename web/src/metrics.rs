@@ -19,6 +19,9 @@ pub const QUERY_ERRORS: &str = "telemetry_web_clickhouse_errors_total";
 /// Label `query`.
 pub const QUERY_SECONDS: &str = "telemetry_web_clickhouse_query_seconds";
 
+/// Label `result` (ok, error): loads of the script catalogue.
+pub const CATALOG_LOADS: &str = "telemetry_web_catalog_loads_total";
+
 const REQUEST_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
@@ -43,4 +46,5 @@ fn describe() {
         Unit::Seconds,
         "ClickHouse query time, by query"
     );
+    describe_counter!(CATALOG_LOADS, "loads of the script catalogue, by result");
 }
