@@ -262,7 +262,8 @@ impl Catalog {
                 Some(n)
             }
             Err(e) => {
-                ::metrics::counter!(crate::metrics::CATALOG_LOADS, "result" => "error").increment(1);
+                ::metrics::counter!(crate::metrics::CATALOG_LOADS, "result" => "error")
+                    .increment(1);
                 tracing::warn!(source = %source.masked(), error = %e,
                     kept = self.current().map_or(0, |c| c.len()), "script catalogue not loaded; keeping the last copy");
                 None

@@ -119,7 +119,18 @@ async fn stack() -> Stack {
 
 /// One row of `top_scripts`: app, type, total, success, failed, aborted, installing, success_rate,
 /// days_old, installs_per_day.
-type Row = (&'static str, &'static str, u64, u64, u64, u64, u64, f64, i64, f64);
+type Row = (
+    &'static str,
+    &'static str,
+    u64,
+    u64,
+    u64,
+    u64,
+    u64,
+    f64,
+    i64,
+    f64,
+);
 
 fn row(v: &Value) -> (String, String, u64, u64, u64, u64, u64, f64, i64, f64) {
     let u = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v}"));
@@ -142,7 +153,10 @@ fn row(v: &Value) -> (String, String, u64, u64, u64, u64, u64, f64, i64, f64) {
 async fn check(web: &Web, query: &str, scripts: u64, installs: u64, rows: &[Row]) -> Value {
     let answer = web.json(&format!("/api/scripts{query}")).await;
     assert_eq!(
-        (answer["total_scripts"].as_u64(), answer["total_installs"].as_u64()),
+        (
+            answer["total_scripts"].as_u64(),
+            answer["total_installs"].as_u64()
+        ),
         (Some(scripts), Some(installs)),
         "{query}: {answer}"
     );
@@ -212,7 +226,12 @@ async fn scripts_answer_the_running_services_shape_with_exact_figures() {
             "type"
         ]
     );
-    for key in ["total_scripts", "total_installs", "top_scripts", "recent_scripts"] {
+    for key in [
+        "total_scripts",
+        "total_installs",
+        "top_scripts",
+        "recent_scripts",
+    ] {
         assert!(all_time.get(key).is_some(), "{key}");
     }
 
@@ -229,12 +248,25 @@ async fn scripts_answer_the_running_services_shape_with_exact_figures() {
     statuses.sort_unstable();
     assert_eq!(
         statuses,
-        ["aborted", "failed", "installing", "success", "success", "success"]
+        [
+            "aborted",
+            "failed",
+            "installing",
+            "success",
+            "success",
+            "success"
+        ]
     );
     for r in recent {
         assert_eq!(r["app"], "docker");
         assert_eq!(
-            (&r["type"], &r["os_type"], &r["os_version"], &r["pve_version"], &r["method"]),
+            (
+                &r["type"],
+                &r["os_type"],
+                &r["os_version"],
+                &r["pve_version"],
+                &r["method"]
+            ),
             (
                 &json!("lxc"),
                 &json!("debian"),
@@ -332,7 +364,12 @@ async fn scripts_answer_the_running_services_shape_with_exact_figures() {
     check(&web, "?days=0&slug=x'%20OR%201=1%20--", 0, 0, &[]).await;
 
     // Nothing here is a 400, and the answer is cached like the others.
-    for query in ["?days=1e9", "?days=%ZZ", "?repo=%00", "?days=99999999999999999999"] {
+    for query in [
+        "?days=1e9",
+        "?days=%ZZ",
+        "?repo=%00",
+        "?days=99999999999999999999",
+    ] {
         let resp = web.get(&format!("/api/scripts{query}")).await;
         assert_eq!(resp.status(), 200, "{query}");
     }
@@ -387,7 +424,9 @@ fn apps(answer: &Value) -> Vec<(String, u64, i64)> {
 }
 
 fn owned(rows: &[(&str, u64, i64)]) -> Vec<(String, u64, i64)> {
-    rows.iter().map(|(a, n, d)| (a.to_string(), *n, *d)).collect()
+    rows.iter()
+        .map(|(a, n, d)| (a.to_string(), *n, *d))
+        .collect()
 }
 
 /// The number in `/metrics` of `telemetry_web_catalog_loads_total{result="<result>"}`.
@@ -420,12 +459,20 @@ async fn the_catalogue_adds_scripts_nobody_installed_and_ages_from_creation() {
     let answer = web.json("/api/scripts?days=14").await;
     assert_eq!(
         apps(&answer),
-        owned(&[("docker", 10, 1000), ("jellyfin", 2, 30), ("never-installed", 0, 3)]),
+        owned(&[
+            ("docker", 10, 1000),
+            ("jellyfin", 2, 30),
+            ("never-installed", 0, 3)
+        ]),
         "{answer}"
     );
     let never = &answer["top_scripts"][2];
     assert_eq!(
-        (&never["type"], &never["success_rate"], &never["installs_per_day"]),
+        (
+            &never["type"],
+            &never["success_rate"],
+            &never["installs_per_day"]
+        ),
         (&json!("vm"), &json!(0.0), &json!(0.0))
     );
     assert_eq!(answer["total_scripts"], 3);
@@ -452,11 +499,9 @@ async fn the_catalogue_adds_scripts_nobody_installed_and_ages_from_creation() {
     .await;
     let errors_before = catalogue_loads(&web, "error").await;
     std::fs::write(&file, "not json").expect("break the file");
-    poll_until(
-        "a failed reload",
-        Duration::from_secs(30),
-        async || catalogue_loads(&web, "error").await > errors_before,
-    )
+    poll_until("a failed reload", Duration::from_secs(30), async || {
+        catalogue_loads(&web, "error").await > errors_before
+    })
     .await;
     let kept = web.json("/api/scripts?days=14").await;
     assert_eq!(kept["total_scripts"], 4, "{kept}");
@@ -509,14 +554,16 @@ async fn the_catalogue_adds_scripts_nobody_installed_and_ages_from_creation() {
         assert!(resp.status().is_success(), "{:?}", resp.text().await);
     }
     let url = pb.url();
-    let web = stack
-        .web(|c| c.script_catalog_url = Some(url))
-        .await;
+    let web = stack.web(|c| c.script_catalog_url = Some(url)).await;
     let answer = web.json("/api/scripts?days=14").await;
     assert_eq!(answer["total_scripts"], 503, "{}", answer["total_scripts"]);
     assert_eq!(
         apps(&answer)[..3],
-        owned(&[("docker", 10, 1000), ("jellyfin", 2, 30), ("filler-000", 0, 0)])[..]
+        owned(&[
+            ("docker", 10, 1000),
+            ("jellyfin", 2, 30),
+            ("filler-000", 0, 0)
+        ])[..]
     );
     assert!(apps(&answer).contains(&("never-installed".to_string(), 0, 3)));
     web.shutdown().await;
@@ -524,10 +571,7 @@ async fn the_catalogue_adds_scripts_nobody_installed_and_ages_from_creation() {
 
 /// The text between `marker` and the next `<`.
 fn text_after<'a>(dom: &'a str, marker: &str) -> &'a str {
-    let start = dom
-        .find(marker)
-        .unwrap_or_else(|| panic!("no {marker}"))
-        + marker.len();
+    let start = dom.find(marker).unwrap_or_else(|| panic!("no {marker}")) + marker.len();
     let rest = &dom[start..];
     &rest[..rest.find('<').expect("closing tag")]
 }
