@@ -221,6 +221,14 @@ async fn keep_warm(state: Arc<AppState>) {
             c.errors.warm(scope).await;
         }
         c.alerts.warm(()).await;
+        // The running service's script view, and the all-time one a public app reads.
+        for days in [scripts::DEFAULT_DAYS, 0] {
+            let q = scripts::ScriptsQuery {
+                days,
+                ..scripts::ScriptsQuery::default()
+            };
+            state.scripts.cache.warm(q).await;
+        }
         tracing::info!("cache warm-up done");
     }
     let top = state.config.cache_refresh_top;

@@ -657,6 +657,37 @@ async fn the_old_urls_show_their_figures_in_chromium() {
     assert_eq!(figure(&page, "total_scripts"), "5");
     assert_eq!(text_after(&page, "data-script-total=\"docker\">"), "13");
 
+    // Screenshots of the two analyses, kept under target/web-artifacts/.
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/web-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifact dir");
+    for (name, path) in [
+        ("error-analysis.png", "/error-analysis"),
+        ("script-analysis.png", "/script-analysis?days=0&repo=all"),
+    ] {
+        let shot = dir.join(name);
+        let _ = std::fs::remove_file(&shot);
+        let (url, target) = (web.url(path), shot.clone());
+        let profile = tempfile::tempdir().expect("profile");
+        let run = tokio::task::spawn_blocking(move || {
+            run_chromium(
+                profile.path(),
+                &url,
+                &[
+                    format!("--screenshot={}", target.display()),
+                    "--window-size=1280,2000".into(),
+                ],
+            )
+        })
+        .await
+        .expect("join");
+        let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+        assert!(
+            size > 10_000,
+            "{name} missing or empty ({size} bytes): {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+
     // The old pages are linked from every page, and today's pages still answer.
     let html = web.text("/dashboard/errors").await;
     assert!(html.contains("href=\"/error-analysis?") && html.contains("href=\"/script-analysis\""));
