@@ -442,7 +442,10 @@ pub struct Errors {
     pub type_failure_rates: Vec<TypeFailureRate>,
     /// Error categories with their share of the failures and the apps that fail most in each.
     pub category_apps: Vec<CategoryApps>,
-    /// The newest failed, aborted or timed-out installs ([`crate::db::RECENT_ERRORS`]) with their masked log.
+    /// The newest failed, aborted or timed-out installs ([`crate::db::RECENT_ERRORS`]) with their masked
+    /// log, for `/error-analysis` only: up to 100 log excerpts would make every fetch of this view's JSON
+    /// (the errors page's charts) heavy.
+    #[serde(skip_serializing)]
     pub recent_errors: Vec<Failure>,
 }
 
