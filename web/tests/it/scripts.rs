@@ -634,6 +634,22 @@ async fn the_old_urls_show_their_figures_in_chromium() {
     assert!(page.contains("data-recent-error=\"docker\""));
     assert!(page.contains("data-recent-error=\"haos\""));
     assert!(page.contains("data-timeline-failed="));
+    // Categories of the 6 failed and aborted installs, with the app that fails most in each.
+    for (category, count) in [
+        ("apt", "2"),
+        ("user_aborted", "2"),
+        ("config", "1"),
+        ("network", "1"),
+    ] {
+        assert_eq!(
+            text_after(&page, &format!("data-category=\"{category}\">")),
+            count,
+            "{category}"
+        );
+    }
+    let apt_row = &page[page.find("data-category=\"apt\"").expect("apt row")..];
+    let apt_row = &apt_row[..apt_row.find("</tr>").expect("row end")];
+    assert!(apt_row.contains(">docker</a> (2)"), "{apt_row}");
     assert_eq!(figure(&page, "aborted_count"), "2");
     // Failed and aborted installs of the last 30 days: docker 4, jellyfin 1, haos 1.
     let mut by_app: Vec<&str> = page
