@@ -148,6 +148,17 @@ pub struct Config {
     /// NATS (live rollups from the `telemetry_stats` bucket, alerts from `TELEMETRY_ALERTS`) and logs.
     #[command(flatten)]
     pub common: fleet::config::Common,
+    /// Script catalogue: a PocketBase URL (its collection `script_scripts`, or the URL of another
+    /// collection) or a JSON file (a path, or an http(s) URL ending in .json) holding an array of
+    /// {slug, type, script_created}. Unset: no catalogue (scripts count from their first install).
+    #[arg(long, env = "SCRIPT_CATALOG_URL")]
+    pub script_catalog_url: Option<String>,
+    /// Seconds between reloads of the script catalogue (a failed one keeps the last good copy).
+    #[arg(long, env = "SCRIPT_CATALOG_REFRESH_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub script_catalog_refresh_secs: u64,
+    /// Seconds between refreshes of the dashboard's figures in the browser; 0: no refresh.
+    #[arg(long, env = "DASHBOARD_REFRESH_SECS", default_value_t = 60)]
+    pub dashboard_refresh_secs: u64,
 }
 
 impl fleet::config::Service for Config {

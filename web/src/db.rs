@@ -44,6 +44,10 @@ pub struct Db {
 pub const RECENT: usize = 10;
 /// How many rows the top lists keep.
 pub const TOP: usize = 15;
+/// How many latest failures the app and timed-out lists show.
+pub const FAILURES: u64 = 20;
+/// How many latest errors the error analysis lists (the running service's `recent_errors`).
+pub const RECENT_ERRORS: u64 = 100;
 /// Installs not final this long after their first event count as stuck (the aggregator's default).
 pub const STUCK_AFTER_SECS: i64 = 3600;
 
@@ -103,7 +107,9 @@ const DIMS_FAILURES: &str = "
     ('timed_out', if(status = 'unknown' AND error_category = 'timeout', 'timed_out', '')),
     ('exit_code', if(status IN ('failed', 'aborted', 'unknown') AND isNotNull(exit_code), toString(exit_code), '')),
     ('signature', if(status IN ('failed', 'aborted', 'unknown'), ifNull(error_signature, ''), '')),
-    ('signature_day', if(status IN ('failed', 'aborted', 'unknown') AND isNotNull(error_signature), concat(day, '|', error_signature), ''))";
+    ('signature_day', if(status IN ('failed', 'aborted', 'unknown') AND isNotNull(error_signature), concat(day, '|', error_signature), '')),
+    ('type', type), ('type_status', concat(type, '|', status)),
+    ('category_app', if(category != '', concat(category, '|', nsapp), ''))";
 
 /// Which figures a pass computes.
 #[derive(Debug, Clone, Copy)]
@@ -257,6 +263,9 @@ struct Candidate {
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct FailureRow {
     execution_id: String,
+    nsapp: String,
+    #[serde(rename = "type")]
+    kind: String,
     status: String,
     exit_code: i16,
     error_category: String,
@@ -379,15 +388,20 @@ impl Db {
     pub async fn errors(&self, scope: Scope, now: i64) -> Result<Errors, DbError> {
         let rows = self.dims(Pass::Failures, scope, "", now).await?;
         let dims = Dims::new(&rows);
-        let timeouts = self.failures(scope, None, true, now).await?;
-        Ok(Errors::build(scope, now, &dims, timeouts))
+        let timeouts = self.failures(scope, None, true, now, FAILURES).await?;
+        let recent = self
+            .failures(scope, None, false, now, RECENT_ERRORS)
+            .await?;
+        Ok(Errors::build(scope, now, &dims, timeouts, recent))
     }
 
     /// One app's page.
     pub async fn app(&self, nsapp: &str, scope: Scope, now: i64) -> Result<AppView, DbError> {
         let rows = self.dims(Pass::App, scope, nsapp, now).await?;
         let dims = Dims::new(&rows);
-        let failures = self.failures(scope, Some(nsapp), false, now).await?;
+        let failures = self
+            .failures(scope, Some(nsapp), false, now, FAILURES)
+            .await?;
         Ok(AppView::build(nsapp, scope, now, &dims, failures))
     }
 
@@ -482,15 +496,16 @@ impl Db {
         Ok(records)
     }
 
-    /// The latest failed, aborted or unknown installs of the period (of one app, or the timed-out ones),
-    /// with their masked log excerpt. Candidates come from the final events in `events`; each is read
-    /// back from `installs_final` so that status and outcome are the merged ones.
+    /// The latest `limit` failed, aborted or unknown installs of the period (of one app, or the timed-out
+    /// ones), with their masked log excerpt. Candidates (twice `limit`) come from the final events in
+    /// `events`; each is read back from `installs_final` so that status and outcome are the merged ones.
     async fn failures(
         &self,
         scope: Scope,
         app: Option<&str>,
         timed_out_only: bool,
         now: i64,
+        limit: u64,
     ) -> Result<Vec<Failure>, DbError> {
         let since = scope.period.since(now);
         let repo = scope.repo.sql_value();
@@ -502,7 +517,7 @@ impl Db {
                  WHERE received_at >= toDateTime(?) AND status IN {FINAL_FAILURES} \
                  AND (? = '' OR repo_source = ?) AND (? = '' OR repo_slug = ?) AND (? = '' OR nsapp = ?) \
                  AND (? = 0 OR synthetic = 1) \
-                 GROUP BY execution_id ORDER BY at DESC, execution_id LIMIT 40"
+                 GROUP BY execution_id ORDER BY at DESC, execution_id LIMIT ?"
             ))
             .bind(since)
             .bind(repo)
@@ -512,6 +527,7 @@ impl Db {
             .bind(app)
             .bind(app)
             .bind(u8::from(timed_out_only))
+            .bind(limit * 2)
             .fetch_all::<Candidate>();
         let ids: Vec<String> = self
             .timed("failure_candidates", fut)
@@ -524,14 +540,15 @@ impl Db {
         }
         let fut = self
             .query(&format!(
-                "SELECT execution_id, status, toInt16(ifNull(toInt16(exit_code), -1)) AS exit_code, \
+                "SELECT execution_id, nsapp, type, status, toInt16(ifNull(toInt16(exit_code), -1)) AS exit_code, \
                  ifNull(error_category, '') AS error_category, ifNull(error_signature, '') AS error_signature, \
                  ifNull(error, '') AS error, toUInt32(ifNull(toUnixTimestamp(finished_at), 0)) AS finished_at, \
                  toUInt32(toUnixTimestamp(started_at)) AS started_at \
                  FROM ?.installs_final WHERE has(?, execution_id) AND status IN {FINAL_FAILURES} \
-                 ORDER BY finished_at DESC, execution_id LIMIT 20"
+                 ORDER BY finished_at DESC, execution_id LIMIT ?"
             ))
             .bind(&ids)
+            .bind(limit)
             .fetch_all::<FailureRow>();
         let rows = self.timed("failures", fut).await?;
         Ok(rows
@@ -541,6 +558,8 @@ impl Db {
                 let exit_code = u8::try_from(r.exit_code).ok();
                 Failure {
                     execution_id: self.ids.install(&r.execution_id, i64::from(r.started_at)),
+                    nsapp: r.nsapp,
+                    kind: r.kind,
                     status: r.status,
                     exit_description: exit_code
                         .map(|c| schema::exit_codes::describe(c).into_owned()),

@@ -10,7 +10,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -21,7 +21,7 @@ use crate::params::{self, BadParam, Params, RecordsQuery};
 use crate::{legacy, metrics, model, pages, static_files, AppState};
 
 type Shared = State<Arc<AppState>>;
-type RawQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
+pub(crate) type RawQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
 type RawPath = Result<Path<String>, PathRejection>;
 
 /// Content-Security-Policy: everything from this origin only; no inline script or style.
@@ -32,7 +32,7 @@ pub const CSP: &str =
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", get(|| async { Redirect::to("/dashboard") }))
+        .route("/", get(dashboard_page))
         .route("/dashboard", get(dashboard_page))
         .route("/dashboard/errors", get(errors_page))
         .route("/dashboard/apps/{nsapp}", get(app_page))
@@ -61,6 +61,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(health))
         .route("/livez", get(|| async { "ok" }))
         .merge(crate::admin::router(&state))
+        .merge(crate::views::routes())
         .merge(ops(&state))
         .route_layer(middleware::from_fn(measure))
         .fallback(|| async { ApiError::NotFound("route") })
@@ -161,7 +162,7 @@ fn secure(headers: &mut HeaderMap) {
         .or_insert(HeaderValue::from_static("no-cache"));
 }
 
-fn raw(query: RawQuery) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn raw(query: RawQuery) -> Result<Vec<(String, String)>, ApiError> {
     query.map(|Query(q)| q).map_err(|e| {
         ApiError::BadParam(BadParam {
             param: "query",
@@ -188,19 +189,22 @@ fn with_cache(mut response: Response, status: CacheStatus) -> Response {
     response
 }
 
-fn json<T: Serialize>(value: &T, status: CacheStatus) -> Response {
+pub(crate) fn json<T: Serialize>(value: &T, status: CacheStatus) -> Response {
     with_cache(Json(value).into_response(), status)
 }
 
 /// A cached answer's JSON, serialized when it was loaded.
-fn json_bytes(body: axum::body::Bytes, status: CacheStatus) -> Response {
+pub(crate) fn json_bytes(body: axum::body::Bytes, status: CacheStatus) -> Response {
     with_cache(
         ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         status,
     )
 }
 
-fn html(template: &impl askama::Template, status: CacheStatus) -> Result<Response, ApiError> {
+pub(crate) fn html(
+    template: &impl askama::Template,
+    status: CacheStatus,
+) -> Result<Response, ApiError> {
     let body = template
         .render()
         .map_err(|e| ApiError::Unavailable(format!("render: {e}")))?;
@@ -220,7 +224,11 @@ async fn dashboard_page(State(s): Shared, q: RawQuery) -> Result<Response, PageE
     let scope = Params(&raw(q)?).scope()?;
     let ((d, _), status) = s.caches.dashboard.get(scope).await?;
     let live = live_or_unavailable(&s, scope.repo).await;
-    Ok(html(&pages::DashboardPage::new(scope, d, live), status)?)
+    let (total_all_time, _) = s.all_time.get((scope.repo, scope.slug)).await?;
+    let mut page = pages::DashboardPage::new(scope, d, live);
+    page.total_all_time = total_all_time;
+    page.refresh_secs = s.config.dashboard_refresh_secs;
+    Ok(html(&page, status)?)
 }
 
 async fn live_or_unavailable(s: &AppState, repo: params::Repo) -> Arc<crate::live::Live> {

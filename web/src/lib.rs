@@ -7,9 +7,11 @@
 pub mod admin;
 pub mod alerts;
 pub mod cache;
+pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod figures;
 pub mod http;
 pub mod ids;
 pub mod legacy;
@@ -18,7 +20,9 @@ pub mod metrics;
 pub mod model;
 pub mod pages;
 pub mod params;
+pub mod scripts;
 pub mod static_files;
+pub mod views;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -69,6 +73,10 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Triggered when the web starts shutting down: readiness turns 503.
     pub shutdown: Shutdown,
+    /// `/api/scripts` and the script analysis, with the script catalogue.
+    pub scripts: scripts::ScriptsService,
+    /// Installs ever stored per repo and slug filter (the dashboard's all-time card).
+    pub all_time: figures::AllTime,
     /// The caches of the running service's read API (`/api/dashboard`, `/api/records`, `/api/errors`).
     pub legacy: legacy::LegacyCaches,
     /// One permit per CSV export streaming (`CSV_MAX_CONCURRENT`).
@@ -159,6 +167,11 @@ impl AppState {
         AppState {
             legacy,
             csv_slots,
+        let scripts = scripts::ScriptsService::new(&config, db.clone());
+        let all_time = figures::all_time_cache(&config, db.clone());
+        AppState {
+            scripts,
+            all_time,
             db,
             jetstream: js,
             caches: Caches {
@@ -193,6 +206,16 @@ pub async fn run(
             "ID_HASH_KEY is unset: public install ids change on restart; set it for stable links"
         );
     }
+    state.scripts.start(Duration::from_secs(20)).await;
+    let catalogue = tokio::spawn(
+        state
+            .scripts
+            .catalog
+            .clone()
+            .keep_fresh(Duration::from_secs(
+                state.config.script_catalog_refresh_secs,
+            )),
+    );
     let background = tokio::spawn(keep_warm(state.clone()));
     let gauges = tokio::spawn(install_gauges(state.clone()));
     let addr = listener.local_addr()?;
@@ -206,6 +229,7 @@ pub async fn run(
     .await;
     background.abort();
     gauges.abort();
+    catalogue.abort();
     tracing::info!("stopped");
     Ok(())
 }
@@ -245,6 +269,14 @@ async fn keep_warm(state: Arc<AppState>) {
             .errors
             .warm(legacy::params::Scope::parse(&raw, 7))
             .await;
+        // The running service's script view, and the all-time one a public app reads.
+        for days in [scripts::DEFAULT_DAYS, 0] {
+            let q = scripts::ScriptsQuery {
+                days,
+                ..scripts::ScriptsQuery::default()
+            };
+            state.scripts.cache.warm(q).await;
+        }
         tracing::info!("cache warm-up done");
     }
     let top = state.config.cache_refresh_top;
@@ -261,6 +293,8 @@ async fn keep_warm(state: Arc<AppState>) {
             + state.legacy.dashboard.refresh_popular(top).await
             + state.legacy.errors.refresh_popular(top).await
             + state.legacy.records.refresh_popular(top).await;
+            + state.scripts.cache.refresh_popular(top).await
+            + state.all_time.refresh_popular(top).await;
         tracing::debug!(started, "popular keys refreshed");
     }
 }

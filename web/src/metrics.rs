@@ -48,6 +48,8 @@ pub fn set_install_gauges(counts: &[(String, u64)]) {
     metrics::gauge!(INSTALLS_PENDING).set(pending as f64);
     metrics::gauge!(SUCCESS_RATE).set(crate::model::percent(success, success + failed));
 }
+/// Label `result` (ok, error): loads of the script catalogue.
+pub const CATALOG_LOADS: &str = "telemetry_web_catalog_loads_total";
 
 const REQUEST_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
@@ -94,4 +96,5 @@ fn describe() {
         Unit::Seconds,
         "ClickHouse query time, by query"
     );
+    describe_counter!(CATALOG_LOADS, "loads of the script catalogue, by result");
 }

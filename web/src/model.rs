@@ -365,6 +365,9 @@ impl Dashboard {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Failure {
     pub execution_id: String,
+    pub nsapp: String,
+    #[serde(rename = "type")]
+    pub kind: String,
     pub status: String,
     pub exit_code: Option<u8>,
     pub exit_description: Option<String>,
@@ -433,10 +436,114 @@ pub struct Errors {
     pub timed_out_count: u64,
     /// The latest timed-out installs.
     pub timed_out: Vec<Failure>,
+    /// Failed and aborted installs per day of the period (days with installs).
+    pub error_timeline: Vec<TimelineDay>,
+    /// Failure figures per type.
+    pub type_failure_rates: Vec<TypeFailureRate>,
+    /// Error categories with their share of the failures and the apps that fail most in each.
+    pub category_apps: Vec<CategoryApps>,
+    /// The newest failed, aborted or timed-out installs ([`crate::db::RECENT_ERRORS`]) with their masked
+    /// log, for `/error-analysis` only: up to 100 log excerpts would make every fetch of this view's JSON
+    /// (the errors page's charts) heavy.
+    #[serde(skip_serializing)]
+    pub recent_errors: Vec<Failure>,
+}
+
+/// Failed and aborted installs of one day.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineDay {
+    pub date: String,
+    pub failed: u64,
+    pub aborted: u64,
+}
+
+/// One type's failure figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TypeFailureRate {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub total: u64,
+    pub success: u64,
+    pub failed: u64,
+    pub aborted: u64,
+    /// failed / (success + failed), percent.
+    pub failure_rate: f64,
+}
+
+/// An error category, its share of the period's failures, and its most failing apps.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CategoryApps {
+    pub category: String,
+    pub count: u64,
+    /// Of the failed, aborted and unknown installs, percent.
+    pub percentage: f64,
+    /// At most five, most first.
+    pub top_apps: Vec<Count>,
+}
+
+fn timeline(dims: &Dims) -> Vec<TimelineDay> {
+    daily(dims)
+        .into_iter()
+        .map(|d| TimelineDay {
+            date: d.date,
+            failed: d.failed,
+            aborted: d.aborted,
+        })
+        .collect()
+}
+
+fn type_rates(dims: &Dims) -> Vec<TypeFailureRate> {
+    dims.list("type")
+        .iter()
+        .map(|(kind, total)| {
+            let of = |status: &str| {
+                dims.pairs("type_status")
+                    .find(|(k, s, _)| k == kind && *s == status)
+                    .map_or(0, |(_, _, n)| n)
+            };
+            let (success, failed, aborted) = (of("success"), of("failed"), of("aborted"));
+            TypeFailureRate {
+                kind: kind.clone(),
+                total: *total,
+                success,
+                failed,
+                aborted,
+                failure_rate: percent(failed, success + failed),
+            }
+        })
+        .collect()
+}
+
+fn category_apps(dims: &Dims) -> Vec<CategoryApps> {
+    let failures = dims.total("category");
+    dims.list("category")
+        .iter()
+        .map(|(category, count)| CategoryApps {
+            category: category.clone(),
+            count: *count,
+            percentage: percent(*count, failures),
+            // Pairs come most first (ties by key), so the first five of a category are its top apps.
+            top_apps: dims
+                .pairs("category_app")
+                .filter(|(c, _, _)| c == category)
+                .take(5)
+                .map(|(_, app, n)| Count {
+                    name: app.to_string(),
+                    count: n,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 impl Errors {
-    pub fn build(scope: Scope, now: i64, dims: &Dims, timed_out: Vec<Failure>) -> Errors {
+    pub fn build(
+        scope: Scope,
+        now: i64,
+        dims: &Dims,
+        timed_out: Vec<Failure>,
+        recent_errors: Vec<Failure>,
+    ) -> Errors {
         Errors {
             days: scope.period.as_str(),
             repo: scope.repo.as_str(),
@@ -452,6 +559,10 @@ impl Errors {
             stuck_count: dims.count("stuck", "stuck"),
             timed_out_count: dims.count("timed_out", "timed_out"),
             timed_out,
+            error_timeline: timeline(dims),
+            type_failure_rates: type_rates(dims),
+            category_apps: category_apps(dims),
+            recent_errors,
         }
     }
 }

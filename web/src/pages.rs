@@ -121,6 +121,10 @@ pub struct DashboardPage {
     pub min_installs: u64,
     pub small_tables: Vec<(&'static str, Vec<Count>)>,
     pub headers: Vec<Header>,
+    /// Installs ever stored for the repo and slug filters (the all-time card).
+    pub total_all_time: u64,
+    /// Seconds between refreshes of the figures by `/static/refresh.js` (0: none).
+    pub refresh_secs: u64,
 }
 
 impl DashboardPage {
@@ -144,6 +148,8 @@ impl DashboardPage {
             min_installs: scope.period.min_installs(),
             small_tables,
             headers: plain_headers(),
+            total_all_time: 0,
+            refresh_secs: 0,
             d,
             live,
         }
@@ -171,6 +177,117 @@ impl ErrorsPage {
             slug: scope.slug.as_str().to_string(),
             extra_hidden: Vec::new(),
             e,
+        }
+    }
+}
+
+/// `/error-analysis`: the failure analysis of [`ErrorsPage`] with the timeline, the failure rate per
+/// type, the categories with their top apps and the newest errors with their masked log.
+#[derive(Template)]
+#[template(path = "error_analysis.html")]
+pub struct ErrorAnalysisPage {
+    pub layout: Layout,
+    pub e: Arc<Errors>,
+    pub periods: Vec<(&'static str, &'static str, bool)>,
+    pub repos: Vec<(&'static str, bool)>,
+    /// The repo-slug filter's text (empty for every slug).
+    pub slug: String,
+    pub extra_hidden: Vec<(String, String)>,
+}
+
+impl ErrorAnalysisPage {
+    pub fn new(scope: Scope, e: Arc<Errors>) -> ErrorAnalysisPage {
+        ErrorAnalysisPage {
+            layout: Layout::new("error-analysis", scope),
+            periods: period_choices(scope.period),
+            repos: repo_choices(scope.repo),
+            slug: scope.slug.as_str().to_string(),
+            extra_hidden: Vec::new(),
+            e,
+        }
+    }
+
+    /// The largest daily failed + aborted count, for the timeline's bar heights.
+    pub fn timeline_max(&self) -> u64 {
+        self.e
+            .error_timeline
+            .iter()
+            .map(|d| d.failed + d.aborted)
+            .max()
+            .unwrap_or(0)
+            .max(1)
+    }
+}
+
+/// `/script-analysis`: the answer of `/api/scripts` as tables, with a period selector (all time too).
+#[derive(Template)]
+#[template(path = "script_analysis.html")]
+pub struct ScriptAnalysisPage {
+    pub layout: Layout,
+    pub s: Arc<crate::scripts::ScriptsAnswer>,
+    /// `(days, label, selected)` of each period.
+    pub periods: Vec<(u32, &'static str, bool)>,
+    /// `(value, selected)` of each repo choice.
+    pub repos: Vec<(&'static str, bool)>,
+    pub days: u32,
+    pub slug: String,
+    /// The most installed scripts.
+    pub most: Vec<crate::scripts::ScriptStat>,
+    /// The least installed scripts (zeros first), fewest first.
+    pub least: Vec<crate::scripts::ScriptStat>,
+    /// Scripts with decided installs, by success rate (lowest first).
+    pub by_rate: Vec<crate::scripts::ScriptStat>,
+}
+
+/// The periods of the script analysis: the running service's `days` values, 0 = all time.
+pub const SCRIPT_PERIODS: [(u32, &str); 7] = [
+    (1, "Today"),
+    (7, "7 days"),
+    (14, "14 days"),
+    (30, "30 days"),
+    (90, "90 days"),
+    (365, "365 days"),
+    (0, "All time"),
+];
+
+impl ScriptAnalysisPage {
+    pub fn new(
+        q: &crate::scripts::ScriptsQuery,
+        s: Arc<crate::scripts::ScriptsAnswer>,
+    ) -> ScriptAnalysisPage {
+        let top = &s.top_scripts;
+        let most = top.iter().take(25).cloned().collect();
+        let mut least: Vec<_> = top.iter().rev().take(25).cloned().collect();
+        least.sort_by(|a, b| a.total.cmp(&b.total).then_with(|| a.app.cmp(&b.app)));
+        let mut by_rate: Vec<_> = top
+            .iter()
+            .filter(|x| x.success + x.failed > 0)
+            .cloned()
+            .collect();
+        by_rate.sort_by(|a, b| {
+            a.success_rate
+                .total_cmp(&b.success_rate)
+                .then_with(|| b.total.cmp(&a.total))
+                .then_with(|| a.app.cmp(&b.app))
+        });
+        by_rate.truncate(25);
+        let repos = Repo::CHOICES
+            .iter()
+            .map(|r| (r.as_str(), *r == q.repo))
+            .collect();
+        ScriptAnalysisPage {
+            layout: Layout::new("script-analysis", Scope::default()),
+            periods: SCRIPT_PERIODS
+                .iter()
+                .map(|(days, label)| (*days, *label, *days == q.days))
+                .collect(),
+            repos,
+            days: q.days,
+            slug: q.slug.clone(),
+            most,
+            least,
+            by_rate,
+            s,
         }
     }
 }

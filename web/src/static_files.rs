@@ -30,6 +30,11 @@ pub const FILES: &[StaticFile] = &[
         bytes: include_bytes!("../static/dashboard.js"),
     },
     StaticFile {
+        path: "refresh.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../static/refresh.js"),
+    },
+    StaticFile {
         path: "favicon.svg",
         content_type: "image/svg+xml",
         bytes: include_bytes!("../static/favicon.svg"),
@@ -82,7 +87,7 @@ mod tests {
             chart.starts_with("/*!\n * Chart.js v4.6.1"),
             "license header kept"
         );
-        for name in ["app.css", "theme.js", "dashboard.js"] {
+        for name in ["app.css", "theme.js", "dashboard.js", "refresh.js"] {
             let text = std::str::from_utf8(get(name).expect(name).bytes).expect("utf-8");
             assert!(
                 !text.contains("http://") && !text.contains("https://") && !text.contains("//cdn"),

@@ -250,9 +250,10 @@ async fn the_corpus_and_the_dashboard_go_through_the_front_door() {
     let (status, path, text) = get(&http, &format!("{front}/")).await;
     assert_eq!(
         (status, path.as_str()),
-        (200, "/dashboard"),
+        (200, "/"),
         "GET / through the door: {text:.300}"
     );
+    assert!(text.contains("<html"), "{text:.300}");
     let (status, _, text) = get(&http, &format!("{front}/dashboard")).await;
     assert_eq!(status, 200, "GET /dashboard through the door: {text:.300}");
     assert!(text.contains("<html"), "{text:.300}");

@@ -13,7 +13,7 @@ fn chromium() -> PathBuf {
 }
 
 /// Runs headless Chromium on `url` with the page's scripts, no network beyond loopback, and `extra`.
-fn run_chromium(profile: &Path, url: &str, extra: &[String]) -> Output {
+pub(crate) fn run_chromium(profile: &Path, url: &str, extra: &[String]) -> Output {
     let mut cmd = Command::new(chromium());
     cmd.args([
         "--headless",
@@ -36,14 +36,14 @@ fn run_chromium(profile: &Path, url: &str, extra: &[String]) -> Output {
     cmd.output().expect("chromium runs")
 }
 
-fn attr<'a>(dom: &'a str, marker: &str) -> Option<&'a str> {
+pub(crate) fn attr<'a>(dom: &'a str, marker: &str) -> Option<&'a str> {
     let start = dom.find(marker)? + marker.len();
     let rest = &dom[start..];
     Some(&rest[..rest.find('"')?])
 }
 
 /// The text of the element carrying `data-figure="<name>"`.
-fn figure<'a>(dom: &'a str, name: &str) -> &'a str {
+pub(crate) fn figure<'a>(dom: &'a str, name: &str) -> &'a str {
     let marker = format!("data-figure=\"{name}\">");
     let start = dom
         .find(&marker)

@@ -8,4 +8,5 @@ mod browser;
 mod harness;
 mod live;
 mod original;
+mod scripts;
 mod v3;
