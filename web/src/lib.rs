@@ -164,12 +164,11 @@ impl AppState {
         let csv_slots = Arc::new(tokio::sync::Semaphore::new(
             config.csv_max_concurrent as usize,
         ));
-        AppState {
-            legacy,
-            csv_slots,
         let scripts = scripts::ScriptsService::new(&config, db.clone());
         let all_time = figures::all_time_cache(&config, db.clone());
         AppState {
+            legacy,
+            csv_slots,
             scripts,
             all_time,
             db,
@@ -292,7 +291,7 @@ async fn keep_warm(state: Arc<AppState>) {
             + c.alerts.refresh_popular(1).await
             + state.legacy.dashboard.refresh_popular(top).await
             + state.legacy.errors.refresh_popular(top).await
-            + state.legacy.records.refresh_popular(top).await;
+            + state.legacy.records.refresh_popular(top).await
             + state.scripts.cache.refresh_popular(top).await
             + state.all_time.refresh_popular(top).await;
         tracing::debug!(started, "popular keys refreshed");
