@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod flood;
 mod rollups;
 mod stuck;
 mod v3;
