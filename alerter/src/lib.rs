@@ -955,3 +955,39 @@ async fn settle_budget(shared: Arc<Shared>, key: String, mut budget: MailBudget,
         "could not mark the digest sent; another replica may send it again after the lease"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Puts in order; what the mirror holds after each.
+    fn check(puts: &[&str], held: &[bool]) {
+        let mut config = Config::for_nats("nats://x");
+        config.alert_max_apps = 2;
+        let mut filter = StatsFilter::new(&config);
+        let mut holding = HashSet::new();
+        let got: Vec<bool> = puts
+            .iter()
+            .map(|key| {
+                let admitted = filter.admit(key, holding.contains(*key));
+                if admitted {
+                    holding.insert(key.to_string());
+                }
+                admitted
+            })
+            .collect();
+        assert_eq!(got, held, "{puts:?}");
+    }
+
+    #[test]
+    fn the_stats_mirror_holds_the_alert_window_and_at_most_max_apps() {
+        check(
+            &["24h.global", "signatures.new", "1h.global", "7d.app.a", "meta", "24h.apps"],
+            &[true, true, false, false, false, false],
+        );
+        check(
+            &["24h.app.a", "24h.app.b", "24h.app.c", "24h.app.a", "24h.global"],
+            &[true, true, false, true, true],
+        );
+    }
+}

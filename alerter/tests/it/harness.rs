@@ -440,3 +440,13 @@ impl Stack {
         .await
     }
 }
+
+/// Waits until `n` alert events are on TELEMETRY_ALERTS.
+pub async fn poll_until_events(stack: &Stack, n: usize) {
+    poll_until(
+        &format!("{n} alert events"),
+        Duration::from_secs(30),
+        || async { (stack.alert_events().await.len() >= n).then_some(()) },
+    )
+    .await;
+}

@@ -6,4 +6,5 @@
 mod harness;
 
 mod delivery;
+mod guard;
 mod rules;
