@@ -360,6 +360,13 @@ async fn evaluate_loop(
                         }
                     }
                 }
+                let history = stats
+                    .json::<NewSignatures>(KEY_NEW_SIGNATURES)
+                    .and_then(|n| n.history.parse::<schema::span::Span>().ok());
+                let forget = records_to_forget(&alerts.entries, history, now);
+                if !forget.is_empty() {
+                    deliveries.spawn(forget_records(shared.clone(), forget));
+                }
                 for t in transitions(&shared.config, &stats, &alerts, now) {
                     let claimed = shared
                         .busy
@@ -741,6 +748,64 @@ async fn record_event(js: &jetstream::Context, event: &AlertEvent) -> bool {
     }
 }
 
+/// Most records forgotten per tick.
+const FORGET_PER_TICK: usize = 100;
+
+/// Records that no longer change anything, so the bucket and every replica's mirror stay bounded: a
+/// resolved and delivered alert past its cooldown (the rules decide the same without it), and a
+/// delivered new-signature alert older than the aggregator's history (`history`: after it the
+/// signature would count as new again anyway). With their revision, for a compare-and-set delete.
+fn records_to_forget(
+    entries: &HashMap<String, (Bytes, u64)>,
+    history: Option<schema::span::Span>,
+    now: OffsetDateTime,
+) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = entries
+        .iter()
+        .filter(|(key, _)| budget_period(key).is_none())
+        .filter_map(|(key, (bytes, revision))| {
+            let record = serde_json::from_slice::<AlertRecord>(bytes).ok()?;
+            if record.delivery != Delivery::Sent || record.event.scope == Scope::Global {
+                return None;
+            }
+            let done = match (record.event.rule, record.state) {
+                (Rule::FailureRate, Kind::Resolved) => record.cooldown_until < now,
+                (Rule::NewSignature, _) => {
+                    history.is_some_and(|h| record.event.at < now - h.duration())
+                }
+                _ => false,
+            };
+            done.then(|| (key.clone(), *revision))
+        })
+        .collect();
+    out.sort();
+    out.truncate(FORGET_PER_TICK);
+    out
+}
+
+/// Deletes records, each only if unchanged since it was judged (another replica may just have claimed
+/// it).
+async fn forget_records(shared: Arc<Shared>, records: Vec<(String, u64)>) {
+    for (key, revision) in records {
+        let busy = shared
+            .busy
+            .lock()
+            .map(|busy| busy.contains(&key))
+            .unwrap_or(true);
+        if busy {
+            continue;
+        }
+        match shared
+            .alerts
+            .delete_expect_revision(&key, Some(revision))
+            .await
+        {
+            Ok(()) => tracing::debug!(key, "settled alert record forgotten"),
+            Err(e) => tracing::debug!(key, error = %e, "settled alert record kept"),
+        }
+    }
+}
+
 /// Whether an alert gets a mail of its own or goes into the digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Budget {
@@ -977,6 +1042,76 @@ mod tests {
             })
             .collect();
         assert_eq!(got, held, "{puts:?}");
+    }
+
+    fn record(rule: Rule, state: Kind, delivery: Delivery, at: i64, cooldown: i64) -> Bytes {
+        let t = |s: i64| OffsetDateTime::from_unix_timestamp(1_700_000_000 + s).expect("time");
+        let scope = match rule {
+            Rule::FailureRate => Scope::App,
+            Rule::NewSignature => Scope::Signature,
+        };
+        let record = AlertRecord {
+            v: 1,
+            state,
+            delivery,
+            owner: "a".into(),
+            lease_until: t(at),
+            cooldown_until: t(cooldown),
+            attempts: 0,
+            recorded: true,
+            event: AlertEvent {
+                v: 1,
+                alert_id: Uuid::nil(),
+                kind: state,
+                rule,
+                scope,
+                subject: "x".into(),
+                at: t(at),
+                window: "24h".into(),
+                threshold: None,
+                failure_rate: None,
+                started: 0,
+                success: 0,
+                failed: 0,
+                aborted: 0,
+                unknown: 0,
+                apps: vec![],
+                top_exit_codes: vec![],
+                top_signatures: vec![],
+                dashboard_url: String::new(),
+            },
+        };
+        serde_json::to_vec(&record).expect("json").into()
+    }
+
+    #[test]
+    fn settled_records_are_forgotten() {
+        use Delivery::*;
+        use Kind::*;
+        use Rule::*;
+        let entries: HashMap<String, (Bytes, u64)> = [
+            ("resolved-cooled", record(FailureRate, Resolved, Sent, 0, 100)),
+            ("resolved-cooling", record(FailureRate, Resolved, Sent, 0, 3600)),
+            ("resolved-pending", record(FailureRate, Resolved, Pending, 0, 100)),
+            ("firing", record(FailureRate, Alert, Sent, 0, 100)),
+            ("signature-old", record(NewSignature, Alert, Sent, -8 * 86_400, 0)),
+            ("signature-recent", record(NewSignature, Alert, Sent, -86_400, 0)),
+            ("mail_budget.1", Bytes::from_static(b"{}")),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (k, v))| (k.to_string(), (v, i as u64)))
+        .collect();
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000 + 200).expect("now");
+        let week: schema::span::Span = "7d".parse().expect("span");
+        let keys = |h| {
+            records_to_forget(&entries, h, now)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(Some(week)), vec!["resolved-cooled", "signature-old"]);
+        assert_eq!(keys(None), vec!["resolved-cooled"]);
     }
 
     #[test]
