@@ -264,7 +264,11 @@ fn name_metrics(
     let mut bitten = Vec::new();
     for (kind, names, refused) in [
         ("app", &report.apps, tracker.apps.take_refused()),
-        ("signature", &report.signatures, tracker.signatures.take_refused()),
+        (
+            "signature",
+            &report.signatures,
+            tracker.signatures.take_refused(),
+        ),
     ] {
         let capped = refused + names.capped as u64;
         ::metrics::counter!(m::NAMES_CAPPED, "kind" => kind).increment(capped);

@@ -780,13 +780,7 @@ mod tests {
     }
 
     /// `installs` failed installs of `app`, each from its own client unless `client` is given.
-    fn failing(
-        tracker: &mut Tracker,
-        at: i64,
-        app: &str,
-        installs: usize,
-        client: Option<&str>,
-    ) {
+    fn failing(tracker: &mut Tracker, at: i64, app: &str, installs: usize, client: Option<&str>) {
         for i in 0..installs {
             let exec = format!("{app}-{i}");
             let random_id = client.map_or_else(|| format!("r-{exec}"), str::to_string);
@@ -833,13 +827,19 @@ mod tests {
         assert_eq!(index.apps.len(), 1);
         let other = index.other.expect("other");
         assert_eq!((other.names, other.started), (flood, 3 * flood));
-        assert_eq!((report.apps.distinct, report.apps.tracked), (flood as usize + 1, 1));
+        assert_eq!(
+            (report.apps.distinct, report.apps.tracked),
+            (flood as usize + 1, 1)
+        );
         // Top lists name tracked signatures only: docker's, then at most 9 of the flood's.
         assert!(global.top_signatures.len() <= 3);
         assert!(tracker.apps.len() <= 20 && tracker.signatures.len() <= 20);
         tracker.keep_names(report);
         assert!(tracker.apps.len() <= 20, "{}", tracker.apps.len());
-        assert_eq!(tracker.apps.name(tracker.apps.hash("docker")), Some("docker"));
+        assert_eq!(
+            tracker.apps.name(tracker.apps.hash("docker")),
+            Some("docker")
+        );
     }
 
     /// More qualified names than the cap: the most installed are tracked, the rest summed.
@@ -854,7 +854,10 @@ mod tests {
         let (values, report) = rollup_with_report(&tracker, now, &bounded(3, 5, 5));
         let index: AppsIndex = serde_json::from_slice(&values["1h.apps"]).expect("json");
         assert_eq!(index.apps.len(), 5);
-        assert_eq!((index.apps[0].app.as_str(), index.apps[0].started), ("docker", 40));
+        assert_eq!(
+            (index.apps[0].app.as_str(), index.apps[0].started),
+            ("docker", 40)
+        );
         assert_eq!(index.other.map(|o| (o.names, o.started)), Some((46, 276)));
         assert_eq!((report.apps.tracked, report.apps.capped), (5, 46));
         let app_keys = values.keys().filter(|k| k.starts_with("1h.app.")).count();

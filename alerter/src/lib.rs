@@ -45,9 +45,7 @@ pub use config::Config;
 
 use crate::mail::Mailer;
 use crate::metrics as m;
-use crate::rules::{
-    app_condition, decide, rate_condition, signature_condition, Action, Condition,
-};
+use crate::rules::{app_condition, decide, rate_condition, signature_condition, Action, Condition};
 
 /// A cap that bites is logged at most this often.
 const CAP_WARN_EVERY: Duration = Duration::from_secs(600);
@@ -224,7 +222,10 @@ impl StatsFilter {
             }
             if self.apps >= self.max_apps {
                 ::metrics::counter!(m::APPS_CAPPED).increment(1);
-                if self.last_warning.is_none_or(|t| t.elapsed() >= CAP_WARN_EVERY) {
+                if self
+                    .last_warning
+                    .is_none_or(|t| t.elapsed() >= CAP_WARN_EVERY)
+                {
                     self.last_warning = Some(Instant::now());
                     tracing::warn!(
                         max_apps = self.max_apps,
@@ -1090,12 +1091,27 @@ mod tests {
         use Kind::*;
         use Rule::*;
         let entries: HashMap<String, (Bytes, u64)> = [
-            ("resolved-cooled", record(FailureRate, Resolved, Sent, 0, 100)),
-            ("resolved-cooling", record(FailureRate, Resolved, Sent, 0, 3600)),
-            ("resolved-pending", record(FailureRate, Resolved, Pending, 0, 100)),
+            (
+                "resolved-cooled",
+                record(FailureRate, Resolved, Sent, 0, 100),
+            ),
+            (
+                "resolved-cooling",
+                record(FailureRate, Resolved, Sent, 0, 3600),
+            ),
+            (
+                "resolved-pending",
+                record(FailureRate, Resolved, Pending, 0, 100),
+            ),
             ("firing", record(FailureRate, Alert, Sent, 0, 100)),
-            ("signature-old", record(NewSignature, Alert, Sent, -8 * 86_400, 0)),
-            ("signature-recent", record(NewSignature, Alert, Sent, -86_400, 0)),
+            (
+                "signature-old",
+                record(NewSignature, Alert, Sent, -8 * 86_400, 0),
+            ),
+            (
+                "signature-recent",
+                record(NewSignature, Alert, Sent, -86_400, 0),
+            ),
             ("mail_budget.1", Bytes::from_static(b"{}")),
         ]
         .into_iter()
@@ -1117,11 +1133,24 @@ mod tests {
     #[test]
     fn the_stats_mirror_holds_the_alert_window_and_at_most_max_apps() {
         check(
-            &["24h.global", "signatures.new", "1h.global", "7d.app.a", "meta", "24h.apps"],
+            &[
+                "24h.global",
+                "signatures.new",
+                "1h.global",
+                "7d.app.a",
+                "meta",
+                "24h.apps",
+            ],
             &[true, true, false, false, false, false],
         );
         check(
-            &["24h.app.a", "24h.app.b", "24h.app.c", "24h.app.a", "24h.global"],
+            &[
+                "24h.app.a",
+                "24h.app.b",
+                "24h.app.c",
+                "24h.app.a",
+                "24h.global",
+            ],
             &[true, true, false, true, true],
         );
     }

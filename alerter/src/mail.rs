@@ -443,10 +443,15 @@ mod tests {
     #[test]
     fn subjects_start_with_our_words_and_stay_one_line() {
         let mut e = event(Kind::Alert);
-        e.subject = format!("[telemetry] URGENT\r\nBcc: all@example.org {}", "x".repeat(500));
+        e.subject = format!(
+            "[telemetry] URGENT\r\nBcc: all@example.org {}",
+            "x".repeat(500)
+        );
         let s = subject(&e);
         assert!(
-            s.starts_with("[telemetry] failure rate 50.0% (20 failed of 40 decided) in 24h: app \""),
+            s.starts_with(
+                "[telemetry] failure rate 50.0% (20 failed of 40 decided) in 24h: app \""
+            ),
             "{s}"
         );
         assert!(!s.contains('\n') && !s.contains('\r'), "{s:?}");

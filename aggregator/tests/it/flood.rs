@@ -37,11 +37,15 @@ async fn keys(js: &async_nats::jetstream::Context) -> BTreeSet<String> {
 /// Waits until the 24 h global group holds every install, then checks the bounds; returns the keys.
 async fn check_bounded(js: &async_nats::jetstream::Context) -> BTreeSet<String> {
     let store = stats(js).await;
-    poll_until("every install rolled up", Duration::from_secs(30), || async {
-        get_json::<GroupStats>(&store, "24h.global")
-            .await
-            .filter(|g| g.started == (REAL + FAKE) as u64 && g.in_progress == 0)
-    })
+    poll_until(
+        "every install rolled up",
+        Duration::from_secs(30),
+        || async {
+            get_json::<GroupStats>(&store, "24h.global")
+                .await
+                .filter(|g| g.started == (REAL + FAKE) as u64 && g.in_progress == 0)
+        },
+    )
     .await;
     let docker: GroupStats = poll_until("docker exact", Duration::from_secs(30), || async {
         get_json::<GroupStats>(&store, "24h.app.docker")
@@ -49,11 +53,17 @@ async fn check_bounded(js: &async_nats::jetstream::Context) -> BTreeSet<String> 
             .filter(|d| d.started == REAL as u64)
     })
     .await;
-    assert_eq!((docker.success, docker.failed), (REAL as u64 / 2, REAL as u64 / 2));
+    assert_eq!(
+        (docker.success, docker.failed),
+        (REAL as u64 / 2, REAL as u64 / 2)
+    );
     let index: AppsIndex = get_json(&store, "24h.apps").await.expect("index");
     assert_eq!(index.apps.len(), 1, "{:?}", index.apps);
     let other = index.other.expect("other");
-    assert_eq!((other.names, other.started, other.failed), (FAKE as u64, FAKE as u64, FAKE as u64));
+    assert_eq!(
+        (other.names, other.started, other.failed),
+        (FAKE as u64, FAKE as u64, FAKE as u64)
+    );
     let keys = keys(js).await;
     assert!(
         !keys.iter().any(|k| k.contains("fake")),

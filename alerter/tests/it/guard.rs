@@ -88,7 +88,10 @@ async fn a_burst_beyond_the_budget_yields_the_budget_and_one_digest() {
         )),
         "{digest}"
     );
-    assert!(digest.matches("failure rate 100.0%").count() >= folded, "{digest}");
+    assert!(
+        digest.matches("failure rate 100.0%").count() >= folded,
+        "{digest}"
+    );
     stack
         .still_mails(BUDGET as usize + 1, Duration::from_secs(3))
         .await;

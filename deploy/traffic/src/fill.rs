@@ -360,10 +360,17 @@ mod tests {
             .map(|k| accept(&flood("run", k, 4, 7, false)).expect("valid").event)
             .collect();
         let distinct = |f: &dyn Fn(&schema::Event) -> String| {
-            events.iter().map(f).collect::<std::collections::BTreeSet<_>>().len()
+            events
+                .iter()
+                .map(f)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
         };
         assert_eq!(distinct(&|e| e.nsapp.clone()), 10);
-        assert_eq!(distinct(&|e| e.error_signature.clone().unwrap_or_default()), 7);
+        assert_eq!(
+            distinct(&|e| e.error_signature.clone().unwrap_or_default()),
+            7
+        );
         assert_eq!(distinct(&|e| e.random_id.clone()), 40);
         assert!(events.iter().all(|e| e.status == Status::Failed));
         let one = accept(&flood("run", 5, 4, 7, true)).expect("valid").event;
