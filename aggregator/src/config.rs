@@ -10,7 +10,7 @@ use fleet::config::Alias;
 use fleet::ConfigError;
 use schema::span::Span;
 
-use crate::rollup::RollupConfig;
+use crate::rollup::{Limits, RollupConfig};
 
 /// Live rollups of the event stream: replays the longest window from TELEMETRY_EVENTS, follows it live,
 /// publishes sliding-window statistics to the KV bucket telemetry_stats and times out stuck installs.
@@ -56,6 +56,21 @@ pub struct Config {
     /// Length of the top lists (exit codes, categories, signatures), in entries.
     #[arg(long, env = "TOP_N", default_value_t = 10)]
     pub top_n: usize,
+
+    /// An app gets its own rollups (key, index line) once this many distinct clients (random_id) started
+    /// it within the longest window; the installs of other names are summed as `other` in the index.
+    #[arg(long, env = "MIN_DISTINCT_INSTALLS", default_value_t = 3)]
+    pub min_distinct_installs: u32,
+
+    /// Most apps with their own rollups, most installs first; beyond it names are summed as `other`
+    /// (counted in telemetry_aggregator_names_capped_total). Bounds the memory and the KV keys that
+    /// made-up app names can take.
+    #[arg(long, env = "MAX_TRACKED_APPS", default_value_t = 2000)]
+    pub max_tracked_apps: usize,
+
+    /// Most error signatures named in top lists and signatures.new, most installs first.
+    #[arg(long, env = "MAX_TRACKED_SIGNATURES", default_value_t = 20000)]
+    pub max_tracked_signatures: usize,
 
     /// Copies of the telemetry_stats bucket in a JetStream cluster (1 on a single server).
     #[arg(long, env = "KV_REPLICAS", default_value_t = 1)]
@@ -127,10 +142,32 @@ impl Config {
                 "must be at least 50",
             ));
         }
+        if !(1..=64).contains(&self.min_distinct_installs) {
+            return Err(ConfigError::new(
+                "MIN_DISTINCT_INSTALLS",
+                format!("must be within 1..=64, got {}", self.min_distinct_installs),
+            ));
+        }
+        for (setting, value) in [
+            ("MAX_TRACKED_APPS", self.max_tracked_apps),
+            ("MAX_TRACKED_SIGNATURES", self.max_tracked_signatures),
+        ] {
+            if !(1..=1_000_000).contains(&value) {
+                return Err(ConfigError::new(
+                    setting,
+                    format!("must be within 1..=1000000, got {value}"),
+                ));
+            }
+        }
         Ok(RollupConfig {
             windows,
             signature_window: self.signature_window,
             top_n: self.top_n,
+            limits: Limits {
+                min_clients: self.min_distinct_installs,
+                max_apps: self.max_tracked_apps,
+                max_signatures: self.max_tracked_signatures,
+            },
         })
     }
 

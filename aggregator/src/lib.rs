@@ -38,8 +38,10 @@ use crate::tracker::Tracker;
 
 /// A timeout that did not come back through the stream is published again after this long.
 const TIMEOUT_RETRY: time::Duration = time::Duration::seconds(30);
-/// How often unused interned names are dropped.
-const COMPACT_EVERY: Duration = Duration::from_secs(600);
+/// While replaying, a full name store is pruned at most this often.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+/// A cap that bites is logged at most this often.
+const CAP_WARN_EVERY: Duration = Duration::from_secs(600);
 
 /// What the ops port reports.
 struct Health {
@@ -150,12 +152,15 @@ async fn consume(
         () = &mut *shutdown => return Ok(()),
     };
     tracing::info!(from = %from, until_sequence = replay_end, "replaying the event stream");
-    let mut tracker = Tracker::new();
+    let limits = rollup_config.limits;
+    let new_tracker = || Tracker::with_name_caps(2 * limits.max_apps, 2 * limits.max_signatures);
+    let mut tracker = new_tracker();
+    let mut last_prune = Instant::now();
+    let mut last_cap_warning: Option<Instant> = None;
     let mut events: u64 = 0;
     let mut caught_up = replay_end == 0;
     let mut tick = tokio::time::interval(config.publish_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_compact = Instant::now();
     let cleanup_every = config.cleanup_interval();
     if cleanup_every.is_none() {
         tracing::info!("CLEANUP_ENABLED=false: stuck installs are not timed out");
@@ -219,7 +224,7 @@ async fn consume(
                 let Some(next) = next else {
                     tracing::warn!("event consumer ended, reopening");
                     (messages, replay_end) = open_messages(&stream, OffsetDateTime::now_utc() - longest.duration()).await;
-                    tracker = Tracker::new();
+                    tracker = new_tracker();
                     caught_up = replay_end == 0;
                     health.caught_up.store(false, Ordering::Relaxed);
                     continue;
@@ -242,6 +247,12 @@ async fn consume(
                         tracing::debug!(error = %e, subject = %msg.subject, "skipping a message that is not an event");
                     }
                 }
+                if !caught_up && tracker.names_full() && last_prune.elapsed() >= PRUNE_EVERY {
+                    // Replaying a flood of names: keep only the texts of names that qualify so far.
+                    let report = rollup::name_report(&tracker, limits);
+                    tracker.keep_names(report);
+                    last_prune = Instant::now();
+                }
                 if !caught_up {
                     if let Ok(info) = msg.info() {
                         caught_up = info.pending == 0 || info.stream_sequence >= replay_end;
@@ -252,13 +263,11 @@ async fn consume(
                 let now = OffsetDateTime::now_utc();
                 let cutoff = now - longest.duration();
                 tracker.expire(u32::try_from(cutoff.unix_timestamp().max(0)).unwrap_or(0));
-                if last_compact.elapsed() >= COMPACT_EVERY {
-                    tracker.compact_names();
-                    last_compact = Instant::now();
-                }
                 let began = Instant::now();
-                let values = rollup::rollup(&tracker, now, rollup_config);
+                let (values, report) = rollup::rollup_with_report(&tracker, now, rollup_config);
                 ::metrics::histogram!(m::ROLLUP_SECONDS).record(began.elapsed().as_secs_f64());
+                name_metrics(&mut tracker, &report, &mut last_cap_warning, limits);
+                tracker.keep_names(report);
                 ::metrics::gauge!(m::INSTALLS).set(tracker.len() as f64);
                 ::metrics::gauge!(m::PENDING).set(tracker.pending() as f64);
                 let meta = Meta {
@@ -285,6 +294,53 @@ async fn consume(
         }
     }
     Ok(())
+}
+
+/// The name metrics of one snapshot, and a warning (at most every [`CAP_WARN_EVERY`]) when a cap bites.
+fn name_metrics(
+    tracker: &mut Tracker,
+    report: &rollup::Report,
+    last_warning: &mut Option<Instant>,
+    limits: rollup::Limits,
+) {
+    let mut bitten = Vec::new();
+    for (kind, names, refused) in [
+        ("app", &report.apps, tracker.apps.take_refused()),
+        (
+            "signature",
+            &report.signatures,
+            tracker.signatures.take_refused(),
+        ),
+    ] {
+        let capped = refused + names.capped as u64;
+        ::metrics::counter!(m::NAMES_CAPPED, "kind" => kind).increment(capped);
+        let other = names.distinct.saturating_sub(names.tracked);
+        for (state, value) in [
+            ("tracked", names.tracked),
+            ("other", other),
+            ("capped", names.capped),
+        ] {
+            ::metrics::gauge!(m::NAMES, "kind" => kind, "state" => state).set(value as f64);
+        }
+        if capped > 0 {
+            bitten.push((kind, names.distinct, names.tracked, names.capped, refused));
+        }
+    }
+    if !bitten.is_empty() && last_warning.is_none_or(|t| t.elapsed() >= CAP_WARN_EVERY) {
+        *last_warning = Some(Instant::now());
+        for (kind, distinct, tracked, capped, refused) in bitten {
+            tracing::warn!(
+                kind,
+                distinct,
+                tracked,
+                beyond_cap = capped,
+                refused_events = refused,
+                max_apps = limits.max_apps,
+                max_signatures = limits.max_signatures,
+                "name cap reached: names beyond it are summed as other"
+            );
+        }
+    }
 }
 
 /// The event stream, created with the contract's defaults when the edge has not made it yet.

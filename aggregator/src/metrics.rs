@@ -14,6 +14,12 @@ pub const KV_WRITES: &str = "telemetry_aggregator_kv_writes_total";
 pub const KV_ERRORS: &str = "telemetry_aggregator_kv_errors_total";
 /// Label `outcome`: stored, duplicate, error.
 pub const TIMEOUTS: &str = "telemetry_aggregator_timeouts_total";
+/// Label `kind`: app, signature. Events whose name text was not kept (the name store was full), plus,
+/// at every snapshot, the names that qualified for tracking beyond MAX_TRACKED_*.
+pub const NAMES_CAPPED: &str = "telemetry_aggregator_names_capped_total";
+/// Labels `kind` (app, signature) and `state` (tracked, other): distinct names in the longest window
+/// at the last snapshot, tracked one by one or summed as other.
+pub const NAMES: &str = "telemetry_aggregator_names";
 
 /// Installs the process-wide Prometheus recorder ([`fleet::metrics::install`]), once, by `main`, inside a
 /// Tokio runtime.
@@ -39,4 +45,12 @@ fn describe() {
     describe_counter!(KV_WRITES, "writes to telemetry_stats, by op");
     describe_counter!(KV_ERRORS, "failed writes to telemetry_stats");
     describe_counter!(TIMEOUTS, "synthetic timeout events published, by outcome");
+    describe_counter!(
+        NAMES_CAPPED,
+        "names not tracked because a cap was full (events refused by the name store, names beyond MAX_TRACKED_* per snapshot), by kind"
+    );
+    describe_gauge!(
+        NAMES,
+        "distinct names in the longest window, tracked one by one or summed as other, by kind"
+    );
 }

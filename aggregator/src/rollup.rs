@@ -4,13 +4,19 @@
 //!
 //! An install belongs to a window when its first event is inside it; its counts follow its current state
 //! (so a failure reported now for an install started 10 minutes ago counts in the 1 h window).
+//!
+//! Names are client text, so what is kept per name is bounded ([`Limits`]): an app gets its own group,
+//! key and index line only once it was started by at least `min_clients` distinct clients in the
+//! longest window, and only the `max_apps` most installed of those; the installs of every other name
+//! are summed in the index's `other`. Likewise only the `max_signatures` most frequent signatures are
+//! named in top lists and `signatures.new`. The global, repo and type groups count every install.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use schema::span::Span;
 use schema::stats::{
     apps_key, group_key, AppSummary, AppsIndex, CategoryCount, ExitCodeCount, GroupStats,
-    NameCount, NewSignature, NewSignatures, Scope, SignatureCount, KEY_NEW_SIGNATURES,
+    NameCount, NewSignature, NewSignatures, OtherApps, Scope, SignatureCount, KEY_NEW_SIGNATURES,
     SNAPSHOT_VERSION,
 };
 use schema::{Category, Kind, RepoSource, Status};
@@ -27,6 +33,51 @@ pub struct RollupConfig {
     pub signature_window: Span,
     /// Length of the top lists.
     pub top_n: usize,
+    /// Bounds on what is kept per name.
+    pub limits: Limits,
+}
+
+/// Bounds on what a rollup keeps per name (client text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// An app is tracked one by one once this many distinct clients (`random_id`) started it in the
+    /// longest window.
+    pub min_clients: u32,
+    /// Most apps tracked one by one (most installs first).
+    pub max_apps: usize,
+    /// Most signatures named in top lists and `signatures.new` (most installs first).
+    pub max_signatures: usize,
+}
+
+impl Limits {
+    /// No bound: every name tracked (for tests of the figures).
+    pub const NONE: Limits = Limits {
+        min_clients: 1,
+        max_apps: usize::MAX,
+        max_signatures: usize::MAX,
+    };
+}
+
+/// What a rollup did with the names of one kind, for the metrics and the name stores.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NameReport {
+    /// Distinct names with installs in the longest window.
+    pub distinct: usize,
+    /// Of those, tracked one by one.
+    pub tracked: usize,
+    /// Names that qualified but were left out because the cap was full.
+    pub capped: usize,
+    /// Hashes whose text the name store should keep (qualified, best first, at most the cap).
+    pub wanted: HashSet<u32>,
+    /// Every hash an install refers to, sorted.
+    pub present: Vec<u32>,
+}
+
+/// The names of one rollup, apps and signatures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    pub apps: NameReport,
+    pub signatures: NameReport,
 }
 
 /// Cap of `signatures.new`.
@@ -86,11 +137,15 @@ struct Acc {
     exit_codes: HashMap<u8, u64>,
     categories: HashMap<Category, u64>,
     signatures: HashMap<u32, u64>,
+    /// Which of the 256 client hashes started installs of the group.
+    clients: [u64; 4],
 }
 
 impl Acc {
-    fn add(&mut self, s: &Slot) {
+    /// Adds an install; its signature counts only when `tracked_signature`.
+    fn add(&mut self, s: &Slot, tracked_signature: bool) {
         self.started += 1;
+        self.clients[usize::from(s.client >> 6)] |= 1 << (s.client & 63);
         match s.status {
             Status::Success => self.success += 1,
             Status::Failed => self.failed += 1,
@@ -117,9 +172,13 @@ impl Acc {
         if let Some(category) = s.category {
             *self.categories.entry(category).or_default() += 1;
         }
-        if s.signature != 0 {
+        if s.signature != 0 && tracked_signature {
             *self.signatures.entry(s.signature).or_default() += 1;
         }
+    }
+
+    fn clients(&self) -> u32 {
+        self.clients.iter().map(|w| w.count_ones()).sum()
     }
 
     fn failure_rate(&self) -> Option<f64> {
@@ -166,10 +225,24 @@ impl Acc {
             top_signatures: top(&self.signatures, top_n)
                 .into_iter()
                 .map(|(id, count)| SignatureCount {
-                    signature: tracker.signatures.name(id).to_string(),
+                    signature: tracker.signatures.name(id).unwrap_or_default().to_string(),
                     count,
                 })
                 .collect(),
+            clients: Some(self.clients()),
+        }
+    }
+
+    fn other(&self, names: u64) -> OtherApps {
+        OtherApps {
+            names,
+            started: self.started,
+            in_progress: self.in_progress,
+            success: self.success,
+            failed: self.failed,
+            aborted: self.aborted,
+            unknown: self.unknown,
+            failure_rate: self.failure_rate(),
         }
     }
 
@@ -206,7 +279,11 @@ struct WindowAcc {
     global: Acc,
     repos: [Acc; RepoSource::ALL.len()],
     kinds: [Acc; Kind::ALL.len()],
+    /// By position in the tracked apps.
     apps: Vec<Option<Acc>>,
+    /// Installs of untracked app names, and those names' hashes (sorted and counted at the end).
+    other: Acc,
+    other_names: Vec<u32>,
 }
 
 fn repo_index(r: RepoSource) -> usize {
@@ -220,8 +297,104 @@ fn kind_index(k: Kind) -> usize {
 #[derive(Default)]
 struct SigAcc {
     first_seen: u32,
-    recent: u64,
+    installs: u64,
     apps: HashMap<u32, u64>,
+}
+
+/// Per distinct name of the longest window: (hash, installs, distinct clients, earliest first_seen),
+/// from one sort of `(hash, low)` pairs packed in a u64 (transient: 8 bytes per install).
+fn count_names(mut pairs: Vec<u64>) -> Vec<(u32, u64, u32, u32)> {
+    pairs.sort_unstable();
+    let mut out: Vec<(u32, u64, u32, u32)> = Vec::new();
+    let mut last: Option<u64> = None;
+    for p in pairs {
+        let (hash, low) = ((p >> 32) as u32, p as u32);
+        match out.last_mut() {
+            Some(entry) if entry.0 == hash => {
+                entry.1 += 1;
+                if last != Some(p) {
+                    entry.2 += 1;
+                }
+            }
+            _ => out.push((hash, 1, 1, low)),
+        }
+        last = Some(p);
+    }
+    out
+}
+
+/// Picks the names to track among `counted` (hash, installs, distinct lows, _): those with at least
+/// `min` distinct lows, most installs first, at most `cap`, and only those whose text is kept. Returns
+/// the tracked (hash, text) in rank order and the report.
+fn select<'a>(
+    counted: &[(u32, u64, u32, u32)],
+    min: u32,
+    cap: usize,
+    text: impl Fn(u32) -> Option<&'a str>,
+) -> (Vec<(u32, &'a str)>, NameReport) {
+    let mut qualified: Vec<(u32, u64)> = counted
+        .iter()
+        .filter(|c| c.2 >= min)
+        .map(|c| (c.0, c.1))
+        .collect();
+    qualified.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let capped = qualified.len().saturating_sub(cap);
+    let wanted: HashSet<u32> = qualified.iter().take(cap).map(|q| q.0).collect();
+    let mut named: Vec<(u32, u64, &str)> = qualified
+        .iter()
+        .filter_map(|(h, n)| text(*h).map(|t| (*h, *n, t)))
+        .collect();
+    named.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(b.2)));
+    named.truncate(cap);
+    let tracked: Vec<(u32, &str)> = named.into_iter().map(|(h, _, t)| (h, t)).collect();
+    let report = NameReport {
+        distinct: counted.len(),
+        tracked: tracked.len(),
+        capped,
+        wanted,
+        present: counted.iter().map(|c| c.0).collect(),
+    };
+    (tracked, report)
+}
+
+/// Whether an install's signature counts (in top lists and as a new signature): a failure's, not the
+/// stuck-install timeout's own text.
+fn counts_signature(slot: &Slot, stuck: u32) -> bool {
+    slot.signature != 0 && slot.signature != stuck && slot.status != Status::Success
+}
+
+fn app_counts(tracker: &Tracker) -> Vec<(u32, u64, u32, u32)> {
+    count_names(
+        tracker
+            .slots()
+            .map(|s| u64::from(s.app) << 32 | u64::from(s.client))
+            .collect(),
+    )
+}
+
+fn signature_counts(tracker: &Tracker) -> Vec<(u32, u64, u32, u32)> {
+    let stuck = tracker.signatures.hash(schema::stuck::STUCK_ERROR);
+    count_names(
+        tracker
+            .slots()
+            .filter(|s| counts_signature(s, stuck))
+            .map(|s| u64::from(s.signature) << 32 | u64::from(s.first_seen))
+            .collect(),
+    )
+}
+
+/// What a rollup would track, without the rollup: keeps the name stores bounded while replaying.
+pub fn name_report(tracker: &Tracker, limits: Limits) -> Report {
+    let (_, apps) = select(
+        &app_counts(tracker),
+        limits.min_clients,
+        limits.max_apps,
+        |h| tracker.apps.name(h),
+    );
+    let (_, signatures) = select(&signature_counts(tracker), 1, limits.max_signatures, |h| {
+        tracker.signatures.name(h)
+    });
+    Report { apps, signatures }
 }
 
 /// Every KV value of one snapshot, by key.
@@ -230,7 +403,47 @@ pub fn rollup(
     now: OffsetDateTime,
     config: &RollupConfig,
 ) -> BTreeMap<String, Vec<u8>> {
+    rollup_with_report(tracker, now, config).0
+}
+
+/// Every KV value of one snapshot, by key, and what was done with the names.
+pub fn rollup_with_report(
+    tracker: &Tracker,
+    now: OffsetDateTime,
+    config: &RollupConfig,
+) -> (BTreeMap<String, Vec<u8>>, Report) {
     let now_secs = now.unix_timestamp();
+    let limits = config.limits;
+    let signature_from = now_secs - config.signature_window.secs() as i64;
+    let stuck = tracker.signatures.hash(schema::stuck::STUCK_ERROR);
+
+    // Which names are tracked: one sort of the apps (with their clients) and one of the signatures
+    // (with their earliest install).
+    let app_counts = app_counts(tracker);
+    let (apps, app_report) = select(&app_counts, limits.min_clients, limits.max_apps, |h| {
+        tracker.apps.name(h)
+    });
+    drop(app_counts);
+    let sig_counts = signature_counts(tracker);
+    let (signatures, sig_report) = select(&sig_counts, 1, limits.max_signatures, |h| {
+        tracker.signatures.name(h)
+    });
+    let app_pos: HashMap<u32, usize> = apps.iter().enumerate().map(|(i, a)| (a.0, i)).collect();
+    let tracked_sigs: HashSet<u32> = signatures.iter().map(|s| s.0).collect();
+    // Tracked signatures whose earliest install (in the whole history) lies in the signature window.
+    let mut fresh_sigs: HashMap<u32, SigAcc> = sig_counts
+        .iter()
+        .filter(|c| tracked_sigs.contains(&c.0) && i64::from(c.3) >= signature_from)
+        .map(|c| {
+            let acc = SigAcc {
+                first_seen: c.3,
+                ..SigAcc::default()
+            };
+            (c.0, acc)
+        })
+        .collect();
+    drop(sig_counts);
+
     let mut windows: Vec<WindowAcc> = config
         .windows
         .iter()
@@ -241,36 +454,40 @@ pub fn rollup(
             repos: Default::default(),
             kinds: Default::default(),
             apps: Vec::new(),
+            other: Acc::default(),
+            other_names: Vec::new(),
         })
         .collect();
-    let signature_from = now_secs - config.signature_window.secs() as i64;
-    let mut signatures: HashMap<u32, SigAcc> = HashMap::new();
-    let stuck = tracker.signatures.get(schema::stuck::STUCK_ERROR);
-
     for slot in tracker.slots() {
         let first = i64::from(slot.first_seen);
+        let app = app_pos.get(&slot.app).copied();
+        let sig = tracked_sigs.contains(&slot.signature);
         for w in windows.iter_mut().rev() {
             if first < w.from {
                 break;
             }
-            w.global.add(slot);
-            w.repos[repo_index(slot.repo)].add(slot);
-            w.kinds[kind_index(slot.kind)].add(slot);
-            let app = slot.app as usize;
-            if w.apps.len() <= app {
-                w.apps.resize_with(app + 1, || None);
+            w.global.add(slot, sig);
+            w.repos[repo_index(slot.repo)].add(slot, sig);
+            w.kinds[kind_index(slot.kind)].add(slot, sig);
+            match app {
+                Some(app) => {
+                    if w.apps.len() <= app {
+                        w.apps.resize_with(app + 1, || None);
+                    }
+                    w.apps[app].get_or_insert_with(Acc::default).add(slot, sig);
+                }
+                None => {
+                    w.other.add(slot, sig);
+                    w.other_names.push(slot.app);
+                }
             }
-            w.apps[app].get_or_insert_with(Acc::default).add(slot);
         }
-        if slot.signature != 0 && Some(slot.signature) != stuck && slot.status != Status::Success {
-            let s = signatures.entry(slot.signature).or_insert(SigAcc {
-                first_seen: slot.first_seen,
-                ..SigAcc::default()
-            });
-            s.first_seen = s.first_seen.min(slot.first_seen);
-            if first >= signature_from {
-                s.recent += 1;
-                *s.apps.entry(slot.app).or_default() += 1;
+        if counts_signature(slot, stuck) {
+            if let Some(s) = fresh_sigs.get_mut(&slot.signature) {
+                s.installs += 1;
+                if let Some(app) = app {
+                    *s.apps.entry(app as u32).or_default() += 1;
+                }
             }
         }
     }
@@ -280,7 +497,7 @@ pub fn rollup(
         out.insert(key, value.bytes());
     };
     let top_n = config.top_n;
-    for w in &windows {
+    for w in &mut windows {
         let span = w.span;
         put(
             group_key(span, Scope::Global, ""),
@@ -298,39 +515,45 @@ pub fn rollup(
                 put(group_key(span, Scope::Type, kind.as_str()), &stats);
             }
         }
-        let mut apps = Vec::new();
-        for (id, acc) in w.apps.iter().enumerate() {
+        let mut index = Vec::new();
+        for (pos, acc) in w.apps.iter().enumerate() {
             let Some(acc) = acc else { continue };
-            let name = tracker.apps.name(id as u32);
+            let name = apps[pos].1;
             put(
                 group_key(span, Scope::App, name),
                 &acc.stats(span, Scope::App, name, top_n, tracker),
             );
-            apps.push(acc.summary(name));
+            index.push(acc.summary(name));
         }
-        apps.sort_by(|a, b| b.started.cmp(&a.started).then(a.app.cmp(&b.app)));
+        index.sort_by(|a, b| b.started.cmp(&a.started).then(a.app.cmp(&b.app)));
+        let other = (w.other.started > 0).then(|| {
+            w.other_names.sort_unstable();
+            w.other_names.dedup();
+            w.other.other(w.other_names.len() as u64)
+        });
         put(
             apps_key(span),
             &AppsIndex {
                 v: SNAPSHOT_VERSION,
                 window: span.label(),
                 window_secs: span.secs(),
-                apps,
+                apps: index,
+                other,
             },
         );
     }
 
-    let mut fresh: Vec<NewSignature> = signatures
+    let mut fresh: Vec<NewSignature> = fresh_sigs
         .into_iter()
-        .filter(|(_, s)| s.recent > 0 && i64::from(s.first_seen) >= signature_from)
+        .filter(|(_, s)| s.installs > 0)
         .map(|(id, s)| NewSignature {
-            signature: tracker.signatures.name(id).to_string(),
-            installs: s.recent,
+            signature: tracker.signatures.name(id).unwrap_or_default().to_string(),
+            installs: s.installs,
             first_seen: OffsetDateTime::from_unix_timestamp(i64::from(s.first_seen)).unwrap_or(now),
             apps: top(&s.apps, MAX_SIGNATURE_APPS)
                 .into_iter()
                 .map(|(app, count)| NameCount {
-                    name: tracker.apps.name(app).to_string(),
+                    name: apps[app as usize].1.to_string(),
                     count,
                 })
                 .collect(),
@@ -357,7 +580,11 @@ pub fn rollup(
             signatures: fresh,
         },
     );
-    out
+    let report = Report {
+        apps: app_report,
+        signatures: sig_report,
+    };
+    (out, report)
 }
 
 /// Serializing the snapshot types (plain structs) into a Vec cannot fail.
@@ -383,6 +610,8 @@ mod tests {
             windows: vec!["1h".parse().expect("span"), "24h".parse().expect("span")],
             signature_window: "1h".parse().expect("span"),
             top_n: 3,
+            // These tests are about the figures: every name tracked (the bounds have their own tests).
+            limits: Limits::NONE,
         }
     }
 
@@ -548,6 +777,98 @@ mod tests {
             .collect();
         assert_eq!(got, vec![("npm ERR! code ERESOLVE", 2)]);
         assert_eq!(fresh.history, "24h");
+    }
+
+    /// `installs` failed installs of `app`, each from its own client unless `client` is given.
+    fn failing(tracker: &mut Tracker, at: i64, app: &str, installs: usize, client: Option<&str>) {
+        for i in 0..installs {
+            let exec = format!("{app}-{i}");
+            let random_id = client.map_or_else(|| format!("r-{exec}"), str::to_string);
+            let b = format!(
+                r#"{{"random_id":"{random_id}","execution_id":"{exec}","type":"lxc","nsapp":"{app}","status":"failed","exit_code":1,"error":"x\nE: {app} broke"}}"#
+            );
+            tracker.apply(&event(at, &b));
+        }
+    }
+
+    fn bounded(min_clients: u32, max_apps: usize, max_signatures: usize) -> RollupConfig {
+        RollupConfig {
+            limits: Limits {
+                min_clients,
+                max_apps,
+                max_signatures,
+            },
+            ..config()
+        }
+    }
+
+    /// A flood of made-up names, each from one client: none gets its own key, the index keeps the real
+    /// app exact and sums the rest as `other`; the name stores stay within their caps.
+    #[test]
+    fn made_up_names_are_summed_as_other_and_real_apps_stay_exact() {
+        let flood = 3_000;
+        let mut tracker = Tracker::with_name_caps(20, 20);
+        failing(&mut tracker, 1, "docker", 40, None);
+        for i in 0..flood {
+            failing(&mut tracker, 2, &format!("fake-{i}"), 3, Some("attacker"));
+        }
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_100).expect("now");
+        let config = bounded(3, 10, 10);
+        let (values, report) = rollup_with_report(&tracker, now, &config);
+        // 2 windows x (global, repo, type, docker, index) + signatures.new.
+        assert_eq!(values.len(), 11, "{:?}", values.keys().collect::<Vec<_>>());
+        let docker: GroupStats = serde_json::from_slice(&values["1h.app.docker"]).expect("json");
+        assert_eq!((docker.started, docker.failed), (40, 40));
+        // Distinct clients are counted by an 8-bit hash: a lower bound, exact for a few.
+        assert!(docker.clients.is_some_and(|c| (30..=40).contains(&c)));
+        let global: GroupStats = serde_json::from_slice(&values["1h.global"]).expect("json");
+        assert_eq!(global.started, 40 + 3 * flood);
+        let index: AppsIndex = serde_json::from_slice(&values["24h.apps"]).expect("json");
+        assert_eq!(index.apps.len(), 1);
+        let other = index.other.expect("other");
+        assert_eq!((other.names, other.started), (flood, 3 * flood));
+        assert_eq!(
+            (report.apps.distinct, report.apps.tracked),
+            (flood as usize + 1, 1)
+        );
+        // Top lists name tracked signatures only: docker's, then at most 9 of the flood's.
+        assert!(global.top_signatures.len() <= 3);
+        assert!(tracker.apps.len() <= 20 && tracker.signatures.len() <= 20);
+        tracker.keep_names(report);
+        assert!(tracker.apps.len() <= 20, "{}", tracker.apps.len());
+        assert_eq!(
+            tracker.apps.name(tracker.apps.hash("docker")),
+            Some("docker")
+        );
+    }
+
+    /// More qualified names than the cap: the most installed are tracked, the rest summed.
+    #[test]
+    fn at_most_the_cap_of_qualified_apps_is_tracked() {
+        let mut tracker = Tracker::new();
+        failing(&mut tracker, 1, "docker", 40, None);
+        for i in 0..50 {
+            failing(&mut tracker, 2, &format!("fake-{i}"), 6, None);
+        }
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_100).expect("now");
+        let (values, report) = rollup_with_report(&tracker, now, &bounded(3, 5, 5));
+        let index: AppsIndex = serde_json::from_slice(&values["1h.apps"]).expect("json");
+        assert_eq!(index.apps.len(), 5);
+        assert_eq!(
+            (index.apps[0].app.as_str(), index.apps[0].started),
+            ("docker", 40)
+        );
+        assert_eq!(index.other.map(|o| (o.names, o.started)), Some((46, 276)));
+        assert_eq!((report.apps.tracked, report.apps.capped), (5, 46));
+        let app_keys = values.keys().filter(|k| k.starts_with("1h.app.")).count();
+        assert_eq!(app_keys, 5);
+        let global: GroupStats = serde_json::from_slice(&values["1h.global"]).expect("json");
+        assert!(global.top_signatures.len() <= 3);
+        // One client's installs never make an app: with 2 distinct clients required, none of these.
+        let mut tracker = Tracker::new();
+        failing(&mut tracker, 1, "lonely", 10, Some("one-host"));
+        let (values, _) = rollup_with_report(&tracker, now, &bounded(2, 5, 5));
+        assert!(!values.contains_key("1h.app.lonely"));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! `hashbrown::HashTable` of 4-byte positions finds an install by a 64-bit hash of its `execution_id`.
 //! Measured cost per final install is in aggregator/README.md.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 use schema::hash::stable_hash;
@@ -27,42 +28,104 @@ fn unix_secs(at: OffsetDateTime) -> u32 {
     u32::try_from(at.unix_timestamp().max(0)).unwrap_or(u32::MAX)
 }
 
-/// Interned strings (app names, signatures); id 0 means "none".
-#[derive(Debug, Default)]
-pub struct Interner {
-    ids: HashMap<Box<str>, u32>,
-    names: Vec<Box<str>>,
+/// Names from client text (app names, error signatures) in bounded memory. An install keeps only the
+/// 32-bit hash of its name (0: none), so the names cost nothing per install; the text of a name is kept
+/// here, at most `cap` of them, plus those the last rollup `wanted` (the names that qualify for tracking:
+/// a real app never loses its text to a flood of others). A name whose text was not kept still counts
+/// in the global, repo and type groups and under the untracked remainder, and its next event offers the
+/// text again. The hash is keyed per process (std's SipHash with random keys), so client text cannot
+/// be crafted to collide with a real name; two names colliding by chance (about n² / 2³³ pairs for n
+/// names) count as one.
+#[derive(Debug)]
+pub struct Names {
+    hasher: std::collections::hash_map::RandomState,
+    texts: HashMap<u32, Box<str>>,
+    cap: usize,
+    wanted: HashSet<u32>,
+    refused: u64,
+    /// A text was refused since the last [`Names::keep`].
+    full: bool,
 }
 
-impl Interner {
-    pub fn intern(&mut self, text: &str) -> u32 {
-        if let Some(id) = self.ids.get(text) {
-            return *id;
+impl Default for Names {
+    fn default() -> Names {
+        Names::new(usize::MAX)
+    }
+}
+
+impl Names {
+    /// Keeps at most `cap` texts (plus the wanted ones).
+    pub fn new(cap: usize) -> Names {
+        Names {
+            hasher: Default::default(),
+            texts: HashMap::new(),
+            cap,
+            wanted: HashSet::new(),
+            refused: 0,
+            full: false,
         }
-        self.names.push(text.into());
-        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-        self.ids.insert(text.into(), id);
-        id
     }
 
-    /// The id of `text`, if interned.
-    pub fn get(&self, text: &str) -> Option<u32> {
-        self.ids.get(text).copied()
+    /// The hash of `text`, never 0.
+    pub fn hash(&self, text: &str) -> u32 {
+        let h = self.hasher.hash_one(text);
+        ((h ^ (h >> 32)) as u32).max(1)
     }
 
-    pub fn name(&self, id: u32) -> &str {
-        id.checked_sub(1)
-            .and_then(|i| self.names.get(i as usize))
-            .map_or("", |s| s)
+    /// The hash of `text`, keeping its text when there is room or it is wanted.
+    pub fn offer(&mut self, text: &str) -> u32 {
+        let h = self.hash(text);
+        if !self.texts.contains_key(&h) {
+            if self.texts.len() < self.cap || self.wanted.contains(&h) {
+                self.texts.insert(h, text.into());
+            } else {
+                self.refused += 1;
+                self.full = true;
+            }
+        }
+        h
     }
 
+    /// The text of a hash, when kept.
+    pub fn name(&self, hash: u32) -> Option<&str> {
+        self.texts.get(&hash).map(|s| &**s)
+    }
+
+    /// Texts kept.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.texts.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.texts.is_empty()
     }
+
+    /// Events whose name text was not kept because the store was full, since the last call.
+    pub fn take_refused(&mut self) -> u64 {
+        std::mem::take(&mut self.refused)
+    }
+
+    /// After a rollup: drops the texts of hashes no install refers to (`present`, sorted), and when
+    /// over the cap every text the rollup does not want; remembers `wanted` for the events to come.
+    pub fn keep(&mut self, present: &[u32], wanted: HashSet<u32>) {
+        self.texts
+            .retain(|h, _| present.binary_search(h).is_ok() || wanted.contains(h));
+        if self.texts.len() > self.cap {
+            self.texts.retain(|h, _| wanted.contains(h));
+        }
+        self.wanted = wanted;
+        self.full = false;
+    }
+
+    /// A text was refused since the last [`Names::keep`].
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+}
+
+/// An 8-bit hash of an install's `random_id`: its client, for counting distinct clients cheaply.
+fn client_of(random_id: &str) -> u8 {
+    stable_hash(random_id) as u8
 }
 
 /// One install as the rollups see it.
@@ -83,6 +146,8 @@ pub struct Slot {
     pub repo: RepoSource,
     pub category: Option<Category>,
     pub exit_code: Option<u8>,
+    /// 8-bit hash of the install's `random_id` (in the slot's spare byte).
+    pub client: u8,
     /// True while the full state is in `pending`.
     pending: bool,
 }
@@ -146,13 +211,24 @@ pub struct Tracker {
     base: u32,
     index: HashTable<u32>,
     pending: HashMap<u64, Pending>,
-    pub apps: Interner,
-    pub signatures: Interner,
+    /// App names (`nsapp`) by hash.
+    pub apps: Names,
+    /// Error signatures by hash.
+    pub signatures: Names,
 }
 
 impl Tracker {
     pub fn new() -> Tracker {
         Tracker::default()
+    }
+
+    /// Keeps at most `apps` app-name texts and `signatures` signature texts (plus the wanted ones).
+    pub fn with_name_caps(apps: usize, signatures: usize) -> Tracker {
+        Tracker {
+            apps: Names::new(apps),
+            signatures: Names::new(signatures),
+            ..Tracker::default()
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -165,6 +241,18 @@ impl Tracker {
 
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Keeps the name texts a rollup's report asks for (see [`Names::keep`]).
+    pub fn keep_names(&mut self, report: crate::rollup::Report) {
+        self.apps.keep(&report.apps.present, report.apps.wanted);
+        self.signatures
+            .keep(&report.signatures.present, report.signatures.wanted);
+    }
+
+    /// A name store refused a text since its last pruning.
+    pub fn names_full(&self) -> bool {
+        self.apps.is_full() || self.signatures.is_full()
     }
 
     pub fn slots(&self) -> impl Iterator<Item = &Slot> {
@@ -200,6 +288,7 @@ impl Tracker {
                     repo: RepoSource::ProxmoxVE,
                     category: None,
                     exit_code: None,
+                    client: client_of(&event.random_id),
                     pending: false,
                 };
                 self.refresh(&mut slot, &state, event);
@@ -243,7 +332,8 @@ impl Tracker {
     /// when it decided the outcome).
     fn refresh(&mut self, slot: &mut Slot, state: &InstallState, event: &Event) {
         slot.first_seen = unix_secs(state.first_seen);
-        slot.app = self.apps.intern(&state.nsapp.value);
+        slot.app = self.apps.offer(&state.nsapp.value);
+        slot.client = client_of(&state.random_id.value);
         slot.kind = state.kind.value;
         slot.repo = state.repo_source.value;
         slot.status = state.status.value;
@@ -263,7 +353,7 @@ impl Tracker {
         event
             .error_signature
             .as_deref()
-            .map_or(0, |s| self.signatures.intern(s))
+            .map_or(0, |s| self.signatures.offer(s))
     }
 
     /// The merge rules of `schema::merge` on a final install's slot. Only the largest duration is not
@@ -352,24 +442,6 @@ impl Tracker {
         }
         out.sort_by(|a, b| a.execution_id.cmp(&b.execution_id));
         out
-    }
-
-    /// Drops interned names no install refers to any more, once there are many (one pass over the slots;
-    /// called every few minutes).
-    pub fn compact_names(&mut self) {
-        if self.apps.len() + self.signatures.len() <= 4096 {
-            return;
-        }
-        let mut apps = Interner::default();
-        let mut signatures = Interner::default();
-        for slot in self.slots.iter_mut() {
-            slot.app = apps.intern(self.apps.name(slot.app));
-            if slot.signature != 0 {
-                slot.signature = signatures.intern(self.signatures.name(slot.signature));
-            }
-        }
-        self.apps = apps;
-        self.signatures = signatures;
     }
 }
 

@@ -69,6 +69,27 @@ pub struct Config {
     #[arg(long, env = "ALERT_SIGNATURE_MIN_INSTALLS", default_value_t = 5)]
     pub alert_signature_min_installs: u64,
 
+    /// An app's failure rate alerts only when at least this many distinct clients (random_id) started its
+    /// installs in the window (the aggregator's `clients`): one client making up installs never mails.
+    #[arg(long, env = "ALERT_MIN_CLIENTS", default_value_t = 5)]
+    pub alert_min_clients: u32,
+
+    /// Mails sent one by one per budget period (an hour), across replicas; the alerts beyond it are
+    /// folded into one digest mail sent when the next period starts.
+    #[arg(long, env = "ALERT_MAIL_BUDGET_PER_HOUR", default_value_t = 10)]
+    pub alert_mail_budget_per_hour: u32,
+
+    /// Length of the mail budget's period, in seconds (3600: the hour of ALERT_MAIL_BUDGET_PER_HOUR;
+    /// shorter for tests and demos).
+    #[arg(long, env = "ALERT_MAIL_BUDGET_PERIOD_SECS", default_value_t = 3600)]
+    pub alert_mail_budget_period_secs: u64,
+
+    /// Most apps whose rollups the alerter holds in memory; the aggregator tracks at most its
+    /// MAX_TRACKED_APPS, this bounds the alerter on its own (beyond it new apps are ignored and counted
+    /// in telemetry_alerter_apps_capped_total).
+    #[arg(long, env = "ALERT_MAX_APPS", default_value_t = 2000)]
+    pub alert_max_apps: usize,
+
     /// How often the rules are evaluated, in milliseconds (the running service's ALERT_CHECK_INTERVAL_MIN,
     /// in minutes, when this is unset).
     #[arg(long, env = "ALERT_EVAL_INTERVAL_MS", default_value_t = 1000)]
@@ -196,6 +217,24 @@ impl Config {
                 format!("must not be negative, got {cooldown}"),
             ));
         }
+        if self.alert_mail_budget_per_hour == 0 {
+            return Err(ConfigError::new(
+                "ALERT_MAIL_BUDGET_PER_HOUR",
+                "must be at least 1 (ALERT_ENABLED=false sends no mail)",
+            ));
+        }
+        if !(1..=86_400).contains(&self.alert_mail_budget_period_secs) {
+            return Err(ConfigError::new(
+                "ALERT_MAIL_BUDGET_PERIOD_SECS",
+                format!(
+                    "must be within 1..=86400, got {}",
+                    self.alert_mail_budget_period_secs
+                ),
+            ));
+        }
+        if self.alert_max_apps == 0 {
+            return Err(ConfigError::new("ALERT_MAX_APPS", "must be at least 1"));
+        }
         let needed = self.smtp_timeout_secs + self.alert_retry_max_secs;
         if self.alert_lease_secs <= needed {
             return Err(ConfigError::new(
@@ -216,7 +255,16 @@ impl Config {
             min_installs: self.alert_min_installs,
             hysteresis: self.alert_hysteresis / 100.0,
             signature_min_installs: self.alert_signature_min_installs,
+            min_clients: self.alert_min_clients,
         }
+    }
+
+    /// The number of the mail budget period `at` lies in, and its start.
+    pub fn budget_period(&self, at: time::OffsetDateTime) -> (i64, time::OffsetDateTime) {
+        let secs = self.alert_mail_budget_period_secs.max(1) as i64;
+        let period = at.unix_timestamp().div_euclid(secs);
+        let start = time::OffsetDateTime::from_unix_timestamp(period * secs).unwrap_or(at);
+        (period, start)
     }
 
     pub fn cooldown(&self) -> time::Duration {

@@ -5,6 +5,12 @@
 //! `TELEMETRY_ALERTS`, sends the mail with backoff while renewing its lease, and marks it sent. A replica
 //! that dies mid-delivery leaves a lapsed lease that another one takes over with the same mail. `run` is
 //! the whole service.
+//!
+//! App names and signatures are client text, so mail is bounded: an app alerts only when enough
+//! distinct clients started its installs ([`rules::app_condition`]); the replicas share a mail budget
+//! per period (`mail_budget.<period>` in `telemetry_alerts`, taken by compare-and-set), and the alerts
+//! beyond it are folded into one digest mailed after the period; only the alert window's app rollups
+//! are held, at most `ALERT_MAX_APPS` of them.
 
 pub mod admin;
 pub mod config;
@@ -16,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -25,7 +31,8 @@ use fleet::Shutdown;
 use futures::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use schema::alert::{
-    alert_key, alert_subject, AlertEvent, AlertRecord, Delivery, Kind, Rule, Scope, ALERT_VERSION,
+    alert_key, alert_subject, budget_key, budget_period, AlertEvent, AlertRecord, Delivery,
+    DigestDelivery, FoldedAlert, Kind, MailBudget, Rule, Scope, ALERT_VERSION, MAX_FOLDED_LISTED,
 };
 use schema::names;
 use schema::stats::{
@@ -39,7 +46,10 @@ pub use config::Config;
 
 use crate::mail::Mailer;
 use crate::metrics as m;
-use crate::rules::{decide, rate_condition, signature_condition, Action, Condition};
+use crate::rules::{app_condition, decide, rate_condition, signature_condition, Action, Condition};
+
+/// A cap that bites is logged at most this often.
+const CAP_WARN_EVERY: Duration = Duration::from_secs(600);
 
 /// Sends the `send-test` mail.
 pub async fn send_test(config: &Config) -> Result<usize, mail::MailError> {
@@ -87,6 +97,9 @@ struct Shared {
     me: String,
     /// Keys with a delivery running in this replica.
     busy: Mutex<HashSet<String>>,
+    /// This replica's deliveries take their place in the mail budget one at a time (the replicas
+    /// agree by compare-and-set).
+    budget: tokio::sync::Mutex<()>,
     ready: AtomicBool,
 }
 
@@ -127,6 +140,7 @@ pub async fn run(
         js: js.clone(),
         alerts: alerts_store.clone(),
         busy: Mutex::new(HashSet::new()),
+        budget: tokio::sync::Mutex::new(()),
         ready: AtomicBool::new(false),
         config,
     });
@@ -188,6 +202,59 @@ pub async fn run(
     Ok(())
 }
 
+/// The stats keys the alerter holds: its window's global and app groups (at most `max_apps` apps) and
+/// the new signatures; every other key of `telemetry_stats` is skipped.
+struct StatsFilter {
+    global: String,
+    app_prefix: String,
+    max_apps: usize,
+    apps: usize,
+    last_warning: Option<Instant>,
+}
+
+impl StatsFilter {
+    fn new(config: &Config) -> StatsFilter {
+        let window = config.alert_window;
+        StatsFilter {
+            global: group_key(window, StatsScope::Global, ""),
+            app_prefix: format!("{}.app.", window.label()),
+            max_apps: config.alert_max_apps,
+            apps: 0,
+            last_warning: None,
+        }
+    }
+
+    fn is_app(&self, key: &str) -> bool {
+        key.starts_with(&self.app_prefix)
+    }
+
+    /// Whether to hold a put of `key` (`held`: it is held already).
+    fn admit(&mut self, key: &str, held: bool) -> bool {
+        if self.is_app(key) {
+            if held {
+                return true;
+            }
+            if self.apps >= self.max_apps {
+                ::metrics::counter!(m::APPS_CAPPED).increment(1);
+                if self
+                    .last_warning
+                    .is_none_or(|t| t.elapsed() >= CAP_WARN_EVERY)
+                {
+                    self.last_warning = Some(Instant::now());
+                    tracing::warn!(
+                        max_apps = self.max_apps,
+                        "ALERT_MAX_APPS app rollups held: further apps are not evaluated"
+                    );
+                }
+                return false;
+            }
+            self.apps += 1;
+            return true;
+        }
+        key == self.global || key == KEY_NEW_SIGNATURES
+    }
+}
+
 /// A KV bucket mirrored in memory through a watch with history.
 struct Mirror {
     name: &'static str,
@@ -195,6 +262,8 @@ struct Mirror {
     watch: kv::Watch,
     entries: HashMap<String, (Bytes, u64)>,
     loaded: bool,
+    /// Which keys to hold (`None`: every key).
+    filter: Option<StatsFilter>,
 }
 
 impl Mirror {
@@ -210,6 +279,7 @@ impl Mirror {
             watch,
             entries: HashMap::new(),
             loaded: empty,
+            filter: None,
         }
     }
 
@@ -222,17 +292,25 @@ impl Mirror {
                 }
                 match entry.operation {
                     kv::Operation::Put => {
-                        let newer = self
-                            .entries
-                            .get(&entry.key)
-                            .is_none_or(|(_, rev)| *rev < entry.revision);
+                        let held = self.entries.get(&entry.key).map(|(_, rev)| *rev);
+                        if let Some(filter) = &mut self.filter {
+                            if !filter.admit(&entry.key, held.is_some()) {
+                                return;
+                            }
+                        }
+                        let newer = held.is_none_or(|rev| rev < entry.revision);
                         if newer {
                             self.entries
                                 .insert(entry.key, (entry.value, entry.revision));
                         }
                     }
                     kv::Operation::Delete | kv::Operation::Purge => {
-                        self.entries.remove(&entry.key);
+                        let removed = self.entries.remove(&entry.key).is_some();
+                        if let Some(filter) = &mut self.filter {
+                            if removed && filter.is_app(&entry.key) {
+                                filter.apps = filter.apps.saturating_sub(1);
+                            }
+                        }
                     }
                 }
             }
@@ -243,6 +321,9 @@ impl Mirror {
                 self.watch = reopened.watch;
                 self.entries.clear();
                 self.loaded = reopened.loaded;
+                if let Some(filter) = &mut self.filter {
+                    filter.apps = 0;
+                }
             }
         }
     }
@@ -262,6 +343,7 @@ async fn evaluate_loop(
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) {
     let mut stats = Mirror::open("stats", stats_store).await;
+    stats.filter = Some(StatsFilter::new(&shared.config));
     let mut alerts = Mirror::open("alerts", alerts_store).await;
     let mut tick = tokio::time::interval(shared.config.eval_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -277,7 +359,30 @@ async fn evaluate_loop(
                 if !loaded {
                     continue;
                 }
-                for t in transitions(&shared.config, &stats, &alerts, OffsetDateTime::now_utc()) {
+                let now = OffsetDateTime::now_utc();
+                if let Some(filter) = &stats.filter {
+                    ::metrics::gauge!(m::APPS).set(filter.apps as f64);
+                }
+                if shared.config.alert_enabled {
+                    for (key, budget, revision) in digests_due(&shared.config, &alerts, now) {
+                        let claimed = shared
+                            .busy
+                            .lock()
+                            .map(|mut busy| busy.insert(key.clone()))
+                            .unwrap_or(false);
+                        if claimed {
+                            deliveries.spawn(settle_budget(shared.clone(), key, budget, revision));
+                        }
+                    }
+                }
+                let history = stats
+                    .json::<NewSignatures>(KEY_NEW_SIGNATURES)
+                    .and_then(|n| n.history.parse::<schema::span::Span>().ok());
+                let forget = records_to_forget(&alerts.entries, history, now);
+                if !forget.is_empty() {
+                    deliveries.spawn(forget_records(shared.clone(), forget));
+                }
+                for t in transitions(&shared.config, &stats, &alerts, now) {
                     let claimed = shared
                         .busy
                         .lock()
@@ -363,7 +468,7 @@ fn transitions(
         };
         plan.consider(
             alert_key(Rule::FailureRate, Scope::App, &app.subject),
-            rate_condition(Some(&app), &thresholds),
+            app_condition(&app, &thresholds),
             &|kind| rate_event(config, kind, Scope::App, &app.subject, Some(&app), now),
         );
     }
@@ -401,7 +506,7 @@ fn transitions(
     let orphans: Vec<(String, AlertRecord)> = alerts
         .entries
         .iter()
-        .filter(|(k, _)| !plan.seen.contains(*k))
+        .filter(|(k, _)| !plan.seen.contains(*k) && budget_period(k).is_none())
         .filter_map(|(k, (bytes, _))| {
             serde_json::from_slice::<AlertRecord>(bytes)
                 .ok()
@@ -543,6 +648,8 @@ async fn handle(shared: Arc<Shared>, t: Transition) {
 /// then marks it sent. Gives up only when another replica took the record over.
 async fn deliver(shared: &Shared, key: &str, mut record: AlertRecord, mut revision: u64) {
     let config = &shared.config;
+    // Beyond the period's mail budget the alert goes into the digest instead of a mail of its own.
+    let folded = config.alert_enabled && reserve(shared, &record.event).await == Budget::Folded;
     let mut delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_secs(1))
         .with_max_delay(config.retry_max())
@@ -556,8 +663,8 @@ async fn deliver(shared: &Shared, key: &str, mut record: AlertRecord, mut revisi
                 None => return,
             }
         }
-        // With mail off the delivery is done once the alert is recorded.
-        let sent = if !config.alert_enabled {
+        // With mail off, or folded into the digest, the delivery is done once the alert is recorded.
+        let sent = if !config.alert_enabled || folded {
             if record.recorded {
                 Ok(())
             } else {
@@ -585,7 +692,10 @@ async fn deliver(shared: &Shared, key: &str, mut record: AlertRecord, mut revisi
             }
         }
     }
-    if config.alert_enabled {
+    if folded {
+        ::metrics::counter!(m::MAILS_FOLDED, "kind" => record.state.as_str()).increment(1);
+        tracing::info!(key, alert_id = %record.event.alert_id, kind = record.state.as_str(), "mail budget spent: alert folded into the digest");
+    } else if config.alert_enabled {
         ::metrics::counter!(m::MAILS_SENT, "kind" => record.state.as_str()).increment(1);
         tracing::info!(key, alert_id = %record.event.alert_id, kind = record.state.as_str(), "mail sent");
     } else {
@@ -618,10 +728,10 @@ async fn deliver(shared: &Shared, key: &str, mut record: AlertRecord, mut revisi
 
 /// Compare-and-set of our own record; `None` when another replica changed it (we lost the claim) or
 /// the broker did not answer.
-async fn put_record(
+async fn put_record<T: serde::Serialize>(
     shared: &Shared,
     key: &str,
-    record: &AlertRecord,
+    record: &T,
     revision: u64,
 ) -> Option<u64> {
     let bytes: Bytes = serde_json::to_vec(record).unwrap_or_default().into();
@@ -650,5 +760,412 @@ async fn record_event(js: &jetstream::Context, event: &AlertEvent) -> bool {
             tracing::warn!(alert_id = %event.alert_id, error = %e, "alert event not recorded, retrying with the mail");
             false
         }
+    }
+}
+
+/// Most records forgotten per tick.
+const FORGET_PER_TICK: usize = 100;
+
+/// Records that no longer change anything, so the bucket and every replica's mirror stay bounded: a
+/// resolved and delivered alert past its cooldown (the rules decide the same without it), and a
+/// delivered new-signature alert older than the aggregator's history (`history`: after it the
+/// signature would count as new again anyway). With their revision, for a compare-and-set delete.
+fn records_to_forget(
+    entries: &HashMap<String, (Bytes, u64)>,
+    history: Option<schema::span::Span>,
+    now: OffsetDateTime,
+) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = entries
+        .iter()
+        .filter(|(key, _)| budget_period(key).is_none())
+        .filter_map(|(key, (bytes, revision))| {
+            let record = serde_json::from_slice::<AlertRecord>(bytes).ok()?;
+            if record.delivery != Delivery::Sent || record.event.scope == Scope::Global {
+                return None;
+            }
+            let done = match (record.event.rule, record.state) {
+                (Rule::FailureRate, Kind::Resolved) => record.cooldown_until < now,
+                (Rule::NewSignature, _) => {
+                    history.is_some_and(|h| record.event.at < now - h.duration())
+                }
+                _ => false,
+            };
+            done.then(|| (key.clone(), *revision))
+        })
+        .collect();
+    out.sort();
+    out.truncate(FORGET_PER_TICK);
+    out
+}
+
+/// Deletes records, each only if unchanged since it was judged (another replica may just have claimed
+/// it).
+async fn forget_records(shared: Arc<Shared>, records: Vec<(String, u64)>) {
+    for (key, revision) in records {
+        let busy = shared
+            .busy
+            .lock()
+            .map(|busy| busy.contains(&key))
+            .unwrap_or(true);
+        if busy {
+            continue;
+        }
+        match shared
+            .alerts
+            .delete_expect_revision(&key, Some(revision))
+            .await
+        {
+            Ok(()) => tracing::debug!(key, "settled alert record forgotten"),
+            Err(e) => tracing::debug!(key, error = %e, "settled alert record kept"),
+        }
+    }
+}
+
+/// Whether an alert gets a mail of its own or goes into the digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Budget {
+    Send,
+    Folded,
+}
+
+/// Takes a place in the current period's mail budget (compare-and-set on `mail_budget.<period>`,
+/// shared by the replicas), or folds the alert into the period's digest when the budget is spent.
+/// When the bucket does not answer it sends (the claim and the record need the bucket too).
+async fn reserve(shared: &Shared, event: &AlertEvent) -> Budget {
+    let config = &shared.config;
+    let _one_at_a_time = shared.budget.lock().await;
+    for attempt in 0..50u64 {
+        let now = OffsetDateTime::now_utc();
+        let (period, start) = config.budget_period(now);
+        let key = budget_key(period);
+        let current = match shared.alerts.entry(key.as_str()).await {
+            Ok(entry) => entry.filter(|e| e.operation == kv::Operation::Put),
+            Err(e) => {
+                tracing::warn!(key, error = %e, "mail budget not readable, retrying");
+                tokio::time::sleep(Duration::from_millis(50 * (attempt + 1).min(10))).await;
+                continue;
+            }
+        };
+        let mut budget = current
+            .as_ref()
+            .and_then(|e| serde_json::from_slice::<MailBudget>(&e.value).ok())
+            .unwrap_or_else(|| MailBudget {
+                v: ALERT_VERSION,
+                period_start: start,
+                period_secs: config.alert_mail_budget_period_secs,
+                sent: 0,
+                folded: Vec::new(),
+                folded_total: 0,
+                digest: None,
+            });
+        let outcome = if budget.sent < config.alert_mail_budget_per_hour {
+            budget.sent += 1;
+            Budget::Send
+        } else {
+            if budget.folded.len() < MAX_FOLDED_LISTED {
+                budget.folded.push(FoldedAlert {
+                    alert_id: event.alert_id,
+                    at: event.at,
+                    line: mail::headline(event, mail::SUBJECT_NAME_CHARS),
+                });
+            }
+            budget.folded_total += 1;
+            Budget::Folded
+        };
+        let bytes: Bytes = serde_json::to_vec(&budget).unwrap_or_default().into();
+        let written = match &current {
+            Some(entry) => shared
+                .alerts
+                .update(key.as_str(), bytes, entry.revision)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            None => shared
+                .alerts
+                .create(key.as_str(), bytes)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        };
+        match written {
+            Ok(()) => return outcome,
+            // Another replica took a place first: read again.
+            Err(e) => tracing::debug!(key, error = %e, "mail budget changed, retrying"),
+        }
+    }
+    tracing::warn!("mail budget could not be updated, sending anyway");
+    Budget::Send
+}
+
+/// Budget records of past periods that need their digest sent (none claimed it, or its owner's lease
+/// lapsed), or that are settled and can go.
+fn digests_due(
+    config: &Config,
+    alerts: &Mirror,
+    now: OffsetDateTime,
+) -> Vec<(String, MailBudget, u64)> {
+    let (current, _) = config.budget_period(now);
+    let mut out = Vec::new();
+    for (key, (bytes, revision)) in &alerts.entries {
+        let Some(period) = budget_period(key) else {
+            continue;
+        };
+        if period >= current {
+            continue;
+        }
+        let Ok(budget) = serde_json::from_slice::<MailBudget>(bytes) else {
+            continue;
+        };
+        let settled = budget.folded_total == 0
+            || budget
+                .digest
+                .as_ref()
+                .is_some_and(|d| d.delivery == Delivery::Sent);
+        let claimable = match &budget.digest {
+            None => true,
+            Some(d) => d.delivery == Delivery::Pending && d.lease_until < now,
+        };
+        if (settled && period < current - 1) || (!settled && claimable) {
+            out.push((key.clone(), budget, *revision));
+        }
+    }
+    out
+}
+
+/// Mails the digest of a past period's folded alerts once (claimed by compare-and-set, retried with
+/// backoff while renewing the lease, like an alert), or removes a settled budget record.
+async fn settle_budget(shared: Arc<Shared>, key: String, mut budget: MailBudget, revision: u64) {
+    let _guard = BusyGuard {
+        shared: &shared,
+        key: key.clone(),
+    };
+    let config = &shared.config;
+    let settled = budget.folded_total == 0
+        || budget
+            .digest
+            .as_ref()
+            .is_some_and(|d| d.delivery == Delivery::Sent);
+    if settled {
+        if let Err(e) = shared.alerts.delete(&key).await {
+            tracing::debug!(key, error = %e, "old mail budget not removed");
+        }
+        return;
+    }
+    let digest_id = budget
+        .digest
+        .as_ref()
+        .map_or_else(Uuid::now_v7, |d| d.digest_id);
+    let attempts = budget.digest.as_ref().map_or(0, |d| d.attempts);
+    budget.digest = Some(DigestDelivery {
+        digest_id,
+        delivery: Delivery::Pending,
+        owner: shared.me.clone(),
+        lease_until: OffsetDateTime::now_utc() + config.lease(),
+        attempts,
+    });
+    let Some(mut revision) = put_record(&shared, &key, &budget, revision).await else {
+        ::metrics::counter!(m::CLAIMS_LOST).increment(1);
+        return;
+    };
+    let (subject, text, html) = mail::compose_digest(
+        budget.period_start,
+        config.alert_mail_budget_per_hour,
+        &budget.folded,
+        budget.folded_total,
+    );
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(config.retry_max())
+        .without_max_times()
+        .build();
+    loop {
+        let sent = match shared.mailer.message(
+            &subject,
+            text.clone(),
+            html.clone(),
+            &digest_id.to_string(),
+        ) {
+            Ok(message) => shared.mailer.send(message).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let Some(digest) = budget.digest.as_mut() else {
+            return;
+        };
+        match sent {
+            Ok(()) => {
+                digest.delivery = Delivery::Sent;
+                break;
+            }
+            Err(e) => {
+                digest.attempts += 1;
+                digest.lease_until = OffsetDateTime::now_utc() + config.lease();
+                ::metrics::counter!(m::MAIL_FAILURES).increment(1);
+                let wait = delays.next().unwrap_or(config.retry_max());
+                tracing::warn!(key, attempts = digest.attempts, ?wait, error = %e, "digest not sent, retrying");
+                match put_record(&shared, &key, &budget, revision).await {
+                    Some(r) => revision = r,
+                    None => return,
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    ::metrics::counter!(m::DIGESTS_SENT).increment(1);
+    tracing::info!(key, folded = budget.folded_total, digest_id = %digest_id, "digest sent");
+    for attempt in 0..20u32 {
+        if put_record(&shared, &key, &budget, revision).await.is_some() {
+            return;
+        }
+        // Still ours (the same digest, not taken over): mark it on the newest revision.
+        let Ok(Some(entry)) = shared.alerts.entry(key.as_str()).await else {
+            return;
+        };
+        let ours = serde_json::from_slice::<MailBudget>(&entry.value)
+            .ok()
+            .and_then(|b| b.digest)
+            .is_some_and(|d| d.owner == shared.me && d.digest_id == digest_id);
+        if !ours {
+            return;
+        }
+        revision = entry.revision;
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))).await;
+    }
+    tracing::warn!(
+        key,
+        "could not mark the digest sent; another replica may send it again after the lease"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Puts in order; what the mirror holds after each.
+    fn check(puts: &[&str], held: &[bool]) {
+        let mut config = Config::for_nats("nats://x");
+        config.alert_max_apps = 2;
+        let mut filter = StatsFilter::new(&config);
+        let mut holding = HashSet::new();
+        let got: Vec<bool> = puts
+            .iter()
+            .map(|key| {
+                let admitted = filter.admit(key, holding.contains(*key));
+                if admitted {
+                    holding.insert(key.to_string());
+                }
+                admitted
+            })
+            .collect();
+        assert_eq!(got, held, "{puts:?}");
+    }
+
+    fn record(rule: Rule, state: Kind, delivery: Delivery, at: i64, cooldown: i64) -> Bytes {
+        let t = |s: i64| OffsetDateTime::from_unix_timestamp(1_700_000_000 + s).expect("time");
+        let scope = match rule {
+            Rule::FailureRate => Scope::App,
+            Rule::NewSignature => Scope::Signature,
+        };
+        let record = AlertRecord {
+            v: 1,
+            state,
+            delivery,
+            owner: "a".into(),
+            lease_until: t(at),
+            cooldown_until: t(cooldown),
+            attempts: 0,
+            recorded: true,
+            event: AlertEvent {
+                v: 1,
+                alert_id: Uuid::nil(),
+                kind: state,
+                rule,
+                scope,
+                subject: "x".into(),
+                at: t(at),
+                window: "24h".into(),
+                threshold: None,
+                failure_rate: None,
+                started: 0,
+                success: 0,
+                failed: 0,
+                aborted: 0,
+                unknown: 0,
+                apps: vec![],
+                top_exit_codes: vec![],
+                top_signatures: vec![],
+                dashboard_url: String::new(),
+            },
+        };
+        serde_json::to_vec(&record).expect("json").into()
+    }
+
+    #[test]
+    fn settled_records_are_forgotten() {
+        use Delivery::*;
+        use Kind::*;
+        use Rule::*;
+        let entries: HashMap<String, (Bytes, u64)> = [
+            (
+                "resolved-cooled",
+                record(FailureRate, Resolved, Sent, 0, 100),
+            ),
+            (
+                "resolved-cooling",
+                record(FailureRate, Resolved, Sent, 0, 3600),
+            ),
+            (
+                "resolved-pending",
+                record(FailureRate, Resolved, Pending, 0, 100),
+            ),
+            ("firing", record(FailureRate, Alert, Sent, 0, 100)),
+            (
+                "signature-old",
+                record(NewSignature, Alert, Sent, -8 * 86_400, 0),
+            ),
+            (
+                "signature-recent",
+                record(NewSignature, Alert, Sent, -86_400, 0),
+            ),
+            ("mail_budget.1", Bytes::from_static(b"{}")),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (k, v))| (k.to_string(), (v, i as u64)))
+        .collect();
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000 + 200).expect("now");
+        let week: schema::span::Span = "7d".parse().expect("span");
+        let keys = |h| {
+            records_to_forget(&entries, h, now)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(Some(week)), vec!["resolved-cooled", "signature-old"]);
+        assert_eq!(keys(None), vec!["resolved-cooled"]);
+    }
+
+    #[test]
+    fn the_stats_mirror_holds_the_alert_window_and_at_most_max_apps() {
+        check(
+            &[
+                "24h.global",
+                "signatures.new",
+                "1h.global",
+                "7d.app.a",
+                "meta",
+                "24h.apps",
+            ],
+            &[true, true, false, false, false, false],
+        );
+        check(
+            &[
+                "24h.app.a",
+                "24h.app.b",
+                "24h.app.c",
+                "24h.app.a",
+                "24h.global",
+            ],
+            &[true, true, false, true, true],
+        );
     }
 }

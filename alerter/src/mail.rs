@@ -1,13 +1,17 @@
 //! Mail: composing an alert or resolution (plain text and HTML with the figures, top exit codes and
-//! signatures, and a link to the dashboard) and sending it over SMTP with lettre. One send is one
-//! attempt; retrying is the caller's business.
+//! signatures, and a link to the dashboard) or a digest of the alerts beyond the mail budget, and sending
+//! it over SMTP with lettre. One send is one attempt; retrying is the caller's business.
+//!
+//! App names and signatures are client text: a subject is our words first, then the name in double
+//! quotes, cleaned ([`quoted`]: no control or invisible formatting characters, one line, at most
+//! [`SUBJECT_NAME_CHARS`] characters); lettre encodes non-ASCII text (RFC 2047).
 
 use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use schema::alert::{AlertEvent, Kind, Rule, Scope};
+use schema::alert::{AlertEvent, FoldedAlert, Kind, Rule, Scope};
 
 use crate::config::{Config, SmtpTls};
 
@@ -109,6 +113,50 @@ impl Mailer {
     }
 }
 
+/// Most characters of client text in a subject.
+pub const SUBJECT_NAME_CHARS: usize = 40;
+/// Most characters of client text in a mail's body lines.
+const BODY_NAME_CHARS: usize = 200;
+
+/// Invisible characters that reorder or hide text (bidirectional controls, zero-width characters, the
+/// soft hyphen, the byte-order mark).
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
+/// Client text made safe to show: whitespace runs (newlines included) become one space, control and
+/// invisible characters go, double quotes become single ones, at most `max` characters (an ellipsis
+/// marks a cut), the whole in double quotes; `"?"` when nothing is left.
+pub fn quoted(text: &str, max: usize) -> String {
+    let mut clean = String::with_capacity(text.len().min(4 * max));
+    let mut space = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            space = !clean.is_empty();
+            continue;
+        }
+        if c.is_control() || invisible(c) {
+            continue;
+        }
+        if space {
+            clean.push(' ');
+            space = false;
+        }
+        clean.push(if c == '"' { '\'' } else { c });
+    }
+    let count = clean.chars().count();
+    if count > max {
+        clean = clean.chars().take(max.saturating_sub(1)).collect();
+        clean.push('…');
+    }
+    if clean.is_empty() {
+        clean.push('?');
+    }
+    format!("\"{clean}\"")
+}
+
 fn percent(rate: Option<f64>) -> String {
     rate.map_or_else(|| "n/a".to_string(), |r| format!("{:.1}%", r * 100.0))
 }
@@ -128,36 +176,74 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// What the mail is about, in a few words.
-fn headline(event: &AlertEvent) -> String {
+/// What the mail is about, in a few words: ours first, then the client's text quoted and cut to
+/// `max` characters.
+pub fn headline(event: &AlertEvent, max: usize) -> String {
     let who = match event.scope {
         Scope::Global => "all installs".to_string(),
-        Scope::App => event.subject.clone(),
-        Scope::Signature => "new error signature".to_string(),
+        Scope::App => format!("app {}", quoted(&event.subject, max)),
+        Scope::Signature => quoted(&event.subject, max),
     };
+    let window = quoted(&event.window, 16);
+    let window = window.trim_matches('"');
     match (event.rule, event.kind) {
         (Rule::FailureRate, Kind::Alert) => format!(
-            "{who}: failure rate {} ({} failed of {} decided) in {}",
+            "failure rate {} ({} failed of {} decided) in {window}: {who}",
             percent(event.failure_rate),
             event.failed,
             event.success + event.failed,
-            event.window
         ),
         (Rule::FailureRate, Kind::Resolved) => format!(
-            "resolved: {who}: failure rate back to {} in {}",
+            "resolved: failure rate back to {} in {window}: {who}",
             percent(event.failure_rate),
-            event.window
         ),
         (Rule::NewSignature, _) => format!(
-            "{who} in {} installs within {}: {}",
-            event.started, event.window, event.subject
+            "new error signature in {} installs within {window}: {who}",
+            event.started
         ),
     }
 }
 
+/// The subject of an alert or resolution.
+pub fn subject(event: &AlertEvent) -> String {
+    format!("[telemetry] {}", headline(event, SUBJECT_NAME_CHARS))
+}
+
+/// Subject, plain text and HTML of the digest of the alerts beyond the mail budget of one period.
+pub fn compose_digest(
+    period_start: time::OffsetDateTime,
+    budget: u32,
+    folded: &[FoldedAlert],
+    total: u64,
+) -> (String, String, String) {
+    let from = period_start
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let subject = format!(
+        "[telemetry] digest: {total} alert(s) beyond the mail budget of {budget} from {from}"
+    );
+    let intro = format!(
+        "{total} alert(s) were not mailed one by one: the {budget} mail(s) of the period that began {from} were sent. Each is recorded on TELEMETRY_ALERTS and shown on the dashboard."
+    );
+    let mut text = format!("{intro}\n\n");
+    let mut html = format!("<html><body><p>{}</p><ul>", escape(&intro));
+    for f in folded {
+        text.push_str(&format!("  {}  {}\n", f.at, f.line));
+        html.push_str(&format!("<li>{} {}</li>", f.at, escape(&f.line)));
+    }
+    html.push_str("</ul>");
+    let more = total.saturating_sub(folded.len() as u64);
+    if more > 0 {
+        text.push_str(&format!("  ... and {more} more\n"));
+        html.push_str(&format!("<p>... and {more} more</p>"));
+    }
+    html.push_str("</body></html>");
+    (subject, text, html)
+}
+
 /// Subject, plain text and HTML of an alert or resolution.
 pub fn compose(event: &AlertEvent) -> (String, String, String) {
-    let subject = format!("[telemetry] {}", headline(event));
+    let subject = subject(event);
     let mut figures: Vec<(String, String)> = Vec::new();
     if event.rule == Rule::FailureRate {
         figures.push(("Failure rate".into(), percent(event.failure_rate)));
@@ -183,11 +269,12 @@ pub fn compose(event: &AlertEvent) -> (String, String, String) {
     figures.push(("Window".into(), event.window.clone()));
     figures.push(("Time (UTC)".into(), event.at.to_string()));
 
-    let mut text = format!("{}\n\n", headline(event));
+    let headline = headline(event, BODY_NAME_CHARS);
+    let mut text = format!("{headline}\n\n");
     for (name, value) in &figures {
         text.push_str(&format!("{name}: {value}\n"));
     }
-    let mut html = format!("<html><body><h2>{}</h2><table>", escape(&headline(event)));
+    let mut html = format!("<html><body><h2>{}</h2><table>", escape(&headline));
     for (name, value) in &figures {
         html.push_str(&format!(
             "<tr><th align=\"left\">{}</th><td>{}</td></tr>",
@@ -301,7 +388,7 @@ mod tests {
     fn mails_carry_the_figures_and_the_link() {
         check(
             Kind::Alert,
-            "[telemetry] docker: failure rate 50.0% (20 failed of 40 decided) in 24h",
+            "[telemetry] failure rate 50.0% (20 failed of 40 decided) in 24h: app \"docker\"",
             &[
                 "Failure rate: 50.0%",
                 "Failed: 20",
@@ -317,9 +404,63 @@ mod tests {
         );
         check(
             Kind::Resolved,
-            "[telemetry] resolved: docker: failure rate back to 50.0% in 24h",
+            "[telemetry] resolved: failure rate back to 50.0% in 24h: app \"docker\"",
             &["Threshold: 20.0%"],
-            &["<h2>resolved: docker"],
+            &["<h2>resolved: failure rate back to 50.0% in 24h: app &quot;docker&quot;"],
         );
+    }
+
+    fn check_quoted(text: &str, expected: &str) {
+        assert_eq!(quoted(text, SUBJECT_NAME_CHARS), expected, "{text:?}");
+    }
+
+    #[test]
+    fn client_text_is_quoted_cleaned_and_cut() {
+        check_quoted("docker", "\"docker\"");
+        check_quoted("Home Assistant OS", "\"Home Assistant OS\"");
+        // Header injection: line breaks are spaces, no second header line.
+        check_quoted(
+            "x\r\nBcc: victim@example.org",
+            "\"x Bcc: victim@example.org\"",
+        );
+        check_quoted("a\n\n\t  b", "\"a b\"");
+        check_quoted("  padded  ", "\"padded\"");
+        check_quoted("nul\0bell\u{7}del\u{7f}", "\"nulbelldel\"");
+        // Quotes cannot close ours.
+        check_quoted("say \"hi\"", "\"say 'hi'\"");
+        // Non-ASCII stays (lettre encodes it); invisible and reordering characters go.
+        check_quoted("Grünes Häuschen 🏠", "\"Grünes Häuschen 🏠\"");
+        check_quoted("evil\u{202E}gpj.exe\u{200B}", "\"evilgpj.exe\"");
+        check_quoted("\u{FEFF}\u{2066}", "\"?\"");
+        check_quoted("", "\"?\"");
+        // At most 40 characters, an ellipsis marks the cut (characters, not bytes).
+        check_quoted(&"a".repeat(40), &format!("\"{}\"", "a".repeat(40)));
+        check_quoted(&"a".repeat(41), &format!("\"{}…\"", "a".repeat(39)));
+        check_quoted(&"ü".repeat(100), &format!("\"{}…\"", "ü".repeat(39)));
+    }
+
+    /// The subject of a hostile app name stays one line of our words, whatever the name.
+    #[test]
+    fn subjects_start_with_our_words_and_stay_one_line() {
+        let mut e = event(Kind::Alert);
+        e.subject = format!(
+            "[telemetry] URGENT\r\nBcc: all@example.org {}",
+            "x".repeat(500)
+        );
+        let s = subject(&e);
+        assert!(
+            s.starts_with(
+                "[telemetry] failure rate 50.0% (20 failed of 40 decided) in 24h: app \""
+            ),
+            "{s}"
+        );
+        assert!(!s.contains('\n') && !s.contains('\r'), "{s:?}");
+        assert!(s.chars().count() < 120, "{s}");
+        let message = Mailer::new(&crate::Config::for_nats("nats://x"))
+            .expect("mailer")
+            .alert(&e)
+            .expect("message");
+        let raw = String::from_utf8(message.formatted()).expect("utf-8");
+        assert!(!raw.contains("\r\nBcc:"), "{raw}");
     }
 }

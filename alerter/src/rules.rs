@@ -18,6 +18,8 @@ pub struct Thresholds {
     pub hysteresis: f64,
     /// A new signature fires with at least this many installs.
     pub signature_min_installs: u64,
+    /// An app's rate fires only with at least this many distinct clients in the window.
+    pub min_clients: u32,
 }
 
 /// What a rollup says about a rule.
@@ -45,6 +47,15 @@ pub fn rate_condition(stats: Option<&GroupStats>, t: &Thresholds) -> Condition {
         Condition::Clear
     } else {
         Condition::Hold
+    }
+}
+
+/// The failure-rate rule on one app: the rate rule, but an app started by fewer than `min_clients`
+/// distinct clients (or by an aggregator that does not count them) never fires; its state is kept.
+pub fn app_condition(stats: &GroupStats, t: &Thresholds) -> Condition {
+    match rate_condition(Some(stats), t) {
+        Condition::Firing if stats.clients.unwrap_or(0) < t.min_clients => Condition::Hold,
+        condition => condition,
     }
 }
 
@@ -103,6 +114,7 @@ mod tests {
         min_installs: 10,
         hysteresis: 0.05,
         signature_min_installs: 5,
+        min_clients: 5,
     };
 
     fn stats(success: u64, failed: u64) -> GroupStats {
@@ -125,6 +137,7 @@ mod tests {
             top_exit_codes: vec![],
             top_categories: vec![],
             top_signatures: vec![],
+            clients: Some(decided as u32),
         }
     }
 
@@ -145,6 +158,27 @@ mod tests {
         check_condition(Some((10, 0)), Condition::Clear);
         check_condition(Some((0, 0)), Condition::Clear);
         check_condition(None, Condition::Clear);
+    }
+
+    #[test]
+    fn an_app_fires_only_with_enough_clients() {
+        let check = |clients: Option<u32>, expected: Condition| {
+            let s = GroupStats {
+                clients,
+                ..stats(0, 20)
+            };
+            assert_eq!(app_condition(&s, &T), expected, "{clients:?}");
+        };
+        check(Some(20), Condition::Firing);
+        check(Some(5), Condition::Firing);
+        check(Some(4), Condition::Hold);
+        check(Some(1), Condition::Hold);
+        check(None, Condition::Hold);
+        let s = GroupStats {
+            clients: Some(1),
+            ..stats(20, 0)
+        };
+        assert_eq!(app_condition(&s, &T), Condition::Clear);
     }
 
     fn at(secs: i64) -> OffsetDateTime {

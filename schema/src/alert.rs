@@ -143,6 +143,63 @@ pub fn alert_key(rule: Rule, scope: Scope, subject: &str) -> String {
     }
 }
 
+/// Key prefix of the mail budget records in `telemetry_alerts`: `mail_budget.<period number>`.
+pub const BUDGET_KEY_PREFIX: &str = "mail_budget.";
+
+/// The key of the mail budget of period `period` (unix seconds / the period's length).
+pub fn budget_key(period: i64) -> String {
+    format!("{BUDGET_KEY_PREFIX}{period}")
+}
+
+/// The period number of a budget key; `None` for any other key.
+pub fn budget_period(key: &str) -> Option<i64> {
+    key.strip_prefix(BUDGET_KEY_PREFIX)?.parse().ok()
+}
+
+/// The mails of one budget period, shared by the alerter's replicas: the value of
+/// `mail_budget.<period>` in `telemetry_alerts`. Each mail takes a place by compare-and-set; an alert
+/// beyond the budget is folded into the period's digest, mailed once after the period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MailBudget {
+    pub v: u8,
+    #[serde(with = "time::serde::rfc3339")]
+    pub period_start: OffsetDateTime,
+    pub period_secs: u64,
+    /// Mails sent one by one in the period (at most the budget).
+    pub sent: u32,
+    /// Alerts beyond the budget, the first [`MAX_FOLDED_LISTED`] of them.
+    pub folded: Vec<FoldedAlert>,
+    /// Every alert beyond the budget, listed or not.
+    pub folded_total: u64,
+    /// The digest of the folded alerts, once a replica claimed it.
+    pub digest: Option<DigestDelivery>,
+}
+
+/// Folded alerts listed in a digest; the rest are counted.
+pub const MAX_FOLDED_LISTED: usize = 100;
+
+/// One alert folded into a digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoldedAlert {
+    pub alert_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// What the mail's subject would have said (client text quoted and cut).
+    pub line: String,
+}
+
+/// The delivery of a digest (the same lease rules as an alert's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DigestDelivery {
+    /// Also the mail's Message-ID.
+    pub digest_id: Uuid,
+    pub delivery: Delivery,
+    pub owner: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub lease_until: OffsetDateTime,
+    pub attempts: u32,
+}
+
 /// The stream subject of an alert event: `telemetry.v1.alerts.<rule>.<kind>`.
 pub fn alert_subject(event: &AlertEvent) -> String {
     format!(
@@ -180,6 +237,14 @@ mod tests {
             alert_key(Rule::NewSignature, Scope::Signature, "E: x"),
             alert_key(Rule::NewSignature, Scope::Signature, "E: y")
         );
+    }
+
+    #[test]
+    fn budget_keys_carry_their_period() {
+        assert_eq!(budget_key(492_001), "mail_budget.492001");
+        assert_eq!(budget_period("mail_budget.492001"), Some(492_001));
+        assert_eq!(budget_period("failure_rate.global"), None);
+        assert_eq!(budget_period("mail_budget.x"), None);
     }
 
     fn json<T: Serialize>(value: &T) -> String {

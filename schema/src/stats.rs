@@ -148,7 +148,16 @@ pub struct GroupStats {
     pub top_exit_codes: Vec<ExitCodeCount>,
     pub top_categories: Vec<CategoryCount>,
     pub top_signatures: Vec<SignatureCount>,
+    /// At least this many distinct clients (`random_id`) started the group's installs: the number of
+    /// distinct values of an 8-bit hash of their `random_id`, so exact for a few clients, a lower bound
+    /// beyond, at most 256. Absent from an aggregator that predates it (the alerter then treats the
+    /// group as having no clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<u32>,
 }
+
+/// The most distinct clients [`GroupStats::clients`] can report.
+pub const MAX_CLIENTS: u32 = 256;
 
 /// One app's line in `<window>.apps`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,13 +172,33 @@ pub struct AppSummary {
     pub failure_rate: Option<f64>,
 }
 
-/// The value of `<window>.apps`: every app with installs in the window, most installs first.
+/// The value of `<window>.apps`: every tracked app with installs in the window, most installs first,
+/// and the installs of every other app name summed in `other`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppsIndex {
     pub v: u8,
     pub window: String,
     pub window_secs: u64,
     pub apps: Vec<AppSummary>,
+    /// Installs of app names the aggregator does not track one by one (seen from fewer than
+    /// `MIN_DISTINCT_INSTALLS` clients in its longest window, or beyond `MAX_TRACKED_APPS`); absent
+    /// when there are none. Such names have no `<window>.app.<app>` key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other: Option<OtherApps>,
+}
+
+/// The installs of the untracked app names of one window, summed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OtherApps {
+    /// Distinct untracked names with installs in the window.
+    pub names: u64,
+    pub started: u64,
+    pub in_progress: u64,
+    pub success: u64,
+    pub failed: u64,
+    pub aborted: u64,
+    pub unknown: u64,
+    pub failure_rate: Option<f64>,
 }
 
 /// A signature whose first install in the whole tracked history lies within the signature window.
@@ -256,6 +285,35 @@ mod tests {
         );
         let stats: GroupStats = serde_json::from_str(json).expect("group stats");
         assert_eq!((stats.scope, stats.failed), (Scope::App, 20));
+        assert_eq!(stats.clients, None);
         assert_eq!(serde_json::to_string(&stats).expect("json"), json);
+    }
+
+    /// `clients` and `other` are additions of the same version: absent when unknown or empty (so a
+    /// value without them keeps its shape above), read as `None` from a value that lacks them.
+    #[test]
+    fn clients_and_other_apps_keep_their_wire_shape() {
+        let json = concat!(
+            r#"{"v":1,"window":"1h","window_secs":3600,"scope":"app","subject":"docker","#,
+            r#""started":3,"in_progress":0,"success":2,"failed":1,"aborted":0,"unknown":0,"#,
+            r#""failure_rate":0.3333,"duration_p50_secs":null,"duration_p95_secs":null,"#,
+            r#""top_exit_codes":[],"top_categories":[],"top_signatures":[],"clients":3}"#
+        );
+        let stats: GroupStats = serde_json::from_str(json).expect("group stats");
+        assert_eq!(stats.clients, Some(3));
+        assert_eq!(serde_json::to_string(&stats).expect("json"), json);
+
+        let json = concat!(
+            r#"{"v":1,"window":"1h","window_secs":3600,"apps":[],"#,
+            r#""other":{"names":9000,"started":9000,"in_progress":0,"success":0,"#,
+            r#""failed":9000,"aborted":0,"unknown":0,"failure_rate":1.0}}"#
+        );
+        let index: AppsIndex = serde_json::from_str(json).expect("apps index");
+        assert_eq!(index.other.as_ref().map(|o| o.names), Some(9000));
+        assert_eq!(serde_json::to_string(&index).expect("json"), json);
+        let bare = r#"{"v":1,"window":"1h","window_secs":3600,"apps":[]}"#;
+        let index: AppsIndex = serde_json::from_str(bare).expect("apps index");
+        assert_eq!(index.other, None);
+        assert_eq!(serde_json::to_string(&index).expect("json"), bare);
     }
 }

@@ -6,6 +6,7 @@
 mod harness;
 
 mod admin;
+mod flood;
 mod rollups;
 mod stuck;
 mod v3;

@@ -46,7 +46,8 @@ async fn a_restart_inside_the_cooldown_sends_no_second_mail() {
     // The restarted replica is live: it sends the resolution...
     stack.installs("docker", "good", 0, 120).await;
     let mails = stack.wait_mails(2, T).await;
-    assert!(subject(&mails[1]).starts_with("[telemetry] resolved: docker"));
+    assert!(subject(&mails[1]).starts_with("[telemetry] resolved: failure rate back to"));
+    assert!(subject(&mails[1]).ends_with(": app \"docker\""));
     stack
         .wait_record(KEY, |r| {
             r.state == Kind::Resolved && r.delivery == Delivery::Sent
@@ -75,7 +76,7 @@ async fn an_alert_fired_while_smtp_is_down_arrives_once_when_it_returns() {
     assert!(stack.mails().await.is_empty());
     stack.smtp.start_again().expect("smtp back");
     let mails = stack.wait_mails(1, T).await;
-    assert!(subject(&mails[0]).starts_with("[telemetry] docker: failure rate 50.0%"));
+    assert!(subject(&mails[0]).starts_with("[telemetry] failure rate 50.0%"));
     stack
         .wait_record(KEY, |r| r.delivery == Delivery::Sent)
         .await;

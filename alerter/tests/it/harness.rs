@@ -295,12 +295,15 @@ struct Group {
     exit_codes: HashMap<u8, u64>,
     categories: HashMap<Category, u64>,
     signatures: HashMap<String, u64>,
+    /// Distinct `random_id`s (the aggregator counts them by an 8-bit hash; exact for these few).
+    clients: std::collections::HashSet<String>,
 }
 
 impl Group {
     fn add(&mut self, install: &Install) {
         let state = &install.state;
         self.started += 1;
+        self.clients.insert(state.random_id.value.clone());
         match state.status.value {
             Status::Success => self.success += 1,
             Status::Failed => self.failed += 1,
@@ -363,6 +366,7 @@ impl Group {
                 .into_iter()
                 .map(|(signature, count)| SignatureCount { signature, count })
                 .collect(),
+            clients: Some(self.clients.len() as u32),
         }
     }
 }
@@ -435,4 +439,14 @@ impl Stack {
         )
         .await
     }
+}
+
+/// Waits until `n` alert events are on TELEMETRY_ALERTS.
+pub async fn poll_until_events(stack: &Stack, n: usize) {
+    poll_until(
+        &format!("{n} alert events"),
+        Duration::from_secs(30),
+        || async { (stack.alert_events().await.len() >= n).then_some(()) },
+    )
+    .await;
 }

@@ -8,4 +8,5 @@ mod harness;
 
 mod admin;
 mod delivery;
+mod guard;
 mod rules;

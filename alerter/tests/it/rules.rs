@@ -20,7 +20,7 @@ async fn a_half_failing_app_is_mailed_once_then_resolved() {
     let mail = &mails[0];
     assert_eq!(
         subject(mail),
-        "[telemetry] docker: failure rate 50.0% (20 failed of 40 decided) in 24h"
+        "[telemetry] failure rate 50.0% (20 failed of 40 decided) in 24h: app \"docker\""
     );
     for needle in [
         "Failure rate: 50.0%",
@@ -43,8 +43,8 @@ async fn a_half_failing_app_is_mailed_once_then_resolved() {
     let mails = stack.wait_mails(2, T).await;
     let resolved = subject(&mails[1]);
     let rate: f64 = resolved
-        .strip_prefix("[telemetry] resolved: docker: failure rate back to ")
-        .and_then(|rest| rest.strip_suffix("% in 24h"))
+        .strip_prefix("[telemetry] resolved: failure rate back to ")
+        .and_then(|rest| rest.strip_suffix("% in 24h: app \"docker\""))
         .and_then(|r| r.parse().ok())
         .unwrap_or_else(|| panic!("unexpected subject {resolved:?}"));
     assert!((12.5..15.0).contains(&rate), "{resolved}");
@@ -99,7 +99,7 @@ async fn a_new_error_signature_is_mailed_once() {
     let mails = stack.wait_mails(1, T).await;
     assert_eq!(
         subject(&mails[0]),
-        "[telemetry] new error signature in 6 installs within 1h: npm ERR! code ERESOLVE"
+        "[telemetry] new error signature in 6 installs within 1h: \"npm ERR! code ERESOLVE\""
     );
     assert!(mails[0].contains("zigbee2mqtt (6)"), "{}", mails[0]);
     assert!(mails[0].contains("http://dash.test/dashboard/apps/zigbee2mqtt"));

@@ -8,6 +8,11 @@
 //! container's resources, with [`Shape::Full`] the `validation` and `configuring` pings, and a final.
 //! Every app fails one install in 20 (exit code 100 with a log line; spread over the apps, below any
 //! alert threshold); the others succeed.
+//!
+//! Mode `flood` is the hostile client of `deploy/bench/flood.sh`: NAMES made-up app names, each with
+//! PER_NAME failed installs, spread over SIGNATURES distinct error signatures; each install from its
+//! own made-up `random_id` (the worst case: every name looks used by many clients), or all from one
+//! with `--one-client`. Mode `keys` counts the keys of a KV bucket.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -63,6 +68,25 @@ pub enum Mode {
         app: String,
         /// How many installs.
         installs: u64,
+    },
+    /// A flood of made-up names: NAMES app names with PER_NAME failed installs each (a final only),
+    /// over SIGNATURES distinct error signatures.
+    Flood {
+        /// Distinct made-up app names.
+        names: u64,
+        /// Distinct error signatures the installs are spread over.
+        signatures: u64,
+        /// Failed installs per name. Default: 10.
+        #[arg(long, default_value_t = 10)]
+        per_name: u64,
+        /// Every install from one random_id (else each from its own).
+        #[arg(long)]
+        one_client: bool,
+    },
+    /// Prints the number of keys of a KV bucket (publishes nothing).
+    Keys {
+        /// The bucket, e.g. telemetry_stats.
+        bucket: String,
     },
 }
 
@@ -139,6 +163,42 @@ pub fn install(run: &str, i: u64, shape: Shape) -> Vec<String> {
 /// The body of the `i`-th failing install of `app` in `run` (mode `cross`).
 pub fn failing(run: &str, app: &str, i: u64) -> String {
     body(&format!("{run}-x{i}"), app, "failed", r#","exit_code":100"#)
+}
+
+/// `i` in letters g..z (never a hex digit or a number, which signatures normalize away), 4 at least.
+fn letters(mut i: u64) -> String {
+    let mut out = Vec::new();
+    while i > 0 || out.len() < 4 {
+        out.push(b'g' + (i % 20) as u8);
+        i /= 20;
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The body of failed install `k` of the flood `run` (mode `flood`): name `k / per_name`, signature
+/// `k mod signatures`.
+pub fn flood(run: &str, k: u64, per_name: u64, signatures: u64, one_client: bool) -> String {
+    let exec = format!("{run}-f{k}");
+    let random_id = if one_client {
+        format!("{run}-flooder")
+    } else {
+        format!("r-{exec}")
+    };
+    let app = format!("flood-{}", letters(k / per_name.max(1)));
+    let signature = letters(k % signatures.max(1));
+    format!(
+        r#"{{"random_id":"{random_id}","execution_id":"{exec}","type":"lxc","nsapp":"{app}","status":"failed","exit_code":100,"error":"exit_code=100\nE: Unable to locate package flood{signature}"}}"#
+    )
+}
+
+/// The number of keys of KV bucket `bucket`.
+pub async fn count_keys(nats_url: &str, bucket: &str) -> anyhow::Result<u64> {
+    use futures::TryStreamExt;
+    let client = async_nats::connect(nats_url).await?;
+    let store = jetstream::new(client).get_key_value(bucket).await?;
+    let keys: Vec<String> = store.keys().await?.try_collect().await?;
+    Ok(keys.len() as u64)
 }
 
 /// A body as the edge accepts it, received now.
@@ -235,6 +295,18 @@ pub async fn run(config: &Config) -> anyhow::Result<Filled> {
                 p.send(&failing(&run, app, i)).await?;
             }
         }
+        Mode::Flood {
+            names,
+            signatures,
+            per_name,
+            one_client,
+        } => {
+            for k in 0..names * per_name {
+                p.send(&flood(&run, k, *per_name, *signatures, *one_client))
+                    .await?;
+            }
+        }
+        Mode::Keys { .. } => anyhow::bail!("keys publishes nothing"),
     }
     p.drain(0).await?;
     Ok(Filled {
@@ -280,6 +352,31 @@ mod tests {
             .filter(|i| install("run", *i, Shape::Short)[1].contains("\"failed\""))
             .count() as u64;
         assert_eq!(failed, APPS, "one failed install per app in 20 x {APPS}");
+    }
+
+    #[test]
+    fn a_flood_spreads_installs_over_names_and_signatures() {
+        let events: Vec<schema::Event> = (0..40)
+            .map(|k| accept(&flood("run", k, 4, 7, false)).expect("valid").event)
+            .collect();
+        let distinct = |f: &dyn Fn(&schema::Event) -> String| {
+            events
+                .iter()
+                .map(f)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        };
+        assert_eq!(distinct(&|e| e.nsapp.clone()), 10);
+        assert_eq!(
+            distinct(&|e| e.error_signature.clone().unwrap_or_default()),
+            7
+        );
+        assert_eq!(distinct(&|e| e.random_id.clone()), 40);
+        assert!(events.iter().all(|e| e.status == Status::Failed));
+        let one = accept(&flood("run", 5, 4, 7, true)).expect("valid").event;
+        assert_eq!(one.random_id, "run-flooder");
+        assert_eq!(letters(0), "gggg");
+        assert_eq!(letters(21), "gghh");
     }
 
     #[test]

@@ -30,6 +30,7 @@ fn stats(started: u64, failed: u64) -> GroupStats {
         top_exit_codes: vec![],
         top_categories: vec![],
         top_signatures: vec![],
+        clients: None,
     }
 }
 
