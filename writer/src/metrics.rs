@@ -22,6 +22,9 @@ pub const SINK_UP: &str = "telemetry_writer_sink_up";
 pub const LEADER: &str = "telemetry_writer_leader";
 /// Rows or records deleted by retention.
 pub const RETENTION_DELETED: &str = "telemetry_writer_retention_deleted_total";
+/// Events whose `random_id` is not the one of their install's first event: stored apart, never shown
+/// (`schema::merge::forged`).
+pub const FORGED_EVENTS: &str = "telemetry_writer_forged_events_total";
 /// Values a PocketBase select field does not hold (an error category the running service's collection
 /// lacks), written as `unknown`; label `field`.
 pub const SELECT_REPLACED: &str = "telemetry_writer_select_replaced_total";
@@ -60,6 +63,10 @@ fn describe() {
     describe_counter!(DEAD_LETTERS, "events sent to the dead-letter stream");
     describe_gauge!(SINK_UP, "1 while the store answers");
     describe_gauge!(LEADER, "1 while this replica holds the PocketBase lease");
+    describe_counter!(
+        FORGED_EVENTS,
+        "events of another random_id than their install's first event (not shown)"
+    );
     describe_counter!(RETENTION_DELETED, "rows or records deleted by retention");
     describe_counter!(
         SELECT_REPLACED,

@@ -25,14 +25,14 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use schema::ids::valid_id;
-use schema::merge::{merge, InstallState};
+use schema::merge::{forged, merge, InstallState};
 use schema::Event;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use crate::clickhouse::unix_ms;
 use crate::config::Secret;
-use crate::metrics::SELECT_REPLACED;
+use crate::metrics::{FORGED_EVENTS, SELECT_REPLACED};
 use crate::retention::Policy;
 use crate::sink::{Sink, SinkError};
 use layout::{Change, Layout};
@@ -818,6 +818,7 @@ impl Sink for PocketBaseSink {
         let collection = &self.settings.collection;
         let mut requests = Vec::new();
         let mut replaced_values: BTreeMap<String, u64> = BTreeMap::new();
+        let mut forged_events = 0u64;
         for (id, group) in groups {
             let prior = current.get(id);
             // A record without a usable merge_state is rebuilt from its own fields.
@@ -834,6 +835,9 @@ impl Sink for PocketBaseSink {
             };
             let mut state = before.clone();
             for event in group {
+                if state.as_ref().is_some_and(|s| forged(s, event)) {
+                    forged_events += 1;
+                }
                 state = Some(merge(state, event));
             }
             let Some(state) = state else { continue };
@@ -872,6 +876,13 @@ impl Sink for PocketBaseSink {
             requests.push(request);
         }
         self.send_requests(requests).await?;
+        if forged_events > 0 {
+            ::metrics::counter!(FORGED_EVENTS, "sink" => "pocketbase").increment(forged_events);
+            tracing::debug!(
+                events = forged_events,
+                "events of another random_id than their install's first event, not applied"
+            );
+        }
         for (field, count) in replaced_values {
             ::metrics::counter!(SELECT_REPLACED, "sink" => "pocketbase", "field" => field)
                 .increment(count);

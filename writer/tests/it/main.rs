@@ -9,6 +9,7 @@ mod clickhouse;
 mod dlq;
 mod e2e;
 mod faults;
+mod forged;
 mod import;
 mod order;
 mod pb_compat;
