@@ -20,7 +20,7 @@ pub mod layout;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -32,6 +32,7 @@ use time::OffsetDateTime;
 
 use crate::clickhouse::unix_ms;
 use crate::config::Secret;
+use crate::lease::Fence;
 use crate::metrics::{FORGED_EVENTS, SELECT_REPLACED};
 use crate::retention::Policy;
 use crate::sink::{Sink, SinkError};
@@ -119,6 +120,8 @@ pub struct PocketBaseSink {
     /// Requests per `/api/batch` call; 0 while the batch API is not to be used.
     batch_chunk: AtomicUsize,
     prepared: RwLock<Option<Arc<Prepared>>>,
+    /// The lease every write request is checked against ([`PocketBaseSink::fence_with`]).
+    fence: OnceLock<Fence>,
 }
 
 /// What [`PocketBaseSink::prepare`] found and decided.
@@ -316,6 +319,7 @@ impl PocketBaseSink {
             token: RwLock::new(None),
             batch_chunk: AtomicUsize::new(0),
             prepared: RwLock::new(None),
+            fence: OnceLock::new(),
         })
     }
 
@@ -660,6 +664,23 @@ impl PocketBaseSink {
         Ok(found)
     }
 
+    /// Fences every write of this sink with the lease from now on (the writer's PocketBase sink; a sink
+    /// without a fence, e.g. of a test or a tool, writes unconditionally). A second fence is ignored.
+    pub fn fence_with(&self, fence: Fence) {
+        let _ = self.fence.set(fence);
+    }
+
+    /// Ok when no fence is set or the lease is still this replica's.
+    async fn fenced(&self) -> Result<(), SinkError> {
+        match self.fence.get() {
+            None => Ok(()),
+            Some(fence) => fence
+                .check()
+                .await
+                .map_err(|e| SinkError::LeaseLost(e.to_string())),
+        }
+    }
+
     async fn send_requests(&self, requests: Vec<Value>) -> Result<(), SinkError> {
         if requests.is_empty() {
             return Ok(());
@@ -667,6 +688,7 @@ impl PocketBaseSink {
         let chunk_size = self.batch_chunk.load(Ordering::Relaxed);
         if chunk_size > 0 {
             for chunk in requests.chunks(chunk_size) {
+                self.fenced().await?;
                 self.call(
                     Method::POST,
                     "/api/batch",
@@ -684,6 +706,7 @@ impl PocketBaseSink {
                 };
                 let path = request["url"].as_str().unwrap_or_default();
                 let body = request.get("body");
+                self.fenced().await?;
                 self.call(method, path, body)
                     .await
                     .map_err(PbError::into_sink)?;
@@ -747,9 +770,10 @@ impl PocketBaseSink {
                 .collect();
             let count = requests.len();
             self.send_requests(requests).await.map_err(|e| match e {
-                SinkError::Unavailable(t) | SinkError::Conflict(t) | SinkError::Rejected(t) => {
-                    PbError::Unavailable(t)
-                }
+                SinkError::Unavailable(t)
+                | SinkError::Conflict(t)
+                | SinkError::Rejected(t)
+                | SinkError::LeaseLost(t) => PbError::Unavailable(t),
             })?;
             deleted += count;
         }
@@ -800,6 +824,8 @@ impl Sink for PocketBaseSink {
     }
 
     async fn write(&self, events: &[Event]) -> Result<(), SinkError> {
+        // Each attempt starts with the lease (and every request below checks it again).
+        self.fenced().await?;
         let prepared = self
             .prepared()
             .ok_or_else(|| SinkError::Unavailable("pocketbase collection not prepared".into()))?;
@@ -947,6 +973,7 @@ mod tests {
                 SinkError::Unavailable(_) => "retry",
                 SinkError::Conflict(_) => "conflict",
                 SinkError::Rejected(_) => "reject",
+                SinkError::LeaseLost(_) => "lease",
             };
             assert_eq!(got, expected);
         };

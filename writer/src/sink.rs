@@ -21,6 +21,10 @@ pub enum SinkError {
     /// The store refused the data itself: retrying cannot help.
     #[error("rejected by the store: {0}")]
     Rejected(String),
+    /// This replica may not write any more (the PocketBase lease moved): hand the batch back, do not
+    /// retry, do not ack.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
 }
 
 /// A store that takes batches of events.

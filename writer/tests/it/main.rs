@@ -11,6 +11,7 @@ mod e2e;
 mod faults;
 mod forged;
 mod import;
+mod lease;
 mod order;
 mod pb_compat;
 mod retention;
