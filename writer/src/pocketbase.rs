@@ -94,6 +94,12 @@ pub enum PbError {
 }
 
 impl PbError {
+    /// The one place a PocketBase answer becomes transient or permanent. Only a refusal of the record
+    /// itself (a field error of the collection's rules, `validation_…` other than `not_unique`, also
+    /// inside a batch answer) is permanent and may dead-letter an event. PocketBase answers 400 also when
+    /// its database failed ("Failed to create record." with no field errors, e.g. SQLite busy, or a
+    /// batch transaction timing out): that is the store unwell, not bad data, so it is retried like a
+    /// connection error, a timeout, a 5xx or a 429.
     fn into_sink(self) -> SinkError {
         match self {
             PbError::Unavailable(text) | PbError::Incompatible(text) => {
@@ -102,7 +108,7 @@ impl PbError {
             PbError::Status { status, body } => {
                 if body.contains("validation_not_unique") || status == 404 {
                     SinkError::Conflict(body)
-                } else if status == 400 {
+                } else if (400..500).contains(&status) && refuses_a_field(&body) {
                     SinkError::Rejected(body)
                 } else {
                     SinkError::Unavailable(format!("{status}: {body}"))
@@ -110,6 +116,25 @@ impl PbError {
             }
         }
     }
+}
+
+/// True when a PocketBase error body names a field error (`"code": "validation_…"`) anywhere in its
+/// `data` (a batch nests the failed request's answer there).
+fn refuses_a_field(body: &str) -> bool {
+    fn walk(value: &Value) -> bool {
+        match value {
+            Value::Object(map) => map.iter().any(|(key, v)| {
+                (key == "code"
+                    && v.as_str().is_some_and(|c| {
+                        c.starts_with("validation_") && c != "validation_not_unique"
+                    }))
+                    || walk(v)
+            }),
+            Value::Array(items) => items.iter().any(walk),
+            _ => false,
+        }
+    }
+    serde_json::from_str::<Value>(body).is_ok_and(|v| walk(&v["data"]))
 }
 
 /// Writes installs to PocketBase.
@@ -978,6 +1003,35 @@ mod tests {
             assert_eq!(got, expected);
         };
         check(PbError::Unavailable("refused".into()), "retry");
+        // The database failed, not the record: PocketBase says 400 with no field errors.
+        check(
+            PbError::Status {
+                status: 400,
+                body: r#"{"status":400,"message":"Failed to create record.","data":{}}"#.into(),
+            },
+            "retry",
+        );
+        check(
+            PbError::Status {
+                status: 400,
+                body: r#"{"status":400,"message":"Batch transaction failed.","data":{"requests":{"0":{"code":"batch_request_failed","message":"Batch request failed.","response":{"status":400,"message":"Failed to update record.","data":{}}}}}}"#.into(),
+            },
+            "retry",
+        );
+        check(
+            PbError::Status {
+                status: 400,
+                body: r#"{"status":400,"message":"Batch transaction failed.","data":{"requests":{"3":{"code":"batch_request_failed","message":"Batch request failed.","response":{"status":400,"message":"Failed to create record.","data":{"status":{"code":"validation_invalid_value","message":"Invalid value."}}}}}}}"#.into(),
+            },
+            "reject",
+        );
+        check(
+            PbError::Status {
+                status: 400,
+                body: "not json".into(),
+            },
+            "retry",
+        );
         check(
             PbError::Status {
                 status: 400,

@@ -15,4 +15,5 @@ mod lease;
 mod order;
 mod pb_compat;
 mod retention;
+mod transient;
 mod v3;
