@@ -98,8 +98,9 @@ impl PbError {
     /// itself (a field error of the collection's rules, `validation_…` other than `not_unique`, also
     /// inside a batch answer) is permanent and may dead-letter an event. PocketBase answers 400 also when
     /// its database failed ("Failed to create record." with no field errors, e.g. SQLite busy, or a
-    /// batch transaction timing out): that is the store unwell, not bad data, so it is retried like a
-    /// connection error, a timeout, a 5xx or a 429.
+    /// batch transaction timing out) or a batch as a whole did not go ("Something went wrong while
+    /// processing your request."): that is not bad data, so it is `Unclear` (split, retried, never
+    /// dead-lettered), like a connection error, a timeout, a 5xx or a 429 are `Unavailable`.
     fn into_sink(self) -> SinkError {
         match self {
             PbError::Unavailable(text) | PbError::Incompatible(text) => {
@@ -110,6 +111,8 @@ impl PbError {
                     SinkError::Conflict(body)
                 } else if (400..500).contains(&status) && refuses_a_field(&body) {
                     SinkError::Rejected(body)
+                } else if status == 400 {
+                    SinkError::Unclear(body)
                 } else {
                     SinkError::Unavailable(format!("{status}: {body}"))
                 }
@@ -798,6 +801,7 @@ impl PocketBaseSink {
                 SinkError::Unavailable(t)
                 | SinkError::Conflict(t)
                 | SinkError::Rejected(t)
+                | SinkError::Unclear(t)
                 | SinkError::LeaseLost(t) => PbError::Unavailable(t),
             })?;
             deleted += count;
@@ -998,6 +1002,7 @@ mod tests {
                 SinkError::Unavailable(_) => "retry",
                 SinkError::Conflict(_) => "conflict",
                 SinkError::Rejected(_) => "reject",
+                SinkError::Unclear(_) => "unclear",
                 SinkError::LeaseLost(_) => "lease",
             };
             assert_eq!(got, expected);
@@ -1009,14 +1014,14 @@ mod tests {
                 status: 400,
                 body: r#"{"status":400,"message":"Failed to create record.","data":{}}"#.into(),
             },
-            "retry",
+            "unclear",
         );
         check(
             PbError::Status {
                 status: 400,
                 body: r#"{"status":400,"message":"Batch transaction failed.","data":{"requests":{"0":{"code":"batch_request_failed","message":"Batch request failed.","response":{"status":400,"message":"Failed to update record.","data":{}}}}}}"#.into(),
             },
-            "retry",
+            "unclear",
         );
         check(
             PbError::Status {
@@ -1030,7 +1035,7 @@ mod tests {
                 status: 400,
                 body: "not json".into(),
             },
-            "retry",
+            "unclear",
         );
         check(
             PbError::Status {

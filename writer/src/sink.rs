@@ -6,8 +6,11 @@
 //!
 //! Only a permanent error ([`SinkError::Rejected`]: the data itself is refused) can make an event poison,
 //! and only when the store refused that event alone twice; a transient one (the store down, slow, busy,
-//! overloaded, conflicting, or the lease gone) never does: the whole batch waits and is retried. Each sink
-//! sorts its store's answers into these kinds in one place (`clickhouse::classify`, `PbError::into_sink`).
+//! overloaded, conflicting, or the lease gone) never does: the whole batch waits and is retried. A
+//! refusal that does not say it is about the data ([`SinkError::Unclear`]) splits the batch like a
+//! rejection (a smaller batch may pass), but an event refused that way alone is retried, never
+//! dead-lettered. Each sink sorts its store's answers into these kinds in one place
+//! (`clickhouse::classify`, `PbError::into_sink`).
 
 use std::future::Future;
 use std::ops::Range;
@@ -15,7 +18,7 @@ use std::ops::Range;
 use schema::Event;
 
 /// Why a write did not go through. The consumer loop maps each kind to one reaction. Transient:
-/// `Unavailable`, `Conflict`, `LeaseLost`; permanent: `Rejected` ([`SinkError::is_permanent`]).
+/// `Unavailable`, `Conflict`, `Unclear`, `LeaseLost`; permanent: `Rejected` ([`SinkError::is_permanent`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SinkError {
     /// The store is down, busy or timed out: retry the same batch later, ack nothing.
@@ -27,6 +30,10 @@ pub enum SinkError {
     /// The store refused the data itself: retrying cannot help.
     #[error("rejected by the store: {0}")]
     Rejected(String),
+    /// The store refused the batch without naming the data (PocketBase's 400 without a field error:
+    /// its database failed, or the batch as a whole did not fit): split it, but never dead-letter.
+    #[error("refused by the store, not for its data: {0}")]
+    Unclear(String),
     /// This replica may not write any more (the PocketBase lease moved): hand the batch back, do not
     /// retry, do not ack.
     #[error("lease lost: {0}")]
@@ -92,7 +99,8 @@ pub async fn process<S: Sink>(sink: &S, events: &[Event]) -> Outcome {
                 verdicts[range.start] = Verdict::Poison(reason);
             }
             Err(SinkError::Rejected(_)) if range.len() == 1 => pending.push((range, true)),
-            Err(SinkError::Rejected(_)) => {
+            Err(e @ SinkError::Unclear(_)) if range.len() == 1 => return Outcome::Retry(e),
+            Err(SinkError::Rejected(_) | SinkError::Unclear(_)) => {
                 let mid = range.start + range.len() / 2;
                 // Second half first on the stack, so the first half is written first.
                 pending.push((mid..range.end, false));
@@ -220,6 +228,7 @@ mod tests {
         assert!(SinkError::Rejected(String::new()).is_permanent());
         for transient in [
             SinkError::Unavailable(String::new()),
+            SinkError::Unclear(String::new()),
             SinkError::Conflict(String::new()),
             SinkError::LeaseLost(String::new()),
         ] {
