@@ -238,7 +238,10 @@ async fn consume(
                 };
                 match serde_json::from_slice::<schema::Event>(&msg.payload) {
                     Ok(event) => {
-                        tracker.apply(&event);
+                        if !tracker.apply(&event) {
+                            ::metrics::counter!(m::FORGED_EVENTS).increment(1);
+                            tracing::debug!(subject = %msg.subject, "event of another random_id than the install's, not applied");
+                        }
                         events += 1;
                         ::metrics::counter!(m::EVENTS).increment(1);
                     }

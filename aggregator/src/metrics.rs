@@ -5,6 +5,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 pub const EVENTS: &str = "telemetry_aggregator_events_total";
 pub const BAD_EVENTS: &str = "telemetry_aggregator_bad_events_total";
+/// Events whose `random_id` is not the one of their install's first event: not applied.
+pub const FORGED_EVENTS: &str = "telemetry_aggregator_forged_events_total";
 pub const INSTALLS: &str = "telemetry_aggregator_installs";
 pub const PENDING: &str = "telemetry_aggregator_pending_installs";
 pub const CAUGHT_UP: &str = "telemetry_aggregator_caught_up";
@@ -33,6 +35,10 @@ fn describe() {
     describe_counter!(
         BAD_EVENTS,
         "stream messages that are not an event (skipped)"
+    );
+    describe_counter!(
+        FORGED_EVENTS,
+        "events of another random_id than their install's first event (not applied)"
     );
     describe_gauge!(INSTALLS, "installs held in memory (longest window)");
     describe_gauge!(PENDING, "installs not final yet");

@@ -1,9 +1,14 @@
 //! The installs of the longest window, in bounded memory. An install that is not final yet keeps its full
 //! [`InstallState`] and goes through `schema::merge` like in every store. Once final it shrinks to a
-//! 40-byte [`Slot`] holding only what the rollups need; a late event for a final install (a redelivery,
+//! 48-byte [`Slot`] holding only what the rollups need; a late event for a final install (a redelivery,
 //! a real final beating `unknown`, a progress ping carrying a larger running duration) is applied to the
 //! slot with the same rules (`status_score`, earliest event wins, the deciding final's duration else the
 //! largest carried), comparing the time-ordered top 64 bits of event ids.
+//!
+//! An install belongs to the `random_id` of its first event (`schema::merge::forged`): a pending install
+//! keeps the events of other `random_id`s apart in its state; a final one keeps a 32-bit hash of its
+//! owner's `random_id`, and an event with another one is not applied ([`Tracker::apply`] says so, for the
+//! forged-events counter). The stream is read in order, so the owner's first event comes first.
 //!
 //! Slots sit in a deque in arrival order, so expiring the oldest is a pop from the front; a
 //! `hashbrown::HashTable` of 4-byte positions finds an install by a 64-bit hash of its `execution_id`.
@@ -14,7 +19,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 use schema::hash::stable_hash;
-use schema::merge::{merge, status_score, InstallState};
+use schema::merge::{forged, merge, status_score, InstallState};
 use schema::{Category, Event, Kind, RepoSource, Status};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -22,6 +27,11 @@ use uuid::Uuid;
 /// The time-ordered part of a UUIDv7 (48-bit milliseconds, version, 12 random bits).
 fn id_prefix(id: Uuid) -> u64 {
     id.as_u64_pair().0
+}
+
+/// The slot's tag of a `random_id`.
+fn owner_tag(random_id: &str) -> u32 {
+    stable_hash(random_id) as u32
 }
 
 fn unix_secs(at: OffsetDateTime) -> u32 {
@@ -132,6 +142,8 @@ fn client_of(random_id: &str) -> u8 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
     pub key: u64,
+    /// 32 bits of the hash of the owner's `random_id` (the install's first event).
+    owner: u32,
     /// Top 64 bits of the event that decided the outcome (0 while not final).
     outcome_from: u64,
     /// Start of the install (its earliest event), unix seconds.
@@ -270,14 +282,16 @@ impl Tracker {
             .map(|&pos| pos.wrapping_sub(base) as usize)
     }
 
-    /// Merges one event from the stream.
-    pub fn apply(&mut self, event: &Event) {
+    /// Merges one event from the stream. False when the event was not applied: its `random_id` is not
+    /// the install's (`schema::merge::forged`).
+    pub fn apply(&mut self, event: &Event) -> bool {
         let key = stable_hash(&event.execution_id);
         match self.find(key) {
             None => {
                 let state = merge(None, event);
                 let mut slot = Slot {
                     key,
+                    owner: 0,
                     outcome_from: 0,
                     first_seen: 0,
                     app: 0,
@@ -301,29 +315,35 @@ impl Tracker {
                         .get(p.wrapping_sub(base) as usize)
                         .map_or(0, |s| s.key)
                 });
-                if !slot.pending {
-                    return;
+                if slot.pending {
+                    self.pending.insert(
+                        key,
+                        Pending {
+                            state,
+                            timeout_sent: None,
+                        },
+                    );
                 }
-                self.pending.insert(
-                    key,
-                    Pending {
-                        state,
-                        timeout_sent: None,
-                    },
-                );
+                true
             }
             Some(i) => {
                 let mut slot = self.slots[i];
-                if let Some(mut p) = self.pending.remove(&key) {
+                let applied = if let Some(mut p) = self.pending.remove(&key) {
+                    let applied = !forged(&p.state, event);
                     p.state.apply(event);
                     self.refresh(&mut slot, &p.state, event);
                     if slot.pending {
                         self.pending.insert(key, p);
                     }
+                    applied
+                } else if owner_tag(&event.random_id) != slot.owner {
+                    false
                 } else {
                     self.apply_to_final(&mut slot, event);
-                }
+                    true
+                };
                 self.slots[i] = slot;
+                applied
             }
         }
     }
@@ -331,6 +351,7 @@ impl Tracker {
     /// Copies a merged state into its slot; `event` is the one just merged (it carries the signature
     /// when it decided the outcome).
     fn refresh(&mut self, slot: &mut Slot, state: &InstallState, event: &Event) {
+        slot.owner = owner_tag(&state.random_id.value);
         slot.first_seen = unix_secs(state.first_seen);
         slot.app = self.apps.offer(&state.nsapp.value);
         slot.client = client_of(&state.random_id.value);
@@ -481,6 +502,37 @@ pub(crate) mod tests {
         assert_eq!((t.len(), t.pending(), first.status), expected, "{events:?}");
     }
 
+    /// An event of another `random_id` than the install's first event is not applied, whether the
+    /// install is pending (full state) or final (slot); `apply` says so.
+    #[test]
+    fn events_of_another_random_id_are_not_applied() {
+        let forge = |b: String| b.replace(r#""random_id":"r""#, r#""random_id":"forger""#);
+        let installing = body("x", "docker", "installing", "");
+        let unknown = body("x", "docker", "unknown", "");
+        let success = body("x", "docker", "success", "");
+        let forged_failed = forge(body("x", "docker", "failed", r#","exit_code":1"#));
+        let forged_success = forge(success.clone());
+        check(
+            &[(0, &installing), (5, &forged_failed)],
+            (1, 1, Status::Installing),
+        );
+        check(
+            &[(0, &installing), (5, &forged_failed), (9, &success)],
+            (1, 0, Status::Success),
+        );
+        check(
+            &[(0, &installing), (5, &unknown), (6, &forged_success)],
+            (1, 0, Status::Unknown),
+        );
+        let mut t = Tracker::new();
+        assert!(t.apply(&event(0, &installing)));
+        assert!(!t.apply(&event(1, &forged_failed)));
+        assert!(t.apply(&event(2, &unknown)));
+        assert!(!t.apply(&event(3, &forged_success)));
+        assert!(t.apply(&event(4, &success)));
+        assert_eq!(t.slots().next().map(|s| s.status), Some(Status::Success));
+    }
+
     #[test]
     fn installs_merge_in_any_order() {
         let installing = body("x", "docker", "installing", "");
@@ -626,7 +678,7 @@ pub(crate) mod tests {
 mod size {
     /// The per-install figure of aggregator/README.md rests on this.
     #[test]
-    fn a_final_install_costs_forty_bytes_of_slot() {
-        assert_eq!(std::mem::size_of::<super::Slot>(), 40);
+    fn a_final_install_costs_forty_eight_bytes_of_slot() {
+        assert_eq!(std::mem::size_of::<super::Slot>(), 48);
     }
 }

@@ -12,6 +12,15 @@
 //! (about 0 at installing), so the first value would be wrong: a final without one falls back to the
 //! largest value any event carried ([`InstallState::longest_duration`], kept with the same "best
 //! candidate" rule: largest value, then earliest event).
+//!
+//! Forged outcomes: anyone who learns an `execution_id` could post a final for it. The install belongs to
+//! the `random_id` of its earliest event (by time-ordered `event_id`, which the edge assigns at
+//! reception); an event with another `random_id` never changes what the install shows ([`forged`]). So
+//! that the rule stays order-independent (the owner's first event may arrive after a forged one, e.g.
+//! redelivered), the events of other `random_id`s are merged apart, one state per `random_id`, in
+//! [`InstallState::others`]; an event earlier than the owner's first hands the install to its
+//! `random_id`. At most [`MAX_OTHERS`] of them are kept (the earliest), so a flood of forged ids costs a
+//! bounded size.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -103,6 +112,22 @@ pub struct InstallState {
     pub has_arm: Option<Stamped<bool>>,
     #[serde(default)]
     pub arch: Option<Stamped<String>>,
+    /// The merged events of other `random_id`s than the owner's (forged, or the owner's to be when its
+    /// first event arrives late), earliest first; never shown. At most [`MAX_OTHERS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<InstallState>,
+}
+
+/// Most states of other `random_id`s an install keeps beside the owner's.
+pub const MAX_OTHERS: usize = 3;
+
+/// True when `event` does not belong to the install `state`: its `random_id` is not the one of the
+/// install's earliest event, and it is not earlier than that event (an earlier one takes the install
+/// over). Such an event does not change what the install shows; stores count it as forged.
+pub fn forged(state: &InstallState, event: &Event) -> bool {
+    event.random_id != state.random_id.value
+        && event.event_id > state.random_id.from
+        && state.random_id.from != Uuid::max()
 }
 
 /// Orders statuses for the merge: installing < validation < configuring < unknown < real final.
@@ -179,13 +204,42 @@ impl InstallState {
             repo_slug: None,
             has_arm: None,
             arch: None,
+            others: Vec::new(),
         };
         state.apply_fields(e);
         state
     }
 
-    /// Applies one more event of the same install.
+    /// Applies one more event of the same install: to the owner's state when its `random_id` is the
+    /// owner's, else to the state of its `random_id` among [`InstallState::others`]; an event earlier
+    /// than the owner's first event makes its `random_id` the owner.
     pub fn apply(&mut self, e: &Event) {
+        // A state rebuilt from a record that had no random_id knows no owner yet: the event names it.
+        if e.random_id == self.random_id.value || self.random_id.from == Uuid::max() {
+            self.apply_own(e);
+            return;
+        }
+        let mut others = std::mem::take(&mut self.others);
+        let found = others.iter().position(|o| o.random_id.value == e.random_id);
+        let mut claimant = match found {
+            Some(i) => {
+                let mut other = others.remove(i);
+                other.apply_own(e);
+                other
+            }
+            None => InstallState::from_event(e),
+        };
+        if claimant.random_id.from < self.random_id.from {
+            std::mem::swap(self, &mut claimant);
+        }
+        others.push(claimant);
+        others.sort_by_key(|o| o.random_id.from);
+        others.truncate(MAX_OTHERS);
+        self.others = others;
+    }
+
+    /// Applies an event of the owner's `random_id`.
+    fn apply_own(&mut self, e: &Event) {
         let id = e.event_id;
         fill_required(&mut self.random_id, &e.random_id, id);
         fill_required(&mut self.kind, &e.kind, id);

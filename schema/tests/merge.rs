@@ -1068,11 +1068,13 @@ fn a_state_stored_before_the_duration_rule_still_reads_and_merges() {
     // Its figure stays; a redelivered event changes nothing; a newer field still fills in.
     assert_eq!(read.reported_duration(), Some(412));
     assert_eq!(merge(Some(read.clone()), &e4), read);
-    let later = event(
-        9,
-        500,
-        &body(json!({"status": "configuring", "repo_slug": "a/b", "install_duration": 600})),
-    );
+    // An event of the same install (its random_id), so that it counts.
+    let mut later: Value = serde_json::from_slice(&body(
+        json!({"status": "configuring", "repo_slug": "a/b", "install_duration": 600}),
+    ))
+    .expect("json");
+    later["random_id"] = json!(e1.random_id);
+    let later = event(9, 500, &serde_json::to_vec(&later).expect("json"));
     let merged = merge(Some(read), &later);
     assert_eq!(stamp(&merged.repo_slug), Some(("a/b".into(), id(9), false)));
     assert_eq!(merged.reported_duration(), Some(600));
@@ -1088,4 +1090,111 @@ fn the_permutation_helper_yields_every_order_once() {
         assert_eq!(orders.len(), count, "n = {n}: duplicates");
         assert_eq!(count, (1..=n).product::<usize>(), "n = {n}");
     }
+}
+
+/// An install belongs to the `random_id` of its earliest event: a final posted with another `random_id`
+/// (someone who learned the `execution_id`) changes nothing the install shows, in any order, also when
+/// it arrives before the script's own events; an earlier event takes the install over.
+#[test]
+fn an_event_of_another_random_id_never_changes_the_install() {
+    let with = |random_id: &str, fields: Value| {
+        let mut value: Value = serde_json::from_slice(&body(fields)).expect("json");
+        value["random_id"] = json!(random_id);
+        serde_json::to_vec(&value).expect("json")
+    };
+    let installing = event(
+        1,
+        0,
+        &with("r1", json!({"status": "installing", "disk_size": 8})),
+    );
+    let forged_failed = event(
+        2,
+        5,
+        &with(
+            "rf",
+            json!({"status": "failed", "exit_code": 100, "error": "forged", "disk_size": 99}),
+        ),
+    );
+    let forged_success = event(
+        3,
+        6,
+        &with("rg", json!({"status": "success", "exit_code": 0})),
+    );
+    let own_failed = event(
+        4,
+        60,
+        &with(
+            "r1",
+            json!({"status": "failed", "exit_code": 28, "error": "curl: (28)"}),
+        ),
+    );
+    // (events, status, exit code, error, disk size, last seen)
+    type Row = (
+        Vec<Event>,
+        Status,
+        Option<u8>,
+        Option<&'static str>,
+        u32,
+        i64,
+    );
+    let cases: Vec<Row> = vec![
+        (
+            vec![installing.clone(), forged_failed.clone()],
+            Status::Installing,
+            None,
+            None,
+            8,
+            0,
+        ),
+        (
+            vec![
+                installing.clone(),
+                forged_failed.clone(),
+                forged_success.clone(),
+                own_failed.clone(),
+            ],
+            Status::Failed,
+            Some(28),
+            Some("curl: (28)"),
+            8,
+            60,
+        ),
+    ];
+    for (events, status, exit_code, error, disk, last) in cases {
+        let state = check(&events);
+        let outcome = state.outcome.as_ref();
+        assert_eq!(state.random_id.value, "r1", "{}", show(&events));
+        assert_eq!(state.status.value, status, "{}", show(&events));
+        assert_eq!(outcome.and_then(|o| o.exit_code), exit_code);
+        assert_eq!(outcome.and_then(|o| o.error.as_deref()), error);
+        assert_eq!(state.disk_size.as_ref().map(|d| d.value), Some(disk));
+        assert_eq!(state.last_seen, at(last));
+        assert!(schema::merge::forged(&state, &forged_failed));
+        assert!(!schema::merge::forged(&state, &own_failed));
+    }
+    // The earliest event decides whose install it is: here the other id's.
+    let early = event(0, -1, &with("r0", json!({"status": "aborted"})));
+    let state = check(&[early.clone(), installing.clone(), own_failed.clone()]);
+    assert_eq!(state.random_id.value, "r0");
+    assert_eq!(state.status.value, Status::Aborted);
+    assert!(schema::merge::forged(&state, &own_failed));
+    assert!(!schema::merge::forged(&state, &early));
+}
+
+/// Other `random_id`s are kept apart in bounded number: the earliest [`schema::merge::MAX_OTHERS`].
+#[test]
+fn other_random_ids_are_kept_in_bounded_number() {
+    let mut state = merge(None, &event(1, 0, &body(json!({"status": "installing"}))));
+    for n in 2..20u128 {
+        let mut value: Value =
+            serde_json::from_slice(&body(json!({"status": "failed", "exit_code": 1})))
+                .expect("json");
+        value["random_id"] = json!(format!("f{n}"));
+        let forged = event(n, n as i64, &serde_json::to_vec(&value).expect("json"));
+        assert!(schema::merge::forged(&state, &forged));
+        state = merge(Some(state), &forged);
+    }
+    assert_eq!(state.others.len(), schema::merge::MAX_OTHERS);
+    assert_eq!(state.others[0].random_id.value, "f2");
+    assert_eq!(state.status.value, Status::Installing);
 }

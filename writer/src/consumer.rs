@@ -240,6 +240,7 @@ async fn handle<S: Sink>(
     };
     let written = attempt
         .retry(fleet::retry::backoff(settings.retry_max_delay))
+        .when(|e: &SinkError| !matches!(e, SinkError::LeaseLost(_)))
         .notify(|e: &SinkError, wait| {
             status.retries.fetch_add(1, Ordering::Relaxed);
             ::metrics::counter!(m::RETRIES, "sink" => name).increment(1);
@@ -256,7 +257,17 @@ async fn handle<S: Sink>(
         tokio::time::sleep(settings.shutdown_timeout).await;
     };
     let verdicts = tokio::select! {
-        r = written => r.ok(),
+        r = written => match r {
+            Ok(verdicts) => Some(verdicts),
+            Err(e) => {
+                // Only a lost lease ends the retries: another replica writes now, so this one hands
+                // the batch back at once without writing or acking any of it.
+                tracing::warn!(sink = name, error = %e, events = batch.len(), "lease lost while writing, handing the batch back");
+                ::metrics::counter!(m::LEASE_LOST, "sink" => name).increment(1);
+                nak_all(&batch).await;
+                return;
+            }
+        },
         () = keep_alive(&batch, settings.ack_wait) => None,
         () = give_up => None,
     };

@@ -3,8 +3,14 @@
 //! entries expire after the lease TTL (the bucket's max age), and renews it every third of the TTL with a
 //! compare-and-set on its revision. A standby tries to create the key on the same beat and wins once the
 //! holder stopped renewing (died, or lost NATS) and the entry expired. A holder that fails to renew stops
-//! writing at once, so two writers overlap only if one is frozen for longer than the TTL between its
-//! last check and its write.
+//! writing at once.
+//!
+//! A holder that was frozen (or cut off from NATS) for longer than the TTL, e.g. while it retried a
+//! write with PocketBase down, may find on waking that a standby took over. So every write request is
+//! fenced ([`Fence::check`]): just before it, the lease key is read back and must still hold this
+//! replica's holder id, at the revision it holds or a later renewal of its own; otherwise the write
+//! is not sent and the batch is handed back (`SinkError::LeaseLost`). Two writers then overlap only if
+//! one is frozen between that read and its request.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,6 +31,60 @@ pub struct Lease {
     key: String,
     holder: Bytes,
     revision: Option<u64>,
+    /// The revision held, for the fences of this lease.
+    held: watch::Sender<Option<u64>>,
+}
+
+/// Why a write may not go out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FenceError {
+    /// The lease is not this replica's (any more): another writer took it, or it expired.
+    #[error("lease {key} lost: {why}")]
+    Lost { key: String, why: String },
+    /// The lease could not be read back (NATS away): not knowing is not writing.
+    #[error("lease {key} unreadable: {why}")]
+    Unreadable { key: String, why: String },
+}
+
+/// The check a write makes just before it goes out: is the lease still this replica's?
+#[derive(Clone)]
+pub struct Fence {
+    kv: kv::Store,
+    key: String,
+    holder: Bytes,
+    held: watch::Receiver<Option<u64>>,
+}
+
+impl Fence {
+    /// Ok while the lease key holds this replica's holder id at the revision held, or at a later
+    /// revision written by this replica (a renewal that raced with the check).
+    pub async fn check(&self) -> Result<(), FenceError> {
+        let lost = |why: &str| FenceError::Lost {
+            key: self.key.clone(),
+            why: why.to_string(),
+        };
+        let Some(held) = *self.held.borrow() else {
+            return Err(lost("not held"));
+        };
+        let entry = self
+            .kv
+            .entry(&self.key)
+            .await
+            .map_err(|e| FenceError::Unreadable {
+                key: self.key.clone(),
+                why: e.to_string(),
+            })?;
+        let Some(entry) = entry else {
+            return Err(lost("expired"));
+        };
+        if entry.operation != kv::Operation::Put || entry.value != self.holder {
+            return Err(lost("another writer holds it"));
+        }
+        if entry.revision < held {
+            return Err(lost("older revision"));
+        }
+        Ok(())
+    }
 }
 
 impl Lease {
@@ -49,7 +109,23 @@ impl Lease {
             key: key.to_string(),
             holder: Bytes::copy_from_slice(holder.as_bytes()),
             revision: None,
+            held: watch::channel(None).0,
         })
+    }
+
+    /// A fence for the writes made under this lease.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            kv: self.kv.clone(),
+            key: self.key.clone(),
+            holder: self.holder.clone(),
+            held: self.held.subscribe(),
+        }
+    }
+
+    fn set_revision(&mut self, revision: Option<u64>) {
+        self.revision = revision;
+        self.held.send_replace(revision);
     }
 
     /// Renews the lease if held, else tries to take it. True while this replica holds it.
@@ -61,18 +137,18 @@ impl Lease {
                 .await
             {
                 Ok(next) => {
-                    self.revision = Some(next);
+                    self.set_revision(Some(next));
                     return true;
                 }
                 Err(e) => {
                     tracing::debug!(key = %self.key, error = %e, "lease renewal failed");
-                    self.revision = None;
+                    self.set_revision(None);
                 }
             }
         }
         match self.kv.create(&self.key, self.holder.clone()).await {
             Ok(revision) => {
-                self.revision = Some(revision);
+                self.set_revision(Some(revision));
                 true
             }
             Err(_) => false,
@@ -81,7 +157,8 @@ impl Lease {
 
     /// Gives the lease up (at shutdown), so a standby takes over without waiting for the TTL.
     pub async fn release(&mut self) {
-        if let Some(revision) = self.revision.take() {
+        if let Some(revision) = self.revision {
+            self.set_revision(None);
             if let Err(e) = self
                 .kv
                 .delete_expect_revision(&self.key, Some(revision))

@@ -243,6 +243,7 @@ async fn run_pocketbase(
         },
         () = stop.triggered() => return,
     };
+    sink.fence_with(lease.fence());
     let (active_tx, active_rx) = watch::channel(false);
     let done = Shutdown::new();
     let keeper = tokio::spawn(lease::keep(

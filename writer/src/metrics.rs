@@ -20,8 +20,13 @@ pub const DEAD_LETTERS: &str = "telemetry_writer_dead_letters_total";
 pub const SINK_UP: &str = "telemetry_writer_sink_up";
 /// 1 while this replica holds the PocketBase lease.
 pub const LEADER: &str = "telemetry_writer_leader";
+/// Batches handed back unwritten because the lease was no longer this replica's when a write was due.
+pub const LEASE_LOST: &str = "telemetry_writer_lease_lost_total";
 /// Rows or records deleted by retention.
 pub const RETENTION_DELETED: &str = "telemetry_writer_retention_deleted_total";
+/// Events whose `random_id` is not the one of their install's first event: stored apart, never shown
+/// (`schema::merge::forged`).
+pub const FORGED_EVENTS: &str = "telemetry_writer_forged_events_total";
 /// Values a PocketBase select field does not hold (an error category the running service's collection
 /// lacks), written as `unknown`; label `field`.
 pub const SELECT_REPLACED: &str = "telemetry_writer_select_replaced_total";
@@ -60,6 +65,14 @@ fn describe() {
     describe_counter!(DEAD_LETTERS, "events sent to the dead-letter stream");
     describe_gauge!(SINK_UP, "1 while the store answers");
     describe_gauge!(LEADER, "1 while this replica holds the PocketBase lease");
+    describe_counter!(
+        LEASE_LOST,
+        "batches handed back unwritten because the lease had moved"
+    );
+    describe_counter!(
+        FORGED_EVENTS,
+        "events of another random_id than their install's first event (not shown)"
+    );
     describe_counter!(RETENTION_DELETED, "rows or records deleted by retention");
     describe_counter!(
         SELECT_REPLACED,

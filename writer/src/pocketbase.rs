@@ -20,19 +20,20 @@ pub mod layout;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use schema::ids::valid_id;
-use schema::merge::{merge, InstallState};
+use schema::merge::{forged, merge, InstallState};
 use schema::Event;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use crate::clickhouse::unix_ms;
 use crate::config::Secret;
-use crate::metrics::SELECT_REPLACED;
+use crate::lease::Fence;
+use crate::metrics::{FORGED_EVENTS, SELECT_REPLACED};
 use crate::retention::Policy;
 use crate::sink::{Sink, SinkError};
 use layout::{Change, Layout};
@@ -93,6 +94,13 @@ pub enum PbError {
 }
 
 impl PbError {
+    /// The one place a PocketBase answer becomes transient or permanent. Only a refusal of the record
+    /// itself (a field error of the collection's rules, `validation_…` other than `not_unique`, also
+    /// inside a batch answer) is permanent and may dead-letter an event. PocketBase answers 400 also when
+    /// its database failed ("Failed to create record." with no field errors, e.g. SQLite busy, or a
+    /// batch transaction timing out) or a batch as a whole did not go ("Something went wrong while
+    /// processing your request."): that is not bad data, so it is `Unclear` (split, retried, never
+    /// dead-lettered), like a connection error, a timeout, a 5xx or a 429 are `Unavailable`.
     fn into_sink(self) -> SinkError {
         match self {
             PbError::Unavailable(text) | PbError::Incompatible(text) => {
@@ -101,14 +109,35 @@ impl PbError {
             PbError::Status { status, body } => {
                 if body.contains("validation_not_unique") || status == 404 {
                     SinkError::Conflict(body)
-                } else if status == 400 {
+                } else if (400..500).contains(&status) && refuses_a_field(&body) {
                     SinkError::Rejected(body)
+                } else if status == 400 {
+                    SinkError::Unclear(body)
                 } else {
                     SinkError::Unavailable(format!("{status}: {body}"))
                 }
             }
         }
     }
+}
+
+/// True when a PocketBase error body names a field error (`"code": "validation_…"`) anywhere in its
+/// `data` (a batch nests the failed request's answer there).
+fn refuses_a_field(body: &str) -> bool {
+    fn walk(value: &Value) -> bool {
+        match value {
+            Value::Object(map) => map.iter().any(|(key, v)| {
+                (key == "code"
+                    && v.as_str().is_some_and(|c| {
+                        c.starts_with("validation_") && c != "validation_not_unique"
+                    }))
+                    || walk(v)
+            }),
+            Value::Array(items) => items.iter().any(walk),
+            _ => false,
+        }
+    }
+    serde_json::from_str::<Value>(body).is_ok_and(|v| walk(&v["data"]))
 }
 
 /// Writes installs to PocketBase.
@@ -119,6 +148,8 @@ pub struct PocketBaseSink {
     /// Requests per `/api/batch` call; 0 while the batch API is not to be used.
     batch_chunk: AtomicUsize,
     prepared: RwLock<Option<Arc<Prepared>>>,
+    /// The lease every write request is checked against ([`PocketBaseSink::fence_with`]).
+    fence: OnceLock<Fence>,
 }
 
 /// What [`PocketBaseSink::prepare`] found and decided.
@@ -316,6 +347,7 @@ impl PocketBaseSink {
             token: RwLock::new(None),
             batch_chunk: AtomicUsize::new(0),
             prepared: RwLock::new(None),
+            fence: OnceLock::new(),
         })
     }
 
@@ -660,6 +692,23 @@ impl PocketBaseSink {
         Ok(found)
     }
 
+    /// Fences every write of this sink with the lease from now on (the writer's PocketBase sink; a sink
+    /// without a fence, e.g. of a test or a tool, writes unconditionally). A second fence is ignored.
+    pub fn fence_with(&self, fence: Fence) {
+        let _ = self.fence.set(fence);
+    }
+
+    /// Ok when no fence is set or the lease is still this replica's.
+    async fn fenced(&self) -> Result<(), SinkError> {
+        match self.fence.get() {
+            None => Ok(()),
+            Some(fence) => fence
+                .check()
+                .await
+                .map_err(|e| SinkError::LeaseLost(e.to_string())),
+        }
+    }
+
     async fn send_requests(&self, requests: Vec<Value>) -> Result<(), SinkError> {
         if requests.is_empty() {
             return Ok(());
@@ -667,6 +716,7 @@ impl PocketBaseSink {
         let chunk_size = self.batch_chunk.load(Ordering::Relaxed);
         if chunk_size > 0 {
             for chunk in requests.chunks(chunk_size) {
+                self.fenced().await?;
                 self.call(
                     Method::POST,
                     "/api/batch",
@@ -684,6 +734,7 @@ impl PocketBaseSink {
                 };
                 let path = request["url"].as_str().unwrap_or_default();
                 let body = request.get("body");
+                self.fenced().await?;
                 self.call(method, path, body)
                     .await
                     .map_err(PbError::into_sink)?;
@@ -747,9 +798,11 @@ impl PocketBaseSink {
                 .collect();
             let count = requests.len();
             self.send_requests(requests).await.map_err(|e| match e {
-                SinkError::Unavailable(t) | SinkError::Conflict(t) | SinkError::Rejected(t) => {
-                    PbError::Unavailable(t)
-                }
+                SinkError::Unavailable(t)
+                | SinkError::Conflict(t)
+                | SinkError::Rejected(t)
+                | SinkError::Unclear(t)
+                | SinkError::LeaseLost(t) => PbError::Unavailable(t),
             })?;
             deleted += count;
         }
@@ -800,6 +853,8 @@ impl Sink for PocketBaseSink {
     }
 
     async fn write(&self, events: &[Event]) -> Result<(), SinkError> {
+        // Each attempt starts with the lease (and every request below checks it again).
+        self.fenced().await?;
         let prepared = self
             .prepared()
             .ok_or_else(|| SinkError::Unavailable("pocketbase collection not prepared".into()))?;
@@ -818,6 +873,7 @@ impl Sink for PocketBaseSink {
         let collection = &self.settings.collection;
         let mut requests = Vec::new();
         let mut replaced_values: BTreeMap<String, u64> = BTreeMap::new();
+        let mut forged_events = 0u64;
         for (id, group) in groups {
             let prior = current.get(id);
             // A record without a usable merge_state is rebuilt from its own fields.
@@ -834,6 +890,9 @@ impl Sink for PocketBaseSink {
             };
             let mut state = before.clone();
             for event in group {
+                if state.as_ref().is_some_and(|s| forged(s, event)) {
+                    forged_events += 1;
+                }
                 state = Some(merge(state, event));
             }
             let Some(state) = state else { continue };
@@ -872,6 +931,13 @@ impl Sink for PocketBaseSink {
             requests.push(request);
         }
         self.send_requests(requests).await?;
+        if forged_events > 0 {
+            ::metrics::counter!(FORGED_EVENTS, "sink" => "pocketbase").increment(forged_events);
+            tracing::debug!(
+                events = forged_events,
+                "events of another random_id than their install's first event, not applied"
+            );
+        }
         for (field, count) in replaced_values {
             ::metrics::counter!(SELECT_REPLACED, "sink" => "pocketbase", "field" => field)
                 .increment(count);
@@ -936,10 +1002,41 @@ mod tests {
                 SinkError::Unavailable(_) => "retry",
                 SinkError::Conflict(_) => "conflict",
                 SinkError::Rejected(_) => "reject",
+                SinkError::Unclear(_) => "unclear",
+                SinkError::LeaseLost(_) => "lease",
             };
             assert_eq!(got, expected);
         };
         check(PbError::Unavailable("refused".into()), "retry");
+        // The database failed, not the record: PocketBase says 400 with no field errors.
+        check(
+            PbError::Status {
+                status: 400,
+                body: r#"{"status":400,"message":"Failed to create record.","data":{}}"#.into(),
+            },
+            "unclear",
+        );
+        check(
+            PbError::Status {
+                status: 400,
+                body: r#"{"status":400,"message":"Batch transaction failed.","data":{"requests":{"0":{"code":"batch_request_failed","message":"Batch request failed.","response":{"status":400,"message":"Failed to update record.","data":{}}}}}}"#.into(),
+            },
+            "unclear",
+        );
+        check(
+            PbError::Status {
+                status: 400,
+                body: r#"{"status":400,"message":"Batch transaction failed.","data":{"requests":{"3":{"code":"batch_request_failed","message":"Batch request failed.","response":{"status":400,"message":"Failed to create record.","data":{"status":{"code":"validation_invalid_value","message":"Invalid value."}}}}}}}"#.into(),
+            },
+            "reject",
+        );
+        check(
+            PbError::Status {
+                status: 400,
+                body: "not json".into(),
+            },
+            "unclear",
+        );
         check(
             PbError::Status {
                 status: 400,

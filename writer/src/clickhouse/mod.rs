@@ -278,7 +278,7 @@ impl ClickHouseSink {
             return Ok(0);
         }
         // `events` first: `installs` is where the next run finds what is left to delete.
-        for table in ["events", "installs"] {
+        for table in ["events", "installs_by_random_id", "installs"] {
             self.client
                 .query("ALTER TABLE ?.? DELETE WHERE execution_id IN (SELECT arrayJoin(?))")
                 .bind(Identifier(&self.database))
@@ -292,13 +292,14 @@ impl ClickHouseSink {
         Ok(ids.len())
     }
 
-    /// True while a deletion of retention (a mutation of `events` or `installs`) is still running.
+    /// True while a deletion of retention (a mutation of `events`, `installs_by_random_id` or `installs`)
+    /// is still running.
     pub async fn retention_pending(&self) -> Result<bool, ChError> {
         let pending: u64 = self
             .client
             .query(
                 "SELECT count() FROM system.mutations \
-                 WHERE database = ? AND table IN ('events', 'installs') AND is_done = 0",
+                 WHERE database = ? AND table IN ('events', 'installs_by_random_id', 'installs') AND is_done = 0",
             )
             .bind(&self.database)
             .fetch_one()

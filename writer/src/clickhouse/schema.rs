@@ -81,6 +81,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "repo_slug, has_arm, arch; install duration of the deciding final (installs_mv2)",
         steps: V2,
     },
+    Migration {
+        version: 3,
+        name: "installs_by_random_id, installs_mv3: an install shows only its first random_id's events",
+        steps: V3,
+    },
 ];
 
 /// One row per accepted event. A redelivered event is a second copy with the same sorting key, which
@@ -453,6 +458,330 @@ FROM (
     GROUP BY execution_id
 )";
 
+/// The partial state of each install and `random_id` from `events` (version 3): the states of
+/// `installs_mv2`, with `random_id` as a key instead of a state and the first event id of the
+/// `random_id` beside them. `$where` narrows a backfill.
+macro_rules! v3_states_of_events {
+    ($where:literal) => {
+        concat!(
+            "SELECT
+    toDate(received_at) AS day,
+    execution_id,
+    random_id,
+    minState(toString(event_id)) AS first_event_state,
+    argMinState(type, toString(event_id)) AS type_state,
+    argMinState(nsapp, toString(event_id)) AS nsapp_state,
+    argMinState(repo_source, toString(event_id)) AS repo_source_state,
+    argMinState(status, concat(toString(4 - {score}), toString(event_id))) AS status_state,
+    maxState(toUInt8(status IN ('success', 'failed', 'aborted', 'unknown'))) AS final_state,
+    argMinState(received_ms, if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS finished_ms_state,
+    argMinState(ifNull(toInt64(exit_code), -1), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS exit_code_state,
+    argMinState(ifNull(error, ''), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS error_state,
+    argMinState(ifNull(error_category, ''), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS error_category_state,
+    argMinState(ifNull(error_signature, ''), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS error_signature_state,
+    minState(received_ms) AS first_ms_state,
+    maxState(received_ms) AS last_ms_state,
+    argMinState(ifNull(toInt64(ct_type), -1), concat(if(isNull(ct_type), '2', '0'), toString(event_id))) AS ct_type_state,
+    argMinState(ifNull(toInt64(disk_size), -1), concat(if(isNull(disk_size), '2', '0'), toString(event_id))) AS disk_size_state,
+    argMinState(ifNull(toInt64(core_count), -1), concat(if(isNull(core_count), '2', '0'), toString(event_id))) AS core_count_state,
+    argMinState(ifNull(toInt64(ram_size), -1), concat(if(isNull(ram_size), '2', '0'), toString(event_id))) AS ram_size_state,
+    argMinState(ifNull(toInt64(install_duration), -1), concat(if(isNull(install_duration), '2', '0'), toString(event_id))) AS install_duration_state,
+    argMinState(ifNull(os_type, ''), concat(if(isNull(os_type), '2', '0'), toString(event_id))) AS os_type_state,
+    argMinState(ifNull(os_version, ''), concat(if(isNull(os_version), '2', '0'), toString(event_id))) AS os_version_state,
+    argMinState(ifNull(pve_version, ''), concat(if(isNull(pve_version), '2', '0'), toString(event_id))) AS pve_version_state,
+    argMinState(ifNull(method, ''), concat(if(isNull(method), '2', '0'), toString(event_id))) AS method_state,
+    argMinState(ifNull(cpu_vendor, ''), concat(multiIf(isNull(cpu_vendor), '2', cpu_vendor = 'unknown', '1', '0'), toString(event_id))) AS cpu_vendor_state,
+    argMinState(ifNull(cpu_model, ''), concat(if(isNull(cpu_model), '2', '0'), toString(event_id))) AS cpu_model_state,
+    argMinState(ifNull(gpu_vendor, ''), concat(multiIf(isNull(gpu_vendor), '2', gpu_vendor = 'unknown', '1', '0'), toString(event_id))) AS gpu_vendor_state,
+    argMinState(ifNull(gpu_model, ''), concat(if(isNull(gpu_model), '2', '0'), toString(event_id))) AS gpu_model_state,
+    argMinState(ifNull(gpu_passthrough, ''), concat(multiIf(isNull(gpu_passthrough), '2', gpu_passthrough = 'unknown', '1', '0'), toString(event_id))) AS gpu_passthrough_state,
+    argMinState(ifNull(ram_speed, ''), concat(if(isNull(ram_speed), '2', '0'), toString(event_id))) AS ram_speed_state,
+    uniqExactState(toString(event_id)) AS events_state,
+    argMinState(ifNull(repo_slug, ''), concat(if(isNull(repo_slug), '2', '0'), toString(event_id))) AS repo_slug_state,
+    argMinState(ifNull(toString(has_arm), ''), concat(if(isNull(has_arm), '2', '0'), toString(event_id))) AS has_arm_state,
+    argMinState(ifNull(arch, ''), concat(if(isNull(arch), '2', '0'), toString(event_id))) AS arch_state,
+    argMinState(if(status IN ('success', 'failed', 'aborted', 'unknown'), ifNull(toInt64(install_duration), -1), toInt64(-1)), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS outcome_duration_state,
+    argMinState(if(status IN ('success', 'failed', 'aborted', 'unknown'), received_ms, toUInt64(0)), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS outcome_ms_state,
+    maxState(ifNull(toInt64(install_duration) + 1, toInt64(0))) AS longest_duration_state
+FROM ?.events
+",
+            $where,
+            "GROUP BY day, execution_id, random_id"
+        )
+    };
+}
+
+/// The same from the states of `installs` (version 3's backfill of an install with one `random_id`): its
+/// states copied as they are, so that every figure stays as versions 1 and 2 showed it, with the first
+/// event `''` (earlier than any event id: a later event of another `random_id` never takes it over).
+macro_rules! v3_states_of_installs {
+    ($where:literal) => {
+        concat!(
+            "SELECT
+    day,
+    execution_id,
+    argMinMerge(random_id_state) AS random_id,
+    minState('') AS first_event_state,
+    argMinMergeState(type_state) AS type_state,
+    argMinMergeState(nsapp_state) AS nsapp_state,
+    argMinMergeState(repo_source_state) AS repo_source_state,
+    argMinMergeState(status_state) AS status_state,
+    maxMergeState(final_state) AS final_state,
+    argMinMergeState(finished_ms_state) AS finished_ms_state,
+    argMinMergeState(exit_code_state) AS exit_code_state,
+    argMinMergeState(error_state) AS error_state,
+    argMinMergeState(error_category_state) AS error_category_state,
+    argMinMergeState(error_signature_state) AS error_signature_state,
+    minMergeState(first_ms_state) AS first_ms_state,
+    maxMergeState(last_ms_state) AS last_ms_state,
+    argMinMergeState(ct_type_state) AS ct_type_state,
+    argMinMergeState(disk_size_state) AS disk_size_state,
+    argMinMergeState(core_count_state) AS core_count_state,
+    argMinMergeState(ram_size_state) AS ram_size_state,
+    argMinMergeState(install_duration_state) AS install_duration_state,
+    argMinMergeState(os_type_state) AS os_type_state,
+    argMinMergeState(os_version_state) AS os_version_state,
+    argMinMergeState(pve_version_state) AS pve_version_state,
+    argMinMergeState(method_state) AS method_state,
+    argMinMergeState(cpu_vendor_state) AS cpu_vendor_state,
+    argMinMergeState(cpu_model_state) AS cpu_model_state,
+    argMinMergeState(gpu_vendor_state) AS gpu_vendor_state,
+    argMinMergeState(gpu_model_state) AS gpu_model_state,
+    argMinMergeState(gpu_passthrough_state) AS gpu_passthrough_state,
+    argMinMergeState(ram_speed_state) AS ram_speed_state,
+    uniqExactMergeState(events_state) AS events_state,
+    argMinMergeState(repo_slug_state) AS repo_slug_state,
+    argMinMergeState(has_arm_state) AS has_arm_state,
+    argMinMergeState(arch_state) AS arch_state,
+    argMinMergeState(outcome_duration_state) AS outcome_duration_state,
+    argMinMergeState(outcome_ms_state) AS outcome_ms_state,
+    maxMergeState(longest_duration_state) AS longest_duration_state
+FROM ?.installs
+",
+            $where,
+            "GROUP BY day, execution_id"
+        )
+    };
+}
+
+/// Partial install states per (install, `random_id`, day, inserted block): the candidates of an install,
+/// of which `installs_final` shows the one whose first event is the earliest (`schema::merge::forged`).
+const INSTALLS_BY_RANDOM_ID: &str = "CREATE TABLE IF NOT EXISTS ?.installs_by_random_id (
+    day Date,
+    execution_id String,
+    random_id String,
+    first_event_state AggregateFunction(min, String),
+    type_state AggregateFunction(argMin, String, String),
+    nsapp_state AggregateFunction(argMin, String, String),
+    repo_source_state AggregateFunction(argMin, String, String),
+    status_state AggregateFunction(argMin, String, String),
+    final_state AggregateFunction(max, UInt8),
+    finished_ms_state AggregateFunction(argMin, UInt64, String),
+    exit_code_state AggregateFunction(argMin, Int64, String),
+    error_state AggregateFunction(argMin, String, String),
+    error_category_state AggregateFunction(argMin, String, String),
+    error_signature_state AggregateFunction(argMin, String, String),
+    first_ms_state AggregateFunction(min, UInt64),
+    last_ms_state AggregateFunction(max, UInt64),
+    ct_type_state AggregateFunction(argMin, Int64, String),
+    disk_size_state AggregateFunction(argMin, Int64, String),
+    core_count_state AggregateFunction(argMin, Int64, String),
+    ram_size_state AggregateFunction(argMin, Int64, String),
+    install_duration_state AggregateFunction(argMin, Int64, String),
+    os_type_state AggregateFunction(argMin, String, String),
+    os_version_state AggregateFunction(argMin, String, String),
+    pve_version_state AggregateFunction(argMin, String, String),
+    method_state AggregateFunction(argMin, String, String),
+    cpu_vendor_state AggregateFunction(argMin, String, String),
+    cpu_model_state AggregateFunction(argMin, String, String),
+    gpu_vendor_state AggregateFunction(argMin, String, String),
+    gpu_model_state AggregateFunction(argMin, String, String),
+    gpu_passthrough_state AggregateFunction(argMin, String, String),
+    ram_speed_state AggregateFunction(argMin, String, String),
+    events_state AggregateFunction(uniqExact, String),
+    repo_slug_state AggregateFunction(argMin, String, String),
+    has_arm_state AggregateFunction(argMin, String, String),
+    arch_state AggregateFunction(argMin, String, String),
+    outcome_duration_state AggregateFunction(argMin, Int64, String),
+    outcome_ms_state AggregateFunction(argMin, UInt64, String),
+    longest_duration_state AggregateFunction(max, Int64)
+) ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMMDD(day)
+ORDER BY (execution_id, random_id)";
+
+/// The merged state of each install (version 3): per `random_id` every column as in version 2, then of
+/// an install only the `random_id` whose first event is the earliest (the owner, like `schema::merge`);
+/// the events of other `random_id`s (a final posted by someone who learned the `execution_id`) change
+/// nothing it shows, `events` included. The columns are those of version 2.
+const INSTALLS_FINAL3: &str = "CREATE VIEW IF NOT EXISTS ?.installs_final AS
+SELECT
+    execution_id,
+    random_id,
+    type,
+    nsapp,
+    repo_source,
+    status,
+    is_final,
+    if(is_final = 0 OR exit_code_raw = -1, NULL, toUInt8(exit_code_raw)) AS exit_code,
+    if(is_final = 0 OR error_raw = '', NULL, error_raw) AS error,
+    if(is_final = 0 OR error_category_raw = '', NULL, error_category_raw) AS error_category,
+    if(is_final = 0 OR error_signature_raw = '', NULL, error_signature_raw) AS error_signature,
+    toDateTime(intDiv(first_ms, 1000)) AS started_at,
+    toDateTime(intDiv(last_ms, 1000)) AS last_seen_at,
+    if(is_final = 0, NULL, toDateTime(intDiv(finished_ms_raw, 1000))) AS finished_at,
+    if(reported_duration_raw != -1, toUInt32(reported_duration_raw), if(is_final = 0, NULL, toUInt32(intDiv(finished_ms_raw - first_ms, 1000)))) AS duration,
+    if(ct_type_raw = -1, NULL, toUInt8(ct_type_raw)) AS ct_type,
+    if(disk_size_raw = -1, NULL, toUInt32(disk_size_raw)) AS disk_size,
+    if(core_count_raw = -1, NULL, toUInt16(core_count_raw)) AS core_count,
+    if(ram_size_raw = -1, NULL, toUInt32(ram_size_raw)) AS ram_size,
+    if(reported_duration_raw = -1, NULL, toUInt32(reported_duration_raw)) AS install_duration,
+    if(os_type_raw = '', NULL, os_type_raw) AS os_type,
+    if(os_version_raw = '', NULL, os_version_raw) AS os_version,
+    if(pve_version_raw = '', NULL, pve_version_raw) AS pve_version,
+    if(method_raw = '', NULL, method_raw) AS method,
+    if(cpu_vendor_raw = '', NULL, cpu_vendor_raw) AS cpu_vendor,
+    if(cpu_model_raw = '', NULL, cpu_model_raw) AS cpu_model,
+    if(gpu_vendor_raw = '', NULL, gpu_vendor_raw) AS gpu_vendor,
+    if(gpu_model_raw = '', NULL, gpu_model_raw) AS gpu_model,
+    if(gpu_passthrough_raw = '', NULL, gpu_passthrough_raw) AS gpu_passthrough,
+    if(ram_speed_raw = '', NULL, ram_speed_raw) AS ram_speed,
+    events,
+    if(repo_slug_raw = '', NULL, repo_slug_raw) AS repo_slug,
+    if(has_arm_raw = '', NULL, toUInt8(has_arm_raw = '1')) AS has_arm,
+    if(arch_raw = '', NULL, arch_raw) AS arch
+FROM (
+    SELECT
+        execution_id,
+        argMin(c_random_id, first_event) AS random_id,
+        argMin(c_type, first_event) AS type,
+        argMin(c_nsapp, first_event) AS nsapp,
+        argMin(c_repo_source, first_event) AS repo_source,
+        argMin(c_status, first_event) AS status,
+        argMin(c_is_final, first_event) AS is_final,
+        argMin(c_finished_ms_raw, first_event) AS finished_ms_raw,
+        argMin(c_exit_code_raw, first_event) AS exit_code_raw,
+        argMin(c_error_raw, first_event) AS error_raw,
+        argMin(c_error_category_raw, first_event) AS error_category_raw,
+        argMin(c_error_signature_raw, first_event) AS error_signature_raw,
+        argMin(c_first_ms, first_event) AS first_ms,
+        argMin(c_last_ms, first_event) AS last_ms,
+        argMin(c_ct_type_raw, first_event) AS ct_type_raw,
+        argMin(c_disk_size_raw, first_event) AS disk_size_raw,
+        argMin(c_core_count_raw, first_event) AS core_count_raw,
+        argMin(c_ram_size_raw, first_event) AS ram_size_raw,
+        argMin(c_reported_duration_raw, first_event) AS reported_duration_raw,
+        argMin(c_os_type_raw, first_event) AS os_type_raw,
+        argMin(c_os_version_raw, first_event) AS os_version_raw,
+        argMin(c_pve_version_raw, first_event) AS pve_version_raw,
+        argMin(c_method_raw, first_event) AS method_raw,
+        argMin(c_cpu_vendor_raw, first_event) AS cpu_vendor_raw,
+        argMin(c_cpu_model_raw, first_event) AS cpu_model_raw,
+        argMin(c_gpu_vendor_raw, first_event) AS gpu_vendor_raw,
+        argMin(c_gpu_model_raw, first_event) AS gpu_model_raw,
+        argMin(c_gpu_passthrough_raw, first_event) AS gpu_passthrough_raw,
+        argMin(c_ram_speed_raw, first_event) AS ram_speed_raw,
+        argMin(c_events, first_event) AS events,
+        argMin(c_repo_slug_raw, first_event) AS repo_slug_raw,
+        argMin(c_has_arm_raw, first_event) AS has_arm_raw,
+        argMin(c_arch_raw, first_event) AS arch_raw
+    FROM (
+        SELECT
+            execution_id,
+            minMerge(first_event_state) AS first_event,
+            random_id AS c_random_id,
+            argMinMerge(type_state) AS c_type,
+            argMinMerge(nsapp_state) AS c_nsapp,
+            argMinMerge(repo_source_state) AS c_repo_source,
+            argMinMerge(status_state) AS c_status,
+            maxMerge(final_state) AS c_is_final,
+            argMinMerge(finished_ms_state) AS c_finished_ms_raw,
+            argMinMerge(exit_code_state) AS c_exit_code_raw,
+            argMinMerge(error_state) AS c_error_raw,
+            argMinMerge(error_category_state) AS c_error_category_raw,
+            argMinMerge(error_signature_state) AS c_error_signature_raw,
+            minMerge(first_ms_state) AS c_first_ms,
+            maxMerge(last_ms_state) AS c_last_ms,
+            argMinMerge(ct_type_state) AS c_ct_type_raw,
+            argMinMerge(disk_size_state) AS c_disk_size_raw,
+            argMinMerge(core_count_state) AS c_core_count_raw,
+            argMinMerge(ram_size_state) AS c_ram_size_raw,
+            argMinMerge(install_duration_state) AS c_first_duration_raw,
+            maxMerge(longest_duration_state) - 1 AS c_longest_duration_raw,
+            argMinMerge(outcome_duration_state) AS c_outcome_duration_raw,
+            (c_is_final = 1 AND argMinMerge(outcome_ms_state) = c_finished_ms_raw) AS c_decided_since_v2,
+            multiIf(c_decided_since_v2 AND c_outcome_duration_raw != -1, c_outcome_duration_raw,
+                    c_is_final = 1 AND NOT c_decided_since_v2, c_first_duration_raw,
+                    greatest(c_longest_duration_raw, c_first_duration_raw)) AS c_reported_duration_raw,
+            argMinMerge(os_type_state) AS c_os_type_raw,
+            argMinMerge(os_version_state) AS c_os_version_raw,
+            argMinMerge(pve_version_state) AS c_pve_version_raw,
+            argMinMerge(method_state) AS c_method_raw,
+            argMinMerge(cpu_vendor_state) AS c_cpu_vendor_raw,
+            argMinMerge(cpu_model_state) AS c_cpu_model_raw,
+            argMinMerge(gpu_vendor_state) AS c_gpu_vendor_raw,
+            argMinMerge(gpu_model_state) AS c_gpu_model_raw,
+            argMinMerge(gpu_passthrough_state) AS c_gpu_passthrough_raw,
+            argMinMerge(ram_speed_state) AS c_ram_speed_raw,
+            uniqExactMerge(events_state) AS c_events,
+            argMinMerge(repo_slug_state) AS c_repo_slug_raw,
+            argMinMerge(has_arm_state) AS c_has_arm_raw,
+            argMinMerge(arch_state) AS c_arch_raw
+        FROM ?.installs_by_random_id
+        GROUP BY execution_id, random_id
+    )
+    GROUP BY execution_id
+)";
+
+/// Version 3: an install shows only the events of the `random_id` of its first event. `installs` merges
+/// every event of an `execution_id` into one state, which cannot be taken apart again, so the states are
+/// kept per `random_id` in a new table (`installs_by_random_id`, fed by `installs_mv3`) and
+/// `installs_final` picks the owner's. The view is created before the backfill, and every state is
+/// idempotent, so rows seen by both count once. The backfill copies the states of `installs` for every
+/// install whose events carry one `random_id` (all but forged ones: their figures stay exactly), and
+/// rebuilds the others from `events` (they follow version 2's duration rule for all their events); a
+/// second pass over the last day catches an insert of another writer that was running while the view
+/// was created. `installs` and `installs_mv2` stay as they are (retention finds old installs there).
+const V3: &[Step] = &[
+    Step::Sql(INSTALLS_BY_RANDOM_ID),
+    Step::Sql(INSTALLS_MV3),
+    Step::Sql(BACKFILL_ONE_RANDOM_ID),
+    Step::Sql(BACKFILL_SEVERAL_RANDOM_IDS),
+    Step::Sql(BACKFILL_ONE_RANDOM_ID_LAST_DAY),
+    Step::Sql(BACKFILL_SEVERAL_RANDOM_IDS_LAST_DAY),
+    Step::Sql("DROP TABLE IF EXISTS ?.installs_final"),
+    Step::Sql(INSTALLS_FINAL3),
+];
+
+/// Feeds `installs_by_random_id` from every block inserted into `events`.
+const INSTALLS_MV3: &str = concat!(
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS ?.installs_mv3 TO ?.installs_by_random_id AS\n",
+    v3_states_of_events!("")
+);
+
+/// Installs whose events carry one `random_id`: their states of `installs`, as they are.
+const BACKFILL_ONE_RANDOM_ID: &str = concat!(
+    "INSERT INTO ?.installs_by_random_id\n",
+    v3_states_of_installs!("WHERE execution_id NOT IN (SELECT execution_id FROM ?.events GROUP BY execution_id HAVING min(random_id) != max(random_id))\n")
+);
+
+/// Installs whose events carry several `random_id`s: rebuilt from `events`, per `random_id`.
+const BACKFILL_SEVERAL_RANDOM_IDS: &str = concat!(
+    "INSERT INTO ?.installs_by_random_id\n",
+    v3_states_of_events!("WHERE execution_id IN (SELECT execution_id FROM ?.events GROUP BY execution_id HAVING min(random_id) != max(random_id))\n")
+);
+
+/// The last day of [`BACKFILL_ONE_RANDOM_ID`] again, after the whole backfill.
+const BACKFILL_ONE_RANDOM_ID_LAST_DAY: &str = concat!(
+    "INSERT INTO ?.installs_by_random_id\n",
+    v3_states_of_installs!("WHERE day >= yesterday() AND execution_id NOT IN (SELECT execution_id FROM ?.events GROUP BY execution_id HAVING min(random_id) != max(random_id))\n")
+);
+
+/// The last day of [`BACKFILL_SEVERAL_RANDOM_IDS`] again, after the whole backfill.
+const BACKFILL_SEVERAL_RANDOM_IDS_LAST_DAY: &str = concat!(
+    "INSERT INTO ?.installs_by_random_id\n",
+    v3_states_of_events!("WHERE received_at >= now() - INTERVAL 1 DAY AND execution_id IN (SELECT execution_id FROM ?.events GROUP BY execution_id HAVING min(random_id) != max(random_id))\n")
+);
+
 /// Every event once, even before ReplacingMergeTree folded redelivered copies.
 const EVENTS_FINAL: &str =
     "CREATE VIEW IF NOT EXISTS ?.events_final AS SELECT * FROM ?.events FINAL";
@@ -499,8 +828,11 @@ mod tests {
                 let sql = step.sql();
                 assert!(!sql.contains('{'), "{sql}");
                 match step {
+                    // A backfill writes idempotent states only: a second run changes nothing.
                     Step::Sql(s) => assert!(
-                        s.contains("IF NOT EXISTS") || s.starts_with("DROP TABLE IF EXISTS"),
+                        s.contains("IF NOT EXISTS")
+                            || s.starts_with("DROP TABLE IF EXISTS")
+                            || s.starts_with("INSERT INTO ?.installs_by_random_id\nSELECT"),
                         "{s}"
                     ),
                     Step::AddColumn { .. } => assert!(sql.starts_with("ALTER TABLE ?."), "{sql}"),
@@ -550,6 +882,45 @@ mod tests {
         for line in INSTALLS.lines().filter(|l| l.contains("_state ")) {
             let state = line.split_whitespace().next().expect("column");
             assert!(INSTALLS_MV2.contains(&format!("AS {state}")), "{state}");
+        }
+    }
+
+    /// Version 3 creates a table and views, drops only `installs_final`, and its view and backfills
+    /// produce every state column of the new table, in the table's order (INSERT … SELECT is positional).
+    #[test]
+    fn version_3_feeds_every_column_of_installs_by_random_id() {
+        let v3 = &MIGRATIONS[2];
+        assert_eq!(v3.version, 3);
+        for step in v3.steps {
+            if let Step::Sql(s) = step {
+                if s.starts_with("DROP") {
+                    assert!(s.ends_with(".installs_final"), "{s}");
+                }
+            }
+        }
+        let columns: Vec<&str> = INSTALLS_BY_RANDOM_ID
+            .lines()
+            .skip(1)
+            .filter(|l| l.starts_with("    "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(columns.len(), 38, "{columns:?}");
+        for select in [
+            INSTALLS_MV3,
+            BACKFILL_ONE_RANDOM_ID,
+            BACKFILL_SEVERAL_RANDOM_IDS,
+            BACKFILL_ONE_RANDOM_ID_LAST_DAY,
+            BACKFILL_SEVERAL_RANDOM_IDS_LAST_DAY,
+        ] {
+            let produced: Vec<&str> = select
+                .lines()
+                .filter(|l| l.starts_with("    "))
+                .map(|l| {
+                    let l = l.trim().trim_end_matches(',');
+                    l.rsplit(" AS ").next().unwrap_or(l)
+                })
+                .collect();
+            assert_eq!(produced, columns, "{select}");
         }
     }
 }

@@ -379,6 +379,7 @@ impl Layout {
             repo_slug: stamped_text("repo_slug"),
             has_arm: (record["has_arm"].as_bool() == Some(true)).then(|| kept(true)),
             arch: stamped_text("arch"),
+            others: Vec::new(),
         })
     }
 }

@@ -25,8 +25,10 @@ async fn migrations_apply_once_and_a_second_start_changes_nothing() {
             "events",
             "events_final",
             "installs",
+            "installs_by_random_id",
             "installs_final",
             "installs_mv2",
+            "installs_mv3",
             "schema_migrations"
         ]
     );

@@ -151,6 +151,23 @@ async fn clickhouse_down_for_a_while_then_back_catches_up_exactly() {
         check_ch_row(row, &expected[row["execution_id"].as_str().expect("id")]);
     }
     assert!(status.up.load(std::sync::atomic::Ordering::Relaxed));
+    // A store that is down is not bad data: nothing went to the dead-letter stream.
+    assert_eq!(
+        status
+            .dead_letters
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    let dlq = js
+        .get_stream(schema::names::DLQ_STREAM)
+        .await
+        .expect("dead-letter stream")
+        .info()
+        .await
+        .expect("info")
+        .state
+        .messages;
+    assert_eq!(dlq, 0, "dead letters while clickhouse was down");
     writer.shutdown().await;
 }
 

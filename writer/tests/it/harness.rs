@@ -136,6 +136,16 @@ impl WriterProcess {
         self.process.kill();
     }
 
+    /// Freezes (`true`, SIGSTOP) or thaws (`false`, SIGCONT) the process, like a long pause of its host.
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &self.process.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal}");
+    }
+
     /// The body of `/metrics`; empty while the process is not serving yet.
     pub async fn metrics(&self) -> String {
         match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.ops_port)).await {
