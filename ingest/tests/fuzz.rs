@@ -1020,9 +1020,15 @@ fn check_accepted(
         .msg_id
         .strip_prefix(&format!("{}:", e.execution_id))
         .ok_or_else(|| format!("msg id {:?} without the execution id", accepted.msg_id))?;
+    let sent = if e.random_id.is_empty() || e.random_id == e.execution_id {
+        sent
+    } else {
+        sent.strip_suffix(&format!(":{}", e.random_id))
+            .ok_or_else(|| format!("msg id {:?} without the random id", accepted.msg_id))?
+    };
     ensure!(
         Status::ALL.iter().any(|s| s.as_str() == sent),
-        "msg id {:?} ends in no status",
+        "msg id {:?} has no status after the execution id",
         accepted.msg_id
     );
 

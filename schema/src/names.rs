@@ -60,10 +60,18 @@ pub fn event_subject(kind: Kind, status: Status) -> String {
     )
 }
 
-/// The de-duplication id of contract §5: `<execution_id>:<status>`. `status` is the status the script
-/// sent (after spelling fixes, before reclassification), so every retry of one post gets the same id.
-pub fn msg_id(execution_id: &str, sent_status: Status) -> String {
-    format!("{execution_id}:{}", sent_status.as_str())
+/// The de-duplication id of a script's event: `<execution_id>:<status>`, and `:<random_id>` after it when
+/// the sender's `random_id` is not the `execution_id` itself. A script's retries of one event carry the same
+/// three and collapse to one, as before; an event someone else sends for the same install under another
+/// `random_id` (a forged final, contract §3's first-final-wins) gets an id of its own, so it can never
+/// make the stream drop the script's own event as a duplicate. (The contract's id is `<execution_id>:
+/// <status>`; the ids of the scripts whose `random_id` is their execution id are unchanged.)
+pub fn msg_id(execution_id: &str, sent_status: Status, random_id: &str) -> String {
+    if random_id.is_empty() || random_id == execution_id {
+        format!("{execution_id}:{}", sent_status.as_str())
+    } else {
+        format!("{execution_id}:{}:{random_id}", sent_status.as_str())
+    }
 }
 
 /// The de-duplication id of the synthetic timeout of a stuck install (`<execution_id>:timeout`): every
@@ -190,15 +198,24 @@ mod tests {
     }
 
     #[test]
-    fn msg_id_is_execution_and_status() {
-        assert_eq!(msg_id("abc-1", Status::Installing), "abc-1:installing");
+    fn msg_id_is_execution_status_and_sender() {
+        assert_eq!(msg_id("abc-1", Status::Installing, "abc-1"), "abc-1:installing");
+        assert_eq!(msg_id("abc-1", Status::Installing, ""), "abc-1:installing");
+        assert_eq!(
+            msg_id("abc-1", Status::Success, "r-9"),
+            "abc-1:success:r-9"
+        );
+        assert_ne!(
+            msg_id("abc-1", Status::Success, "r-9"),
+            msg_id("abc-1", Status::Success, "r-8")
+        );
     }
 
     #[test]
     fn stuck_msg_id_differs_from_any_script_status() {
         let id = stuck_msg_id("abc-1");
         assert_eq!(id, "abc-1:timeout");
-        assert!(Status::ALL.iter().all(|s| msg_id("abc-1", *s) != id));
+        assert!(Status::ALL.iter().all(|s| msg_id("abc-1", *s, "abc-1") != id));
     }
 
     #[test]

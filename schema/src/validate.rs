@@ -206,7 +206,7 @@ pub fn validate(body: &[u8], reception: Reception) -> Result<Accepted, Rejection
         event.error_signature = event.error.as_deref().and_then(crate::signature::signature);
     }
     Ok(Accepted {
-        msg_id: crate::names::msg_id(&event.execution_id, sent_status),
+        msg_id: crate::names::msg_id(&event.execution_id, sent_status, &event.random_id),
         event,
         unknown_fields: f.unknown,
         status_coerced,

@@ -471,7 +471,7 @@ fn ids_follow_their_pattern() {
             ok(&[
                 ("random_id", json!("r1")),
                 ("execution_id", json!("e-1")),
-                ("@msg_id", json!("e-1:installing")),
+                ("@msg_id", json!("e-1:installing:r1")),
             ]),
         ),
         row(&[("random_id", ABSENT)], missing("random_id")),
