@@ -161,6 +161,7 @@ async fn receive(
         metrics::counter!(m::RATE_LIMITED).increment(1);
         return Err(ApiError::RateLimited(wait));
     }
+    let _body_bytes = reserve_body_bytes(&state, &headers)?;
     let body = read_body(body, state.config.max_body_bytes).await?;
     let accepted =
         judge_body(&body, state.config.max_body_bytes, reception()).inspect_err(|e| match e {
@@ -246,6 +247,43 @@ fn reception() -> schema::Reception {
         event_id: uuid::Uuid::now_v7(),
         received_at: time::OffsetDateTime::now_utc(),
     }
+}
+
+/// Bytes of the body budget (`MAX_BODY_BYTES_IN_FLIGHT`) one request holds until it is answered.
+struct BodyBytes {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    bytes: u32,
+}
+
+impl Drop for BodyBytes {
+    fn drop(&mut self) {
+        metrics::gauge!(m::BODY_BYTES_IN_FLIGHT).decrement(f64::from(self.bytes));
+    }
+}
+
+/// Reserves the request's Content-Length (`MAX_BODY_BYTES` when it has none: chunked) of the body
+/// budget before anything is read, or sheds the request at once when the budget is spent: slow uploads
+/// then cost a fixed amount of memory instead of queueing. The limit layer has already answered 413 to a
+/// Content-Length above `MAX_BODY_BYTES`.
+fn reserve_body_bytes(state: &AppState, headers: &HeaderMap) -> Result<BodyBytes, ApiError> {
+    let max = state.config.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let want = declared.map_or(max as u64, |len| len.min(max as u64));
+    // `Config::check` keeps MAX_BODY_BYTES below 4 GiB.
+    let bytes = u32::try_from(want).unwrap_or(u32::MAX);
+    let permit = state
+        .body_bytes
+        .clone()
+        .try_acquire_many_owned(bytes)
+        .map_err(|_| shed("body_bytes"))?;
+    metrics::gauge!(m::BODY_BYTES_IN_FLIGHT).increment(f64::from(bytes));
+    Ok(BodyBytes {
+        _permit: permit,
+        bytes,
+    })
 }
 
 fn shed(reason: &'static str) -> ApiError {

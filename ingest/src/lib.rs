@@ -33,6 +33,8 @@ pub struct AppState {
     pub key_rule: limit::KeyRule,
     /// Permits for publishes awaiting their ack.
     pub in_flight: Arc<Semaphore>,
+    /// Permits in bytes for the bodies being read and held (`MAX_BODY_BYTES_IN_FLIGHT`).
+    pub body_bytes: Arc<Semaphore>,
     pub stream_ready: AtomicBool,
     /// Triggered when the edge starts shutting down: readiness turns 503 and new events get 503.
     pub shutdown: Shutdown,
@@ -59,6 +61,9 @@ pub async fn run(
             config.rate_key_header().cloned(),
         ),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
+        body_bytes: Arc::new(Semaphore::new(
+            config.max_body_bytes_in_flight.min(Semaphore::MAX_PERMITS),
+        )),
         stream_ready: AtomicBool::new(false),
         shutdown: Shutdown::new(),
         client: client.clone(),

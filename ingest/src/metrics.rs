@@ -17,10 +17,12 @@ pub const DROPPED: &str = "telemetry_ingest_dropped_total";
 /// Label `to`: success, aborted.
 pub const RECLASSIFIED: &str = "telemetry_ingest_reclassified_total";
 pub const RATE_LIMITED: &str = "telemetry_ingest_rate_limited_total";
-/// Label `reason`: in_flight, broker_down, publish_timeout, publish_error, shutting_down.
+/// Label `reason`: in_flight, body_bytes, broker_down, publish_timeout, publish_error, stream_full,
+/// shutting_down.
 pub const SHED: &str = "telemetry_ingest_shed_total";
 pub const PUBLISH_SECONDS: &str = "telemetry_ingest_publish_seconds";
 pub const IN_FLIGHT: &str = "telemetry_ingest_in_flight";
+pub const BODY_BYTES_IN_FLIGHT: &str = "telemetry_ingest_body_bytes_in_flight";
 pub const BROKER_CONNECTED: &str = "telemetry_ingest_broker_connected";
 pub const RATE_LIMIT_KEYS: &str = "telemetry_ingest_rate_limit_keys";
 
@@ -77,6 +79,11 @@ fn describe() {
         "time from publish to broker ack"
     );
     describe_gauge!(IN_FLIGHT, "publishes awaiting their broker ack");
+    describe_gauge!(
+        BODY_BYTES_IN_FLIGHT,
+        Unit::Bytes,
+        "body bytes reserved by requests being read or published"
+    );
     describe_gauge!(BROKER_CONNECTED, "1 when the NATS connection is up");
     describe_gauge!(
         RATE_LIMIT_KEYS,
