@@ -197,11 +197,23 @@ async fn receive(
     )
     .await;
     in_flight.decrement(1.0);
-    let (published, took) = result.map_err(|failure| {
-        tracing::warn!(error = %failure, "publish got no ack");
-        match failure {
-            PublishFailure::Timeout(_) => shed("publish_timeout"),
-            PublishFailure::Failed(_) => shed("publish_error"),
+    let (published, took) = result.map_err(|failure| match failure {
+        PublishFailure::StreamFull(error) => {
+            if let Some(suppressed) = state.stream_full_warning.due() {
+                tracing::warn!(
+                    %error,
+                    suppressed,
+                    "event stream full, new events get 503 until old ones age out"
+                );
+            }
+            shed("stream_full")
+        }
+        failure => {
+            tracing::warn!(error = %failure, "publish got no ack");
+            match failure {
+                PublishFailure::Timeout(_) => shed("publish_timeout"),
+                _ => shed("publish_error"),
+            }
         }
     })?;
     metrics::histogram!(m::PUBLISH_SECONDS).record(took.as_secs_f64());
