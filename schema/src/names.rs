@@ -89,7 +89,7 @@ pub enum Discard {
 pub const DEFAULT_EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default byte cap of the event stream (10 GiB). The stream keeps events by age (limits retention,
 /// [`DEFAULT_EVENTS_MAX_AGE`]) and refuses new ones at this cap ([`Discard::New`]), so the cap must hold
-/// a whole replay window of traffic: 10 GiB is about ten million stored events of 1 KiB, some 16 events
+/// a whole replay window of traffic: 10 GiB is about ten million stored events of 1 KiB, some 17 events
 /// a second for seven days on average.
 pub const DEFAULT_EVENTS_MAX_BYTES: i64 = 10 * 1024 * 1024 * 1024;
 /// The duplicate window of contract §5.
