@@ -73,8 +73,8 @@ pub struct Config {
     pub max_in_flight: u32,
 
     /// Bytes of request bodies being read and held at once, across all requests, in bytes. A request
-    /// reserves its Content-Length (MAX_BODY_BYTES when it has none) before its body is read and keeps it
-    /// until it is answered; when the budget is spent it gets 503 at once. At least MAX_BODY_BYTES.
+    /// takes its body's bytes from this budget as they arrive and keeps them until it is answered; when
+    /// the budget is spent it gets 503 at once. At least MAX_BODY_BYTES.
     #[arg(long, env = "MAX_BODY_BYTES_IN_FLIGHT", default_value_t = DEFAULT_MAX_BODY_BYTES_IN_FLIGHT)]
     pub max_body_bytes_in_flight: usize,
 

@@ -164,7 +164,11 @@ async fn slow_connection(
     interval: Duration,
     counters: Arc<Counters>,
 ) {
-    let filler: &[u8] = if head.is_empty() { b"x-slow: 1\r\n" } else { b" " };
+    let filler: &[u8] = if head.is_empty() {
+        b"x-slow: 1\r\n"
+    } else {
+        b" "
+    };
     loop {
         let mut stream = match TcpStream::connect(addr).await {
             Ok(stream) => stream,
@@ -216,7 +220,8 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
         )));
     }
     let ramp_deadline = Instant::now() + Duration::from_secs(60);
-    while counters.open.load(Ordering::Relaxed) < config.slow as u64 && Instant::now() < ramp_deadline
+    while counters.open.load(Ordering::Relaxed) < config.slow as u64
+        && Instant::now() < ramp_deadline
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
