@@ -87,8 +87,20 @@ pub struct Report {
 }
 
 impl Report {
+    /// Normal requests answered 2xx.
+    pub fn ok(&self) -> u64 {
+        self.statuses
+            .iter()
+            .filter(|(status, _)| (200..300).contains(*status))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Every normal request answered 2xx, and the p99 within the budget: a fast 503 is no success.
     pub fn within_budget(&self) -> bool {
-        self.normal_sent > 0 && self.p99_ms <= self.budget_ms
+        self.normal_sent > 0
+            && self.ok() == self.normal_sent as u64
+            && self.p99_ms <= self.budget_ms
     }
 }
 
@@ -96,7 +108,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "slow={} mode={} open_at_start={} open_at_end={} closed_by_server={} connect_errors={} normal_sent={} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} statuses={:?} within_{}ms={}",
+            "slow={} mode={} open_at_start={} open_at_end={} closed_by_server={} connect_errors={} normal_sent={} ok={} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} statuses={:?} within_{}ms={}",
             self.slow,
             self.mode,
             self.open_at_start,
@@ -104,6 +116,7 @@ impl fmt::Display for Report {
             self.closed_by_server,
             self.connect_errors,
             self.normal_sent,
+            self.ok(),
             self.p50_ms,
             self.p99_ms,
             self.max_ms,
@@ -301,6 +314,25 @@ async fn normal_client(config: &Config) -> anyhow::Result<Vec<(u16, u64)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_fast_successes_are_within_the_budget() {
+        let check = |statuses: &[(u16, u64)], p99_ms: f64, expected: bool| {
+            let report = Report {
+                normal_sent: statuses.iter().map(|(_, n)| *n as usize).sum(),
+                statuses: statuses.iter().copied().collect(),
+                p99_ms,
+                budget_ms: 100.0,
+                ..Report::default()
+            };
+            assert_eq!(report.within_budget(), expected, "{statuses:?} {p99_ms}");
+        };
+        check(&[(202, 600)], 40.0, true);
+        check(&[(202, 600)], 400.0, false);
+        check(&[(202, 4), (503, 596)], 40.0, false);
+        check(&[(200, 10), (0, 1)], 1.0, false);
+        check(&[], 0.0, false);
+    }
 
     #[test]
     fn urls_split_into_address_host_and_path() {
