@@ -133,9 +133,6 @@ impl Config {
                 "is required when RATE_KEY_MODE=header",
             ));
         }
-        if u32::try_from(self.max_body_bytes).is_err() {
-            return Err(ConfigError::new("MAX_BODY_BYTES", "must be below 4 GiB"));
-        }
         if self.max_body_bytes_in_flight < self.max_body_bytes {
             return Err(ConfigError::new(
                 "MAX_BODY_BYTES_IN_FLIGHT",
@@ -257,15 +254,6 @@ mod tests {
                 "1000",
             ],
             None,
-        );
-        check(
-            &[
-                "--max-body-bytes",
-                "5000000000",
-                "--max-body-bytes-in-flight",
-                "5000000000",
-            ],
-            Some("MAX_BODY_BYTES"),
         );
         let config = Config::parse_from(["telemetry-ingest", "--rate-key-header", "X-Key"]);
         assert_eq!(config.rate_key_header(), None, "ip mode ignores the header");
