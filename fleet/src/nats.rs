@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
-use schema::names::{BucketSettings, StreamSettings};
+use schema::names::{BucketSettings, Discard, StreamSettings};
 
 /// The async-nats stream configuration for a stream of the contract.
 pub fn stream_config(settings: &StreamSettings) -> stream::Config {
@@ -13,7 +13,10 @@ pub fn stream_config(settings: &StreamSettings) -> stream::Config {
         subjects: vec![settings.subjects.to_string()],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
-        discard: stream::DiscardPolicy::Old,
+        discard: match settings.discard {
+            Discard::Old => stream::DiscardPolicy::Old,
+            Discard::New => stream::DiscardPolicy::New,
+        },
         max_age: settings.max_age,
         max_bytes: settings.max_bytes,
         duplicate_window: settings.duplicate_window,
@@ -77,7 +80,8 @@ pub async fn flush(client: &async_nats::Client, deadline: Duration) {
     }
 }
 
-/// Creates the stream, or brings an existing one to the given settings.
+/// Creates the stream, or brings an existing one to the given settings (byte cap, age, discard policy
+/// and the rest of [`stream_config`]: an update, so a stream made with older settings follows).
 pub async fn ensure_stream(
     js: &jetstream::Context,
     settings: &StreamSettings,
@@ -121,6 +125,34 @@ mod tests {
         );
         assert_eq!(c.description, settings.description);
         assert_eq!(c.storage, stream::StorageType::File);
+    }
+
+    #[test]
+    fn the_event_stream_refuses_new_events_when_full_and_the_others_drop_old_ones() {
+        let events = names::events_stream(Duration::from_secs(60), 1 << 20, 1);
+        let got: Vec<(String, stream::DiscardPolicy)> = [
+            events.clone(),
+            names::dlq_stream(1),
+            names::alerts_stream(1),
+        ]
+        .iter()
+        .map(|s| {
+            let c = stream_config(s);
+            (c.name, c.discard)
+        })
+        .collect();
+        assert_eq!(
+            got,
+            [
+                (names::EVENTS_STREAM.to_string(), stream::DiscardPolicy::New),
+                (names::DLQ_STREAM.to_string(), stream::DiscardPolicy::Old),
+                (names::ALERTS_STREAM.to_string(), stream::DiscardPolicy::Old),
+            ]
+        );
+        assert_eq!(
+            stream_config(&events).retention,
+            stream::RetentionPolicy::Limits
+        );
     }
 
     #[test]

@@ -20,8 +20,28 @@ pub enum Published {
 pub enum PublishFailure {
     #[error("no ack within {0:?}")]
     Timeout(Duration),
+    /// The stream is at its byte cap (or the server out of storage) and refuses new events
+    /// ([`schema::names::Discard::New`]); room comes back as old events age out.
+    #[error("the stream is full: {0}")]
+    StreamFull(String),
     #[error("publish failed: {0}")]
     Failed(String),
+}
+
+/// True for the broker's answers that mean "no room": its store refused the message at a limit
+/// ("maximum bytes exceeded", "maximum messages exceeded"), or the server has no storage left.
+fn is_full(error: &jetstream::context::PublishError) -> bool {
+    use jetstream::ErrorCode;
+    let Some(api) = std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+    else {
+        return false;
+    };
+    match api.error_code() {
+        ErrorCode::INSUFFICIENT_RESOURCES => true,
+        ErrorCode::STREAM_STORE_FAILED => api.to_string().contains("exceeded"),
+        _ => false,
+    }
 }
 
 /// Publishes one payload with its `Nats-Msg-Id` and waits for the PubAck, at most `timeout` overall.
@@ -43,6 +63,7 @@ pub async fn publish(
             .map_err(|e| PublishFailure::Failed(e.to_string()))?;
         ack_future.await.map_err(|e| match e.kind() {
             PublishErrorKind::TimedOut => PublishFailure::Timeout(timeout),
+            _ if is_full(&e) => PublishFailure::StreamFull(e.to_string()),
             _ => PublishFailure::Failed(e.to_string()),
         })
     };

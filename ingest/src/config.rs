@@ -20,6 +20,9 @@ pub const DEFAULT_TRUSTED_PROXIES: &str =
 /// and makes any further publish wait for a free slot; stay well below so a full edge answers 503 at once.
 pub const MAX_IN_FLIGHT_LIMIT: usize = 4096;
 
+/// Default budget of body bytes being read at once: 64 MiB, 256 bodies of the default MAX_BODY_BYTES.
+pub const DEFAULT_MAX_BODY_BYTES_IN_FLIGHT: usize = 64 * 1024 * 1024;
+
 /// What a client is counted by in the rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RateKeyMode {
@@ -68,6 +71,12 @@ pub struct Config {
     /// Publishes awaiting their broker ack at once; when full, new events get 503 at once (max 4096).
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=MAX_IN_FLIGHT_LIMIT as i64))]
     pub max_in_flight: u32,
+
+    /// Bytes of request bodies being read and held at once, across all requests, in bytes. A request
+    /// takes its body's bytes from this budget as they arrive and keeps them until it is answered; when
+    /// the budget is spent it gets 503 at once. At least MAX_BODY_BYTES.
+    #[arg(long, env = "MAX_BODY_BYTES_IN_FLIGHT", default_value_t = DEFAULT_MAX_BODY_BYTES_IN_FLIGHT)]
+    pub max_body_bytes_in_flight: usize,
 
     /// How long to wait for the broker's ack before answering 503, in milliseconds (the running
     /// service's UPSTREAM_TIMEOUT_MS when this is unset).
@@ -122,6 +131,12 @@ impl Config {
             return Err(ConfigError::new(
                 "RATE_KEY_HEADER",
                 "is required when RATE_KEY_MODE=header",
+            ));
+        }
+        if self.max_body_bytes_in_flight < self.max_body_bytes {
+            return Err(ConfigError::new(
+                "MAX_BODY_BYTES_IN_FLIGHT",
+                "must be at least MAX_BODY_BYTES (or no body could ever be read)",
             ));
         }
         Ok(())
@@ -206,7 +221,7 @@ mod tests {
     }
 
     #[test]
-    fn the_header_mode_needs_its_header() {
+    fn settings_that_only_make_sense_together() {
         check(&[], None);
         check(&["--rate-key-mode", "header"], Some("RATE_KEY_HEADER"));
         check(
@@ -220,6 +235,24 @@ mod tests {
         );
         check(
             &["--rate-key-mode", "ip", "--rate-key-header", "X-Key"],
+            None,
+        );
+        check(
+            &[
+                "--max-body-bytes",
+                "1000",
+                "--max-body-bytes-in-flight",
+                "999",
+            ],
+            Some("MAX_BODY_BYTES_IN_FLIGHT"),
+        );
+        check(
+            &[
+                "--max-body-bytes",
+                "1000",
+                "--max-body-bytes-in-flight",
+                "1000",
+            ],
             None,
         );
         let config = Config::parse_from(["telemetry-ingest", "--rate-key-header", "X-Key"]);

@@ -161,7 +161,8 @@ async fn receive(
         metrics::counter!(m::RATE_LIMITED).increment(1);
         return Err(ApiError::RateLimited(wait));
     }
-    let body = read_body(body, state.config.max_body_bytes).await?;
+    let (body, _body_bytes) =
+        read_body(body, state.config.max_body_bytes, &state.body_bytes).await?;
     let accepted =
         judge_body(&body, state.config.max_body_bytes, reception()).inspect_err(|e| match e {
             ApiError::Invalid(r) => {
@@ -196,11 +197,23 @@ async fn receive(
     )
     .await;
     in_flight.decrement(1.0);
-    let (published, took) = result.map_err(|failure| {
-        tracing::warn!(error = %failure, "publish got no ack");
-        match failure {
-            PublishFailure::Timeout(_) => shed("publish_timeout"),
-            PublishFailure::Failed(_) => shed("publish_error"),
+    let (published, took) = result.map_err(|failure| match failure {
+        PublishFailure::StreamFull(error) => {
+            if let Some(suppressed) = state.stream_full_warning.due() {
+                tracing::warn!(
+                    %error,
+                    suppressed,
+                    "event stream full, new events get 503 until old ones age out"
+                );
+            }
+            shed("stream_full")
+        }
+        failure => {
+            tracing::warn!(error = %failure, "publish got no ack");
+            match failure {
+                PublishFailure::Timeout(_) => shed("publish_timeout"),
+                _ => shed("publish_error"),
+            }
         }
     })?;
     metrics::histogram!(m::PUBLISH_SECONDS).record(took.as_secs_f64());
@@ -248,6 +261,46 @@ fn reception() -> schema::Reception {
     }
 }
 
+/// Bytes of the body budget (`MAX_BODY_BYTES_IN_FLIGHT`) one request holds until it is answered: as
+/// many as of its body arrived.
+struct BodyBytes {
+    budget: Arc<tokio::sync::Semaphore>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl BodyBytes {
+    fn new(budget: Arc<tokio::sync::Semaphore>) -> BodyBytes {
+        BodyBytes {
+            budget,
+            permit: None,
+        }
+    }
+
+    /// Takes `n` more bytes of the budget, or sheds the request at once when they are not there.
+    fn reserve(&mut self, n: usize) -> Result<(), ApiError> {
+        let n = u32::try_from(n).map_err(|_| shed("body_bytes"))?;
+        let more = self
+            .budget
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| shed("body_bytes"))?;
+        metrics::gauge!(m::BODY_BYTES_IN_FLIGHT).increment(f64::from(n));
+        match &mut self.permit {
+            Some(held) => held.merge(more),
+            None => self.permit = Some(more),
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BodyBytes {
+    fn drop(&mut self) {
+        if let Some(held) = &self.permit {
+            metrics::gauge!(m::BODY_BYTES_IN_FLIGHT).decrement(held.num_permits() as f64);
+        }
+    }
+}
+
 fn shed(reason: &'static str) -> ApiError {
     metrics::counter!(m::SHED, "reason" => reason).increment(1);
     ApiError::Unavailable(reason)
@@ -275,22 +328,39 @@ fn count_repairs(accepted: &schema::Accepted) {
     }
 }
 
-/// Reads the whole body; the limit layer turns an oversized stream into an error we map to 413.
-async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
-        let too_large =
-            std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |err| {
-                err.source()
-            })
-            .any(|err| err.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            metrics::counter!(m::REJECTED, "reason" => "too_large").increment(1);
-            ApiError::TooLarge(max)
-        } else {
-            metrics::counter!(m::REJECTED, "reason" => "timeout").increment(1);
-            ApiError::Timeout
-        }
-    })
+/// Reads the whole body, taking each piece's bytes from the body budget (`MAX_BODY_BYTES_IN_FLIGHT`) as
+/// it arrives; the bytes stay taken until the request is answered. When the budget is spent the request
+/// is shed at once (503): memory for bodies stays bounded however many arrive together, and a slow
+/// upload holds only what it has sent, so idle or trickling uploads cannot starve the others by what
+/// they merely announce. The limit layer turns an oversized stream into an error we map to 413.
+async fn read_body(
+    body: Body,
+    max: usize,
+    budget: &Arc<tokio::sync::Semaphore>,
+) -> Result<(bytes::Bytes, BodyBytes), ApiError> {
+    use futures::StreamExt;
+    let mut held = BodyBytes::new(budget.clone());
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(piece) = stream.next().await {
+        let piece = piece.map_err(|e| {
+            let too_large =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |err| {
+                    err.source()
+                })
+                .any(|err| err.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                metrics::counter!(m::REJECTED, "reason" => "too_large").increment(1);
+                ApiError::TooLarge(max)
+            } else {
+                metrics::counter!(m::REJECTED, "reason" => "timeout").increment(1);
+                ApiError::Timeout
+            }
+        })?;
+        held.reserve(piece.len())?;
+        buf.extend_from_slice(&piece);
+    }
+    Ok((buf.freeze(), held))
 }
 
 #[cfg(test)]

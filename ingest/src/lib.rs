@@ -10,9 +10,10 @@ pub mod limit;
 pub mod metrics;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use backon::Retryable;
@@ -33,11 +34,47 @@ pub struct AppState {
     pub key_rule: limit::KeyRule,
     /// Permits for publishes awaiting their ack.
     pub in_flight: Arc<Semaphore>,
+    /// Permits in bytes for the bodies being read and held (`MAX_BODY_BYTES_IN_FLIGHT`).
+    pub body_bytes: Arc<Semaphore>,
     pub stream_ready: AtomicBool,
+    /// The "stream full" warning, logged at most once per [`STREAM_FULL_WARN_EVERY`].
+    pub stream_full_warning: Every,
     /// Triggered when the edge starts shutting down: readiness turns 503 and new events get 503.
     pub shutdown: Shutdown,
     /// `None` when no recorder was installed (then `/metrics` is empty).
     pub metrics: Option<PrometheusHandle>,
+}
+
+/// How often at most the edge warns that the stream is full (every refused event is counted anyway).
+pub const STREAM_FULL_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A rate limit for a log line that could otherwise repeat per request.
+pub struct Every {
+    period: Duration,
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl Every {
+    pub fn new(period: Duration) -> Every {
+        Every {
+            period,
+            last: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(calls suppressed since the last one)` when the line is due now, else `None`.
+    pub fn due(&self) -> Option<u64> {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| now.duration_since(at) < self.period) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
 }
 
 /// Runs the edge on `listener` until `shutdown` resolves, then drains: readiness turns 503, the listener
@@ -59,7 +96,11 @@ pub async fn run(
             config.rate_key_header().cloned(),
         ),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
+        body_bytes: Arc::new(Semaphore::new(
+            config.max_body_bytes_in_flight.min(Semaphore::MAX_PERMITS),
+        )),
         stream_ready: AtomicBool::new(false),
+        stream_full_warning: Every::new(STREAM_FULL_WARN_EVERY),
         shutdown: Shutdown::new(),
         client: client.clone(),
         jetstream,
@@ -69,6 +110,7 @@ pub async fn run(
     let background = [
         tokio::spawn(keep_stream(state.clone())),
         tokio::spawn(forget_idle_clients(state.clone())),
+        tokio::spawn(watch_stream_usage(state.clone())),
     ];
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
@@ -119,11 +161,62 @@ async fn wait_for_state(client: &async_nats::Client, connected: bool) {
     }
 }
 
+/// How often the edge reads the event stream's size for its gauges.
+pub const STREAM_WATCH_EVERY: Duration = Duration::from_secs(15);
+
+/// Keeps the stream's stored bytes and its cap in gauges, so an alert can warn before the cap is reached
+/// (then new events get 503 until old ones age out).
+async fn watch_stream_usage(state: Arc<AppState>) {
+    let admin = jetstream::new(state.client.clone());
+    // The first reading as soon as the stream is there, then one per period.
+    while !state.stream_ready.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut tick = tokio::time::interval(STREAM_WATCH_EVERY);
+    loop {
+        tick.tick().await;
+        if !state.stream_ready.load(Ordering::Relaxed) {
+            continue;
+        }
+        let info = async {
+            admin
+                .get_stream(schema::names::EVENTS_STREAM)
+                .await?
+                .info()
+                .await
+                .cloned()
+                .map_err(async_nats::Error::from)
+        };
+        match info.await {
+            Ok(info) => {
+                ::metrics::gauge!(metrics::STREAM_BYTES).set(info.state.bytes as f64);
+                ::metrics::gauge!(metrics::STREAM_MAX_BYTES).set(info.config.max_bytes as f64);
+            }
+            Err(e) => tracing::debug!(error = %e, "event stream size not read"),
+        }
+    }
+}
+
 async fn forget_idle_clients(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     loop {
         tick.tick().await;
         let tracked = state.limiter.forget_idle();
         ::metrics::gauge!(metrics::RATE_LIMIT_KEYS).set(tracked as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limited_line_is_due_once_per_period_and_counts_what_it_held_back() {
+        let every = Every::new(Duration::from_secs(3600));
+        let got: Vec<Option<u64>> = (0..4).map(|_| every.due()).collect();
+        assert_eq!(got, [Some(0), None, None, None]);
+        let always = Every::new(Duration::ZERO);
+        let got: Vec<Option<u64>> = (0..3).map(|_| always.due()).collect();
+        assert_eq!(got, [Some(0), Some(0), Some(0)]);
     }
 }

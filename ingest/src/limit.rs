@@ -64,29 +64,75 @@ impl KeyRule {
 }
 
 /// The client address a request is counted against.
+///
+/// A peer outside the trusted ranges is the client, whatever it forwards. Behind a trusted peer the
+/// `X-Forwarded-For` chain (every instance of the header, in order, as one comma-separated list) is walked
+/// from the right, the hop nearest to us, because each proxy appends the address it saw and only the
+/// entries our own proxies wrote can be believed; everything left of them is whatever the client wrote.
+///
+/// - A hop inside the trusted ranges is one of our proxies: the walk goes on to its left.
+/// - The first hop outside the trusted ranges is the client (a spoofed entry further left is never read).
+/// - An entry that is no address (garbage, `unknown`, an empty entry, a non-UTF-8 value) ends the walk:
+///   no proxy of ours writes one, so it came from the client side, and the client is the nearest hop we
+///   could still read: the last trusted hop walked, or the peer when the garbage is the rightmost entry.
+///   Nothing left of it is believed, not even a well-formed address.
+/// - When the whole chain is trusted and well-formed, the client is its leftmost hop: each entry was
+///   written by a proxy we trust about the one before it, so the leftmost is the origin they all vouch for
+///   (a host on a private network talking through the proxies). Taking the peer or the rightmost hop
+///   instead would count every such client as one (its proxy). The price: a client whose own address is
+///   in the trusted ranges can put any address in front and pick its bucket, which is why
+///   `TRUSTED_PROXIES_CIDR` must hold the proxies only, not networks clients live in.
+///
+/// An entry may be an IPv4 address with or without `:port`, an IPv6 address bare or in brackets with or
+/// without `:port`, surrounded by whitespace. The walk reads the header from the right without collecting
+/// it, so a long chain costs at most one pass over the (size-capped) header.
 pub fn client_key(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     let peer = canonical(peer);
     if !is_trusted(&peer) {
         return bucket(peer);
     }
-    // Walk the chain from the nearest hop outwards; the first address we don't trust is the client.
-    let hops: Vec<IpAddr> = headers
+    let hops = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-        .map(canonical)
-        .collect();
-    let client = hops
-        .iter()
         .rev()
-        .find(|ip| !is_trusted(ip))
-        .or(hops.first())
-        .copied()
-        .unwrap_or(peer);
+        // A value that is not text reads as one entry that is no address.
+        .flat_map(|value| value.to_str().unwrap_or("?").rsplit(','));
+    let mut client = peer;
+    for hop in hops {
+        let Some(ip) = parse_hop(hop).map(canonical) else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
     bucket(client)
+}
+
+/// One `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:567`, `2001:db8::1`, `[2001:db8::1]`,
+/// `[2001:db8::1]:567`, with whitespace around.
+fn parse_hop(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty()
+            || after
+                .strip_prefix(':')
+                .is_some_and(|port| port.parse::<u16>().is_ok());
+        return port_ok
+            .then(|| inside.parse::<std::net::Ipv6Addr>().ok())
+            .flatten()
+            .map(IpAddr::V6);
+    }
+    entry
+        .parse::<std::net::SocketAddrV4>()
+        .ok()
+        .map(|addr| IpAddr::V4(*addr.ip()))
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -150,44 +196,110 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn check(peer: &str, xff: Option<&str>, expected: &str) {
+    /// `xff`: the values of each `X-Forwarded-For` header the request carries, in order.
+    fn check(peer: &str, xff: &[&[u8]], expected: &str) {
         let trusted: Vec<IpNet> = crate::config::DEFAULT_TRUSTED_PROXIES
             .split(',')
             .map(|s| s.parse().unwrap())
             .collect();
         let mut headers = HeaderMap::new();
-        if let Some(xff) = xff {
-            headers.insert("x-forwarded-for", HeaderValue::from_str(xff).unwrap());
+        for value in xff {
+            headers.append("x-forwarded-for", HeaderValue::from_bytes(value).unwrap());
         }
         let got = client_key(peer.parse().unwrap(), &headers, &trusted);
         assert_eq!(
             got,
             expected.parse::<IpAddr>().unwrap(),
-            "peer {peer} xff {xff:?}"
+            "peer {peer} xff {:?}",
+            xff.iter()
+                .map(|v| String::from_utf8_lossy(v))
+                .collect::<Vec<_>>()
         );
     }
 
     #[test]
     fn keys_follow_trusted_proxies_only() {
         // A public peer is the client, whatever it claims.
-        check("203.0.113.7", Some("198.51.100.1"), "203.0.113.7");
+        check("203.0.113.7", &[b"198.51.100.1"], "203.0.113.7");
         // A private proxy forwards the client.
-        check("10.0.0.2", Some("198.51.100.1"), "198.51.100.1");
-        // Chains: the rightmost untrusted hop is the client; spoofed left entries are ignored.
+        check("10.0.0.2", &[b"198.51.100.1"], "198.51.100.1");
+        // No header behind a proxy: the proxy itself.
+        check("127.0.0.1", &[], "127.0.0.1");
+        // IPv6 clients share a bucket per /64; mapped IPv4 is IPv4.
+        check("2001:db8:1:2:3:4:5:6", &[], "2001:db8:1:2::");
+        check("::ffff:203.0.113.7", &[], "203.0.113.7");
+    }
+
+    #[test]
+    fn the_forwarded_chain_is_walked_from_the_right() {
+        // Spoofed leftmost entries: the rightmost untrusted hop is the client, whatever is left of it.
         check(
             "127.0.0.1",
-            Some("1.1.1.1, 198.51.100.1, 10.0.0.9"),
+            &[b"1.1.1.1, 198.51.100.1, 10.0.0.9"],
             "198.51.100.1",
         );
-        // Only trusted hops: the leftmost one.
-        check("127.0.0.1", Some("192.168.1.5, 10.0.0.9"), "192.168.1.5");
-        // No header behind a proxy: the proxy itself.
-        check("127.0.0.1", None, "127.0.0.1");
-        // Garbage in the header is skipped.
-        check("10.0.0.2", Some("not-an-ip, 198.51.100.1"), "198.51.100.1");
-        // IPv6 clients share a bucket per /64; mapped IPv4 is IPv4.
-        check("2001:db8:1:2:3:4:5:6", None, "2001:db8:1:2::");
-        check("::ffff:203.0.113.7", None, "203.0.113.7");
+        check(
+            "127.0.0.1",
+            &[b"10.9.9.9, 203.0.113.5, 10.0.0.1"],
+            "203.0.113.5",
+        );
+        // A fully trusted chain: its leftmost hop.
+        check("127.0.0.1", &[b"192.168.1.5, 10.0.0.9"], "192.168.1.5");
+        check("127.0.0.1", &[b"fd00::5, ::1"], "fd00::");
+        // Garbage ends the walk: the nearest hop read before it is the client, nothing left of it counts.
+        check(
+            "10.0.0.2",
+            &[b"198.51.100.1, not-an-ip, 10.0.0.9"],
+            "10.0.0.9",
+        );
+        check("10.0.0.2", &[b"198.51.100.1, unknown"], "10.0.0.2");
+        check("10.0.0.2", &[b"not-an-ip, 198.51.100.1"], "198.51.100.1");
+        check("10.0.0.2", &[b"198.51.100.1,,10.0.0.9"], "10.0.0.9");
+        check("10.0.0.2", &[b"198.51.100.1, \xff"], "10.0.0.2");
+        check("10.0.0.2", &[b"198.51.100.1", b"\xff"], "10.0.0.2");
+        check("10.0.0.2", &[b"[2001:db8::1, 10.0.0.9"], "10.0.0.9");
+        check("10.0.0.2", &[b"198.51.100.1, [1.2.3.4]"], "10.0.0.2");
+        check("10.0.0.2", &[b"198.51.100.1, 10.0.0.9:99999"], "10.0.0.2");
+        // Empty: no hop, the peer.
+        check("10.0.0.2", &[b""], "10.0.0.2");
+        check("10.0.0.2", &[b"  "], "10.0.0.2");
+        check("10.0.0.2", &[b"198.51.100.1, "], "10.0.0.2");
+        // IPv6 with brackets and ports, IPv4 with ports.
+        check("::1", &[b"[2001:db8:1:2::5]:4711"], "2001:db8:1:2::");
+        check("::1", &[b"[2001:db8:1:2::5]"], "2001:db8:1:2::");
+        check("::1", &[b"2001:db8:1:2::5"], "2001:db8:1:2::");
+        check("::1", &[b"[::ffff:198.51.100.1]:80"], "198.51.100.1");
+        check(
+            "10.0.0.2",
+            &[b"203.0.113.9:5000, [::1]:8080"],
+            "203.0.113.9",
+        );
+        check("10.0.0.2", &[b"::ffff:10.0.0.3"], "10.0.0.3");
+        // Whitespace around entries.
+        check(
+            "10.0.0.2",
+            &[b"  198.51.100.1  ,\t10.0.0.9 "],
+            "198.51.100.1",
+        );
+        // Several headers are one list, in order.
+        check("10.0.0.2", &[b"198.51.100.1", b"10.0.0.9"], "198.51.100.1");
+        check("10.0.0.2", &[b"garbage", b"10.0.0.9, 10.0.0.8"], "10.0.0.9");
+        check(
+            "10.0.0.2",
+            &[b"203.0.113.1", b"198.51.100.1"],
+            "198.51.100.1",
+        );
+    }
+
+    #[test]
+    fn long_chains_are_walked_to_the_first_untrusted_hop() {
+        let trusted_hops = vec!["10.0.0.1"; 500].join(", ");
+        let chain = format!("203.0.113.66, 198.51.100.1, {trusted_hops}");
+        check("127.0.0.1", &[chain.as_bytes()], "198.51.100.1");
+        let spoofed = format!("{}, 198.51.100.1, 10.0.0.1", vec!["1.1.1.1"; 500].join(","));
+        check("127.0.0.1", &[spoofed.as_bytes()], "198.51.100.1");
+        let all_trusted = format!("192.168.7.7, {trusted_hops}");
+        check("127.0.0.1", &[all_trusted.as_bytes()], "192.168.7.7");
     }
 
     fn addr(text: &str) -> ClientKey {

@@ -17,12 +17,18 @@ pub const DROPPED: &str = "telemetry_ingest_dropped_total";
 /// Label `to`: success, aborted.
 pub const RECLASSIFIED: &str = "telemetry_ingest_reclassified_total";
 pub const RATE_LIMITED: &str = "telemetry_ingest_rate_limited_total";
-/// Label `reason`: in_flight, broker_down, publish_timeout, publish_error, shutting_down.
+/// Label `reason`: in_flight, body_bytes, broker_down, publish_timeout, publish_error, stream_full,
+/// shutting_down.
 pub const SHED: &str = "telemetry_ingest_shed_total";
 pub const PUBLISH_SECONDS: &str = "telemetry_ingest_publish_seconds";
 pub const IN_FLIGHT: &str = "telemetry_ingest_in_flight";
+pub const BODY_BYTES_IN_FLIGHT: &str = "telemetry_ingest_body_bytes_in_flight";
 pub const BROKER_CONNECTED: &str = "telemetry_ingest_broker_connected";
 pub const RATE_LIMIT_KEYS: &str = "telemetry_ingest_rate_limit_keys";
+/// Bytes stored in the event stream and its cap, read from the broker every [`crate::STREAM_WATCH_EVERY`]:
+/// the stream refuses new events at the cap, so an alert on their ratio comes before the 503s do.
+pub const STREAM_BYTES: &str = "telemetry_ingest_stream_bytes";
+pub const STREAM_MAX_BYTES: &str = "telemetry_ingest_stream_max_bytes";
 
 const PUBLISH_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
@@ -77,9 +83,42 @@ fn describe() {
         "time from publish to broker ack"
     );
     describe_gauge!(IN_FLIGHT, "publishes awaiting their broker ack");
+    describe_gauge!(
+        BODY_BYTES_IN_FLIGHT,
+        Unit::Bytes,
+        "body bytes reserved by requests being read or published"
+    );
     describe_gauge!(BROKER_CONNECTED, "1 when the NATS connection is up");
+    describe_gauge!(
+        STREAM_BYTES,
+        Unit::Bytes,
+        "bytes stored in the event stream"
+    );
+    describe_gauge!(
+        STREAM_MAX_BYTES,
+        Unit::Bytes,
+        "byte cap of the event stream; new events get 503 at it"
+    );
     describe_gauge!(
         RATE_LIMIT_KEYS,
         "clients currently tracked by the rate limiter"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The operator's alert rules read these names; a renamed metric would silence them.
+    #[test]
+    fn the_alert_rules_name_metrics_the_edge_exports() {
+        let rules = include_str!("../../deploy/prometheus/alerts.yaml");
+        for needle in [
+            format!("{SHED}{{reason=\"stream_full\"}}"),
+            format!("{SHED}{{reason=\"body_bytes\"}}"),
+            format!("{STREAM_BYTES} / {STREAM_MAX_BYTES}"),
+        ] {
+            assert!(rules.contains(&needle), "{needle}");
+        }
+    }
 }

@@ -87,28 +87,46 @@ pub struct StreamSettings {
     pub subjects: &'static str,
     /// Messages older than this are dropped (the replay window).
     pub max_age: Duration,
-    /// Byte cap of the stream; the oldest messages go first.
+    /// Byte cap of the stream; what happens when it is reached is [`StreamSettings::discard`].
     pub max_bytes: i64,
+    /// What the stream does when its byte cap is reached.
+    pub discard: Discard,
     /// Window in which a repeated `Nats-Msg-Id` is answered as a duplicate.
     pub duplicate_window: Duration,
     /// Copies kept in a JetStream cluster.
     pub replicas: usize,
 }
 
+/// What a stream does at its byte cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discard {
+    /// Drops its oldest messages to make room: unread messages can go.
+    Old,
+    /// Refuses new messages until age (or a purge) frees room: nothing stored is lost, publishers are
+    /// told to come back.
+    New,
+}
+
 /// Default replay window of the event stream.
 pub const DEFAULT_EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Default byte cap of the event stream (10 GiB).
+/// Default byte cap of the event stream (10 GiB). The stream keeps events by age (limits retention,
+/// [`DEFAULT_EVENTS_MAX_AGE`]) and refuses new ones at this cap ([`Discard::New`]), so the cap must hold
+/// a whole replay window of traffic: 10 GiB is about ten million stored events of 1 KiB, some 17 events
+/// a second for seven days on average.
 pub const DEFAULT_EVENTS_MAX_BYTES: i64 = 10 * 1024 * 1024 * 1024;
 /// The duplicate window of contract §5.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// The event stream with the given replay window, byte cap and replica count.
+/// The event stream with the given replay window, byte cap and replica count. At its cap it refuses new
+/// events ([`Discard::New`]) rather than drop acknowledged ones no consumer has read yet: the edge answers
+/// 503 and the scripts retry, until age frees room.
 pub fn events_stream(max_age: Duration, max_bytes: i64, replicas: usize) -> StreamSettings {
     StreamSettings {
         name: EVENTS_STREAM,
         subjects: EVENTS_SUBJECTS,
         max_age,
         max_bytes,
+        discard: Discard::New,
         duplicate_window: DUPLICATE_WINDOW,
         replicas,
     }
@@ -121,6 +139,7 @@ pub fn alerts_stream(replicas: usize) -> StreamSettings {
         subjects: ALERTS_SUBJECTS,
         max_age: Duration::from_secs(365 * 24 * 3600),
         max_bytes: 256 * 1024 * 1024,
+        discard: Discard::Old,
         duplicate_window: DUPLICATE_WINDOW,
         replicas,
     }
@@ -133,6 +152,7 @@ pub fn dlq_stream(replicas: usize) -> StreamSettings {
         subjects: DLQ_SUBJECTS,
         max_age: DEFAULT_EVENTS_MAX_AGE,
         max_bytes: 1024 * 1024 * 1024,
+        discard: Discard::Old,
         duplicate_window: DUPLICATE_WINDOW,
         replicas,
     }
@@ -224,6 +244,11 @@ mod tests {
         assert_eq!(s.duplicate_window, Duration::from_secs(120));
         assert_eq!(s.max_age, Duration::from_secs(604_800));
         assert_eq!(s.name, "TELEMETRY_EVENTS");
+        assert_eq!(
+            s.discard,
+            Discard::New,
+            "acknowledged events are never evicted"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! `telemetry-verify` compares with what the stores hold ([`verify`]); the benchmark load generators
 //! are `telemetry-loadgen` (open-loop 1 KB installing events against the edge, [`loadgen`]),
 //! `telemetry-fill` (synthetic installs straight into the event stream, [`fill`]) and
-//! `telemetry-fresh` (final events against the edge, timed until ClickHouse shows them, [`fresh`]).
+//! `telemetry-fresh` (final events against the edge, timed until ClickHouse shows them, [`fresh`]);
+//! `telemetry-slow` holds many slow connections while a normal client measures its latency ([`slow`]).
 //! This crate speaks to the services only over HTTP and NATS and never depends on a service crate.
 
 pub mod fill;
@@ -11,4 +12,5 @@ pub mod fresh;
 pub mod loadgen;
 pub mod record;
 pub mod simulate;
+pub mod slow;
 pub mod verify;

@@ -145,7 +145,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
 }
 
 /// Nearest-rank quantile `q` (0..=1) of sorted microseconds, in milliseconds; 0 for none.
-fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
+pub fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
     }

@@ -1,5 +1,6 @@
 //! The edge's HTTP rules: paths and methods, body limit, rate limiting by client behind trusted proxies
-//! only, the stream's settings, metrics, and that no client address reaches the stream.
+//! only, the stream's settings (an existing stream brought to them), a full stream refusing new events, metrics,
+//! and that no client address reaches the stream.
 
 use std::time::Duration;
 
@@ -306,4 +307,96 @@ async fn metrics_count_rejections_rescues_and_publish_latency() {
         "{m}"
     );
     assert_eq!(sample(&m, "telemetry_ingest_broker_connected"), 1.0, "{m}");
+}
+
+#[tokio::test]
+async fn an_existing_stream_that_drops_old_events_is_switched_to_refuse_new_ones() {
+    use async_nats::jetstream::stream::DiscardPolicy;
+    let nats = NatsServer::start().expect("nats");
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+    let mut old = fleet::nats::stream_config(&schema::names::events_stream(
+        schema::names::DEFAULT_EVENTS_MAX_AGE,
+        schema::names::DEFAULT_EVENTS_MAX_BYTES,
+        1,
+    ));
+    old.discard = DiscardPolicy::Old;
+    let mut stream = js.create_stream(old).await.expect("create");
+    assert_eq!(
+        stream.info().await.expect("info").config.discard,
+        DiscardPolicy::Old
+    );
+
+    let _edge = start_edge(&nats, |_| {}).await;
+    let config = stream.info().await.expect("info").config.clone();
+    assert_eq!(config.discard, DiscardPolicy::New);
+    assert_eq!(
+        config.retention,
+        async_nats::jetstream::stream::RetentionPolicy::Limits
+    );
+}
+
+#[tokio::test]
+async fn a_full_stream_refuses_new_events_with_503_and_keeps_every_acknowledged_one() {
+    let nats = NatsServer::start().expect("nats");
+    // Room for a handful of events.
+    let edge = start_edge(&nats, |c| c.stream_max_bytes = 8 * 1024).await;
+    // The cap is in a gauge, for the alert that warns before it is reached.
+    testkit::poll_until(
+        "the stream's cap is in its gauge",
+        Duration::from_secs(10),
+        async || sample(&edge.metrics().await, "telemetry_ingest_stream_max_bytes") == 8192.0,
+    )
+    .await;
+    assert!(edge
+        .metrics()
+        .await
+        .contains("telemetry_ingest_stream_bytes "));
+    let mut accepted = Vec::new();
+    let refused = loop {
+        let id = format!("fill-{}", accepted.len());
+        let answer = edge
+            .post(fixtures::read_as("01_lxc_installing.json", &id))
+            .await;
+        if answer.status != 202 {
+            break answer;
+        }
+        accepted.push(id);
+        assert!(accepted.len() < 100, "the stream never filled");
+    };
+    assert!(accepted.len() >= 2, "{accepted:?}");
+    assert_eq!(refused.status, 503, "{}", refused.json);
+    assert_eq!(refused.json["error"], "unavailable");
+    assert_eq!(refused.retry_after.as_deref(), Some("1"));
+    assert!(refused.took < Duration::from_secs(1), "{:?}", refused.took);
+    // Refused again, each one counted.
+    let again = edge
+        .post(fixtures::read_as("01_lxc_installing.json", "again"))
+        .await;
+    assert_eq!(again.status, 503);
+    let m = edge.metrics().await;
+    assert_eq!(
+        sample(&m, "telemetry_ingest_shed_total{reason=\"stream_full\"}"),
+        2.0,
+        "{m}"
+    );
+    // Nothing acknowledged was evicted to make room.
+    let stored: Vec<String> = edge
+        .stored_events()
+        .await
+        .into_iter()
+        .map(|e| e.execution_id)
+        .collect();
+    assert_eq!(stored, accepted);
+
+    // Room comes back when old events go (here a purge; in service, age): accepted again.
+    let stream = edge
+        .js
+        .get_stream(schema::names::EVENTS_STREAM)
+        .await
+        .expect("stream");
+    stream.purge().await.expect("purge");
+    let after = edge
+        .post(fixtures::read_as("01_lxc_installing.json", "after-purge"))
+        .await;
+    assert_eq!(after.status, 202, "{}", after.json);
 }

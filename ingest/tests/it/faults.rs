@@ -193,3 +193,116 @@ async fn shutdown_drains_the_publish_in_flight() {
         .expect("stream");
     assert_eq!(stream.info().await.expect("info").state.messages, 1);
 }
+
+/// Opens a connection that announces an upload of `len` bytes, sends `sent` bytes of it, then stalls.
+async fn stalled_upload(edge: &Edge, len: usize, sent: usize) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(edge.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /telemetry HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream.write_all(&vec![b' '; sent]).await.expect("write");
+    stream
+}
+
+#[tokio::test]
+async fn slow_uploads_spend_the_body_budget_and_further_requests_get_503_at_once() {
+    const TRICKLING: usize = 50;
+    const SLOW: usize = 16;
+    const SENT: usize = 2000;
+    const BUDGET: usize = TRICKLING + SLOW * SENT;
+    let nats = NatsServer::start().expect("nats");
+    let edge = start_edge(&nats, |c| {
+        c.max_body_bytes = 4096;
+        c.max_body_bytes_in_flight = BUDGET;
+        c.request_timeout_ms = 60_000;
+    })
+    .await;
+    let gauge = "telemetry_ingest_body_bytes_in_flight";
+    let held = async |bytes: usize, what: &str| {
+        poll_until(what, Duration::from_secs(10), async || {
+            sample(&edge.metrics().await, gauge) == bytes as f64
+        })
+        .await
+    };
+
+    // Uploads that announce the largest body and trickle: they hold what they sent, not what they
+    // announced, and starve nobody.
+    let mut trickling = Vec::new();
+    for _ in 0..TRICKLING {
+        trickling.push(stalled_upload(&edge, 4096, 1).await);
+    }
+    held(TRICKLING, "the trickling uploads hold a byte each").await;
+    let answer = edge
+        .post(fixtures::read_as(
+            "01_lxc_installing.json",
+            "beside-trickles",
+        ))
+        .await;
+    assert_eq!(answer.status, 202, "{}", answer.json);
+
+    // Uploads that sent most of their bodies spend the rest of the budget.
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        slow.push(stalled_upload(&edge, 4096, SENT).await);
+    }
+    held(BUDGET, "the slow uploads hold the whole body budget").await;
+
+    // The budget is spent: a normal event is shed at once instead of waiting for it.
+    let answer = edge
+        .post(fixtures::read_as("01_lxc_installing.json", "while-full"))
+        .await;
+    assert_eq!(answer.status, 503, "{}", answer.json);
+    assert_eq!(answer.json["error"], "unavailable");
+    assert_eq!(answer.retry_after.as_deref(), Some("1"));
+    assert!(
+        answer.took < Duration::from_millis(1000),
+        "{:?}",
+        answer.took
+    );
+    // A chunked body (no Content-Length) too.
+    let chunked = edge
+        .http
+        .post(edge.url("/telemetry"))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter([Ok::<
+            _,
+            std::io::Error,
+        >(
+            fixtures::read_as("01_lxc_installing.json", "chunked"),
+        )])))
+        .send()
+        .await
+        .expect("chunked");
+    assert_eq!(chunked.status(), 503);
+    let m = edge.metrics().await;
+    assert_eq!(
+        sample(&m, "telemetry_ingest_shed_total{reason=\"body_bytes\"}"),
+        2.0,
+        "{m}"
+    );
+
+    // One slow upload ends: room for normal events again.
+    drop(slow.pop());
+    held(BUDGET - SENT, "one slow upload's bytes are given back").await;
+    let answer = edge
+        .post(fixtures::read_as("01_lxc_installing.json", "after-one"))
+        .await;
+    assert_eq!(answer.status, 202, "{}", answer.json);
+
+    drop(slow);
+    drop(trickling);
+    held(0, "every upload's bytes are given back").await;
+    let answer = edge
+        .post(fixtures::read_as("01_lxc_installing.json", "after-all"))
+        .await;
+    assert_eq!(answer.status, 202, "{}", answer.json);
+    let ids: Vec<String> = edge
+        .stored_events()
+        .await
+        .into_iter()
+        .map(|e| e.execution_id)
+        .collect();
+    assert_eq!(ids, ["beside-trickles", "after-one", "after-all"]);
+}
