@@ -95,7 +95,7 @@ mod tests {
             );
         }
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi parses");
-        assert_eq!(doc["openapi"], "3.0.3");
+        assert_eq!(doc["openapi"], "3.1.0");
         assert_eq!(version().len(), 12);
     }
 }

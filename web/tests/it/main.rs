@@ -10,3 +10,4 @@ mod live;
 mod original;
 mod scripts;
 mod v3;
+mod openapi;
