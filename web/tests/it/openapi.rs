@@ -85,13 +85,25 @@ impl<'a> Validator<'a> {
         if let Some(props) = schema.get("properties").and_then(Value::as_object) {
             out.extend(props.keys().cloned());
         }
-        for member in schema.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+        for member in schema
+            .get("allOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             self.allowed(member, out);
         }
     }
 
     /// Checks `value` against `schema`; `closed` when no enclosing `allOf` supplies more keys.
-    fn check(&mut self, schema: &'a Value, value: &Value, at: &str, closed: bool, errors: &mut Vec<String>) {
+    fn check(
+        &mut self,
+        schema: &'a Value,
+        value: &Value,
+        at: &str,
+        closed: bool,
+        errors: &mut Vec<String>,
+    ) {
         let map = schema
             .as_object()
             .unwrap_or_else(|| panic!("{at}: a schema must be an object: {schema}"));
@@ -164,10 +176,18 @@ impl<'a> Validator<'a> {
         }
         if let Some(text) = value.as_str() {
             let chars = text.chars().count() as u64;
-            if map.get("minLength").and_then(Value::as_u64).is_some_and(|m| chars < m) {
+            if map
+                .get("minLength")
+                .and_then(Value::as_u64)
+                .is_some_and(|m| chars < m)
+            {
                 errors.push(format!("{at}: {text:?} is too short"));
             }
-            if map.get("maxLength").and_then(Value::as_u64).is_some_and(|m| chars > m) {
+            if map
+                .get("maxLength")
+                .and_then(Value::as_u64)
+                .is_some_and(|m| chars > m)
+            {
                 errors.push(format!("{at}: {text:?} is too long"));
             }
             if let Some(pattern) = map.get("pattern").and_then(Value::as_str) {
@@ -179,7 +199,12 @@ impl<'a> Validator<'a> {
         }
         if let Some(object) = value.as_object() {
             let props = map.get("properties").and_then(Value::as_object);
-            for key in map.get("required").and_then(Value::as_array).into_iter().flatten() {
+            for key in map
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let key = key.as_str().expect("required names");
                 if !object.contains_key(key) {
                     errors.push(format!("{at}: required key {key:?} is missing"));
@@ -188,7 +213,9 @@ impl<'a> Validator<'a> {
             if let Some(props) = props {
                 for (key, item) in object {
                     match props.get(key) {
-                        Some(schema) => self.check(schema, item, &format!("{at}.{key}"), true, errors),
+                        Some(schema) => {
+                            self.check(schema, item, &format!("{at}.{key}"), true, errors)
+                        }
                         None if closed && !map.contains_key("allOf") => {
                             errors.push(format!("{at}: key {key:?} is not in the schema"))
                         }
@@ -199,10 +226,18 @@ impl<'a> Validator<'a> {
         }
         if let Some(list) = value.as_array() {
             let len = list.len() as u64;
-            if map.get("minItems").and_then(Value::as_u64).is_some_and(|m| len < m) {
+            if map
+                .get("minItems")
+                .and_then(Value::as_u64)
+                .is_some_and(|m| len < m)
+            {
                 errors.push(format!("{at}: fewer than minItems"));
             }
-            if map.get("maxItems").and_then(Value::as_u64).is_some_and(|m| len > m) {
+            if map
+                .get("maxItems")
+                .and_then(Value::as_u64)
+                .is_some_and(|m| len > m)
+            {
                 errors.push(format!("{at}: more than maxItems"));
             }
             let prefix = map.get("prefixItems").and_then(Value::as_array);
@@ -235,7 +270,10 @@ fn refs(value: &Value, at: &str, out: &mut Vec<(String, String)>) {
         Value::Object(map) => {
             for (k, v) in map {
                 if k == "$ref" {
-                    out.push((at.to_string(), v.as_str().expect("$ref is text").to_string()));
+                    out.push((
+                        at.to_string(),
+                        v.as_str().expect("$ref is text").to_string(),
+                    ));
                 } else {
                     refs(v, &format!("{at}/{k}"), out);
                 }
@@ -250,7 +288,9 @@ fn refs(value: &Value, at: &str, out: &mut Vec<(String, String)>) {
     }
 }
 
-const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
 
 /// The document's structure: what every OpenAPI 3.1 reader relies on.
 fn check_structure(doc: &Value) {
@@ -259,23 +299,34 @@ fn check_structure(doc: &Value) {
     assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
     let mut all = Vec::new();
     refs(doc, "#", &mut all);
-    assert!(all.len() > 100, "the document uses components: {} $refs", all.len());
+    assert!(
+        all.len() > 100,
+        "the document uses components: {} $refs",
+        all.len()
+    );
     for (at, r) in &all {
-        let pointer = r.strip_prefix('#').unwrap_or_else(|| panic!("{at}: {r} is not local"));
+        let pointer = r
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{at}: {r} is not local"));
         assert!(doc.pointer(pointer).is_some(), "{at}: {r} does not resolve");
     }
     let paths = doc["paths"].as_object().expect("paths");
+    let template = Regex::new(r"\{([^}]+)\}").expect("regex");
     for (path, item) in paths {
         let item = item.as_object().expect("path item");
-        let ops: Vec<_> = item.iter().filter(|(m, _)| METHODS.contains(&m.as_str())).collect();
+        let ops: Vec<_> = item
+            .iter()
+            .filter(|(m, _)| METHODS.contains(&m.as_str()))
+            .collect();
         assert!(!ops.is_empty(), "{path}: no operation");
-        let names: BTreeSet<String> = Regex::new(r"\{([^}]+)\}")
-            .expect("regex")
+        let names: BTreeSet<String> = template
             .captures_iter(path)
             .map(|c| c[1].to_string())
             .collect();
         for (method, op) in ops {
-            let responses = op["responses"].as_object().unwrap_or_else(|| panic!("{method} {path}"));
+            let responses = op["responses"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{method} {path}"));
             assert!(!responses.is_empty(), "{method} {path}: no responses");
             for (code, response) in responses {
                 let response = resolve(doc, response);
@@ -284,7 +335,10 @@ fn check_structure(doc: &Value) {
                     "{method} {path} {code}: no description"
                 );
                 for (media, body) in response["content"].as_object().into_iter().flatten() {
-                    assert!(body["schema"].is_object(), "{method} {path} {code} {media}: no schema");
+                    assert!(
+                        body["schema"].is_object(),
+                        "{method} {path} {code} {media}: no schema"
+                    );
                 }
             }
             let mut declared = BTreeSet::new();
@@ -296,9 +350,15 @@ fn check_structure(doc: &Value) {
                     ["query", "path", "header", "cookie"].contains(&place),
                     "{method} {path}: {name} in {place}"
                 );
-                assert!(param["schema"].is_object(), "{method} {path}: {name} has no schema");
+                assert!(
+                    param["schema"].is_object(),
+                    "{method} {path}: {name} has no schema"
+                );
                 if place == "path" {
-                    assert_eq!(param["required"], true, "{method} {path}: path parameter {name}");
+                    assert_eq!(
+                        param["required"], true,
+                        "{method} {path}: path parameter {name}"
+                    );
                     declared.insert(name.to_string());
                 }
             }
@@ -317,9 +377,13 @@ fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
 /// The routes the router serves, as `METHOD path`, read from the `.route(…)` calls in `src/` (axum's
 /// `{*rest}` is OpenAPI's `{rest}`).
 fn served_routes() -> BTreeSet<String> {
-    let route = Regex::new(r#"\.route\(\s*"([^"]+)",\s*(get|post|put|delete|patch)\("#).expect("regex");
+    let route =
+        Regex::new(r#"\.route\(\s*"([^"]+)",\s*(get|post|put|delete|patch)\("#).expect("regex");
     let mut out = BTreeSet::new();
-    let mut dirs = vec![std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))];
+    let mut dirs = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src"
+    ))];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).expect("src") {
             let path = entry.expect("entry").path();
@@ -328,7 +392,11 @@ fn served_routes() -> BTreeSet<String> {
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let text = std::fs::read_to_string(&path).expect("source");
                 for c in route.captures_iter(&text) {
-                    out.insert(format!("{} {}", c[2].to_uppercase(), c[1].replace("{*", "{")));
+                    out.insert(format!(
+                        "{} {}",
+                        c[2].to_uppercase(),
+                        c[1].replace("{*", "{")
+                    ));
                 }
             }
         }
@@ -349,7 +417,12 @@ fn documented_routes(doc: &Value) -> BTreeSet<String> {
 }
 
 /// The documented answer of `method path` with `status`: its media type and schema.
-fn documented<'a>(doc: &'a Value, method: &str, path: &str, status: StatusCode) -> (&'a str, &'a Value) {
+fn documented<'a>(
+    doc: &'a Value,
+    method: &str,
+    path: &str,
+    status: StatusCode,
+) -> (&'a str, &'a Value) {
     let op = &doc["paths"][path][method];
     let response = op["responses"]
         .get(status.as_str())
@@ -378,10 +451,17 @@ fn check_answer(
         errors.push(format!("content type {content_type}, documented {media}"));
     }
     if media == "application/json" {
-        let value: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{template}: {e}: {body}"));
+        let value: Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{template}: {e}: {body}"));
         validator.check(schema, &value, "$", true, &mut errors);
     } else if media.starts_with("text/") {
-        validator.check(schema, &Value::String(body.to_string()), "$", true, &mut errors);
+        validator.check(
+            schema,
+            &Value::String(body.to_string()),
+            "$",
+            true,
+            &mut errors,
+        );
     }
     errors
 }
@@ -402,7 +482,11 @@ fn events() -> Vec<schema::Accepted> {
             "repo_source": "ProxmoxVE", "repo_slug": "community-scripts/ProxmoxVE", "method": "default"
         });
         events.push(accept(&installing, start, 0));
-        let (status, code) = if n % 2 == 0 { ("success", 0) } else { ("failed", 100) };
+        let (status, code) = if n % 2 == 0 {
+            ("success", 0)
+        } else {
+            ("failed", 100)
+        };
         let last = json!({
             "random_id": id, "execution_id": id, "type": "addon", "nsapp": "openapi-addon",
             "status": status, "exit_code": code, "install_duration": 30,
@@ -472,31 +556,67 @@ fn calls(id: &str) -> Vec<(&'static str, String)> {
         ("/api/dashboard", "/api/dashboard".into()),
         ("/api/dashboard", "/api/dashboard?days=0".into()),
         ("/api/dashboard", "/api/dashboard?days=7&repo=all".into()),
-        ("/api/dashboard", "/api/dashboard?days=7&slug=community-scripts/ProxmoxVE".into()),
-        ("/api/dashboard", "/api/dashboard?days=365&repo=ProxmoxVED".into()),
+        (
+            "/api/dashboard",
+            "/api/dashboard?days=7&slug=community-scripts/ProxmoxVE".into(),
+        ),
+        (
+            "/api/dashboard",
+            "/api/dashboard?days=365&repo=ProxmoxVED".into(),
+        ),
         ("/api/errors", "/api/errors".into()),
         ("/api/errors", "/api/errors?days=0&repo=all".into()),
         ("/api/errors", "/api/errors?days=7&repo=all".into()),
         ("/api/records", "/api/records".into()),
-        ("/api/records", "/api/records?days=0&repo=all&limit=5&sort=-nsapp".into()),
-        ("/api/records", "/api/records?days=365&repo=all&status=failed&type=lxc".into()),
+        (
+            "/api/records",
+            "/api/records?days=0&repo=all&limit=5&sort=-nsapp".into(),
+        ),
+        (
+            "/api/records",
+            "/api/records?days=365&repo=all&status=failed&type=lxc".into(),
+        ),
         ("/api/scripts", "/api/scripts".into()),
         ("/api/scripts", "/api/scripts?days=0&repo=all".into()),
         ("/api/scripts", "/api/scripts?days=7&repo=ProxmoxVED".into()),
         ("/api/v2/dashboard", "/api/v2/dashboard".into()),
-        ("/api/v2/dashboard", "/api/v2/dashboard?days=365&repo=all".into()),
-        ("/api/v2/dashboard", "/api/v2/dashboard?days=today&repo=ProxmoxVE".into()),
+        (
+            "/api/v2/dashboard",
+            "/api/v2/dashboard?days=365&repo=all".into(),
+        ),
+        (
+            "/api/v2/dashboard",
+            "/api/v2/dashboard?days=today&repo=ProxmoxVE".into(),
+        ),
         ("/api/v2/dashboard", "/api/v2/dashboard?days=7".into()),
-        ("/api/v2/dashboard", "/api/v2/dashboard?slug=community-scripts/ProxmoxVE".into()),
+        (
+            "/api/v2/dashboard",
+            "/api/v2/dashboard?slug=community-scripts/ProxmoxVE".into(),
+        ),
         ("/api/v2/errors", "/api/v2/errors?days=365&repo=all".into()),
         ("/api/v2/errors", "/api/v2/errors?days=7".into()),
         ("/api/v2/apps/{nsapp}", app.into()),
-        ("/api/v2/apps/{nsapp}", "/api/v2/apps/nothing-installed-this".into()),
+        (
+            "/api/v2/apps/{nsapp}",
+            "/api/v2/apps/nothing-installed-this".into(),
+        ),
         ("/api/apps/{nsapp}", hostile),
-        ("/api/v2/records", "/api/v2/records?days=365&repo=all".into()),
-        ("/api/v2/records", "/api/v2/records?days=90&status=failed&sort=exit_code&order=asc&limit=3&page=2".into()),
-        ("/api/v2/records.csv", "/api/v2/records.csv?days=365&repo=all".into()),
-        ("/api/records.csv", "/api/records.csv?days=90&app=docker".into()),
+        (
+            "/api/v2/records",
+            "/api/v2/records?days=365&repo=all".into(),
+        ),
+        (
+            "/api/v2/records",
+            "/api/v2/records?days=90&status=failed&sort=exit_code&order=asc&limit=3&page=2".into(),
+        ),
+        (
+            "/api/v2/records.csv",
+            "/api/v2/records.csv?days=365&repo=all".into(),
+        ),
+        (
+            "/api/records.csv",
+            "/api/records.csv?days=90&app=docker".into(),
+        ),
         ("/api/v2/records/{id}", format!("/api/v2/records/{id}")),
         ("/api/records/{id}", format!("/api/records/{id}")),
         ("/api/figures", "/api/figures".into()),
@@ -516,7 +636,10 @@ fn calls(id: &str) -> Vec<(&'static str, String)> {
         // Errors, as documented.
         ("/api/v2/dashboard", "/api/v2/dashboard?days=8".into()),
         ("/api/v2/records", "/api/v2/records?limit=501".into()),
-        ("/api/v2/records/{id}", "/api/v2/records/no-such-install".into()),
+        (
+            "/api/v2/records/{id}",
+            "/api/v2/records/no-such-install".into(),
+        ),
         ("/api/v2/records/{id}", "/api/v2/records/-bad".into()),
         ("/api/figures", "/api/figures?repo=nowhere".into()),
         ("/static/{path}", "/static/nothing.css".into()),
@@ -564,7 +687,10 @@ async fn every_route_is_documented_and_answers_as_documented() {
     check_structure(&doc);
 
     let served = served_routes();
-    assert!(served.len() > 30, "the router's routes were found: {served:?}");
+    assert!(
+        served.len() > 30,
+        "the router's routes were found: {served:?}"
+    );
     let documented = documented_routes(&doc);
     assert_eq!(
         documented.difference(&served).collect::<Vec<_>>(),
@@ -585,7 +711,10 @@ async fn every_route_is_documented_and_answers_as_documented() {
     let calls = calls(&id);
     let called: BTreeSet<&str> = calls.iter().map(|(p, _)| *p).collect();
     for route in documented.iter().filter_map(|r| r.strip_prefix("GET ")) {
-        assert!(called.contains(route), "GET {route} is documented but not called here");
+        assert!(
+            called.contains(route),
+            "GET {route} is documented but not called here"
+        );
     }
 
     let mut validator = Validator::new(&doc);
@@ -593,13 +722,27 @@ async fn every_route_is_documented_and_answers_as_documented() {
     let mut statuses = BTreeMap::<&str, BTreeSet<u16>>::new();
     for (template, url) in &calls {
         let (status, content_type, body) = get(&web, url).await;
-        statuses.entry(*template).or_default().insert(status.as_u16());
-        for e in check_answer(&mut validator, "get", template, status, &content_type, &body) {
+        statuses
+            .entry(*template)
+            .or_default()
+            .insert(status.as_u16());
+        for e in check_answer(
+            &mut validator,
+            "get",
+            template,
+            status,
+            &content_type,
+            &body,
+        ) {
             failures.push(format!("GET {url} ({status}): {e}"));
         }
     }
     // The admin actions without a password: the documented 401.
-    for path in ["/api/alerts/test", "/api/cleanup/run", "/api/github/create-issue"] {
+    for path in [
+        "/api/alerts/test",
+        "/api/cleanup/run",
+        "/api/github/create-issue",
+    ] {
         let resp = web
             .http
             .post(web.url(path))
@@ -609,7 +752,10 @@ async fn every_route_is_documented_and_answers_as_documented() {
             .expect("post");
         let (status, content_type) = (
             resp.status(),
-            resp.headers()["content-type"].to_str().unwrap_or("").to_string(),
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap_or("")
+                .to_string(),
         );
         let body = resp.text().await.expect("body");
         assert_eq!(status, StatusCode::UNAUTHORIZED, "POST {path}: {body}");
@@ -617,7 +763,11 @@ async fn every_route_is_documented_and_answers_as_documented() {
             failures.push(format!("POST {path} ({status}): {e}"));
         }
     }
-    assert!(failures.is_empty(), "answers that break the document:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "answers that break the document:\n{}",
+        failures.join("\n")
+    );
 
     // The seeded answers were 200 where they should be, so the schemas of the bodies were exercised.
     for (template, url) in &calls {
@@ -633,7 +783,13 @@ async fn every_route_is_documented_and_answers_as_documented() {
         .collect();
     // Documented but not seen here: the admin replies (they need the alerter and aggregator; admin.rs
     // checks those answers) and the admin request body.
-    let unseen = ["AlertTest", "CleanupRun", "CleanupStatus", "IssueCreated", "AdminRequest"];
+    let unseen = [
+        "AlertTest",
+        "CleanupRun",
+        "CleanupStatus",
+        "IssueCreated",
+        "AdminRequest",
+    ];
     assert!(
         unused.iter().all(|n| unseen.contains(n)),
         "component schemas no answer here was checked against: {unused:?}"
