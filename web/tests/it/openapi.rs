@@ -3,9 +3,10 @@
 //! `$ref` resolving), its routes must be exactly the ones the router serves (read from the `.route(…)`
 //! calls of `src/`, so a new route without a description fails here), and every GET of the document is
 //! called on the seeded stack: the status must be one it documents, the content type the documented one,
-//! and a JSON answer must match its schema. The schemas are checked closed: an object may carry only the
-//! keys its schema (with its `allOf` siblings) names, and must carry the `required` ones, so a key the code
-//! adds or drops fails too.
+//! and a JSON answer must match its schema. The parameters of each call are held to the documented ones
+//! too: every one documented, and a 400 exactly when a value breaks its parameter's schema. The schemas
+//! are checked closed: an object may carry only the keys its schema (with its `allOf` siblings) names, and
+//! must carry the `required` ones, so a key the code adds or drops fails too.
 //!
 //! The validator is a small one for the subset of JSON Schema 2020-12 the document uses (`$ref`, `allOf`,
 //! `oneOf`, `type` (also as a list, for `null`), `enum`, `properties`, `required`, `items`, `prefixItems`,
@@ -497,6 +498,47 @@ fn events() -> Vec<schema::Accepted> {
     events
 }
 
+/// Checks the parameters of `url` against the documented ones of `GET template`: every query parameter
+/// must be documented, and each value (path and query) is checked against its parameter's schema (an
+/// integer parameter's text as a number). Returns what breaks the documented parameters.
+fn check_parameters(validator: &mut Validator<'_>, template: &str, url: &str) -> Vec<String> {
+    let doc = validator.doc;
+    let params: Vec<&Value> = doc["paths"][template]["get"]["parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| resolve(doc, p))
+        .collect();
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut given: Vec<(&str, &str, String)> = Vec::new();
+    for (segment, value) in template.split('/').zip(path.split('/')) {
+        if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            given.push(("path", name, value.replace("%20", " ")));
+        }
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        given.push(("query", name, value.to_string()));
+    }
+    let mut errors = Vec::new();
+    for (place, name, text) in given {
+        let Some(param) = params
+            .iter()
+            .find(|p| p["in"] == place && p["name"] == name)
+        else {
+            errors.push(format!("{place} parameter {name} is not documented"));
+            continue;
+        };
+        let schema = &param["schema"];
+        let value = match (schema["type"].as_str(), text.parse::<i64>()) {
+            (Some("integer"), Ok(n)) => Value::from(n),
+            _ => Value::String(text),
+        };
+        validator.check(schema, &value, name, true, &mut errors);
+    }
+    errors
+}
+
 /// An alert on the alerts stream, so that `/api/alerts` lists one with every list filled.
 async fn publish_alert(stack: &Stack) {
     let client = fleet::nats::connect(&stack.nats.url(), "test-alert")
@@ -726,6 +768,16 @@ async fn every_route_is_documented_and_answers_as_documented() {
             .entry(*template)
             .or_default()
             .insert(status.as_u16());
+        // The documented parameters predict the refusals: valid ones answer, a 400 breaks one.
+        let bad_params = check_parameters(&mut validator, template, url);
+        if status == StatusCode::BAD_REQUEST && bad_params.is_empty() {
+            failures.push(format!(
+                "GET {url}: 400, yet its parameters are documented as valid"
+            ));
+        }
+        if status != StatusCode::BAD_REQUEST && !bad_params.is_empty() {
+            failures.push(format!("GET {url} ({status}): {bad_params:?}"));
+        }
         for e in check_answer(
             &mut validator,
             "get",
