@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_nats::jetstream;
 use regex::Regex;
+use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use schema::alert::{AlertEvent, Kind, Rule, Scope as AlertScope};
 use schema::stats::{ExitCodeCount, NameCount, SignatureCount};
@@ -436,17 +437,22 @@ fn documented<'a>(
     (media.as_str(), &body["schema"])
 }
 
-/// Checks one answer against the document; returns the errors.
+/// Checks one answer against the document (content type, body, documented headers); returns the errors.
 fn check_answer(
     validator: &mut Validator<'_>,
     method: &str,
     template: &str,
     status: StatusCode,
-    content_type: &str,
+    headers: &HeaderMap,
     body: &str,
 ) -> Vec<String> {
-    let (media, schema) = documented(validator.doc, method, template, status);
+    let doc = validator.doc;
+    let (media, schema) = documented(doc, method, template, status);
     let mut errors = Vec::new();
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if media != "*/*" && media != essence {
         errors.push(format!("content type {content_type}, documented {media}"));
@@ -456,13 +462,25 @@ fn check_answer(
             serde_json::from_str(body).unwrap_or_else(|e| panic!("{template}: {e}: {body}"));
         validator.check(schema, &value, "$", true, &mut errors);
     } else if media.starts_with("text/") {
-        validator.check(
-            schema,
-            &Value::String(body.to_string()),
-            "$",
-            true,
-            &mut errors,
-        );
+        let text = Value::String(body.to_string());
+        validator.check(schema, &text, "$", true, &mut errors);
+    }
+    let response = resolve(
+        doc,
+        &doc["paths"][template][method]["responses"][status.as_str()],
+    );
+    for (name, header) in response["headers"].as_object().into_iter().flatten() {
+        let schema = &resolve(doc, header)["schema"];
+        match headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
+            None => errors.push(format!("header {name} is missing")),
+            Some(text) => {
+                let value = match (schema["type"].as_str(), text.parse::<i64>()) {
+                    (Some("integer"), Ok(n)) => Value::from(n),
+                    _ => Value::String(text.to_string()),
+                };
+                validator.check(schema, &value, name, true, &mut errors);
+            }
+        }
     }
     errors
 }
@@ -705,16 +723,10 @@ fn calls(id: &str) -> Vec<(&'static str, String)> {
     out
 }
 
-async fn get(web: &Web, url: &str) -> (StatusCode, String, String) {
+async fn get(web: &Web, url: &str) -> (StatusCode, HeaderMap, String) {
     let resp = web.get(url).await;
-    let status = resp.status();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    (status, content_type, resp.text().await.expect("body"))
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    (status, headers, resp.text().await.expect("body"))
 }
 
 #[tokio::test]
@@ -763,7 +775,7 @@ async fn every_route_is_documented_and_answers_as_documented() {
     let mut failures = Vec::new();
     let mut statuses = BTreeMap::<&str, BTreeSet<u16>>::new();
     for (template, url) in &calls {
-        let (status, content_type, body) = get(&web, url).await;
+        let (status, headers, body) = get(&web, url).await;
         statuses
             .entry(*template)
             .or_default()
@@ -778,14 +790,7 @@ async fn every_route_is_documented_and_answers_as_documented() {
         if status != StatusCode::BAD_REQUEST && !bad_params.is_empty() {
             failures.push(format!("GET {url} ({status}): {bad_params:?}"));
         }
-        for e in check_answer(
-            &mut validator,
-            "get",
-            template,
-            status,
-            &content_type,
-            &body,
-        ) {
+        for e in check_answer(&mut validator, "get", template, status, &headers, &body) {
             failures.push(format!("GET {url} ({status}): {e}"));
         }
     }
@@ -802,16 +807,10 @@ async fn every_route_is_documented_and_answers_as_documented() {
             .send()
             .await
             .expect("post");
-        let (status, content_type) = (
-            resp.status(),
-            resp.headers()["content-type"]
-                .to_str()
-                .unwrap_or("")
-                .to_string(),
-        );
+        let (status, headers) = (resp.status(), resp.headers().clone());
         let body = resp.text().await.expect("body");
         assert_eq!(status, StatusCode::UNAUTHORIZED, "POST {path}: {body}");
-        for e in check_answer(&mut validator, "post", path, status, &content_type, &body) {
+        for e in check_answer(&mut validator, "post", path, status, &headers, &body) {
             failures.push(format!("POST {path} ({status}): {e}"));
         }
     }
