@@ -368,8 +368,13 @@ fn seeds() -> Vec<Seed> {
     out
 }
 
+/// How many installs [`seed_events`] makes.
+pub fn seed_installs() -> u64 {
+    seeds().len() as u64
+}
+
 /// The events of the seeded installs, as the edge accepts them (with their `Nats-Msg-Id`).
-fn seed_events() -> Vec<schema::Accepted> {
+pub fn seed_events() -> Vec<schema::Accepted> {
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let mut events = Vec::new();
     for (n, s) in seeds().iter().enumerate() {
@@ -400,7 +405,8 @@ fn seed_events() -> Vec<schema::Accepted> {
     events
 }
 
-fn accept(body: &Value, at: i64, order: u32) -> schema::Accepted {
+/// `body` as the edge accepts it at `at` (Unix seconds); `order` orders events of the same second.
+pub fn accept(body: &Value, at: i64, order: u32) -> schema::Accepted {
     let received_at = OffsetDateTime::from_unix_timestamp(at).expect("time");
     let ts = uuid::Timestamp::from_unix(uuid::NoContext, at as u64, order);
     schema::validate(

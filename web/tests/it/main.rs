@@ -7,6 +7,7 @@ mod api;
 mod browser;
 mod harness;
 mod live;
+mod openapi;
 mod original;
 mod scripts;
 mod v3;
