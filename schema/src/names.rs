@@ -219,12 +219,12 @@ mod tests {
 
     #[test]
     fn msg_id_is_execution_status_and_sender() {
-        assert_eq!(msg_id("abc-1", Status::Installing, "abc-1"), "abc-1:installing");
-        assert_eq!(msg_id("abc-1", Status::Installing, ""), "abc-1:installing");
         assert_eq!(
-            msg_id("abc-1", Status::Success, "r-9"),
-            "abc-1:success:r-9"
+            msg_id("abc-1", Status::Installing, "abc-1"),
+            "abc-1:installing"
         );
+        assert_eq!(msg_id("abc-1", Status::Installing, ""), "abc-1:installing");
+        assert_eq!(msg_id("abc-1", Status::Success, "r-9"), "abc-1:success:r-9");
         assert_ne!(
             msg_id("abc-1", Status::Success, "r-9"),
             msg_id("abc-1", Status::Success, "r-8")
@@ -235,7 +235,9 @@ mod tests {
     fn stuck_msg_id_differs_from_any_script_status() {
         let id = stuck_msg_id("abc-1");
         assert_eq!(id, "abc-1:timeout");
-        assert!(Status::ALL.iter().all(|s| msg_id("abc-1", *s, "abc-1") != id));
+        assert!(Status::ALL
+            .iter()
+            .all(|s| msg_id("abc-1", *s, "abc-1") != id));
     }
 
     #[test]

@@ -159,6 +159,11 @@ pub struct Config {
     /// Seconds between refreshes of the dashboard's figures in the browser; 0: no refresh.
     #[arg(long, env = "DASHBOARD_REFRESH_SECS", default_value_t = 60)]
     pub dashboard_refresh_secs: u64,
+    /// Most (app, type) rows of `/api/scripts` and the script analysis, the most installed first: app names
+    /// are client text, and a flood of made-up names must not grow one answer (or its cache entry) without
+    /// bound. `total_scripts` and `total_installs` count the rows listed.
+    #[arg(long, env = "SCRIPTS_MAX_ROWS", default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub scripts_max_rows: u32,
 }
 
 impl fleet::config::Service for Config {

@@ -186,7 +186,9 @@ SELECT nsapp AS app, type AS kind,
 FROM ?.installs_final
 ARRAY JOIN [toDateTime(?)] AS since
 WHERE (? = '' OR repo_source = ?) AND (? = '' OR ifNull(repo_slug, '') = ?)
-GROUP BY nsapp, type";
+GROUP BY nsapp, type
+ORDER BY total DESC, app, kind
+LIMIT ?";
 
 const RECENT_SQL: &str = "
 SELECT nsapp AS app, type AS kind, status, toInt16(ifNull(toInt16(exit_code), 0)) AS exit_code,
@@ -334,6 +336,7 @@ pub async fn load(
     q: &ScriptsQuery,
     now: i64,
     catalogue: Option<Arc<Vec<CatalogScript>>>,
+    max_rows: u32,
 ) -> Result<ScriptsAnswer, DbError> {
     let repo = q.repo.sql_value();
     let slug = q.slug.as_str();
@@ -347,6 +350,7 @@ pub async fn load(
                 .bind(repo)
                 .bind(slug)
                 .bind(slug)
+                .bind(max_rows)
                 .fetch_all::<ScriptRow>(),
         )
         .await?;
@@ -395,6 +399,7 @@ impl ScriptsService {
     pub fn new(config: &crate::Config, db: Db) -> ScriptsService {
         let catalog = Arc::new(Catalog::new(config.script_catalog_url.as_deref()));
         let c = catalog.clone();
+        let max_rows = config.scripts_max_rows;
         let cache = SwrCache::new(
             "scripts",
             config.cache_capacity,
@@ -403,7 +408,7 @@ impl ScriptsService {
             move |q: ScriptsQuery| {
                 let (db, catalog) = (db.clone(), c.clone());
                 async move {
-                    load(&db, &q, crate::now(), catalog.current())
+                    load(&db, &q, crate::now(), catalog.current(), max_rows)
                         .await
                         .map(crate::rendered)
                 }

@@ -205,6 +205,18 @@ async fn scripts_answer_the_running_services_shape_with_exact_figures() {
         ],
     )
     .await;
+    // A bounded answer: with SCRIPTS_MAX_ROWS=2 only the two most installed scripts are listed (a flood
+    // of made-up names cannot grow it).
+    let bounded = stack.web(|c| c.scripts_max_rows = 2).await;
+    let capped = bounded.json("/api/scripts?days=0").await;
+    let apps: Vec<&str> = capped["top_scripts"]
+        .as_array()
+        .expect("top_scripts")
+        .iter()
+        .map(|s| s["app"].as_str().expect("app"))
+        .collect();
+    assert_eq!(apps, ["docker", "jellyfin"], "{capped}");
+    assert_eq!(capped["total_scripts"], 2);
     // Exactly the running service's keys.
     let keys = |v: &Value| {
         let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
