@@ -542,12 +542,8 @@ impl From<Record> for RecentError {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TimelineDay {
-    pub date: String,
-    pub failed: u64,
-    pub aborted: u64,
-}
+/// One day of `error_timeline`: the same as the errors page's.
+pub use crate::model::TimelineDay;
 
 /// `/api/errors`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
