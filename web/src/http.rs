@@ -51,7 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/live", get(api_live))
         .route("/api/openapi.json", get(api_openapi))
         .route("/static/{*path}", get(static_file))
-        .merge(ops(&state))
+        .merge(ops(&state).probes())
         .route_layer(middleware::from_fn(measure))
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(middleware::from_fn(security_headers))
@@ -73,8 +73,9 @@ async fn measure(matched: Option<MatchedPath>, req: Request, next: Next) -> Resp
 }
 
 /// `/healthz` (`ok`), `/readyz` (`ready`; 503 `clickhouse not reachable` or `shutting down`) and
-/// `/metrics`, in plain text.
-fn ops(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+/// `/metrics`, in plain text: served whole on the ops port (`WEB_OPS_ADDR`), the probes also on the
+/// public one.
+pub fn ops(state: &Arc<AppState>) -> fleet::ops::Ops {
     let shared = state.clone();
     let ready = move || {
         let s = shared.clone();
@@ -88,7 +89,7 @@ fn ops(state: &Arc<AppState>) -> Router<Arc<AppState>> {
             }
         }
     };
-    fleet::ops::Ops::text(ready, state.metrics.clone()).router()
+    fleet::ops::Ops::text(ready, state.metrics.clone())
 }
 
 /// The answer to a request past `REQUEST_TIMEOUT_MS`: 503 `unavailable`, with the security headers.
