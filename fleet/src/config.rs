@@ -262,7 +262,7 @@ pub fn parse<C: Service>(check: impl FnOnce(&C) -> Result<(), ConfigError>) -> C
     let matches = command.clone().get_matches();
     let mut config =
         C::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit());
-    if let Err(e) = check(&config).and_then(|()| config.common_mut().check()) {
+    if let Err(e) = config.common_mut().check().and_then(|()| check(&config)) {
         exit(&binary, &e);
     }
     config.common_mut().operator = report;
@@ -305,7 +305,11 @@ pub fn prepare(
                     (alias.convert)(value, env).map_err(|p| ConfigError::new(alias.theirs, p))?;
                 // Leaked once per process and alias: clap keeps its defaults as `&'static str`.
                 let value: &'static str = Box::leak(value.into_boxed_str());
-                command = command.mut_arg(id, |a| a.default_value(value));
+                // A secret's value (hidden in the env line) must not show as the default either.
+                command = command.mut_arg(id, |a| {
+                    let hide = a.is_hide_env_values_set();
+                    a.default_value(value).hide_default_value(hide)
+                });
                 report.mapped.push((alias.theirs, alias.ours));
             }
             _ => {}

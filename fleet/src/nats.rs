@@ -68,7 +68,11 @@ pub async fn connect_with(
         .collect::<Result<Vec<_>, _>>()?;
     let mut options = async_nats::ConnectOptions::new();
     if let Some((user, password)) = &auth.user {
-        options = options.user_and_password(user.clone(), password.expose().to_string());
+        // Replies come on the user's own inbox prefix: deploy/nats/users.conf lets each user subscribe
+        // to `_INBOX_<user>.>` only, so no service reads another's replies.
+        options = options
+            .user_and_password(user.clone(), password.expose().to_string())
+            .custom_inbox_prefix(inbox_prefix(user));
     }
     if let Some(path) = &auth.creds {
         options = options
@@ -94,6 +98,11 @@ pub async fn connect_with(
         .connect(servers)
         .await?;
     Ok(client)
+}
+
+/// The inbox prefix of NATS user `user`: `_INBOX_<user>`.
+pub fn inbox_prefix(user: &str) -> String {
+    format!("_INBOX_{user}")
 }
 
 /// True while the client holds a live connection.
