@@ -145,6 +145,8 @@ impl Stack {
     pub async fn web(&self, tweak: impl FnOnce(&mut Config)) -> Web {
         let mut config = Config::for_servers(&self.clickhouse.url(), &self.nats.url());
         config.cache_warmup = false;
+        // The web reads as the read-only user, as deployed.
+        config.clickhouse_user = testkit::clickhouse::READONLY_USER.into();
         let ops_port = testkit::free_port().expect("free port");
         config.ops_addr = SocketAddr::from(([127, 0, 0, 1], ops_port));
         tweak(&mut config);

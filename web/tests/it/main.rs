@@ -6,4 +6,5 @@ mod api;
 mod browser;
 mod harness;
 mod live;
+mod readonly;
 mod v3;
