@@ -88,7 +88,7 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// Address of the ops port: /healthz, /readyz and /metrics (metrics are served only here, never on
     /// WEB_LISTEN_ADDR). HOST:PORT, [IPv6]:PORT or :PORT.
-    #[arg(long, env = "WEB_OPS_ADDR", default_value = "0.0.0.0:9104", value_parser = fleet::config::listen_addr)]
+    #[arg(long, env = "WEB_OPS_ADDR", default_value = "0.0.0.0:9105", value_parser = fleet::config::listen_addr)]
     pub ops_addr: SocketAddr,
     /// NATS (live rollups from the `telemetry_stats` bucket, alerts from `TELEMETRY_ALERTS`) and logs.
     #[command(flatten)]
