@@ -72,8 +72,18 @@ impl Common {
     /// user and a credentials file, a placeholder password.
     pub fn check(&self) -> Result<(), ConfigError> {
         match (self.nats_user.is_empty(), self.nats_password.is_empty()) {
-            (false, true) => return Err(ConfigError::new("NATS_PASSWORD", "is empty but NATS_USER is set")),
-            (true, false) => return Err(ConfigError::new("NATS_USER", "is empty but NATS_PASSWORD is set")),
+            (false, true) => {
+                return Err(ConfigError::new(
+                    "NATS_PASSWORD",
+                    "is empty but NATS_USER is set",
+                ))
+            }
+            (true, false) => {
+                return Err(ConfigError::new(
+                    "NATS_USER",
+                    "is empty but NATS_PASSWORD is set",
+                ))
+            }
             _ => {}
         }
         if !self.nats_user.is_empty() && self.nats_creds.is_some() {
@@ -807,7 +817,10 @@ mod tests {
     #[test]
     fn nats_logins_that_cannot_work_are_refused() {
         check_login(&[], Ok(()));
-        check_login(&["--nats-user", "ingest", "--nats-password", "Zq7vX2kP9m"], Ok(()));
+        check_login(
+            &["--nats-user", "ingest", "--nats-password", "Zq7vX2kP9m"],
+            Ok(()),
+        );
         check_login(&["--nats-creds", "/etc/ingest.creds"], Ok(()));
         check_login(&["--nats-user", "ingest"], Err("NATS_PASSWORD"));
         check_login(&["--nats-password", "Zq7vX2kP9m"], Err("NATS_USER"));
@@ -816,14 +829,22 @@ mod tests {
             Err("NATS_PASSWORD"),
         );
         check_login(
-            &["--nats-user", "i", "--nats-password", "Zq7vX2kP9m", "--nats-creds", "/c"],
+            &[
+                "--nats-user",
+                "i",
+                "--nats-password",
+                "Zq7vX2kP9m",
+                "--nats-creds",
+                "/c",
+            ],
             Err("NATS_CREDS"),
         );
     }
 
     #[test]
     fn placeholders_are_refused_by_name_without_their_value() {
-        let e = refuse_placeholder("PB_PASSWORD", &Secret::new("change-me-too")).expect_err("refused");
+        let e =
+            refuse_placeholder("PB_PASSWORD", &Secret::new("change-me-too")).expect_err("refused");
         assert_eq!(e.setting, "PB_PASSWORD");
         assert!(!e.to_string().contains("change-me-too"), "{e}");
         assert!(refuse_placeholder("PB_PASSWORD", &Secret::new("Zq7vX2kP9m")).is_ok());

@@ -52,7 +52,8 @@ pub fn is_placeholder(value: &str) -> bool {
         .filter(|c| !matches!(c, '-' | '_' | '.' | ' ' | '\t'))
         .flat_map(char::to_lowercase)
         .collect();
-    !folded.is_empty() && (folded.starts_with("changeme") || PLACEHOLDERS.contains(&folded.as_str()))
+    !folded.is_empty()
+        && (folded.starts_with("changeme") || PLACEHOLDERS.contains(&folded.as_str()))
 }
 
 #[cfg(test)]

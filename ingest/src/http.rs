@@ -115,11 +115,10 @@ pub fn ops(state: &Arc<AppState>) -> fleet::ops::Ops {
         }
     };
     let client = state.client.clone();
-    fleet::ops::Ops::json(ready, state.metrics.clone())
-        .on_scrape(move || {
-            let connected = fleet::nats::connected(&client);
-            metrics::gauge!(m::BROKER_CONNECTED).set(if connected { 1.0 } else { 0.0 });
-        })
+    fleet::ops::Ops::json(ready, state.metrics.clone()).on_scrape(move || {
+        let connected = fleet::nats::connected(&client);
+        metrics::gauge!(m::BROKER_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+    })
 }
 
 /// The answer to a request past `REQUEST_TIMEOUT_MS` (the body did not arrive in time): 408 as JSON.

@@ -40,9 +40,11 @@ async fn connect(nats: &NatsServer, user: &str) -> async_nats::Client {
     let client = fleet::nats::connect_with(&nats.url(), &auth(user), user)
         .await
         .expect("connect");
-    poll_until(&format!("{user} connected"), Duration::from_secs(20), async || {
-        fleet::nats::connected(&client)
-    })
+    poll_until(
+        &format!("{user} connected"),
+        Duration::from_secs(20),
+        async || fleet::nats::connected(&client),
+    )
     .await;
     client
 }
@@ -75,10 +77,11 @@ async fn each_service_user_does_its_job_and_no_more() {
     let nats = server();
 
     // No login, or a wrong password: refused.
-    let anonymous = async_nats::ConnectOptions::new()
-        .connect(nats.url())
-        .await;
-    assert!(anonymous.is_err(), "a client without a login must be refused");
+    let anonymous = async_nats::ConnectOptions::new().connect(nats.url()).await;
+    assert!(
+        anonymous.is_err(),
+        "a client without a login must be refused"
+    );
     let wrong = async_nats::ConnectOptions::new()
         .user_and_password("web".into(), "wrong".into())
         .connect(nats.url())
@@ -143,7 +146,10 @@ async fn each_service_user_does_its_job_and_no_more() {
         )))
         .await
         .expect("writer's lease bucket");
-    lease.put("clickhouse", "me".into()).await.expect("lease put");
+    lease
+        .put("clickhouse", "me".into())
+        .await
+        .expect("lease put");
     assert!(lease.get("clickhouse").await.expect("lease get").is_some());
 
     // aggregator: reads events with an ordered consumer, writes rollups, publishes a synthetic final,
@@ -151,7 +157,10 @@ async fn each_service_user_does_its_job_and_no_more() {
     let aggregator = connect(&nats, "aggregator").await;
     let aggregator_js = js(&aggregator);
     let stats = fleet::nats::ensure_bucket(&aggregator_js, &names::stats_bucket(1)).await;
-    stats.put("1h.global", "{}".into()).await.expect("rollup put");
+    stats
+        .put("1h.global", "{}".into())
+        .await
+        .expect("rollup put");
     let ordered = aggregator_js
         .get_stream(names::EVENTS_STREAM)
         .await
@@ -160,7 +169,10 @@ async fn each_service_user_does_its_job_and_no_more() {
         .await
         .expect("ordered consumer");
     let mut messages = ordered.messages().await.expect("messages");
-    next(&mut messages).await.expect("one event").expect("message");
+    next(&mut messages)
+        .await
+        .expect("one event")
+        .expect("message");
     aggregator_js
         .publish("telemetry.v1.events.lxc.unknown", "{\"n\":2}".into())
         .await
@@ -189,7 +201,10 @@ async fn each_service_user_does_its_job_and_no_more() {
     let entry = next(&mut watch).await.expect("one rollup").expect("entry");
     assert_eq!(entry.key, "1h.global");
     let alerts = fleet::nats::ensure_bucket(&alerter_js, &names::alerts_bucket(1)).await;
-    alerts.create("rate.app", "{}".into()).await.expect("alert create");
+    alerts
+        .create("rate.app", "{}".into())
+        .await
+        .expect("alert create");
     fleet::nats::ensure_stream(&alerter_js, &names::alerts_stream(1))
         .await
         .expect("alert stream");
@@ -249,7 +264,10 @@ async fn each_service_user_does_its_job_and_no_more() {
         "the web must not write rollups"
     );
     assert!(
-        js(&ingest).get_key_value(names::STATS_BUCKET).await.is_err(),
+        js(&ingest)
+            .get_key_value(names::STATS_BUCKET)
+            .await
+            .is_err(),
         "the edge must not read the rollups"
     );
     assert!(
@@ -263,10 +281,7 @@ async fn each_service_user_does_its_job_and_no_more() {
         "the edge must not read events"
     );
     assert!(
-        writer_js
-            .get_key_value(names::STATS_BUCKET)
-            .await
-            .is_err(),
+        writer_js.get_key_value(names::STATS_BUCKET).await.is_err(),
         "the writer must not touch the rollups"
     );
     assert!(

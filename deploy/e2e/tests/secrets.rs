@@ -55,14 +55,20 @@ fn no_help_shows_a_secret_value() {
         for help in [&["--help"][..], &["-h"][..]] {
             let (code, text) = run(binary, help, &env);
             assert_eq!(code, Some(0), "{binary} {help:?}: {text}");
-            assert!(!text.contains(MARKER), "{binary} {help:?} shows a secret:\n{text}");
+            assert!(
+                !text.contains(MARKER),
+                "{binary} {help:?} shows a secret:\n{text}"
+            );
         }
     }
     // telemetry-import's subcommands have their own help.
     for sub in ["pocketbase", "clickhouse", "file"] {
         let (code, text) = run("telemetry-import", &[sub, "--help"], &env);
         assert_eq!(code, Some(0), "telemetry-import {sub} --help: {text}");
-        assert!(!text.contains(MARKER), "telemetry-import {sub} --help:\n{text}");
+        assert!(
+            !text.contains(MARKER),
+            "telemetry-import {sub} --help:\n{text}"
+        );
     }
 }
 
@@ -81,7 +87,10 @@ const SERVICE_SECRETS: [(&str, &[&str], &[(&str, &str)]); 5] = [
     (
         "telemetry-alerter",
         &["NATS_PASSWORD", "SMTP_PASSWORD"],
-        &[("SMTP_USER", "telemetry"), ("SMTP_PASSWORD", "Zq7vX2kP9mL4")],
+        &[
+            ("SMTP_USER", "telemetry"),
+            ("SMTP_PASSWORD", "Zq7vX2kP9mL4"),
+        ],
     ),
     (
         "telemetry-web",
@@ -94,20 +103,33 @@ const SERVICE_SECRETS: [(&str, &[&str], &[(&str, &str)]); 5] = [
 fn every_service_refuses_placeholder_passwords() {
     for (binary, secrets, base) in SERVICE_SECRETS {
         for secret in secrets {
-            for placeholder in ["changeme", "CHANGE_ME", "change-me-too", "password", "secret"] {
+            for placeholder in [
+                "changeme",
+                "CHANGE_ME",
+                "change-me-too",
+                "password",
+                "secret",
+            ] {
                 let mut env = base.to_vec();
                 env.push(("NATS_USER", "svc"));
                 env.push(("NATS_PASSWORD", "Zq7vX2kP9mL4"));
                 env.retain(|(k, _)| k != secret);
                 env.push((secret, placeholder));
                 let (code, text) = run(binary, &[], &env);
-                assert_eq!(code, Some(2), "{binary} with {secret}={placeholder}: {text}");
+                assert_eq!(
+                    code,
+                    Some(2),
+                    "{binary} with {secret}={placeholder}: {text}"
+                );
                 assert!(
                     text.contains(&format!("{binary}: {secret} is a placeholder")),
                     "{binary} with {secret}={placeholder}: {text}"
                 );
                 if placeholder.contains(['-', '_']) {
-                    assert!(!text.contains(placeholder), "{binary} echoes the value: {text}");
+                    assert!(
+                        !text.contains(placeholder),
+                        "{binary} echoes the value: {text}"
+                    );
                 }
             }
         }

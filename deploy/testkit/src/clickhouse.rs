@@ -165,7 +165,9 @@ fn query_as(port: u16, user: Option<&str>, sql: &str) -> anyhow::Result<String> 
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     // The user as a URL parameter: ClickHouse 18.16 knows no X-ClickHouse-User header.
-    let path = user.map(|u| format!("/?user={u}")).unwrap_or_else(|| "/".into());
+    let path = user
+        .map(|u| format!("/?user={u}"))
+        .unwrap_or_else(|| "/".into());
     let request = format!(
         "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{sql}",
         sql.len()

@@ -29,7 +29,10 @@ impl NatsServer {
             .with_context(|| format!("copying {}", include.display()))?;
         let conf = dir.path().join("server.conf");
         std::fs::write(&conf, format!("include {:?}\n", name.to_string_lossy()))?;
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut server = NatsServer {
             binary: find_binary("nats-server", "NATS_SERVER_BIN")?,
             port: free_port()?,

@@ -58,7 +58,12 @@ async fn paths_methods_and_health() {
         .expect("json");
     assert_eq!(ready["ready"], true);
     // Metrics are on the ops port only, next to its own probes.
-    let public = edge.http.get(edge.url("/metrics")).send().await.expect("get");
+    let public = edge
+        .http
+        .get(edge.url("/metrics"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(public.status(), 404, "GET /metrics on the public port");
     let ops = |path: &str| format!("http://{}{path}", edge.ops_addr);
     for path in ["/metrics", "/healthz", "/readyz"] {

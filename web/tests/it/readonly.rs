@@ -21,7 +21,11 @@ async fn the_web_reads_as_a_user_that_cannot_write() {
         .to_string()
     };
     let before = count(None);
-    assert_eq!(count(Some(READONLY_USER)), before, "the read-only user reads");
+    assert_eq!(
+        count(Some(READONLY_USER)),
+        before,
+        "the read-only user reads"
+    );
     for statement in [
         "INSERT INTO telemetry.events SELECT * FROM telemetry.events LIMIT 1",
         "DROP TABLE telemetry.events",
