@@ -842,6 +842,24 @@ mod tests {
     }
 
     #[test]
+    fn the_nats_password_is_never_printed() {
+        let common = Service::try_parse_from([
+            "telemetry-test",
+            "--nats-user",
+            "web",
+            "--nats-password",
+            "hunter2-nats",
+        ])
+        .expect("parses")
+        .common;
+        assert_eq!(common.nats_password.expose(), "hunter2-nats");
+        assert!(!format!("{common:?}").contains("hunter2"), "{common:?}");
+        assert!(!format!("{:?}", common.nats_auth()).contains("hunter2"));
+        let help = Service::command().render_long_help().to_string();
+        assert!(help.contains("[env: NATS_PASSWORD]"), "{help}");
+    }
+
+    #[test]
     fn placeholders_are_refused_by_name_without_their_value() {
         let e =
             refuse_placeholder("PB_PASSWORD", &Secret::new("change-me-too")).expect_err("refused");
