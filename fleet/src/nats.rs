@@ -55,8 +55,7 @@ pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client
 }
 
 /// Connects to NATS at `url`, one server or a comma-separated list of a cluster's servers, logging in
-/// as `auth` says. Returns at once even when the servers are down: the client keeps retrying, forever
-/// (a refused login included, so a fixed password is picked up without a restart of the service).
+/// as `auth` says. Returns at once even when the servers are down: the client keeps retrying, forever.
 pub async fn connect_with(
     url: &str,
     auth: &Auth,

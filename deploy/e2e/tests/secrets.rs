@@ -72,8 +72,15 @@ fn no_help_shows_a_secret_value() {
     }
 }
 
-/// Each service and the secrets it reads, with what it needs besides to get as far as the check.
-const SERVICE_SECRETS: [(&str, &[&str], &[(&str, &str)]); 5] = [
+/// A service binary, the secrets it reads, and what else it needs to get as far as its check.
+type ServiceSecrets = (
+    &'static str,
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+);
+
+/// Each service and the secrets it reads.
+const SERVICE_SECRETS: [ServiceSecrets; 5] = [
     ("telemetry-ingest", &["NATS_PASSWORD"], &[]),
     (
         "telemetry-writer",
