@@ -70,7 +70,9 @@ mod tokio_stream_shim {
     }
 }
 
-const EVENT_SUBJECT: &str = "telemetry.v1.events.lxc.installing";
+fn subject(prefix: &str, rest: &str) -> String {
+    format!("{prefix}.{rest}")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_service_user_does_its_job_and_no_more() {
@@ -96,7 +98,10 @@ async fn each_service_user_does_its_job_and_no_more() {
         .await
         .expect("ingest keeps the event stream");
     ingest_js
-        .publish(EVENT_SUBJECT, "{\"n\":1}".into())
+        .publish(
+            subject(names::EVENTS_SUBJECT_PREFIX, "lxc.installing"),
+            "{\"n\":1}".into(),
+        )
         .await
         .expect("publish")
         .await
@@ -134,7 +139,7 @@ async fn each_service_user_does_its_job_and_no_more() {
     let message = next(&mut batch).await.expect("one event").expect("message");
     message.double_ack().await.expect("writer acks");
     writer_js
-        .publish("telemetry.v1.dlq.writer", "{}".into())
+        .publish(subject(names::DLQ_SUBJECT_PREFIX, "writer"), "{}".into())
         .await
         .expect("publish")
         .await
@@ -174,7 +179,10 @@ async fn each_service_user_does_its_job_and_no_more() {
         .expect("one event")
         .expect("message");
     aggregator_js
-        .publish("telemetry.v1.events.lxc.unknown", "{\"n\":2}".into())
+        .publish(
+            subject(names::EVENTS_SUBJECT_PREFIX, "lxc.unknown"),
+            "{\"n\":2}".into(),
+        )
         .await
         .expect("publish")
         .await
@@ -209,7 +217,10 @@ async fn each_service_user_does_its_job_and_no_more() {
         .await
         .expect("alert stream");
     alerter_js
-        .publish("telemetry.v1.alerts.fired", "{\"alert\":1}".into())
+        .publish(
+            subject(names::ALERTS_SUBJECT_PREFIX, "fired"),
+            "{\"alert\":1}".into(),
+        )
         .await
         .expect("publish")
         .await
@@ -252,7 +263,10 @@ async fn each_service_user_does_its_job_and_no_more() {
     // What the jobs do not need is refused.
     assert!(
         web_js
-            .publish(EVENT_SUBJECT, "{\"forged\":true}".into())
+            .publish(
+                subject(names::EVENTS_SUBJECT_PREFIX, "lxc.installing"),
+                "{\"forged\":true}".into()
+            )
             .await
             .expect("publish sent")
             .await
@@ -286,7 +300,7 @@ async fn each_service_user_does_its_job_and_no_more() {
     );
     assert!(
         writer_js
-            .publish("telemetry.v1.alerts.fired", "{}".into())
+            .publish(subject(names::ALERTS_SUBJECT_PREFIX, "fired"), "{}".into())
             .await
             .expect("publish sent")
             .await
@@ -310,7 +324,10 @@ async fn each_service_user_does_its_job_and_no_more() {
         .connect(nats.url())
         .await
         .expect("ingest connects");
-    let _events = snoop.subscribe(EVENT_SUBJECT).await.expect("sent");
+    let _events = snoop
+        .subscribe(subject(names::EVENTS_SUBJECT_PREFIX, "lxc.installing"))
+        .await
+        .expect("sent");
     let _replies = snoop.subscribe("_INBOX_web.>").await.expect("sent");
     snoop.flush().await.expect("flush");
     let mut refused = Vec::new();
