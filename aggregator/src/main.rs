@@ -6,6 +6,6 @@ async fn main() -> anyhow::Result<()> {
     let config = fleet::config::parse(aggregator::Config::check);
     config.common.init_tracing();
     let metrics = aggregator::metrics::install_recorder()?;
-    let client = fleet::nats::connect(&config.common.nats_url, "telemetry-aggregator").await?;
+    let client = config.common.connect_nats("telemetry-aggregator").await?;
     aggregator::run(config, client, Some(metrics), fleet::shutdown::signal()).await
 }

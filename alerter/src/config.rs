@@ -196,6 +196,9 @@ impl fleet::config::Service for Config {
 impl Config {
     /// Checks the settings.
     pub fn check(&self) -> Result<(), ConfigError> {
+        if let Some(password) = &self.smtp_password {
+            fleet::config::refuse_placeholder("SMTP_PASSWORD", password)?;
+        }
         let t = self.alert_failure_threshold;
         if !(0.0..=100.0).contains(&t) {
             return Err(ConfigError::new(

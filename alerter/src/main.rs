@@ -13,6 +13,6 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let metrics = alerter::metrics::install_recorder()?;
-    let client = fleet::nats::connect(&config.common.nats_url, "telemetry-alerter").await?;
+    let client = config.common.connect_nats("telemetry-alerter").await?;
     alerter::run(config, client, Some(metrics), fleet::shutdown::signal()).await
 }

@@ -53,7 +53,7 @@ wait_http "http://127.0.0.1:$NATS_MON/healthz"
 export NATS_URL="nats://127.0.0.1:$NATS_PORT" CLICKHOUSE_URL="$CH_URL" LOG_LEVEL=warn
 
 INGEST_PORT=$(free_port); INGEST="http://127.0.0.1:$INGEST_PORT"
-LISTEN_ADDR="127.0.0.1:$INGEST_PORT" "$BIN/telemetry-ingest" >"$WORK/ingest.log" 2>&1 & INGEST_PID=$!; PIDS+=($INGEST_PID)
+LISTEN_ADDR="127.0.0.1:$INGEST_PORT" OPS_ADDR="127.0.0.1:$(free_port)" "$BIN/telemetry-ingest" >"$WORK/ingest.log" 2>&1 & INGEST_PID=$!; PIDS+=($INGEST_PID)
 wait_http "$INGEST/readyz"
 WRITER_OPS=$(free_port)
 WRITER_SINK=clickhouse OPS_ADDR="127.0.0.1:$WRITER_OPS" "$BIN/telemetry-writer" >"$WORK/writer.log" 2>&1 & WRITER_PID=$!; PIDS+=($WRITER_PID)
@@ -62,7 +62,7 @@ AGG_OPS=$(free_port)
 OPS_ADDR="127.0.0.1:$AGG_OPS" "$BIN/telemetry-aggregator" >"$WORK/aggregator.log" 2>&1 & AGG_PID=$!; PIDS+=($AGG_PID)
 wait_http "http://127.0.0.1:$AGG_OPS/healthz"
 WEB_PORT=$(free_port); WEB="http://127.0.0.1:$WEB_PORT"
-WEB_LISTEN_ADDR="127.0.0.1:$WEB_PORT" CACHE_TTL_SECS=10 "$BIN/telemetry-web" >"$WORK/web.log" 2>&1 & WEB_PID=$!; PIDS+=($WEB_PID)
+WEB_LISTEN_ADDR="127.0.0.1:$WEB_PORT" WEB_OPS_ADDR="127.0.0.1:$(free_port)" CACHE_TTL_SECS=10 "$BIN/telemetry-web" >"$WORK/web.log" 2>&1 & WEB_PID=$!; PIDS+=($WEB_PID)
 wait_http "$WEB/readyz"
 # One viewer on the dashboard for the whole run.
 ( while true; do curl -fs -o /dev/null "$WEB/api/dashboard?days=7" || true; sleep 1; done ) & PIDS+=($!)

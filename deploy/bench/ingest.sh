@@ -26,7 +26,8 @@ wait_http() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" && return 0;
 
 NATS_PORT=$(free_port); INGEST_PORT=$(free_port); BARE_PORT=$(free_port); PB_PORT=$(free_port)
 nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" >/dev/null 2>&1 & NATS_PID=$!; PIDS+=($NATS_PID)
-RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$INGEST_PORT" NATS_URL="nats://127.0.0.1:$NATS_PORT" LOG_LEVEL=warn \
+INGEST_OPS_PORT=$(free_port)
+RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$INGEST_PORT" OPS_ADDR="127.0.0.1:$INGEST_OPS_PORT" NATS_URL="nats://127.0.0.1:$NATS_PORT" LOG_LEVEL=warn \
   "$BIN/telemetry-ingest" 2>"$WORK/ingest.log" & INGEST_PID=$!; PIDS+=($INGEST_PID)
 "$BIN/examples/bare" "127.0.0.1:$BARE_PORT" & PIDS+=($!)
 pocketbase superuser upsert bench@example.com benchbenchbench --dir "$WORK/pb" >/dev/null
@@ -59,7 +60,7 @@ echo "== peak throughput (wrk -t2 -c$CONNECTIONS -d${DURATION}s, 1 KB bodies)" >
 BARE=$(run_wrk bare "http://127.0.0.1:$BARE_PORT/telemetry")
 INGEST=$(run_wrk ingest "http://127.0.0.1:$INGEST_PORT/telemetry")
 PB=$(run_wrk pocketbase "http://127.0.0.1:$PB_PORT/api/collections/bench/records")
-STORED=$(curl -fsS "http://127.0.0.1:$INGEST_PORT/metrics" | awk '/^telemetry_ingest_accepted_total/ {print $2}')
+STORED=$(curl -fsS "http://127.0.0.1:$INGEST_OPS_PORT/metrics" | awk '/^telemetry_ingest_accepted_total/ {print $2}')
 
 HALF=$((INGEST / 2))
 echo "== latency at half of the ingest's peak ($HALF/s for ${DURATION}s, open loop)" >&2

@@ -69,7 +69,7 @@ for _ in $(seq 1 600); do [ "$(chq "SELECT count() FROM system.merges")" = 0 ] &
 echo "background merges done after $((SECONDS - merge_started)) s" >&2
 
 WEB_PORT=$(free_port); WEB="http://127.0.0.1:$WEB_PORT"
-WEB_LISTEN_ADDR="127.0.0.1:$WEB_PORT" CLICKHOUSE_URL="$CH_URL" NATS_URL="nats://127.0.0.1:$NATS_PORT" \
+WEB_LISTEN_ADDR="127.0.0.1:$WEB_PORT" WEB_OPS_ADDR="127.0.0.1:$(free_port)" CLICKHOUSE_URL="$CH_URL" NATS_URL="nats://127.0.0.1:$NATS_PORT" \
   CACHE_WARMUP=false CACHE_TTL_SECS=3600 CACHE_MAX_STALE_SECS=7200 QUERY_TIMEOUT_SECS=300 REQUEST_TIMEOUT_MS=900000 LOG_LEVEL=warn \
   "$BIN/telemetry-web" >"$WORK/web.log" 2>&1 & PIDS+=($!)
 wait_http "$WEB/readyz"

@@ -89,7 +89,7 @@ if has fresh; then
 echo "== freshness: $RATE events/s for ${SECS}s through telemetry-ingest" >&2
 NATS3_PORT=$(free_port); start_nats "$WORK/nats3" "$NATS3_PORT"
 INGEST_PORT=$(free_port); OPS_PORT=$(free_port)
-RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$INGEST_PORT" NATS_URL="nats://127.0.0.1:$NATS3_PORT" LOG_LEVEL=warn \
+RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$INGEST_PORT" OPS_ADDR="127.0.0.1:$(free_port)" NATS_URL="nats://127.0.0.1:$NATS3_PORT" LOG_LEVEL=warn \
   "$BIN/telemetry-ingest" 2>"$WORK/ingest.log" & PIDS+=($!)
 wait_http "http://127.0.0.1:$INGEST_PORT/readyz"
 WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" CLICKHOUSE_DATABASE=fresh NATS_URL="nats://127.0.0.1:$NATS3_PORT" \

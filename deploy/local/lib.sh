@@ -93,10 +93,18 @@ export PATH="$CARGO_TOOLS/bin:$VENV/bin:$PATH"
 # A free TCP port on 127.0.0.1 (the kernel's pick; free when asked, not reserved).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# clickhouse_config DIR HTTP_PORT TCP_PORT: a config.xml and users.xml in DIR for a clickhouse-server
-# on loopback only, with its data under DIR and the default user without a password.
+# clickhouse_config DIR HTTP_PORT TCP_PORT [WRITER_PASSWORD WEB_PASSWORD]: a config.xml and users.xml in
+# DIR for a clickhouse-server on loopback only, with its data under DIR and the default user without a
+# password (for the tools and benchmarks). With the two passwords, also the services' own users: `writer`
+# (creates and writes the tables) and `web`, read only (profile `readonly`: readonly = 2, reads and
+# per-query settings, no INSERT, ALTER, DROP or CREATE); their passwords are stored as SHA-256.
 clickhouse_config() {
-  local dir=$1 http_port=$2 tcp_port=$3
+  local dir=$1 http_port=$2 tcp_port=$3 writer_password=${4:-} web_password=${5:-}
+  local networks='<networks><ip>::1</ip><ip>127.0.0.1</ip></networks>' service_users=''
+  if [ -n "$writer_password" ] && [ -n "$web_password" ]; then
+    service_users="<writer><password_sha256_hex>$(printf '%s' "$writer_password" | sha256sum | cut -d' ' -f1)</password_sha256_hex>$networks<profile>default</profile><quota>default</quota></writer>"
+    service_users+="<web><password_sha256_hex>$(printf '%s' "$web_password" | sha256sum | cut -d' ' -f1)</password_sha256_hex>$networks<profile>readonly</profile><quota>default</quota></web>"
+  fi
   mkdir -p "$dir"
   cat >"$dir/config.xml" <<XML
 <?xml version="1.0"?>
@@ -119,8 +127,8 @@ XML
   cat >"$dir/users.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
-  <profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles>
-  <users><default><password></password><networks><ip>::1</ip><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default><readonly><readonly>2</readonly></readonly></profiles>
+  <users><default><password></password>$networks<profile>default</profile><quota>default</quota></default>$service_users</users>
   <quotas><default></default></quotas>
 </yandex>
 XML

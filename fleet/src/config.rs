@@ -12,10 +12,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use clap::{Command, Parser};
 
-use crate::LogFormat;
+use crate::{LogFormat, Secret};
 
 /// Exit code of a service whose configuration cannot work. clap exits with the same code for an unknown
 /// flag or a value it cannot parse, so every configuration problem ends a service with 2.
@@ -39,9 +40,76 @@ pub struct Common {
     /// What [`parse`] found of the operator's env file; logged by [`Common::init_tracing`].
     #[arg(skip)]
     pub operator: OperatorReport,
+
+    /// NATS user of this service, with NATS_PASSWORD (each service has its own, see deploy/nats);
+    /// empty: no login.
+    #[arg(long, env = "NATS_USER", default_value = "")]
+    pub nats_user: String,
+
+    /// Password of NATS_USER (never printed).
+    #[arg(
+        long,
+        env = "NATS_PASSWORD",
+        default_value = "",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    pub nats_password: Secret,
+
+    /// NATS credentials file (a `.creds` file: user JWT and NKey seed), instead of NATS_USER and
+    /// NATS_PASSWORD.
+    #[arg(long, env = "NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// CA certificate (PEM) that signed the NATS servers' certificates; when set, the connection must
+    /// use TLS.
+    #[arg(long, env = "NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
 }
 
 impl Common {
+    /// Rejects NATS login settings that cannot work: a user without a password (or the reverse), both a
+    /// user and a credentials file, a placeholder password.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        match (self.nats_user.is_empty(), self.nats_password.is_empty()) {
+            (false, true) => {
+                return Err(ConfigError::new(
+                    "NATS_PASSWORD",
+                    "is empty but NATS_USER is set",
+                ))
+            }
+            (true, false) => {
+                return Err(ConfigError::new(
+                    "NATS_USER",
+                    "is empty but NATS_PASSWORD is set",
+                ))
+            }
+            _ => {}
+        }
+        if !self.nats_user.is_empty() && self.nats_creds.is_some() {
+            return Err(ConfigError::new(
+                "NATS_CREDS",
+                "and NATS_USER are both set: log in with one of them",
+            ));
+        }
+        refuse_placeholder("NATS_PASSWORD", &self.nats_password)
+    }
+
+    /// How [`crate::nats::connect_with`] logs in and checks the servers, from these settings.
+    pub fn nats_auth(&self) -> crate::nats::Auth {
+        crate::nats::Auth {
+            user: (!self.nats_user.is_empty())
+                .then(|| (self.nats_user.clone(), self.nats_password.clone())),
+            creds: self.nats_creds.clone(),
+            tls_ca: self.nats_tls_ca.clone(),
+        }
+    }
+
+    /// Connects to NATS as configured ([`crate::nats::connect_with`]), naming the connection `name`.
+    pub async fn connect_nats(&self, name: &str) -> anyhow::Result<async_nats::Client> {
+        crate::nats::connect_with(&self.nats_url, &self.nats_auth(), name).await
+    }
+
     /// Sets up the logs as configured ([`crate::init_tracing`]), then logs the start-up report of the
     /// operator's names ([`OperatorReport::log`]) once.
     pub fn init_tracing(&self) {
@@ -204,7 +272,7 @@ pub fn parse<C: Service>(check: impl FnOnce(&C) -> Result<(), ConfigError>) -> C
     let matches = command.clone().get_matches();
     let mut config =
         C::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit());
-    if let Err(e) = check(&config) {
+    if let Err(e) = config.common_mut().check().and_then(|()| check(&config)) {
         exit(&binary, &e);
     }
     config.common_mut().operator = report;
@@ -247,7 +315,11 @@ pub fn prepare(
                     (alias.convert)(value, env).map_err(|p| ConfigError::new(alias.theirs, p))?;
                 // Leaked once per process and alias: clap keeps its defaults as `&'static str`.
                 let value: &'static str = Box::leak(value.into_boxed_str());
-                command = command.mut_arg(id, |a| a.default_value(value));
+                // A secret's value (hidden in the env line) must not show as the default either.
+                command = command.mut_arg(id, |a| {
+                    let hide = a.is_hide_env_values_set();
+                    a.default_value(value).hide_default_value(hide)
+                });
                 report.mapped.push((alias.theirs, alias.ours));
             }
             _ => {}
@@ -280,6 +352,20 @@ pub fn prepare(
         command = command.after_long_help(Box::leak(help.into_boxed_str()) as &'static str);
     }
     Ok((command, report))
+}
+
+/// Refuses a password or token that is one of the example files' stand-ins ([`crate::secret::is_placeholder`]:
+/// `changeme`, `change-me`, `password`, `admin`, `secret`, `example`, ...): a service started with the
+/// example's value would run with a password anyone can read. The message names the setting, never the
+/// value. An empty secret (unset) passes; whether it is needed is the service's check.
+pub fn refuse_placeholder(setting: &'static str, secret: &Secret) -> Result<(), ConfigError> {
+    if crate::secret::is_placeholder(secret.expose()) {
+        return Err(ConfigError::new(
+            setting,
+            "is a placeholder password from an example file: set a real one",
+        ));
+    }
+    Ok(())
 }
 
 /// Prints `<binary>: <error>` to stderr and exits with [`EXIT_CONFIG`].
@@ -658,6 +744,10 @@ mod tests {
             log_format: format,
             log_level: level.into(),
             operator: OperatorReport::default(),
+            nats_user: String::new(),
+            nats_password: Secret::default(),
+            nats_creds: None,
+            nats_tls_ca: None,
         };
         check(
             &[
@@ -713,6 +803,70 @@ mod tests {
         ] {
             assert!(help.contains(expected), "{expected} missing from:\n{help}");
         }
+    }
+
+    /// The NATS login settings [`Common::check`] refuses (`Err(setting)`) or takes.
+    fn check_login(args: &[&str], expected: Result<(), &str>) {
+        let common =
+            Service::try_parse_from(std::iter::once("telemetry-test").chain(args.iter().copied()))
+                .expect("parses")
+                .common;
+        assert_eq!(common.check().map_err(|e| e.setting), expected, "{args:?}");
+    }
+
+    #[test]
+    fn nats_logins_that_cannot_work_are_refused() {
+        check_login(&[], Ok(()));
+        check_login(
+            &["--nats-user", "ingest", "--nats-password", "Zq7vX2kP9m"],
+            Ok(()),
+        );
+        check_login(&["--nats-creds", "/etc/ingest.creds"], Ok(()));
+        check_login(&["--nats-user", "ingest"], Err("NATS_PASSWORD"));
+        check_login(&["--nats-password", "Zq7vX2kP9m"], Err("NATS_USER"));
+        check_login(
+            &["--nats-user", "ingest", "--nats-password", "changeme"],
+            Err("NATS_PASSWORD"),
+        );
+        check_login(
+            &[
+                "--nats-user",
+                "i",
+                "--nats-password",
+                "Zq7vX2kP9m",
+                "--nats-creds",
+                "/c",
+            ],
+            Err("NATS_CREDS"),
+        );
+    }
+
+    #[test]
+    fn the_nats_password_is_never_printed() {
+        let common = Service::try_parse_from([
+            "telemetry-test",
+            "--nats-user",
+            "web",
+            "--nats-password",
+            "hunter2-nats",
+        ])
+        .expect("parses")
+        .common;
+        assert_eq!(common.nats_password.expose(), "hunter2-nats");
+        assert!(!format!("{common:?}").contains("hunter2"), "{common:?}");
+        assert!(!format!("{:?}", common.nats_auth()).contains("hunter2"));
+        let help = Service::command().render_long_help().to_string();
+        assert!(help.contains("[env: NATS_PASSWORD]"), "{help}");
+    }
+
+    #[test]
+    fn placeholders_are_refused_by_name_without_their_value() {
+        let e =
+            refuse_placeholder("PB_PASSWORD", &Secret::new("change-me-too")).expect_err("refused");
+        assert_eq!(e.setting, "PB_PASSWORD");
+        assert!(!e.to_string().contains("change-me-too"), "{e}");
+        assert!(refuse_placeholder("PB_PASSWORD", &Secret::new("Zq7vX2kP9m")).is_ok());
+        assert!(refuse_placeholder("PB_PASSWORD", &Secret::default()).is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod nats;
 pub mod ops;
 pub mod percent;
 pub mod retry;
-mod secret;
+pub mod secret;
 pub mod shutdown;
 
 pub use config::ConfigError;

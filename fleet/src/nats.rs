@@ -1,6 +1,8 @@
-//! The NATS side every service shares: a client that connects (and reconnects) by itself, its flush at
-//! shutdown, and the stream and KV bucket configurations of the contract in async-nats' terms.
+//! The NATS side every service shares: a client that connects (and reconnects) by itself, as the
+//! service's own NATS user and over TLS when configured ([`Auth`]), its flush at shutdown, and the stream
+//! and KV bucket configurations of the contract in async-nats' terms.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
@@ -38,14 +40,52 @@ pub fn bucket_config(settings: &BucketSettings) -> kv::Config {
     }
 }
 
-/// Connects to NATS at `url`, one server or a comma-separated list of a cluster's servers. Returns at
-/// once even when the servers are down: the client keeps retrying, forever.
+/// How a service logs in to NATS and checks the servers (`fleet::config::Common::nats_auth`). The
+/// default is no login and TLS only when a `tls://` URL asks for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Auth {
+    /// User and password (`NATS_USER`, `NATS_PASSWORD`).
+    pub user: Option<(String, crate::Secret)>,
+    /// A credentials file with the user's JWT and NKey seed (`NATS_CREDS`).
+    pub creds: Option<PathBuf>,
+    /// The CA that signed the servers' certificates (`NATS_TLS_CA`); set, TLS is required.
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// Connects to NATS at `url` without a login ([`connect_with`] and the default [`Auth`]).
 pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    connect_with(url, &Auth::default(), name).await
+}
+
+/// Connects to NATS at `url`, one server or a comma-separated list of a cluster's servers, logging in
+/// as `auth` says. Returns at once even when the servers are down: the client keeps retrying, forever.
+pub async fn connect_with(
+    url: &str,
+    auth: &Auth,
+    name: &str,
+) -> anyhow::Result<async_nats::Client> {
     let servers = url
         .split(',')
         .map(|server| server.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<Vec<_>, _>>()?;
-    let client = async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some((user, password)) = &auth.user {
+        // Replies come on the user's own inbox prefix: deploy/nats/users.conf lets each user subscribe
+        // to `_INBOX_<user>.>` only, so no service reads another's replies.
+        options = options
+            .user_and_password(user.clone(), password.expose().to_string())
+            .custom_inbox_prefix(inbox_prefix(user));
+    }
+    if let Some(path) = &auth.creds {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| anyhow::anyhow!("NATS_CREDS {}: {e}", path.display()))?;
+    }
+    if let Some(ca) = &auth.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let client = options
         .name(name)
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -60,6 +100,11 @@ pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client
         .connect(servers)
         .await?;
     Ok(client)
+}
+
+/// The inbox prefix of NATS user `user`: `_INBOX_<user>`.
+pub fn inbox_prefix(user: &str) -> String {
+    format!("_INBOX_{user}")
 }
 
 /// True while the client holds a live connection.

@@ -1,7 +1,8 @@
 //! The ops routes of every service: `/healthz` (process alive), `/readyz` (the service's own readiness
-//! check; 200 when ready, 503 otherwise) and `/metrics` (Prometheus text). The consumers (writer,
-//! aggregator, alerter) serve them alone on their ops port ([`spawn`]); the edge and the web merge
-//! [`Ops::router`] into their own router. The consumers and the edge answer JSON, the web plain text.
+//! check; 200 when ready, 503 otherwise) and `/metrics` (Prometheus text). Every service serves them
+//! alone on its ops port ([`spawn`]), the one place `/metrics` is served; the edge and the web also merge
+//! the two probes ([`Ops::probes`], without `/metrics`) into their public router, for the front door and
+//! load balancers. The consumers and the edge answer JSON, the web plain text.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -90,13 +91,29 @@ impl Ops {
         self
     }
 
-    /// The three routes, for any router state (merge them before the service's own layers so that
-    /// those apply to them too).
+    /// The three routes, for any router state: what the ops port serves.
     pub fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
         Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(render))
+            .with_state(Arc::new(self))
+    }
+
+    /// `/readyz` only, for a public router whose `/healthz` is the service's own. Metrics stay on the ops
+    /// port.
+    pub fn readiness<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
+        Router::new()
+            .route("/readyz", get(readyz))
+            .with_state(Arc::new(self))
+    }
+
+    /// `/healthz` and `/readyz` only, for a public router (merge them before the service's own layers so
+    /// that those apply to them too). Metrics stay on the ops port.
+    pub fn probes<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
             .with_state(Arc::new(self))
     }
 }
@@ -219,6 +236,28 @@ mod tests {
             (200, "text/plain; version=0.0.4", ""),
         )
         .await;
+    }
+
+    #[tokio::test]
+    async fn probes_leave_metrics_to_the_ops_port() {
+        let ops = Ops::json(|| (true, serde_json::json!({})), None);
+        let router: Router = ops.clone().probes();
+        let request = |path: &str| {
+            axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .expect("request")
+        };
+        for (path, expected) in [("/healthz", 200), ("/readyz", 200), ("/metrics", 404)] {
+            let response = router
+                .clone()
+                .oneshot(request(path))
+                .await
+                .expect("infallible");
+            assert_eq!(response.status().as_u16(), expected, "{path}");
+        }
+        let full: Router = ops.router();
+        let response = full.oneshot(request("/metrics")).await.expect("infallible");
+        assert_eq!(response.status().as_u16(), 200);
     }
 
     #[tokio::test]

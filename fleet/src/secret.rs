@@ -1,5 +1,6 @@
 //! A password or token from the environment: `Debug` shows only whether it is set, so a config can be
-//! logged or printed whole without leaking it.
+//! logged or printed whole without leaking it. Also the placeholders of example files that no service
+//! takes for a real password ([`is_placeholder`]).
 
 /// A value that is never printed: `Debug` gives `""` when it is empty and `"***"` otherwise.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -33,6 +34,28 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// Passwords that example files and docs use as stand-ins, compared without case and without `-`, `_`,
+/// `.` and blanks (so `CHANGE_ME` is `changeme`). Anything that starts with `changeme` counts too: the
+/// deploy files' `change-me-too`, `change-me-three`, `change-me-please`.
+pub const PLACEHOLDERS: &[&str] = &[
+    "changeme", "password", "admin", "secret", "example", "passw0rd", "xxx", "todo",
+];
+
+/// True when `value` is one of the [`PLACEHOLDERS`] (or the docs' `...`): a password nobody chose.
+pub fn is_placeholder(value: &str) -> bool {
+    let trimmed = value.trim();
+    if trimmed.chars().all(|c| c == '.') && trimmed.len() >= 3 {
+        return true;
+    }
+    let folded: String = trimmed
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.' | ' ' | '\t'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    !folded.is_empty()
+        && (folded.starts_with("changeme") || PLACEHOLDERS.contains(&folded.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +67,43 @@ mod tests {
         assert_eq!(secret.expose(), "hunter2");
         assert_eq!(format!("{:?}", Secret::default()), "\"\"");
         assert!(Secret::new("").is_empty());
+    }
+
+    fn check(value: &str, expected: bool) {
+        assert_eq!(is_placeholder(value), expected, "{value:?}");
+    }
+
+    #[test]
+    fn placeholders_are_known_stand_ins_only() {
+        for value in [
+            "changeme",
+            "change-me",
+            "CHANGE_ME",
+            "Change Me",
+            "password",
+            "PASSWORD",
+            "admin",
+            "secret",
+            "example",
+            "change-me-too",
+            "change-me-three",
+            "change-me-please",
+            "...",
+            " changeme ",
+        ] {
+            check(value, true);
+        }
+        for value in [
+            "",
+            "  ",
+            "hunter2",
+            "Zq7vX2kP9mL4",
+            "admin@example.org",
+            "mypassword",
+            "secret-sauce-1234",
+            "benchbenchbench",
+        ] {
+            check(value, false);
+        }
     }
 }

@@ -112,6 +112,11 @@ pub struct Config {
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
 
+    /// Address of the ops port: /healthz, /readyz and /metrics (metrics are served only here, never on
+    /// LISTEN_ADDR). HOST:PORT, [IPv6]:PORT or :PORT.
+    #[arg(long, env = "OPS_ADDR", default_value = "0.0.0.0:9100", value_parser = fleet::config::listen_addr)]
+    pub ops_addr: SocketAddr,
+
     #[command(flatten)]
     pub common: fleet::config::Common,
 }
@@ -189,6 +194,7 @@ impl Config {
     pub fn for_nats(nats_url: &str) -> Config {
         let mut config = Config::parse_from(["telemetry-ingest"]);
         config.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.ops_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config.common.nats_url = nats_url.to_string();
         config
     }

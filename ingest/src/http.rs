@@ -82,8 +82,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The edge's routes with their body limit, and fleet's ops routes. The request deadline is the server's
-/// ([`crate::Config::limits`]).
+/// The edge's routes with their body limit, and fleet's probes (`/metrics` is on the ops port only,
+/// [`ops`]). The request deadline is the server's ([`crate::Config::limits`]).
 pub fn router(state: Arc<AppState>) -> Router {
     let telemetry = post(receive).fallback(method_not_allowed);
     Router::new()
@@ -94,13 +94,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             json_for_layer_errors,
         ))
-        .merge(ops(&state))
+        .merge(ops(&state).probes())
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }
 
-/// `/healthz`, `/readyz` (broker connected, stream ready, not shutting down) and `/metrics`.
-fn ops(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+/// `/healthz`, `/readyz` (broker connected, stream ready, not shutting down) and `/metrics`: served whole
+/// on the ops port (`OPS_ADDR`), the probes also on the public one.
+pub fn ops(state: &Arc<AppState>) -> fleet::ops::Ops {
     let ready = {
         let state = state.clone();
         move || {
@@ -114,12 +115,10 @@ fn ops(state: &Arc<AppState>) -> Router<Arc<AppState>> {
         }
     };
     let client = state.client.clone();
-    fleet::ops::Ops::json(ready, state.metrics.clone())
-        .on_scrape(move || {
-            let connected = fleet::nats::connected(&client);
-            metrics::gauge!(m::BROKER_CONNECTED).set(if connected { 1.0 } else { 0.0 });
-        })
-        .router()
+    fleet::ops::Ops::json(ready, state.metrics.clone()).on_scrape(move || {
+        let connected = fleet::nats::connected(&client);
+        metrics::gauge!(m::BROKER_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+    })
 }
 
 /// The answer to a request past `REQUEST_TIMEOUT_MS` (the body did not arrive in time): 408 as JSON.

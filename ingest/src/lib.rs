@@ -113,7 +113,16 @@ pub async fn run(
         tokio::spawn(watch_stream_usage(state.clone())),
     ];
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening");
+    // The ops port outlives the public one's drain, so that /readyz shows 503 and metrics are scraped
+    // until the end.
+    let stop_ops = Shutdown::new();
+    let (ops_addr, ops_task) = fleet::ops::spawn(
+        state.config.ops_addr,
+        http::ops(&state),
+        stop_ops.clone().triggered_owned(),
+    )
+    .await?;
+    tracing::info!(%addr, %ops_addr, "listening");
     fleet::http::serve(
         listener,
         http::router(state.clone()),
@@ -124,6 +133,8 @@ pub async fn run(
     for task in background {
         task.abort();
     }
+    stop_ops.trigger();
+    let _ = ops_task.await;
     fleet::nats::flush(&client, fleet::nats::FLUSH_DEADLINE).await;
     tracing::info!("stopped");
     Ok(())

@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen_addr))?;
-    let client = fleet::nats::connect(&config.common.nats_url, "telemetry-ingest").await?;
+    let client = config.common.connect_nats("telemetry-ingest").await?;
     ingest::run(
         config,
         listener,

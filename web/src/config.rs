@@ -15,7 +15,7 @@ use fleet::ConfigError;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "telemetry-web", version, about, long_about = None)]
 pub struct Config {
-    /// Address to listen on for HTTP (pages, API, /healthz, /readyz, /metrics): HOST:PORT,
+    /// Address to listen on for HTTP (pages, API, /healthz, /readyz; /metrics is on WEB_OPS_ADDR): HOST:PORT,
     /// [IPv6]:PORT or :PORT. Not LISTEN_ADDR: that is the edge's.
     #[arg(long, env = "WEB_LISTEN_ADDR", default_value = "0.0.0.0:8081", value_parser = fleet::config::listen_addr)]
     pub listen_addr: SocketAddr,
@@ -145,6 +145,10 @@ pub struct Config {
     /// tests).
     #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     pub github_api_url: String,
+    /// Address of the ops port: /healthz, /readyz and /metrics (metrics are served only here, never on
+    /// WEB_LISTEN_ADDR). HOST:PORT, [IPv6]:PORT or :PORT.
+    #[arg(long, env = "WEB_OPS_ADDR", default_value = "0.0.0.0:9105", value_parser = fleet::config::listen_addr)]
+    pub ops_addr: SocketAddr,
     /// NATS (live rollups from the `telemetry_stats` bucket, alerts from `TELEMETRY_ALERTS`) and logs.
     #[command(flatten)]
     pub common: fleet::config::Common,
@@ -179,6 +183,7 @@ impl Config {
     pub fn for_servers(clickhouse_url: &str, nats_url: &str) -> Config {
         let mut config = Config::parse_from(["telemetry-web"]);
         config.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.ops_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config.clickhouse_url = clickhouse_url.to_string();
         config.common.nats_url = nats_url.to_string();
         config
@@ -186,6 +191,7 @@ impl Config {
 
     /// Rejects settings that cannot work, with a message naming the option.
     pub fn check(&self) -> Result<(), ConfigError> {
+        fleet::config::refuse_placeholder("CLICKHOUSE_PASSWORD", &self.clickhouse_password)?;
         let refuse = |setting, problem: &str| Err(ConfigError::new(setting, problem));
         if self.cache_ttl_secs == 0 {
             return refuse("CACHE_TTL_SECS", "must be at least 1");

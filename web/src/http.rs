@@ -62,7 +62,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/livez", get(|| async { "ok" }))
         .merge(crate::admin::router(&state))
         .merge(crate::views::routes())
-        .merge(ops(&state))
+        .merge(ops(&state).readiness())
         .route_layer(middleware::from_fn(measure))
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(middleware::from_fn(security_headers))
@@ -83,33 +83,24 @@ async fn measure(matched: Option<MatchedPath>, req: Request, next: Next) -> Resp
     response
 }
 
-/// `/readyz` (`ready`; 503 `clickhouse not reachable` or `shutting down`) and `/metrics`, in plain
-/// text, as fleet's ops routes answer them. `/healthz` is [`health`]'s (the running service's body).
-fn ops(_state: &Arc<AppState>) -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
-}
-
-async fn readyz(State(s): Shared) -> Response {
-    let (ok, text) = if s.shutdown.is_triggered() {
-        (false, "shutting down")
-    } else if s.db.ready().await {
-        (true, "ready")
-    } else {
-        (false, "clickhouse not reachable")
+/// `/healthz` (`ok`), `/readyz` (`ready`; 503 `clickhouse not reachable` or `shutting down`) and
+/// `/metrics`, in plain text: served whole on the ops port (`WEB_OPS_ADDR`); the public port serves its
+/// `/readyz`, and its own `/health` and `/healthz` ([`health`]) in the running service's shape.
+pub fn ops(state: &Arc<AppState>) -> fleet::ops::Ops {
+    let shared = state.clone();
+    let ready = move || {
+        let s = shared.clone();
+        async move {
+            if s.shutdown.is_triggered() {
+                (false, "shutting down")
+            } else if s.db.ready().await {
+                (true, "ready")
+            } else {
+                (false, "clickhouse not reachable")
+            }
+        }
     };
-    let status = if ok {
-        axum::http::StatusCode::OK
-    } else {
-        axum::http::StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, text).into_response()
-}
-
-async fn render_metrics(State(s): Shared) -> Response {
-    let text = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    fleet::ops::Ops::text(ready, state.metrics.clone())
 }
 
 /// `/health` and `/healthz`: `{"status":"ok"|"degraded","time":RFC 3339}`, 200 or 503 (ClickHouse cannot

@@ -218,7 +218,15 @@ pub async fn run(
     let background = tokio::spawn(keep_warm(state.clone()));
     let gauges = tokio::spawn(install_gauges(state.clone()));
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening");
+    // The ops port outlives the public one's drain: /readyz shows 503 and metrics are scraped to the end.
+    let stop_ops = Shutdown::new();
+    let (ops_addr, ops_task) = fleet::ops::spawn(
+        state.config.ops_addr,
+        http::ops(&state),
+        stop_ops.clone().triggered_owned(),
+    )
+    .await?;
+    tracing::info!(%addr, %ops_addr, "listening");
     fleet::http::serve(
         listener,
         http::router(state.clone()),
@@ -229,6 +237,8 @@ pub async fn run(
     background.abort();
     gauges.abort();
     catalogue.abort();
+    stop_ops.trigger();
+    let _ = ops_task.await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     config.common.init_tracing();
     let metrics = web::metrics::install_recorder()?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
-    let client = fleet::nats::connect(&config.common.nats_url, "telemetry-web").await?;
+    let client = config.common.connect_nats("telemetry-web").await?;
     web::run(
         config,
         listener,

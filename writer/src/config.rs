@@ -62,7 +62,8 @@ pub struct Config {
         long,
         env = "CLICKHOUSE_PASSWORD",
         default_value = "",
-        hide_default_value = true
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pub clickhouse_password: Secret,
 
@@ -84,7 +85,8 @@ pub struct Config {
         long,
         env = "PB_PASSWORD",
         default_value = "",
-        hide_default_value = true
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pub pb_password: Secret,
 
@@ -250,6 +252,8 @@ impl Config {
 
     /// Checks what clap cannot: settings that only make sense together.
     pub fn check(&self) -> Result<(), ConfigError> {
+        fleet::config::refuse_placeholder("CLICKHOUSE_PASSWORD", &self.clickhouse_password)?;
+        fleet::config::refuse_placeholder("PB_PASSWORD", &self.pb_password)?;
         if self.sink.pocketbase() && (self.pb_email.is_empty() || self.pb_password.is_empty()) {
             return Err(ConfigError::new(
                 "PB_EMAIL and PB_PASSWORD",

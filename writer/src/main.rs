@@ -6,7 +6,7 @@ async fn main() -> anyhow::Result<()> {
     let config = fleet::config::parse(writer::Config::check);
     config.common.init_tracing();
     let metrics = writer::metrics::install_recorder()?;
-    let client = fleet::nats::connect(&config.common.nats_url, "telemetry-writer").await?;
+    let client = config.common.connect_nats("telemetry-writer").await?;
     writer::run(
         config,
         client,

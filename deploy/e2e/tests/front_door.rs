@@ -1,7 +1,7 @@
 //! The front door (nginx with `deploy/proxy/`) in front of real services: nats-server and ClickHouse from
 //! the testkit, the edge, the ClickHouse writer and the web in this process. Through the door, every
 //! corpus payload gets the answer the edge gives directly, the dashboard counts the installs sent
-//! through it, metrics are not public, and the edge's rate limit keys on the client nginx saw, not on
+//! through it, metrics are served to private ranges only (from the web's ops port), and the edge's rate limit keys on the client nginx saw, not on
 //! an X-Forwarded-For the client made up.
 
 use std::collections::BTreeSet;
@@ -83,6 +83,8 @@ async fn start_ingest(
     metrics: Option<PrometheusHandle>,
 ) -> (SocketAddr, Service) {
     let mut config = ingest::Config::for_nats(nats_url);
+    let ops_port = testkit::free_port().expect("free port");
+    config.ops_addr = SocketAddr::from(([127, 0, 0, 1], ops_port));
     tweak(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -172,6 +174,9 @@ async fn the_corpus_and_the_dashboard_go_through_the_front_door() {
     web_config.cache_warmup = false;
     web_config.cache_ttl_secs = 1;
     web_config.cache_max_stale_secs = 1;
+    let web_ops_port = testkit::free_port().expect("free port");
+    web_config.ops_addr = SocketAddr::from(([127, 0, 0, 1], web_ops_port));
+    let web_ops = web_config.ops_addr;
     let listener = tokio::net::TcpListener::bind(web_config.listen_addr)
         .await
         .expect("bind");
@@ -195,7 +200,7 @@ async fn the_corpus_and_the_dashboard_go_through_the_front_door() {
     )
     .await;
 
-    let door = FrontDoor::start(ingest_addr, web_addr).expect("nginx front door");
+    let door = FrontDoor::start_with_ops(ingest_addr, web_addr, web_ops).expect("nginx front door");
     let front = door.url();
     let edge = format!("http://{ingest_addr}");
 
@@ -279,22 +284,27 @@ async fn the_corpus_and_the_dashboard_go_through_the_front_door() {
     let (status, _, text) = get(&http, &format!("{front}/healthz")).await;
     assert_eq!(status, 200, "GET /healthz through the door: {text}");
 
-    // Metrics stay on the services' own ports.
-    let (status, _, edge_metrics) = get(&http, &format!("{edge}/metrics")).await;
-    assert_eq!(status, 200);
-    assert!(
-        edge_metrics.contains("telemetry_ingest_"),
-        "{edge_metrics:.300}"
+    // Metrics are on the ops ports only, never on the public ones. Through the door, /metrics answers
+    // the private ranges (this client is on loopback) with the web's metrics, from its ops port.
+    let (status, _, text) = get(&http, &format!("{edge}/metrics")).await;
+    assert_eq!(
+        status, 404,
+        "GET /metrics on the edge's public port: {text:.300}"
     );
-    let (status, _, web_metrics) = get(&http, &format!("http://{web_addr}/metrics")).await;
+    let (status, _, text) = get(&http, &format!("http://{web_addr}/metrics")).await;
+    assert_eq!(
+        status, 404,
+        "GET /metrics on the web's public port: {text:.300}"
+    );
+    let (status, _, web_metrics) = get(&http, &format!("http://{web_ops}/metrics")).await;
     assert_eq!(status, 200);
     assert!(web_metrics.contains("telemetry_web_"), "{web_metrics:.300}");
     let (status, _, text) = get(&http, &format!("{front}/metrics")).await;
-    assert_eq!(status, 404, "GET /metrics through the door: {text:.300}");
-    assert!(
-        !text.contains("telemetry_ingest_") && !text.contains("telemetry_web_"),
-        "{text:.300}"
+    assert_eq!(
+        status, 200,
+        "GET /metrics through the door from loopback: {text:.300}"
     );
+    assert!(text.contains("telemetry_web_"), "{text:.300}");
     // The door's own readiness, answered by nginx whatever the services say.
     let (status, _, text) = get(&http, &format!("{front}/readyz")).await;
     assert_eq!((status, text.trim()), (200, r#"{"status":"ok"}"#));

@@ -12,7 +12,12 @@ use anyhow::Context;
 
 use crate::{find_binary, free_port, wait_until};
 
-/// A clickhouse-server on 127.0.0.1 with the default user (no password) and its data in a temporary dir.
+/// The read-only user every test server has (no password, profile `readonly`: `readonly = 2`, reads and
+/// per-query settings, no INSERT, ALTER, DROP or CREATE), as the web's user of `deploy/local/up`.
+pub const READONLY_USER: &str = "web";
+
+/// A clickhouse-server on 127.0.0.1 with the default user (no password), the read-only
+/// [`READONLY_USER`], and its data in a temporary dir.
 pub struct ClickHouseServer {
     binary: PathBuf,
     http_port: u16,
@@ -83,6 +88,11 @@ impl ClickHouseServer {
         query(self.http_port, sql)
     }
 
+    /// [`ClickHouseServer::query`] as `user` (without a password).
+    pub fn query_as(&self, user: &str, sql: &str) -> anyhow::Result<String> {
+        query_as(self.http_port, Some(user), sql)
+    }
+
     /// Kills the server (SIGKILL); the data dir stays for [`ClickHouseServer::restart`].
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -136,8 +146,8 @@ fn write_config(dir: &Path, http_port: u16, tcp_port: u16) -> anyhow::Result<()>
     );
     let users = r#"<?xml version="1.0"?>
 <yandex>
-  <profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles>
-  <users><default><password></password><networks><ip>::1</ip><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default><readonly><readonly>2</readonly></readonly></profiles>
+  <users><default><password></password><networks><ip>::1</ip><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default><web><password></password><networks><ip>::1</ip><ip>127.0.0.1</ip></networks><profile>readonly</profile><quota>default</quota></web></users>
   <quotas><default></default></quotas>
 </yandex>
 "#;
@@ -148,10 +158,18 @@ fn write_config(dir: &Path, http_port: u16, tcp_port: u16) -> anyhow::Result<()>
 
 /// A minimal HTTP/1.0 POST of one statement (keeps this crate free of an HTTP client).
 fn query(port: u16, sql: &str) -> anyhow::Result<String> {
+    query_as(port, None, sql)
+}
+
+fn query_as(port: u16, user: Option<&str>, sql: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // The user as a URL parameter: ClickHouse 18.16 knows no X-ClickHouse-User header.
+    let path = user
+        .map(|u| format!("/?user={u}"))
+        .unwrap_or_else(|| "/".into());
     let request = format!(
-        "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{sql}",
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{sql}",
         sql.len()
     );
     stream.write_all(request.as_bytes())?;

@@ -1,6 +1,6 @@
 //! nats-server with JetStream for tests: one server, or a cluster of them on loopback.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -14,9 +14,36 @@ pub struct NatsServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// A configuration file (`-c`) and the environment it reads, when started with one.
+    config: Option<(PathBuf, Vec<(String, String)>)>,
 }
 
 impl NatsServer {
+    /// Starts a fresh server with `include`d into its configuration (e.g. `deploy/nats/users.conf`, copied
+    /// into the server's dir) and `env` in its environment (the passwords that file reads), and waits
+    /// until it accepts connections.
+    pub fn start_with(include: &Path, env: &[(&str, &str)]) -> anyhow::Result<NatsServer> {
+        let dir = tempfile::tempdir()?;
+        let name = include.file_name().context("include file name")?;
+        std::fs::copy(include, dir.path().join(name))
+            .with_context(|| format!("copying {}", include.display()))?;
+        let conf = dir.path().join("server.conf");
+        std::fs::write(&conf, format!("include {:?}\n", name.to_string_lossy()))?;
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut server = NatsServer {
+            binary: find_binary("nats-server", "NATS_SERVER_BIN")?,
+            port: free_port()?,
+            dir,
+            child: None,
+            config: Some((conf, env)),
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
     /// Starts a fresh server and waits until it accepts connections.
     pub fn start() -> anyhow::Result<NatsServer> {
         let mut server = NatsServer {
@@ -24,13 +51,18 @@ impl NatsServer {
             port: free_port()?,
             dir: tempfile::tempdir()?,
             child: None,
+            config: None,
         };
         server.spawn()?;
         Ok(server)
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some((conf, env)) = &self.config {
+            command.arg("-c").arg(conf).envs(env.iter().cloned());
+        }
+        let child = command
             .args([
                 "-js",
                 "-a",

@@ -52,10 +52,19 @@ impl FrontDoor {
     /// Renders the configuration for `ingest` and `web`, starts nginx and waits until it answers its own
     /// `/readyz`. A start that loses its port to another process is retried on a new one, three times.
     pub fn start(ingest: SocketAddr, web: SocketAddr) -> anyhow::Result<FrontDoor> {
+        FrontDoor::start_with_ops(ingest, web, web)
+    }
+
+    /// [`FrontDoor::start`] with `web_ops`, the web's ops port, behind the door's `/metrics`.
+    pub fn start_with_ops(
+        ingest: SocketAddr,
+        web: SocketAddr,
+        web_ops: SocketAddr,
+    ) -> anyhow::Result<FrontDoor> {
         let binary = find_nginx()?;
         let mut last = None;
         for _ in 0..3 {
-            match Self::start_once(&binary, ingest, web) {
+            match Self::start_once(&binary, ingest, web, web_ops) {
                 Ok(door) => return Ok(door),
                 Err(e) => last = Some(e),
             }
@@ -63,7 +72,12 @@ impl FrontDoor {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("nginx did not start")))
     }
 
-    fn start_once(binary: &Path, ingest: SocketAddr, web: SocketAddr) -> anyhow::Result<FrontDoor> {
+    fn start_once(
+        binary: &Path,
+        ingest: SocketAddr,
+        web: SocketAddr,
+        web_ops: SocketAddr,
+    ) -> anyhow::Result<FrontDoor> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         std::fs::create_dir_all(dir.path().join("run"))?;
@@ -72,7 +86,7 @@ impl FrontDoor {
         let front = dir.path().join("front.conf");
         let main = dir.path().join("nginx.conf");
         let listen = format!("127.0.0.1:{port}");
-        let (ingest, web) = (ingest.to_string(), web.to_string());
+        let (ingest, web, web_ops) = (ingest.to_string(), web.to_string(), web_ops.to_string());
         std::fs::write(
             &front,
             render(
@@ -81,6 +95,7 @@ impl FrontDoor {
                     ("FRONT_LISTEN", &listen),
                     ("INGEST_UPSTREAM", &ingest),
                     ("WEB_UPSTREAM", &web),
+                    ("WEB_OPS_UPSTREAM", &web_ops),
                 ],
             )?,
         )?;

@@ -58,6 +58,19 @@ async fn paths_methods_and_health() {
         .await
         .expect("json");
     assert_eq!(ready["ready"], true);
+    // Metrics are on the ops port only, next to its own probes.
+    let public = edge
+        .http
+        .get(edge.url("/metrics"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(public.status(), 404, "GET /metrics on the public port");
+    let ops = |path: &str| format!("http://{}{path}", edge.ops_addr);
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let resp = edge.http.get(ops(path)).send().await.expect("ops");
+        assert_eq!(resp.status(), 200, "GET {path} on the ops port");
+    }
 }
 
 #[tokio::test]

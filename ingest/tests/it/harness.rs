@@ -10,6 +10,8 @@ use testkit::{poll_until, NatsServer, Service};
 
 pub struct Edge {
     pub addr: SocketAddr,
+    /// The ops port: `/metrics` is served there only.
+    pub ops_addr: SocketAddr,
     pub http: reqwest::Client,
     pub js: jetstream::Context,
     service: Service,
@@ -18,7 +20,10 @@ pub struct Edge {
 pub async fn start_edge(nats: &NatsServer, tweak: impl FnOnce(&mut Config)) -> Edge {
     let mut config = Config::for_nats(&nats.url());
     config.rate_limit_rpm = 0;
+    let ops_port = testkit::free_port().expect("free port");
+    config.ops_addr = SocketAddr::from(([127, 0, 0, 1], ops_port));
     tweak(&mut config);
+    let ops_addr = config.ops_addr;
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .expect("bind");
@@ -31,6 +36,7 @@ pub async fn start_edge(nats: &NatsServer, tweak: impl FnOnce(&mut Config)) -> E
     let service = Service::spawn(|stop| ingest::run(config, listener, client, Some(metrics), stop));
     let edge = Edge {
         addr,
+        ops_addr,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -84,9 +90,10 @@ impl Edge {
         .await
     }
 
+    /// The Prometheus text of the ops port (`/metrics` is not on the public port).
     pub async fn metrics(&self) -> String {
         self.http
-            .get(self.url("/metrics"))
+            .get(format!("http://{}/metrics", self.ops_addr))
             .send()
             .await
             .expect("metrics")

@@ -458,7 +458,12 @@ async fn headers_escaping_cache_and_ops_routes() {
     assert_eq!(first.headers()["x-cache"], "MISS");
     let second = web.get("/api/v2/dashboard?days=7&repo=external").await;
     assert_eq!(second.headers()["x-cache"], "HIT");
-    let metrics = web.text("/metrics").await;
+    let metrics = web.metrics().await;
+    assert_eq!(
+        web.get("/metrics").await.status(),
+        404,
+        "metrics are on the ops port only"
+    );
     assert!(
         metrics.contains("telemetry_web_requests_total"),
         "{metrics}"

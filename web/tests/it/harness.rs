@@ -33,6 +33,8 @@ pub struct Stack {
 
 pub struct Web {
     pub addr: SocketAddr,
+    /// The ops port: `/metrics` is served there only.
+    pub ops_addr: SocketAddr,
     pub http: reqwest::Client,
     service: Service,
 }
@@ -175,7 +177,12 @@ impl Stack {
         let mut config = Config::for_servers(&self.clickhouse.url(), &self.nats.url());
         config.cache_warmup = false;
         config.id_hash_key = fleet::Secret::new(ID_KEY);
+        // The web reads as the read-only user, as deployed.
+        config.clickhouse_user = testkit::clickhouse::READONLY_USER.into();
+        let ops_port = testkit::free_port().expect("free port");
+        config.ops_addr = SocketAddr::from(([127, 0, 0, 1], ops_port));
         tweak(&mut config);
+        let ops_addr = config.ops_addr;
         let listener = tokio::net::TcpListener::bind(config.listen_addr)
             .await
             .expect("bind");
@@ -188,6 +195,7 @@ impl Stack {
             Service::spawn(|stop| web::run(config, listener, client, Some(metrics), stop));
         let web = Web {
             addr,
+            ops_addr,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .redirect(reqwest::redirect::Policy::none())
@@ -235,6 +243,19 @@ impl Web {
         let text = resp.text().await.expect("body");
         assert_eq!(status, 200, "GET {path}: {text}");
         text
+    }
+
+    /// The Prometheus text of the ops port (`/metrics` is not on the public port).
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.ops_addr);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert_eq!(resp.status(), 200, "GET {url}");
+        resp.text().await.expect("body")
     }
 
     pub async fn wait_ready(&self) {

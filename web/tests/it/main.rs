@@ -9,5 +9,6 @@ mod harness;
 mod live;
 mod openapi;
 mod original;
+mod readonly;
 mod scripts;
 mod v3;

@@ -691,7 +691,6 @@ fn calls(id: &str) -> Vec<(&'static str, String)> {
         ("/healthz", "/healthz".into()),
         ("/livez", "/livez".into()),
         ("/readyz", "/readyz".into()),
-        ("/metrics", "/metrics".into()),
         ("/static/{path}", "/static/app.css".into()),
         // Errors, as documented.
         ("/api/v2/dashboard", "/api/v2/dashboard?days=8".into()),

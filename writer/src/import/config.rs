@@ -131,6 +131,7 @@ pub struct TargetArgs {
         env = "CLICKHOUSE_PASSWORD",
         default_value = "",
         hide_default_value = true,
+        hide_env_values = true,
         global = true
     )]
     pub clickhouse_password: Secret,
@@ -181,7 +182,8 @@ pub struct PocketBaseArgs {
         long,
         env = "PB_IDENTITY",
         default_value = "",
-        hide_default_value = true
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pub identity: String,
 
@@ -190,7 +192,8 @@ pub struct PocketBaseArgs {
         long,
         env = "PB_PASSWORD",
         default_value = "",
-        hide_default_value = true
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pub password: Secret,
 
@@ -223,7 +226,8 @@ pub struct ClickHouseArgs {
         long,
         env = "SOURCE_CLICKHOUSE_PASSWORD",
         default_value = "",
-        hide_default_value = true
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pub password: Secret,
 

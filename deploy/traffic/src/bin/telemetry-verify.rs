@@ -27,7 +27,8 @@ struct Config {
         long,
         env = "CLICKHOUSE_PASSWORD",
         default_value = "",
-        hide_default_value = true
+        hide_default_value = true,
+        hide_env_values = true
     )]
     clickhouse_password: String,
     /// ClickHouse database of the writer.
@@ -44,7 +45,8 @@ struct Config {
         long,
         env = "PB_PASSWORD",
         default_value = "",
-        hide_default_value = true
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pb_password: String,
     /// PocketBase collection with one record per install.
