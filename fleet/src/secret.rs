@@ -38,7 +38,24 @@ impl std::str::FromStr for Secret {
 /// `.` and blanks (so `CHANGE_ME` is `changeme`). Anything that starts with `changeme` counts too: the
 /// deploy files' `change-me-too`, `change-me-three`, `change-me-please`.
 pub const PLACEHOLDERS: &[&str] = &[
-    "changeme", "password", "admin", "secret", "example", "passw0rd", "xxx", "todo",
+    "changeme",
+    "changethis",
+    "password",
+    "passw0rd",
+    "admin",
+    "administrator",
+    "adminpassword",
+    "secret",
+    "default",
+    "placeholder",
+    "example",
+    "test",
+    "xxx",
+    "todo",
+    "123456",
+    "12345678",
+    "letmein",
+    "yourpassword",
 ];
 
 /// True when `value` is one of the [`PLACEHOLDERS`] (or the docs' `...`): a password nobody chose.

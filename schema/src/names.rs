@@ -43,6 +43,8 @@ pub const ADMIN_CLEANUP_RUN_SUBJECT: &str = "telemetry.v1.admin.cleanup.run";
 /// Request–reply subject on which the web asks the aggregator for its cleanup settings and the number of
 /// stuck installs; the reply is a [`crate::admin::Reply`] of [`crate::admin::CleanupStatus`].
 pub const ADMIN_CLEANUP_STATUS_SUBJECT: &str = "telemetry.v1.admin.cleanup.status";
+/// Every admin request subject (what the web may publish and the aggregator and alerter answer).
+pub const ADMIN_SUBJECTS: &str = "telemetry.v1.admin.>";
 /// Queue group of the alerter replicas on [`ADMIN_ALERTS_TEST_SUBJECT`]: one replica answers (one mail).
 pub const ADMIN_ALERTER_QUEUE: &str = "telemetry-alerter-admin";
 /// Queue group of the aggregator replicas on the cleanup subjects: one replica answers.

@@ -48,36 +48,6 @@ const GITHUB_TIMEOUT: Duration = Duration::from_secs(20);
 /// The period of the figures in an issue.
 const ISSUE_PERIOD: Period = Period::Days30;
 
-/// Passwords that are placeholders, compared lower-case without `-`, `_`, `.` and spaces.
-const PLACEHOLDERS: &[&str] = &[
-    "changeme",
-    "changethis",
-    "admin",
-    "administrator",
-    "password",
-    "passw0rd",
-    "secret",
-    "default",
-    "placeholder",
-    "example",
-    "test",
-    "123456",
-    "12345678",
-    "letmein",
-    "yourpassword",
-    "adminpassword",
-];
-
-/// Whether `password` is a known placeholder (`changeme`, `CHANGE_ME`, `admin`, `password`, ...).
-pub fn is_placeholder(password: &str) -> bool {
-    let folded: String = password
-        .chars()
-        .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
-        .flat_map(char::to_lowercase)
-        .collect();
-    !password.is_empty() && PLACEHOLDERS.contains(&folded.as_str())
-}
-
 /// Whether `name` can be a GitHub owner or repository name.
 pub fn is_github_name(name: &str) -> bool {
     !name.is_empty()
@@ -562,21 +532,6 @@ pub fn issue(view: &AppView) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn placeholders_are_recognised_in_any_spelling() {
-        let check = |password: &str, placeholder: bool| {
-            assert_eq!(is_placeholder(password), placeholder, "{password:?}");
-        };
-        check("changeme", true);
-        check("CHANGE_ME", true);
-        check("change-me", true);
-        check("Admin", true);
-        check("password", true);
-        check("", false);
-        check("change-me-too", false);
-        check("x7#kQ9!mZ2", false);
-    }
 
     #[test]
     fn the_client_is_the_peer_or_the_last_hop_of_a_local_proxy() {

@@ -211,12 +211,7 @@ impl Config {
                 "must be longer than QUERY_TIMEOUT_SECS, or a slow query is cut before its own deadline",
             );
         }
-        if crate::admin::is_placeholder(self.admin_password.expose()) {
-            return refuse(
-                "ADMIN_PASSWORD",
-                "is a known placeholder; set a real password, or leave it empty to turn the admin actions off",
-            );
-        }
+        fleet::config::refuse_placeholder("ADMIN_PASSWORD", &self.admin_password)?;
         if self.admin_reply_timeout_secs == 0 {
             return refuse("ADMIN_REPLY_TIMEOUT_SECS", "must be at least 1");
         }

@@ -188,7 +188,7 @@ async fn each_service_user_does_its_job_and_no_more() {
         .await
         .expect("synthetic final acknowledged");
     let mut admin = aggregator
-        .subscribe("telemetry.admin.>")
+        .subscribe(schema::names::ADMIN_SUBJECTS)
         .await
         .expect("admin subscription");
     let responder = aggregator.clone();
@@ -253,7 +253,7 @@ async fn each_service_user_does_its_job_and_no_more() {
         .expect("web reads an alert");
     let answer = tokio::time::timeout(
         Duration::from_secs(10),
-        web.request("telemetry.admin.cleanup.run", "{}".into()),
+        web.request(schema::names::ADMIN_CLEANUP_RUN_SUBJECT, "{}".into()),
     )
     .await
     .expect("admin answer in time")

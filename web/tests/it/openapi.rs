@@ -393,6 +393,10 @@ fn served_routes() -> BTreeSet<String> {
                 dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let text = std::fs::read_to_string(&path).expect("source");
+                // fleet's readiness probe, merged into the public router.
+                if text.contains("ops(&state).readiness()") {
+                    out.insert("GET /readyz".to_string());
+                }
                 for c in route.captures_iter(&text) {
                     out.insert(format!(
                         "{} {}",

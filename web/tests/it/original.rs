@@ -578,7 +578,7 @@ async fn the_original_read_api_answers_as_its_spec_says() {
     // The install gauges of /metrics equal today's direct counts.
     let today = direct(1, "ProxmoxVE");
     testkit::poll_until("install gauges", Duration::from_secs(30), async || {
-        let text = web.text("/metrics").await;
+        let text = web.metrics().await;
         let names = [
             "telemetry_installs_total",
             "telemetry_installs_success_total",

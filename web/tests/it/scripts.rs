@@ -443,7 +443,7 @@ fn owned(rows: &[(&str, u64, i64)]) -> Vec<(String, u64, i64)> {
 
 /// The number in `/metrics` of `telemetry_web_catalog_loads_total{result="<result>"}`.
 async fn catalogue_loads(web: &Web, result: &str) -> u64 {
-    let text = web.text("/metrics").await;
+    let text = web.metrics().await;
     let marker = format!("telemetry_web_catalog_loads_total{{result=\"{result}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&marker))
