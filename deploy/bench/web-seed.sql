@@ -1,9 +1,15 @@
--- Seeds `telemetry.events` (and, through the writer's materialized view, `installs`) with
+-- Seeds `telemetry.events` (and, through the writer's materialized views, its install tables) with
 -- {INSTALLS} installs of 4 events each, started uniformly over the last {DAYS} days, straight from
 -- numbers(): no network, no client. Used by deploy/bench/web.sh; {INSTALLS}, {DAYS} and {OFFSET} are
 -- replaced by the script (numbers only). Every figure is a function of the install number, so a run is
--- reproducible. Valid on ClickHouse 18.16 and current releases.
-INSERT INTO telemetry.events
+-- reproducible. Valid on ClickHouse 18.16 and current releases. The columns are named: a column a later
+-- migration of the writer adds gets its default until this seed fills it. The writer's views feed
+-- `installs` (installs_mv2) and `installs_by_random_id` (installs_mv3, what `installs_final` reads since
+-- version 3) from this insert; every install has one random_id, so it is its own owner.
+INSERT INTO telemetry.events (event_id, received_at, received_ms, execution_id, random_id, type, nsapp, status,
+    ct_type, disk_size, core_count, ram_size, os_type, os_version, pve_version, method, exit_code, error,
+    error_category, error_signature, install_duration, cpu_vendor, cpu_model, gpu_vendor, gpu_model,
+    gpu_passthrough, ram_speed, repo_source, synthetic, rescued, repo_slug, has_arm, arch)
 SELECT
     toUUID(concat(substring(ms_hex, 1, 8), '-', substring(ms_hex, 9, 4), '-7', substring(rnd, 1, 3), '-8',
                   substring(rnd, 4, 3), '-', substring(rnd, 5, 12))) AS event_id,
@@ -36,7 +42,11 @@ SELECT
     NULL AS ram_speed,
     arrayElement(['ProxmoxVE', 'ProxmoxVE', 'ProxmoxVE', 'ProxmoxVED', 'external'], (intDiv(h, 864000) % 5) + 1) AS repo_source,
     toUInt8(0) AS synthetic,
-    emptyArrayString() AS rescued
+    emptyArrayString() AS rescued,
+    -- Version 2's fields, sent by the newer scripts (every other install) on their first event.
+    if(step = 0 AND h % 2 = 0 AND repo_source != 'external', concat('community-scripts/', repo_source), NULL) AS repo_slug,
+    if(step = 0 AND h % 2 = 0, toUInt8(intDiv(h, 7) % 10 = 0), NULL) AS has_arm,
+    if(step = 0 AND h % 2 = 0, if(intDiv(h, 7) % 10 = 0, 'arm64', 'amd64'), NULL) AS arch
 FROM
 (
     SELECT
