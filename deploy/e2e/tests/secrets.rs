@@ -101,7 +101,7 @@ const SERVICE_SECRETS: [ServiceSecrets; 5] = [
     ),
     (
         "telemetry-web",
-        &["NATS_PASSWORD", "CLICKHOUSE_PASSWORD"],
+        &["NATS_PASSWORD", "CLICKHOUSE_PASSWORD", "ADMIN_PASSWORD"],
         &[],
     ),
 ];
