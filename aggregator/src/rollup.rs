@@ -145,7 +145,8 @@ impl Acc {
     /// Adds an install; its signature counts only when `tracked_signature`.
     fn add(&mut self, s: &Slot, tracked_signature: bool) {
         self.started += 1;
-        self.clients[usize::from(s.client >> 6)] |= 1 << (s.client & 63);
+        let client = s.client();
+        self.clients[usize::from(client >> 6)] |= 1 << (client & 63);
         match s.status {
             Status::Success => self.success += 1,
             Status::Failed => self.failed += 1,
@@ -367,7 +368,7 @@ fn app_counts(tracker: &Tracker) -> Vec<(u32, u64, u32, u32)> {
     count_names(
         tracker
             .slots()
-            .map(|s| u64::from(s.app) << 32 | u64::from(s.client))
+            .map(|s| u64::from(s.app) << 32 | u64::from(s.client()))
             .collect(),
     )
 }

@@ -133,11 +133,6 @@ impl Names {
     }
 }
 
-/// An 8-bit hash of an install's `random_id`: its client, for counting distinct clients cheaply.
-fn client_of(random_id: &str) -> u8 {
-    stable_hash(random_id) as u8
-}
-
 /// One install as the rollups see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
@@ -158,8 +153,6 @@ pub struct Slot {
     pub repo: RepoSource,
     pub category: Option<Category>,
     pub exit_code: Option<u8>,
-    /// 8-bit hash of the install's `random_id` (in the slot's spare byte).
-    pub client: u8,
     /// True while the full state is in `pending`.
     pending: bool,
 }
@@ -185,6 +178,12 @@ fn state_duration(state: &InstallState) -> u32 {
 }
 
 impl Slot {
+    /// The install's client for counting distinct clients cheaply: 8 bits of the same hash of its
+    /// `random_id` as [`Slot::owner`].
+    pub fn client(&self) -> u8 {
+        self.owner as u8
+    }
+
     pub fn duration(&self) -> Option<u32> {
         (self.duration != NO_DURATION).then_some(self.duration & DURATION_SECS)
     }
@@ -302,7 +301,6 @@ impl Tracker {
                     repo: RepoSource::ProxmoxVE,
                     category: None,
                     exit_code: None,
-                    client: client_of(&event.random_id),
                     pending: false,
                 };
                 self.refresh(&mut slot, &state, event);
@@ -354,7 +352,6 @@ impl Tracker {
         slot.owner = owner_tag(&state.random_id.value);
         slot.first_seen = unix_secs(state.first_seen);
         slot.app = self.apps.offer(&state.nsapp.value);
-        slot.client = client_of(&state.random_id.value);
         slot.kind = state.kind.value;
         slot.repo = state.repo_source.value;
         slot.status = state.status.value;
