@@ -3,8 +3,9 @@
 //! set-up, the Prometheus recorder (`metrics`), the NATS connection, stream set-up and flush (`nats`),
 //! retries (`retry`), the shutdown token and signal (`shutdown`), the HTTP serve loop with its deadlines
 //! and connection cap (`http`), the ops routes `/healthz`, `/readyz` and `/metrics` (`ops`), and the
-//! [`Secret`] type of passwords in configs. The contract itself (names, settings, events) stays in `schema`.
+//! client address behind trusted proxies (`client`), and the [`Secret`] type of passwords in configs. The contract itself (names, settings, events) stays in `schema`.
 
+pub mod client;
 pub mod config;
 pub mod http;
 mod linger;

@@ -12,9 +12,7 @@ use fleet::ConfigError;
 use http::HeaderName;
 use ipnet::IpNet;
 
-/// Private and loopback ranges: a reverse proxy on the same host or network is trusted by default.
-pub const DEFAULT_TRUSTED_PROXIES: &str =
-    "127.0.0.0/8,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,::1/128,fc00::/7";
+pub use fleet::client::DEFAULT_TRUSTED_PROXIES;
 
 /// An async-nats JetStream context holds at most 5000 pending PubAcks (its default `max_ack_inflight`)
 /// and makes any further publish wait for a free slot; stay well below so a full edge answers 503 at once.

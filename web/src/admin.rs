@@ -174,37 +174,14 @@ pub fn router(state: &Arc<AppState>) -> Router<Arc<AppState>> {
     router.with_state(admin)
 }
 
-/// The client an admin request counts against: the peer, or, when the peer is a proxy on a private or
-/// loopback address (the front door), the last hop it appended to `X-Forwarded-For`.
+/// The client an admin request counts against: the edge's rule ([`fleet::client::client_key`]) with the
+/// local proxies (loopback and private ranges, the front door) trusted, IPv6 clients per /64 (one
+/// subscriber's network, which it can walk through).
 pub fn client_addr(peer: Option<SocketAddr>, headers: &HeaderMap) -> IpAddr {
-    let Some(peer) = peer.map(|p| p.ip()) else {
+    let Some(peer) = peer else {
         return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     };
-    let proxy = match peer {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local(),
-    };
-    if !proxy {
-        return peer;
-    }
-    // Only the last hop is the proxy's own word; earlier ones are whatever the client sent.
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .and_then(|hop| hop.trim().parse::<IpAddr>().ok())
-        .unwrap_or(peer)
-}
-
-/// The key failures are counted by: the IPv4 address, or the /64 of an IPv6 address (one subscriber's
-/// network, which it can walk through).
-fn limit_key(client: IpAddr) -> IpAddr {
-    match client {
-        IpAddr::V4(_) => client,
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-    }
+    fleet::client::client_key(peer.ip(), headers, fleet::client::default_trusted_proxies())
 }
 
 impl Admin {
@@ -218,7 +195,7 @@ impl Admin {
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        let client = limit_key(client_addr(peer, request.headers()));
+        let client = client_addr(peer, request.headers());
         let limit = self.app.config.admin_max_failures_per_min;
         if let Some(count) = self.failures.get(&client).await {
             if count.load(Ordering::Relaxed) >= limit {
@@ -564,7 +541,7 @@ mod tests {
     fn ipv6_clients_count_per_64() {
         let check = |ip: &str, key: &str| {
             assert_eq!(
-                limit_key(ip.parse().expect("ip")),
+                fleet::client::bucket(ip.parse().expect("ip")),
                 key.parse::<IpAddr>().expect("key"),
                 "{ip}"
             );
