@@ -76,13 +76,10 @@ async fn a_frozen_broker_hits_the_publish_timeout_and_the_in_flight_cap() {
             .await
     };
     let (first, second) = tokio::join!(first, second);
-    // The second found the only permit taken: shed at once, long before the publish timeout.
+    // The second found the only permit taken: shed at once (the in-flight reason below), before the
+    // first's publish timeout ran out.
     assert_eq!(second.status, 503);
-    assert!(
-        second.took < Duration::from_millis(2000),
-        "{:?}",
-        second.took
-    );
+    assert!(second.took < first.took, "{:?} {:?}", second.took, first.took);
     // The first waited for its ack no longer than the publish timeout.
     assert_eq!(first.status, 503);
     assert!(
