@@ -8,6 +8,12 @@ use anyhow::{bail, Context};
 
 use crate::{find_binary, free_port, port_open, wait_until};
 
+/// The servers' JetStream storage limit. Left unset, nats-server allows about three quarters of the disk
+/// that is free when it starts, and then refuses the events stream (its `max_bytes` is reserved at
+/// creation) on a machine with less than ~13 GiB free, which made tests fail far from the cause. Tests
+/// store a few megabytes, so a limit that never binds is right here.
+pub const JETSTREAM_LIMITS: &str = "jetstream {\n  max_file_store: 1TB\n}\n";
+
 /// A nats-server with JetStream on a loopback port, its data in a temporary dir.
 pub struct NatsServer {
     binary: PathBuf,
@@ -28,7 +34,10 @@ impl NatsServer {
         std::fs::copy(include, dir.path().join(name))
             .with_context(|| format!("copying {}", include.display()))?;
         let conf = dir.path().join("server.conf");
-        std::fs::write(&conf, format!("include {:?}\n", name.to_string_lossy()))?;
+        std::fs::write(
+            &conf,
+            format!("include {:?}\n{JETSTREAM_LIMITS}", name.to_string_lossy()),
+        )?;
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -46,12 +55,15 @@ impl NatsServer {
 
     /// Starts a fresh server and waits until it accepts connections.
     pub fn start() -> anyhow::Result<NatsServer> {
+        let dir = tempfile::tempdir()?;
+        let conf = dir.path().join("server.conf");
+        std::fs::write(&conf, JETSTREAM_LIMITS)?;
         let mut server = NatsServer {
             binary: find_binary("nats-server", "NATS_SERVER_BIN")?,
             port: free_port()?,
-            dir: tempfile::tempdir()?,
+            dir,
             child: None,
-            config: None,
+            config: Some((conf, Vec::new())),
         };
         server.spawn()?;
         Ok(server)
@@ -195,7 +207,11 @@ impl NatsCluster {
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("{}.log", node.name)))?;
+        let conf = self.dir.path().join("server.conf");
+        std::fs::write(&conf, JETSTREAM_LIMITS)?;
         let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&conf)
             .args([
                 "-js",
                 "-a",
