@@ -78,6 +78,15 @@ def top_level_order_by(sql):
     return re.search(r"\bORDER\s+BY\b", "".join(plain), re.IGNORECASE) is not None
 
 
+def as_int(v):
+    """An integer, also one quoted as JSON text (18.16 quotes 64-bit integers), else None."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, str) and re.fullmatch(r"-?\d+", v):
+        return int(v)
+    return None
+
+
 def same_value(a, b):
     if a == b:
         return True
@@ -85,10 +94,9 @@ def same_value(a, b):
         return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
     if isinstance(a, (list, dict)) or isinstance(b, (list, dict)) or a is None or b is None:
         return False
-    try:  # 18.16 quotes 64-bit integers in JSON, current releases too unless told otherwise
-        return int(a) == int(b)
-    except (TypeError, ValueError):
-        pass
+    ia, ib = as_int(a), as_int(b)
+    if ia is not None and ib is not None:
+        return ia == ib
     try:
         fa, fb = float(a), float(b)
     except (TypeError, ValueError):
@@ -144,12 +152,69 @@ def plant(columns, body):
     return body, False
 
 
+def self_test():
+    """Table-driven checks of the comparison's own rules; returns the failures."""
+    failures = []
+
+    def check(name, got, want):
+        if got != want:
+            failures.append(f"{name}: got {got!r}, want {want!r}")
+
+    for a, b, want in [
+        ("1", 1, True),  # a quoted 64-bit integer against a plain one
+        ("18446744073709551615", 18446744073709551614, False),  # beyond a float's precision
+        (0.1 + 0.2, 0.3, True),
+        (1.0, 1.0000001, False),
+        ("1.5", 1.5, True),
+        ("x", "x", True),
+        ("x", "y", False),
+        (None, 0, False),
+        (None, None, True),
+        ([1, "2"], ["1", 2], True),
+        ([1], [1, 1], False),
+        ("nan", "nan", True),
+    ]:
+        check(f"same_value({a!r}, {b!r})", same_value(a, b), want)
+    for sql, want in [
+        ("SELECT a FROM t ORDER BY a", True),
+        ("SELECT a FROM (SELECT a FROM t ORDER BY a)", False),
+        ("SELECT a FROM t WHERE x = 'ORDER BY' GROUP BY a", False),
+        ("SELECT a FROM t WHERE x = 'it''s (' order  by a", True),
+        ("SELECT a FROM t WHERE x = 'a\\' ORDER BY' LIMIT 1", False),
+    ]:
+        check(f"top_level_order_by({sql!r})", top_level_order_by(sql), want)
+    for sql, want in [
+        ("SELECT 1 FORMAT RowBinary", "SELECT 1"),
+        ("SELECT 1\nFORMAT TabSeparated;", "SELECT 1"),
+        ("SELECT 'FORMAT x' AS f", "SELECT 'FORMAT x' AS f"),
+    ]:
+        check(f"strip_format({sql!r})", strip_format(sql), want)
+    for sql, want in [
+        ("INSERT INTO `db`.events (a, b) FORMAT RowBinary", "`db`.events"),
+        ("INSERT INTO db.schema_migrations (version, name) VALUES (1, 'x')", "db.schema_migrations"),
+        ("INSERT INTO db.installs SELECT * FROM db.events", None),
+    ]:
+        m = DIRECT_INSERT.match(sql)
+        check(f"DIRECT_INSERT({sql!r})", m.group(1) if m else None, want)
+    columns, body = ["id", "status"], "1\tinstalling\n2\tsuccess\n3\tsuccess\n"
+    check("plant", plant(columns, body), ("1\tinstalling\n2\tfailed\n3\tsuccess\n", True))
+    check("plant without a success", plant(columns, "1\tfailed\n"), ("1\tfailed\n", False))
+    return failures
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clickhouse", required=True, help="HTTP URL of the ClickHouse 18.16 server")
+    parser.add_argument("--self-test", action="store_true", help="check the comparison's own rules and exit")
+    parser.add_argument("--clickhouse", help="HTTP URL of the ClickHouse 18.16 server")
     parser.add_argument("--reader", default="web", help="the user whose SELECTs are compared")
     parser.add_argument("--plant", action="store_true", help="alter one event on the chDB side only")
     args = parser.parse_args()
+    if args.self_test:
+        failures = self_test()
+        print("\n".join(failures) or "self-test passed")
+        return 1 if failures else 0
+    if not args.clickhouse:
+        parser.error("--clickhouse is required")
 
     server = Server(args.clickhouse)
     # Both engines in the server's time zone, so DateTime text means the same instant on both sides.

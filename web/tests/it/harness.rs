@@ -122,9 +122,7 @@ impl Stack {
                 if found == Some(stored) && merged == Some(installs) {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "events_final {found:?}, installs_final {merged:?}"
-                    ))
+                    Err(format!("events_final {found:?}, installs_final {merged:?}"))
                 }
             },
         )
