@@ -143,16 +143,16 @@ def table_dump(server, table):
 
 
 def plant(columns, body):
-    """One stored success turned into a failure."""
-    status = columns.index("status")
-    lines = body.splitlines()
-    for i, line in enumerate(lines):
-        fields = line.split("\t")
-        if fields[status] == "success":
-            fields[status] = "failed"
-            lines[i] = "\t".join(fields)
-            return "\n".join(lines) + "\n", True
-    return body, False
+    """One stored success turned into a failure (every stored copy of that event)."""
+    status, event = columns.index("status"), columns.index("event_id")
+    rows = [line.split("\t") for line in body.splitlines()]
+    chosen = next((r[event] for r in rows if r[status] == "success"), None)
+    if chosen is None:
+        return body, False
+    for r in rows:
+        if r[event] == chosen:
+            r[status] = "failed"
+    return "".join("\t".join(r) + "\n" for r in rows), True
 
 
 def self_test():
@@ -199,8 +199,9 @@ def self_test():
     ]:
         m = DIRECT_INSERT.match(sql)
         check(f"DIRECT_INSERT({sql!r})", m.group(1) if m else None, want)
-    columns, body = ["id", "status"], "1\tinstalling\n2\tsuccess\n3\tsuccess\n"
-    check("plant", plant(columns, body), ("1\tinstalling\n2\tfailed\n3\tsuccess\n", True))
+    columns = ["event_id", "status"]
+    body = "1\tinstalling\n2\tsuccess\n3\tsuccess\n2\tsuccess\n"
+    check("plant", plant(columns, body), ("1\tinstalling\n2\tfailed\n3\tsuccess\n2\tfailed\n", True))
     check("plant without a success", plant(columns, "1\tfailed\n"), ("1\tfailed\n", False))
     return failures
 
