@@ -13,11 +13,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::json;
 use testkit::clickhouse::{ClickHouseServer, READONLY_USER};
-use testkit::NatsServer;
+use testkit::{poll_until, NatsServer, Process};
 use time::OffsetDateTime;
 
 use crate::harness::{accept, Stack};
@@ -326,6 +327,88 @@ fn answer_rows(text: &str) -> Vec<String> {
     rows
 }
 
+/// When the writer has a settle job (its `--help` names `SETTLE_INTERVAL_SECS`), runs it once more over
+/// the stored corpus: once ClickHouse's clock is two seconds past the last rows the writer inserted, a
+/// writer with a one-second interval and lag, until a statement that moves data (`INSERT … SELECT`) it
+/// started has finished (its watermark is past every stored row); then stops it. Whatever it ran is in
+/// the query log, so the comparison replays it.
+async fn settle(stack: &Stack) {
+    let writer = testkit::bin_path("telemetry-writer");
+    let help = Command::new(&writer)
+        .arg("--help")
+        .output()
+        .expect("writer --help");
+    if !String::from_utf8_lossy(&help.stdout).contains("SETTLE_INTERVAL_SECS") {
+        return;
+    }
+    let number = |sql: &str| -> u64 {
+        let text = stack
+            .clickhouse
+            .query(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        text.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{sql}: {text:?}: {e}"))
+    };
+    stack
+        .clickhouse
+        .query("SYSTEM FLUSH LOGS")
+        .expect("flush logs");
+    let last_insert = number(
+        "SELECT toUInt32(max(event_time)) FROM system.query_log WHERE type = 2 AND user = 'default' \
+         AND match(query, '(?is)^\\s*INSERT\\s+INTO\\s+\\S+\\s*(\\([^)]*\\))?\\s*FORMAT')",
+    );
+    assert!(last_insert > 0, "the query log shows the writer's inserts");
+    poll_until(
+        "ClickHouse's clock two seconds past the last insert",
+        Duration::from_secs(30),
+        async || {
+            let now = number("SELECT toUInt32(now())");
+            if now >= last_insert + 2 {
+                Ok(())
+            } else {
+                Err(format!("now {now}, last insert {last_insert}"))
+            }
+        },
+    )
+    .await;
+    let started = number("SELECT toUInt32(now())");
+    let process = Process::spawn(
+        Command::new(writer)
+            .env_clear()
+            .env("SETTLE_INTERVAL_SECS", "1")
+            .env("SETTLE_LAG_SECS", "1")
+            .args(["--sink", "clickhouse"])
+            .args(["--nats-url", &stack.nats.url()])
+            .args(["--clickhouse-url", &stack.clickhouse.url()])
+            .args(["--clickhouse-database", "telemetry"])
+            .args(["--retention-days", "36500"])
+            .args(["--ops-addr", "127.0.0.1:0"])
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    let moved = format!(
+        "SELECT count() FROM system.query_log WHERE type = 2 AND user = 'default' \
+         AND query_start_time >= toDateTime({}) AND match(query, '(?is)^\\\\s*INSERT\\\\s+INTO.*\\\\bSELECT\\\\b')",
+        started
+    );
+    poll_until(
+        "the settle job ran over the stored corpus",
+        Duration::from_secs(120),
+        async || {
+            let _ = stack.clickhouse.query("SYSTEM FLUSH LOGS");
+            match stack.clickhouse.query(&moved).map(|n| n.trim().to_string()) {
+                Ok(n) if n != "0" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let status = process.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "telemetry-writer exited with {status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_18_16_and_a_current_engine_answer_alike() {
     let python = python();
@@ -341,6 +424,7 @@ async fn clickhouse_18_16_and_a_current_engine_answer_alike() {
     stack
         .seed_expecting(&events, events.len() as u64 - copies, installs)
         .await;
+    settle(&stack).await;
 
     // Every GET of the web's document, so the web runs every query it has.
     let web = stack.web(|_| {}).await;
