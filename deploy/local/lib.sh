@@ -33,6 +33,19 @@ ensure_python_tools() {
     "pyyaml==$PYYAML_VERSION"
 }
 
+# chDB, a current ClickHouse engine in-process (PyPI `chdb-core`, ~180 MB, no server), for the check
+# that the schema and the web's queries answer alike on ClickHouse 18.16 and on a current release
+# (web/tests/it/chcompat.rs, deploy/chcompat/compare.py). `--no-deps`: the engine needs no other package.
+CHDB_CORE_VERSION=26.9.0
+ensure_chdb() {
+  ensure_python_tools
+  if [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("chdb-core"))' 2>/dev/null)" = "$CHDB_CORE_VERSION" ]; then
+    return 0
+  fi
+  say "installing chdb-core $CHDB_CORE_VERSION into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "chdb-core==$CHDB_CORE_VERSION"
+}
+
 # Debian packages, installed only when the command is missing.
 ensure_apt() { # ensure_apt COMMAND PACKAGE...
   local cmd=$1; shift

@@ -30,9 +30,19 @@ impl ClickHouseServer {
     /// Starts a fresh server. A start that does not answer (for example because another test took one of
     /// the free ports between our probe and the server's bind) is retried on new ports, three times.
     pub fn start() -> anyhow::Result<ClickHouseServer> {
+        Self::start_with(false)
+    }
+
+    /// [`ClickHouseServer::start`] with every statement of every user logged to `system.query_log`
+    /// (flushed every 100 ms), for tests that read back which SQL the services ran.
+    pub fn start_with_query_log() -> anyhow::Result<ClickHouseServer> {
+        Self::start_with(true)
+    }
+
+    fn start_with(query_log: bool) -> anyhow::Result<ClickHouseServer> {
         let mut last = None;
         for _ in 0..3 {
-            match Self::start_once() {
+            match Self::start_once(query_log) {
                 Ok(server) => return Ok(server),
                 Err(e) => last = Some(e),
             }
@@ -40,13 +50,13 @@ impl ClickHouseServer {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("clickhouse-server did not start")))
     }
 
-    fn start_once() -> anyhow::Result<ClickHouseServer> {
+    fn start_once(query_log: bool) -> anyhow::Result<ClickHouseServer> {
         let binary = find_binary("clickhouse-server", "CLICKHOUSE_SERVER_BIN")
             .or_else(|_| find_binary_at("/usr/sbin/clickhouse-server"))?;
         let dir = tempfile::tempdir()?;
         let http_port = free_port()?;
         let tcp_port = free_port()?;
-        write_config(dir.path(), http_port, tcp_port)?;
+        write_config(dir.path(), http_port, tcp_port, query_log)?;
         let mut server = ClickHouseServer {
             binary,
             http_port,
@@ -123,8 +133,16 @@ fn find_binary_at(path: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn write_config(dir: &Path, http_port: u16, tcp_port: u16) -> anyhow::Result<()> {
+fn write_config(dir: &Path, http_port: u16, tcp_port: u16, query_log: bool) -> anyhow::Result<()> {
     let d = dir.display();
+    let (log_table, log_setting) = if query_log {
+        (
+            "\n  <query_log><database>system</database><table>query_log</table><flush_interval_milliseconds>100</flush_interval_milliseconds></query_log>",
+            "<log_queries>1</log_queries>",
+        )
+    } else {
+        ("", "")
+    };
     let config = format!(
         r#"<?xml version="1.0"?>
 <yandex>
@@ -140,17 +158,19 @@ fn write_config(dir: &Path, http_port: u16, tcp_port: u16) -> anyhow::Result<()>
   <default_profile>default</default_profile>
   <default_database>default</default_database>
   <mark_cache_size>268435456</mark_cache_size>
-  <max_concurrent_queries>100</max_concurrent_queries>
+  <max_concurrent_queries>100</max_concurrent_queries>{log_table}
 </yandex>
 "#
     );
-    let users = r#"<?xml version="1.0"?>
+    let users = format!(
+        r#"<?xml version="1.0"?>
 <yandex>
-  <profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default><readonly><readonly>2</readonly></readonly></profiles>
+  <profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>{log_setting}</default><readonly><readonly>2</readonly>{log_setting}</readonly></profiles>
   <users><default><password></password><networks><ip>::1</ip><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default><web><password></password><networks><ip>::1</ip><ip>127.0.0.1</ip></networks><profile>readonly</profile><quota>default</quota></web></users>
   <quotas><default></default></quotas>
 </yandex>
-"#;
+"#
+    );
     std::fs::write(dir.join("config.xml"), config)?;
     std::fs::write(dir.join("users.xml"), users)?;
     Ok(())

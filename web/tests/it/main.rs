@@ -5,6 +5,7 @@
 mod admin;
 mod api;
 mod browser;
+mod chcompat;
 mod harness;
 mod live;
 mod openapi;

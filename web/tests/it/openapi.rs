@@ -491,9 +491,9 @@ fn check_answer(
 
 /// Installs of an add-on loaded from a repo slug, half of them failed, over the last day: enough for
 /// the 7-day failure rankings (15 installs), the add-on and slug lists, beside the harness's seeds.
-const ADDONS: usize = 16;
+pub const ADDONS: usize = 16;
 
-fn events() -> Vec<schema::Accepted> {
+pub fn events() -> Vec<schema::Accepted> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut events = seed_events();
     for n in 0..ADDONS {
@@ -613,7 +613,7 @@ async fn publish_alert(stack: &Stack) {
 }
 
 /// The GETs to make: (documented path, URL). Every GET of the document needs at least one.
-fn calls(id: &str) -> Vec<(&'static str, String)> {
+pub fn calls(id: &str) -> Vec<(&'static str, String)> {
     let app = "/api/v2/apps/docker?days=365&repo=all";
     let hostile = format!("/api/apps/{}?days=90", HOSTILE.replace(' ', "%20"));
     let mut out: Vec<(&'static str, String)> = vec![
