@@ -244,8 +244,8 @@ fn read_field(f: &mut Fields, key: &str, value: &Value) -> Result<(), Rejection>
         "ram_size" => f.ram_size = int("ram_size", value, 0, 1_048_576)?.map(|n| n as u32),
         // Lower-cased before the cut: lower-casing can lengthen a string (U+0130 is 2 bytes, "i̇" 3).
         "os_type" => {
-            f.os_type = raw_string("os_type", value)?
-                .and_then(|s| clean(s.to_lowercase(), MAX_SHORT_BYTES))
+            f.os_type =
+                raw_string("os_type", value)?.and_then(|s| clean(s.to_lowercase(), MAX_SHORT_BYTES))
         }
         "os_version" => f.os_version = text("os_version", value, MAX_SHORT_BYTES)?,
         "pve_version" => f.pve_version = text("pve_version", value, MAX_SHORT_BYTES)?,

@@ -464,19 +464,32 @@ mod tests {
         };
         check(false, 0, "lg-0badcafe-0000000000", None);
         check(false, 42, "lg-0badcafe-0000000042", None);
-        check(true, 9_876_543_210, "lg-0badcafe-9876543210", Some("198.18.22.234"));
+        check(
+            true,
+            9_876_543_210,
+            "lg-0badcafe-9876543210",
+            Some("198.18.22.234"),
+        );
         check(true, 1, "lg-0badcafe-0000000001", Some("198.18.0.1"));
     }
 
     #[test]
     fn answers_are_complete_once_head_and_body_are_in() {
         let check = |bytes: &[u8], expected: Option<(u16, usize)>| {
-            assert_eq!(parse_answer(bytes), expected, "{:?}", String::from_utf8_lossy(bytes));
+            assert_eq!(
+                parse_answer(bytes),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
         };
         let ok = b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\nContent-Length: 5\r\n\r\nhello";
         check(ok, Some((202, ok.len())));
         check(&ok[..30], None);
-        check(b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n\r\n", Some((503, 52)));
+        check(
+            b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n\r\n",
+            Some((503, 52)),
+        );
     }
 
     #[test]
