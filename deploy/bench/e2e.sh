@@ -18,6 +18,7 @@
 #        GENERATOR=loadgen deploy/bench/e2e.sh   the lean telemetry-loadgen (1 KB installing events from a
 #        template, keep-alive, one thread, each request from its own X-Forwarded-For client) instead of
 #        telemetry-simulate's realistic mix; its CPU is the `simulate` column either way.
+#        NO_BUILD=1 skips the release build (binaries already in the target directory).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../local/lib.sh"
 cd "$ROOT"
@@ -33,7 +34,7 @@ ensure_python_tools
 ensure_clickhouse
 ensure_apt chromium chromium
 PATH="$VENV/bin:$PATH"
-cargo build --release --locked -q --bins -p ingest -p writer -p aggregator -p web -p traffic
+[ -n "${NO_BUILD:-}" ] || cargo build --release --locked -q --bins -p ingest -p writer -p aggregator -p web -p traffic
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d)
 PIDS=()
