@@ -141,7 +141,10 @@ SHED_AT=$(awk -F'\t' 'NR > 1 && $5 >= 0.1 { print $2; exit }' "$OUT/e2e.tsv")
 echo "sustained: $SUSTAINED accepted events/s; shedding starts at offered ${SHED_AT:-none of the steps} req/s" >&2
 
 # --- overload: twice the sustained rate, then a quarter --------------------------------------------
-OVER=$(( SUSTAINED * 2 )); CALM=$(( SUSTAINED / 4 + 1 ))
+# No step sustained (all shed a little): the overload phase starts from the best accepted rate instead.
+BASE_RATE=$SUSTAINED
+[ "$BASE_RATE" -gt 0 ] || BASE_RATE=$(awk -F'\t' 'NR > 1 && $4 > best { best = $4 } END { printf "%.0f", best + 1 }' "$OUT/e2e.tsv")
+OVER=$(( BASE_RATE * 2 )); CALM=$(( BASE_RATE / 4 + 1 ))
 echo "== overload: $OVER req/s for ${OVERLOAD_SECS}s, then $CALM req/s" >&2
 ( sleep $((OVERLOAD_SECS / 2))
   for i in $(seq 1 200); do
