@@ -5,7 +5,11 @@
 #      per-request path), with the ratios;
 #   2. p50/p99 at half of the ingest's peak (open-loop load generator telemetry-loadgen);
 #   3. p99 of the 503 answers while NATS is stopped;
-#   4. peak RSS of telemetry-ingest.
+#   4. peak RSS of telemetry-ingest;
+#   5. CPU seconds per 1,000 events of the ingest (at half of its peak) and of the load generator.
+# With BASE_BIN=DIR (a directory holding another build's telemetry-ingest, e.g. main's), that build runs
+# beside this one against the same NATS and gets the same measurements, with the ratios new / base.
+# NO_BUILD=1 skips the release build (binaries already in the target directory).
 # Usage: deploy/bench/ingest.sh [SECONDS per wrk run, default 15]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../local/lib.sh"
@@ -15,7 +19,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 
 ensure_python_tools
 ensure_apt wrk wrk
-cargo build --release --locked -q -p ingest -p traffic --bins --examples
+[ -n "${NO_BUILD:-}" ] || cargo build --release --locked -q -p ingest -p traffic --bins --examples
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d)
 PIDS=()
@@ -29,6 +33,12 @@ nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" >/dev/null 2>&1 & 
 INGEST_OPS_PORT=$(free_port)
 RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$INGEST_PORT" OPS_ADDR="127.0.0.1:$INGEST_OPS_PORT" NATS_URL="nats://127.0.0.1:$NATS_PORT" LOG_LEVEL=warn \
   "$BIN/telemetry-ingest" 2>"$WORK/ingest.log" & INGEST_PID=$!; PIDS+=($INGEST_PID)
+if [ -n "${BASE_BIN:-}" ]; then
+  BASE_PORT=$(free_port)
+  RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$BASE_PORT" OPS_ADDR="127.0.0.1:$(free_port)" NATS_URL="nats://127.0.0.1:$NATS_PORT" LOG_LEVEL=warn \
+    "$BASE_BIN/telemetry-ingest" 2>"$WORK/base.log" & BASE_PID=$!; PIDS+=($BASE_PID)
+  wait_http "http://127.0.0.1:$BASE_PORT/readyz"
+fi
 "$BIN/examples/bare" "127.0.0.1:$BARE_PORT" & PIDS+=($!)
 pocketbase superuser upsert bench@example.com benchbenchbench --dir "$WORK/pb" >/dev/null
 pocketbase serve --http "127.0.0.1:$PB_PORT" --dir "$WORK/pb" >/dev/null 2>&1 & PIDS+=($!)
@@ -59,13 +69,29 @@ run_wrk() { # run_wrk NAME URL
 echo "== peak throughput (wrk -t2 -c$CONNECTIONS -d${DURATION}s, 1 KB bodies)" >&2
 BARE=$(run_wrk bare "http://127.0.0.1:$BARE_PORT/telemetry")
 INGEST=$(run_wrk ingest "http://127.0.0.1:$INGEST_PORT/telemetry")
+[ -n "${BASE_BIN:-}" ] && BASE=$(run_wrk base "http://127.0.0.1:$BASE_PORT/telemetry")
 PB=$(run_wrk pocketbase "http://127.0.0.1:$PB_PORT/api/collections/bench/records")
 STORED=$(curl -fsS "http://127.0.0.1:$INGEST_OPS_PORT/metrics" | awk '/^telemetry_ingest_accepted_total/ {print $2}')
 
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+field() { echo "$1" | sed -E "s/(^|.* )$2=([0-9.]+).*/\2/"; }
+# half_peak PID PORT RATE → the loadgen line plus ingest_cpu_s_per_1k=…
+half_peak() {
+  local before line
+  before=$(cpu_ticks "$1")
+  line=$("$BIN/telemetry-loadgen" "http://127.0.0.1:$2/telemetry" "$3" "$DURATION")
+  echo "$line ingest_cpu_s_per_1k=$(awk "BEGIN {printf \"%.4f\", ($(cpu_ticks "$1") - $before) / $(getconf CLK_TCK) * 1000 / $(field "$line" sent)}")"
+}
 HALF=$((INGEST / 2))
 echo "== latency at half of the ingest's peak ($HALF/s for ${DURATION}s, open loop)" >&2
-HALF_LINE=$("$BIN/telemetry-loadgen" "http://127.0.0.1:$INGEST_PORT/telemetry" "$HALF" "$DURATION")
+HALF_LINE=$(half_peak "$INGEST_PID" "$INGEST_PORT" "$HALF")
 echo "$HALF_LINE" >&2
+if [ -n "${BASE_BIN:-}" ]; then
+  BASE_HALF=$((BASE / 2))
+  echo "== base: latency at half of its peak ($BASE_HALF/s), and at the new build's half peak ($HALF/s)" >&2
+  BASE_HALF_LINE=$(half_peak "$BASE_PID" "$BASE_PORT" "$BASE_HALF"); echo "$BASE_HALF_LINE" >&2
+  BASE_SAME_LINE=$(half_peak "$BASE_PID" "$BASE_PORT" "$HALF"); echo "$BASE_SAME_LINE" >&2
+fi
 
 echo "== 503 latency with NATS stopped (1000/s for 5 s)" >&2
 kill "$NATS_PID"; wait "$NATS_PID" 2>/dev/null || true
@@ -73,6 +99,7 @@ for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://12
 DOWN_LINE=$("$BIN/telemetry-loadgen" "http://127.0.0.1:$INGEST_PORT/telemetry" 1000 5)
 echo "$DOWN_LINE" >&2
 RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$INGEST_PID/status")
+[ -n "${BASE_BIN:-}" ] && BASE_RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$BASE_PID/status")
 
 echo
 echo "ingest benchmark ($(nproc) cores, release, wrk co-located)"
@@ -85,3 +112,18 @@ printf '%-44s %12.1f   (aim >= 20)\n' "ingest / PocketBase" "$(awk "BEGIN {print
 printf '%-44s %12s   (aim <= 5)\n' "p99 ms at half peak" "$(echo "$HALF_LINE" | sed -E 's/.* p99_ms=([0-9.]+).*/\1/')"
 printf '%-44s %12s   (aim <= 100)\n' "p99 ms of 503 with NATS stopped" "$(echo "$DOWN_LINE" | sed -E 's/.* p99_ms=([0-9.]+).*/\1/')"
 printf '%-44s %12s   (aim <= 50)\n' "peak RSS of telemetry-ingest (MB)" "$((RSS_KB / 1024))"
+printf '%-44s %12s\n' "ingest CPU-s per 1k events at half peak" "$(field "$HALF_LINE" ingest_cpu_s_per_1k)"
+printf '%-44s %12s   (aim <= 0.02)\n' "loadgen CPU-s per 1k requests at half peak" "$(field "$HALF_LINE" cpu_s_per_1k)"
+if [ -n "${BASE_BIN:-}" ]; then
+  echo
+  echo "beside the build in $BASE_BIN (same run, same NATS)"
+  printf '%-44s %12s\n' "base telemetry-ingest accepted (req/s)" "$BASE"
+  printf '%-44s %12.2f\n' "base / bare" "$(awk "BEGIN {print $BASE / $BARE}")"
+  printf '%-44s %12.2f\n' "ingest / base (peak req/s)" "$(awk "BEGIN {print $INGEST / $BASE}")"
+  printf '%-44s %12s\n' "base p99 ms at its half peak" "$(field "$BASE_HALF_LINE" p99_ms)"
+  printf '%-44s %12s\n' "base p99 ms at the new build's half peak" "$(field "$BASE_SAME_LINE" p99_ms)"
+  printf '%-44s %12s\n' "base CPU-s per 1k events (new's half peak)" "$(field "$BASE_SAME_LINE" ingest_cpu_s_per_1k)"
+  printf '%-44s %12.2f\n' "ingest / base CPU per event (same rate)" \
+    "$(awk "BEGIN {print $(field "$HALF_LINE" ingest_cpu_s_per_1k) / $(field "$BASE_SAME_LINE" ingest_cpu_s_per_1k)}")"
+  printf '%-44s %12s\n' "base peak RSS (MB)" "$((BASE_RSS_KB / 1024))"
+fi

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -152,16 +152,23 @@ async fn json_for_layer_errors(State(state): State<Arc<AppState>>, response: Res
 async fn receive(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    let key = state.key_rule.key(peer.ip(), &headers);
+    // The request whole rather than a `HeaderMap` extractor, which would copy every header.
+    let (parts, body) = request.into_parts();
+    let key = state.key_rule.key(peer.ip(), &parts.headers);
+    drop(parts);
     if let Err(wait) = state.limiter.check(key) {
         metrics::counter!(m::RATE_LIMITED).increment(1);
         return Err(ApiError::RateLimited(wait));
     }
-    let (body, _body_bytes) =
-        read_body(body, state.config.max_body_bytes, &state.body_bytes).await?;
+    let (body, _body_bytes) = read_body(
+        body,
+        state.config.max_body_bytes,
+        &state.body_bytes,
+        &state.hot,
+    )
+    .await?;
     let accepted =
         judge_body(&body, state.config.max_body_bytes, reception()).inspect_err(|e| match e {
             ApiError::Invalid(r) => {
@@ -184,7 +191,7 @@ async fn receive(
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         return Err(shed("in_flight"));
     };
-    let in_flight = metrics::gauge!(m::IN_FLIGHT);
+    let in_flight = state.hot.in_flight();
     in_flight.increment(1.0);
     let event = &accepted.event;
     let result = broker::publish(
@@ -215,10 +222,10 @@ async fn receive(
             }
         }
     })?;
-    metrics::histogram!(m::PUBLISH_SECONDS).record(took.as_secs_f64());
+    state.hot.publish_seconds().record(took.as_secs_f64());
     let status = match published {
         Published::Stored => {
-            metrics::counter!(m::ACCEPTED).increment(1);
+            state.hot.accepted().increment(1);
             "accepted"
         }
         Published::Duplicate => {
@@ -265,13 +272,15 @@ fn reception() -> schema::Reception {
 struct BodyBytes {
     budget: Arc<tokio::sync::Semaphore>,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    gauge: metrics::Gauge,
 }
 
 impl BodyBytes {
-    fn new(budget: Arc<tokio::sync::Semaphore>) -> BodyBytes {
+    fn new(budget: Arc<tokio::sync::Semaphore>, gauge: metrics::Gauge) -> BodyBytes {
         BodyBytes {
             budget,
             permit: None,
+            gauge,
         }
     }
 
@@ -283,7 +292,7 @@ impl BodyBytes {
             .clone()
             .try_acquire_many_owned(n)
             .map_err(|_| shed("body_bytes"))?;
-        metrics::gauge!(m::BODY_BYTES_IN_FLIGHT).increment(f64::from(n));
+        self.gauge.increment(f64::from(n));
         match &mut self.permit {
             Some(held) => held.merge(more),
             None => self.permit = Some(more),
@@ -295,7 +304,7 @@ impl BodyBytes {
 impl Drop for BodyBytes {
     fn drop(&mut self) {
         if let Some(held) = &self.permit {
-            metrics::gauge!(m::BODY_BYTES_IN_FLIGHT).decrement(held.num_permits() as f64);
+            self.gauge.decrement(held.num_permits() as f64);
         }
     }
 }
@@ -332,14 +341,17 @@ fn count_repairs(accepted: &schema::Accepted) {
 /// is shed at once (503): memory for bodies stays bounded however many arrive together, and a slow
 /// upload holds only what it has sent, so idle or trickling uploads cannot starve the others by what
 /// they merely announce. The limit layer turns an oversized stream into an error we map to 413.
+/// A body that arrives in one piece (the usual small event) is kept as it came, without a copy.
 async fn read_body(
     body: Body,
     max: usize,
     budget: &Arc<tokio::sync::Semaphore>,
+    hot: &m::Hot,
 ) -> Result<(bytes::Bytes, BodyBytes), ApiError> {
     use futures::StreamExt;
-    let mut held = BodyBytes::new(budget.clone());
+    let mut held = BodyBytes::new(budget.clone(), hot.body_bytes_in_flight().clone());
     let mut stream = body.into_data_stream();
+    let mut first: Option<bytes::Bytes> = None;
     let mut buf = bytes::BytesMut::new();
     while let Some(piece) = stream.next().await {
         let piece = piece.map_err(|e| {
@@ -357,9 +369,17 @@ async fn read_body(
             }
         })?;
         held.reserve(piece.len())?;
-        buf.extend_from_slice(&piece);
+        match first.take() {
+            None if buf.is_empty() => first = Some(piece),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    buf.extend_from_slice(&earlier);
+                }
+                buf.extend_from_slice(&piece);
+            }
+        }
     }
-    Ok((buf.freeze(), held))
+    Ok((first.unwrap_or_else(|| buf.freeze()), held))
 }
 
 #[cfg(test)]

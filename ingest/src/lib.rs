@@ -43,6 +43,8 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// `None` when no recorder was installed (then `/metrics` is empty).
     pub metrics: Option<PrometheusHandle>,
+    /// The per-event metrics' handles.
+    pub hot: metrics::Hot,
 }
 
 /// How often at most the edge warns that the stream is full (every refused event is counted anyway).
@@ -105,6 +107,7 @@ pub async fn run(
         client: client.clone(),
         jetstream,
         metrics,
+        hot: metrics::Hot::default(),
         config,
     });
     let background = [

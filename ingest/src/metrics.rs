@@ -1,6 +1,8 @@
 //! Metric names of the ingest edge, defined once, their histogram buckets and descriptions; `main`
 //! installs the recorder with them.
 
+use std::sync::OnceLock;
+
 use fleet::metrics::Matcher;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -29,6 +31,36 @@ pub const RATE_LIMIT_KEYS: &str = "telemetry_ingest_rate_limit_keys";
 /// the stream refuses new events at the cap, so an alert on their ratio comes before the 503s do.
 pub const STREAM_BYTES: &str = "telemetry_ingest_stream_bytes";
 pub const STREAM_MAX_BYTES: &str = "telemetry_ingest_stream_max_bytes";
+
+/// Handles of the metrics every accepted event touches, looked up in the recorder once (at first use,
+/// so a metric appears in `/metrics` exactly when it would with the macros) instead of per request.
+#[derive(Default)]
+pub struct Hot {
+    accepted: OnceLock<metrics::Counter>,
+    publish_seconds: OnceLock<metrics::Histogram>,
+    in_flight: OnceLock<metrics::Gauge>,
+    body_bytes_in_flight: OnceLock<metrics::Gauge>,
+}
+
+impl Hot {
+    pub fn accepted(&self) -> &metrics::Counter {
+        self.accepted.get_or_init(|| metrics::counter!(ACCEPTED))
+    }
+
+    pub fn publish_seconds(&self) -> &metrics::Histogram {
+        self.publish_seconds
+            .get_or_init(|| metrics::histogram!(PUBLISH_SECONDS))
+    }
+
+    pub fn in_flight(&self) -> &metrics::Gauge {
+        self.in_flight.get_or_init(|| metrics::gauge!(IN_FLIGHT))
+    }
+
+    pub fn body_bytes_in_flight(&self) -> &metrics::Gauge {
+        self.body_bytes_in_flight
+            .get_or_init(|| metrics::gauge!(BODY_BYTES_IN_FLIGHT))
+    }
+}
 
 const PUBLISH_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,

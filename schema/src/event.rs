@@ -289,7 +289,12 @@ impl Event {
 
     /// The wire form: JSON, as published to the stream.
     pub fn to_json(&self) -> Vec<u8> {
-        // Serializing a struct of plain fields into a Vec cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        // Serializing a struct of plain fields into a Vec cannot fail. Sized for a usual event at once
+        // rather than grown by doubling.
+        let mut out = Vec::with_capacity(1536);
+        match serde_json::to_writer(&mut out, self) {
+            Ok(()) => out,
+            Err(_) => Vec::new(),
+        }
     }
 }

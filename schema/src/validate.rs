@@ -244,8 +244,8 @@ fn read_field(f: &mut Fields, key: &str, value: &Value) -> Result<(), Rejection>
         "ram_size" => f.ram_size = int("ram_size", value, 0, 1_048_576)?.map(|n| n as u32),
         // Lower-cased before the cut: lower-casing can lengthen a string (U+0130 is 2 bytes, "i̇" 3).
         "os_type" => {
-            f.os_type = raw_string("os_type", value)?
-                .and_then(|s| clean(&s.to_lowercase(), MAX_SHORT_BYTES))
+            f.os_type =
+                raw_string("os_type", value)?.and_then(|s| clean(s.to_lowercase(), MAX_SHORT_BYTES))
         }
         "os_version" => f.os_version = text("os_version", value, MAX_SHORT_BYTES)?,
         "pve_version" => f.pve_version = text("pve_version", value, MAX_SHORT_BYTES)?,
@@ -278,7 +278,7 @@ fn read_field(f: &mut Fields, key: &str, value: &Value) -> Result<(), Rejection>
         "has_arm" => f.has_arm = kept_or_dropped(&mut f.dropped, "has_arm", has_arm(value)),
         "arch" => {
             f.arch =
-                raw_string("arch", value)?.and_then(|s| clean(&s.to_lowercase(), MAX_ARCH_BYTES))
+                raw_string("arch", value)?.and_then(|s| clean(s.to_lowercase(), MAX_ARCH_BYTES))
         }
         _ => f.unknown += 1,
     }
@@ -298,10 +298,14 @@ fn raw_string(field: &'static str, value: &Value) -> Result<Option<String>, Reje
 /// A free-text field: CR/LF become spaces, other control characters are dropped, blanks trimmed, cut
 /// to `max` bytes at a character boundary. Empty is absent.
 fn text(field: &'static str, value: &Value, max: usize) -> Result<Option<String>, Rejection> {
-    Ok(raw_string(field, value)?.and_then(|s| clean(&s, max)))
+    Ok(raw_string(field, value)?.and_then(|s| clean(s, max)))
 }
 
-fn clean(s: &str, max: usize) -> Option<String> {
+fn clean(s: String, max: usize) -> Option<String> {
+    // Nothing to replace, drop, trim or cut (the usual case): the string as sent, without copies.
+    if s.len() <= max && s.trim().len() == s.len() && !s.chars().any(char::is_control) {
+        return (!s.is_empty()).then_some(s);
+    }
     let flat: String = s
         .chars()
         .filter_map(|c| match c {
