@@ -135,6 +135,16 @@ pub struct Config {
     #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value_t = 3600)]
     pub retention_interval_secs: u64,
 
+    /// How often the ClickHouse settle job merges the installs touched since its last watermark into
+    /// `installs_settled`, in seconds.
+    #[arg(long, env = "SETTLE_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub settle_interval_secs: u64,
+
+    /// How far behind ClickHouse's clock the settle watermark stays, in seconds: longer than any insert
+    /// takes. Installs touched within it are merged from `events` at read time.
+    #[arg(long, env = "SETTLE_LAG_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub settle_lag_secs: u64,
+
     /// Most events per write.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
@@ -239,6 +249,14 @@ impl Config {
 
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_secs(self.lease_ttl_secs)
+    }
+
+    pub fn settle_interval(&self) -> Duration {
+        Duration::from_secs(self.settle_interval_secs)
+    }
+
+    pub fn settle_lag(&self) -> Duration {
+        Duration::from_secs(self.settle_lag_secs)
     }
 
     pub fn retention_interval(&self) -> Duration {

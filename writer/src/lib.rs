@@ -192,6 +192,8 @@ async fn run_clickhouse(
             },
         )
     };
+    let settle =
+        clickhouse::settle::spawn(sink.clone(), config.settle_interval(), config.settle_lag());
     let settings = consumer_settings(&config, CLICKHOUSE);
     consumer::run(
         &sink,
@@ -202,6 +204,7 @@ async fn run_clickhouse(
         stop,
     )
     .await;
+    settle.abort();
     if let Some(retention) = retention {
         retention.abort();
     }
