@@ -55,7 +55,9 @@ impl ClickHouseSink {
         );
         let installs: u64 = self
             .client
-            .query(&format!("SELECT toUInt64(uniqExact(execution_id)) FROM ({window})"))
+            .query(&format!(
+                "SELECT toUInt64(uniqExact(execution_id)) FROM ({window})"
+            ))
             .bind(clickhouse::sql::Identifier(&self.database))
             .fetch_one()
             .await?;
@@ -143,7 +145,11 @@ pub fn spawn(sink: ClickHouseSink, every: Duration, lag: Duration) -> JoinHandle
             match sink.settle(lag).await {
                 Ok(Some(s)) => {
                     ::metrics::counter!(crate::metrics::SETTLED_INSTALLS).increment(s.installs);
-                    tracing::debug!(watermark = s.watermark, installs = s.installs, "installs settled");
+                    tracing::debug!(
+                        watermark = s.watermark,
+                        installs = s.installs,
+                        "installs settled"
+                    );
                 }
                 Ok(None) => {}
                 Err(e) => {
