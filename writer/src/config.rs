@@ -71,6 +71,11 @@ pub struct Config {
     #[arg(long, env = "CLICKHOUSE_DATABASE", default_value = "telemetry", value_parser = parse_name)]
     pub clickhouse_database: String,
 
+    /// Apply the ClickHouse schema migrations up to this version only (default 0: all of them). For
+    /// benchmarks and rehearsals of an upgrade; a later start without it applies the rest.
+    #[arg(long, env = "CLICKHOUSE_MIGRATE_TO", default_value_t = 0)]
+    pub clickhouse_migrate_to: u32,
+
     /// PocketBase base URL.
     #[arg(long, env = "PB_URL", default_value = "http://127.0.0.1:8090")]
     pub pb_url: String,

@@ -143,6 +143,7 @@ pub fn clickhouse_sink(config: &Config) -> clickhouse::ClickHouseSink {
         password: config.clickhouse_password.clone(),
         database: config.clickhouse_database.clone(),
         write_timeout: config.write_timeout(),
+        migrate_to: config.clickhouse_migrate_to,
     })
 }
 

@@ -52,6 +52,8 @@ pub struct Settings {
     pub password: crate::config::Secret,
     pub database: String,
     pub write_timeout: Duration,
+    /// Apply migrations up to this version only; 0: all.
+    pub migrate_to: u32,
 }
 
 /// Writes events to ClickHouse.
@@ -60,6 +62,7 @@ pub struct ClickHouseSink {
     client: clickhouse::Client,
     database: String,
     write_timeout: Duration,
+    migrate_to: u32,
 }
 
 /// An error of a ClickHouse call outside the write path (migrations, retention).
@@ -166,6 +169,7 @@ impl ClickHouseSink {
             client,
             database: settings.database.clone(),
             write_timeout: settings.write_timeout,
+            migrate_to: settings.migrate_to,
         }
     }
 
@@ -202,7 +206,9 @@ impl ClickHouseSink {
             .await?;
         let mut count = 0;
         for migration in schema::MIGRATIONS {
-            if applied.contains(&migration.version) {
+            if applied.contains(&migration.version)
+                || (self.migrate_to > 0 && migration.version > self.migrate_to)
+            {
                 continue;
             }
             for step in migration.steps {
@@ -311,7 +317,7 @@ impl ClickHouseSink {
                  WHERE database = ? AND has(?, table) AND is_done = 0",
             )
             .bind(&self.database)
-            .bind(RETENTION_TABLES)
+            .bind(RETENTION_TABLES.as_slice())
             .fetch_one()
             .await?;
         Ok(pending > 0)
