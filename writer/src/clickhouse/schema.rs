@@ -1184,6 +1184,50 @@ mod tests {
         }
     }
 
+    /// Version 4: `installs_settled` holds the columns of `installs_final` in its order, then `version`
+    /// (the backfill and the settle job insert positionally), the merge of events produces them in that
+    /// order, and the only tables it drops are views.
+    #[test]
+    fn version_4_settles_every_column_of_installs_final_in_order() {
+        let v4 = &MIGRATIONS[3];
+        assert_eq!(v4.version, 4);
+        for step in v4.steps {
+            if let Step::Sql(s) = step {
+                if s.starts_with("DROP") {
+                    assert!(
+                        [".installs_final", ".installs_mv2", ".installs_mv3"]
+                            .iter()
+                            .any(|v| s.ends_with(v)),
+                        "{s}"
+                    );
+                }
+            }
+        }
+        let settled: Vec<&str> = INSTALLS_SETTLED
+            .lines()
+            .skip(1)
+            .filter(|l| l.starts_with("    "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let columns: Vec<&str> = final_columns!().split(", ").collect();
+        assert_eq!(columns.len(), 34);
+        assert_eq!(settled[..columns.len()], columns[..]);
+        assert_eq!(settled[columns.len()..], ["version"]);
+        let head = &INSTALLS_OF_EVENTS[..INSTALLS_OF_EVENTS.find("\nFROM (").expect("FROM")];
+        let produced: Vec<&str> = head
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let l = l.trim().trim_end_matches(',');
+                l.rsplit(" AS ").next().unwrap_or(l)
+            })
+            .collect();
+        assert_eq!(produced, columns);
+        let view = installs_final4();
+        assert_eq!(view.matches("UNION ALL").count(), 2, "{view}");
+        assert!(!render(&view).contains('{'), "{view}");
+    }
+
     /// Version 3 creates a table and views, drops only `installs_final`, and its view and backfills
     /// produce every state column of the new table, in the table's order (INSERT … SELECT is positional).
     #[test]
