@@ -48,12 +48,11 @@ nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" >/dev/null 2>&1 & 
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
 
 echo "== tables: the writer's migrations" >&2
-WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$(free_port)" \
+# The writer is ready once every migration is applied.
+WRITER_OPS=$(free_port)
+WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$WRITER_OPS" \
   LOG_LEVEL=warn "$BIN/telemetry-writer" >"$WORK/writer.log" 2>&1 & WRITER_PID=$!; PIDS+=($WRITER_PID)
-for _ in $(seq 1 300); do
-  [ "$(chq "SELECT count() FROM system.tables WHERE database = 'telemetry' AND name = 'installs_final'")" = 1 ] && break
-  sleep 0.1
-done
+wait_http "http://127.0.0.1:$WRITER_OPS/readyz"
 kill "$WRITER_PID"; wait "$WRITER_PID" 2>/dev/null || true
 
 echo "== seeding $INSTALLS installs ($EVENTS events) over $DAYS days" >&2
