@@ -3,9 +3,11 @@
 -- numbers(): no network, no client. Used by deploy/bench/web.sh; {INSTALLS}, {DAYS} and {OFFSET} are
 -- replaced by the script (numbers only). Every figure is a function of the install number, so a run is
 -- reproducible. Valid on ClickHouse 18.16 and current releases. The columns are named: a column a later
--- migration of the writer adds gets its default until this seed fills it. The writer's views feed
--- `installs` (installs_mv2) and `installs_by_random_id` (installs_mv3, what `installs_final` reads since
--- version 3) from this insert; every install has one random_id, so it is its own owner.
+-- migration of the writer adds gets its default until this seed fills it. Since version 4 the insert
+-- feeds `events` and `install_touches` only: every seeded install is merged from `events` at read time
+-- until the writer's settle job has settled it (deploy/bench/web.sh waits for that); on a database of
+-- version 3 (CLICKHOUSE_MIGRATE_TO=3, deploy/bench/views.sh) the views of version 3 fill its install
+-- tables. Every install has one random_id, so it is its own owner.
 INSERT INTO telemetry.events (event_id, received_at, received_ms, execution_id, random_id, type, nsapp, status,
     ct_type, disk_size, core_count, ram_size, os_type, os_version, pve_version, method, exit_code, error,
     error_category, error_signature, install_duration, cpu_vendor, cpu_model, gpu_vendor, gpu_model,

@@ -695,7 +695,7 @@ impl Db {
         })
     }
 
-    /// The real install id behind a public one, read from the `installs` partitions of its day (and the
+    /// The real install id behind a public one, read from the `events` partitions of its day (and the
     /// days beside it): never a scan of all history.
     pub async fn resolve(&self, public: &str) -> Result<Option<String>, DbError> {
         #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -708,8 +708,9 @@ impl Db {
         let day = |d: i64| crate::legacy::params::day_text(d * 86_400);
         let fut = self
             .query(
-                "SELECT DISTINCT execution_id FROM ?.installs \
-                 WHERE day >= toDate(?) AND day <= toDate(?) AND sipHash64(concat(?, execution_id)) = ? \
+                "SELECT DISTINCT execution_id FROM ?.events \
+                 WHERE received_at >= toDateTime(toDate(?)) AND received_at < toDateTime(toDate(?) + 1) \
+                 AND sipHash64(concat(?, execution_id)) = ? \
                  LIMIT 10",
             )
             .bind(day(id.day - 1))

@@ -71,6 +71,11 @@ pub struct Config {
     #[arg(long, env = "CLICKHOUSE_DATABASE", default_value = "telemetry", value_parser = parse_name)]
     pub clickhouse_database: String,
 
+    /// Apply the ClickHouse schema migrations up to this version only (default 0: all of them). For
+    /// benchmarks and rehearsals of an upgrade; a later start without it applies the rest.
+    #[arg(long, env = "CLICKHOUSE_MIGRATE_TO", default_value_t = 0)]
+    pub clickhouse_migrate_to: u32,
+
     /// PocketBase base URL.
     #[arg(long, env = "PB_URL", default_value = "http://127.0.0.1:8090")]
     pub pb_url: String,
@@ -134,6 +139,16 @@ pub struct Config {
     /// How often retention runs, in seconds.
     #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value_t = 3600)]
     pub retention_interval_secs: u64,
+
+    /// How often the ClickHouse settle job merges the installs touched since its last watermark into
+    /// `installs_settled`, in seconds.
+    #[arg(long, env = "SETTLE_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub settle_interval_secs: u64,
+
+    /// How far behind ClickHouse's clock the settle watermark stays, in seconds: longer than any insert
+    /// takes. Installs touched within it are merged from `events` at read time.
+    #[arg(long, env = "SETTLE_LAG_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub settle_lag_secs: u64,
 
     /// Most events per write.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -239,6 +254,14 @@ impl Config {
 
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_secs(self.lease_ttl_secs)
+    }
+
+    pub fn settle_interval(&self) -> Duration {
+        Duration::from_secs(self.settle_interval_secs)
+    }
+
+    pub fn settle_lag(&self) -> Duration {
+        Duration::from_secs(self.settle_lag_secs)
     }
 
     pub fn retention_interval(&self) -> Duration {

@@ -143,6 +143,7 @@ pub fn clickhouse_sink(config: &Config) -> clickhouse::ClickHouseSink {
         password: config.clickhouse_password.clone(),
         database: config.clickhouse_database.clone(),
         write_timeout: config.write_timeout(),
+        migrate_to: config.clickhouse_migrate_to,
     })
 }
 
@@ -192,6 +193,8 @@ async fn run_clickhouse(
             },
         )
     };
+    let settle =
+        clickhouse::settle::spawn(sink.clone(), config.settle_interval(), config.settle_lag());
     let settings = consumer_settings(&config, CLICKHOUSE);
     consumer::run(
         &sink,
@@ -202,6 +205,7 @@ async fn run_clickhouse(
         stop,
     )
     .await;
+    settle.abort();
     if let Some(retention) = retention {
         retention.abort();
     }

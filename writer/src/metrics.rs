@@ -27,6 +27,8 @@ pub const RETENTION_DELETED: &str = "telemetry_writer_retention_deleted_total";
 /// Events whose `random_id` is not the one of their install's first event: stored apart, never shown
 /// (`schema::merge::forged`).
 pub const FORGED_EVENTS: &str = "telemetry_writer_forged_events_total";
+/// Installs the ClickHouse settle job merged into `installs_settled` (schema version 4).
+pub const SETTLED_INSTALLS: &str = "telemetry_writer_settled_installs_total";
 /// Values a PocketBase select field does not hold (an error category the running service's collection
 /// lacks), written as `unknown`; label `field`.
 pub const SELECT_REPLACED: &str = "telemetry_writer_select_replaced_total";
@@ -57,6 +59,10 @@ fn describe() {
         "duration of one successful write"
     );
     describe_counter!(EVENTS_WRITTEN, "events stored and acked");
+    describe_counter!(
+        SETTLED_INSTALLS,
+        "installs merged into installs_settled by the clickhouse settle job"
+    );
     describe_gauge!(
         CONSUMER_LAG,
         "events of the stream not yet acked by the consumer"

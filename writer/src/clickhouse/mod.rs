@@ -3,6 +3,7 @@
 //! is on, deletes old installs whole. Values only reach SQL through the client's `?` binding.
 
 pub mod schema;
+pub mod settle;
 
 use std::time::Duration;
 
@@ -18,6 +19,16 @@ use ::schema::Event;
 /// `max_query_size` of a retention deletion: its text holds up to `RETENTION_MAX_PER_RUN` ids of at
 /// most 64 bytes each, beyond ClickHouse's default of 256 KiB.
 const RETENTION_MAX_QUERY_SIZE: usize = 128 << 20;
+
+/// The tables retention deletes an install from, in order.
+const RETENTION_TABLES: [&str; 6] = [
+    "events",
+    "installs_settled",
+    "installs_resettled",
+    "install_touches",
+    "installs_by_random_id",
+    "installs",
+];
 
 /// ClickHouse exception codes that mean "this data is wrong", not "the server is unwell": a batch that
 /// gets one is split to find the event to blame.
@@ -41,6 +52,8 @@ pub struct Settings {
     pub password: crate::config::Secret,
     pub database: String,
     pub write_timeout: Duration,
+    /// Apply migrations up to this version only; 0: all.
+    pub migrate_to: u32,
 }
 
 /// Writes events to ClickHouse.
@@ -49,6 +62,7 @@ pub struct ClickHouseSink {
     client: clickhouse::Client,
     database: String,
     write_timeout: Duration,
+    migrate_to: u32,
 }
 
 /// An error of a ClickHouse call outside the write path (migrations, retention).
@@ -155,6 +169,7 @@ impl ClickHouseSink {
             client,
             database: settings.database.clone(),
             write_timeout: settings.write_timeout,
+            migrate_to: settings.migrate_to,
         }
     }
 
@@ -191,7 +206,9 @@ impl ClickHouseSink {
             .await?;
         let mut count = 0;
         for migration in schema::MIGRATIONS {
-            if applied.contains(&migration.version) {
+            if applied.contains(&migration.version)
+                || (self.migrate_to > 0 && migration.version > self.migrate_to)
+            {
                 continue;
             }
             for step in migration.steps {
@@ -248,37 +265,36 @@ impl ClickHouseSink {
     }
 
     /// Deletes, whole, up to `policy.max_per_run` installs whose first event is older than
-    /// `policy.days` before `now`: their rows of `installs` and every one of their events, whatever
-    /// the day (a mutation per table, `ALTER TABLE … DELETE`, with the install ids bound as one array).
-    /// Returns how many installs it started deleting. Mutations run in the background; while one of an
-    /// earlier run is still running, a run deletes nothing (so it never picks the same installs twice).
+    /// `policy.days` before `now`: every one of their events, whatever the day, their settled rows and
+    /// their states in the tables of versions 1–3 (a mutation per table, `ALTER TABLE … DELETE`, with the
+    /// install ids bound as one array). Returns how many installs it started deleting. Mutations run in
+    /// the background; while one of an earlier run is still running, a run deletes nothing (so it never
+    /// picks the same installs twice).
     pub async fn retention(&self, now: OffsetDateTime, policy: &Policy) -> Result<usize, ChError> {
         if self.retention_pending().await? {
             tracing::info!(database = %self.database, "retention waits for the deletions of its last run");
             return Ok(0);
         }
         let cutoff = policy.cutoff(now);
-        let cutoff_secs = u32::try_from(cutoff.unix_timestamp().max(0)).unwrap_or(u32::MAX);
-        // An install that started before the cutoff has a row in a day at or before the cutoff's, and
-        // rows of later days cannot lower its first event time below the cutoff.
         let ids: Vec<String> = self
             .client
             .query(
-                "SELECT execution_id FROM ?.installs WHERE day <= toDate(toDateTime(?)) \
-                 GROUP BY execution_id HAVING minMerge(first_ms_state) < ? \
+                "SELECT execution_id FROM ?.installs_final WHERE started_at < toDateTime(?) \
                  ORDER BY execution_id LIMIT ?",
             )
             .bind(Identifier(&self.database))
-            .bind(cutoff_secs)
-            .bind(unix_ms(cutoff))
+            // `started_at` is the first event's second: one that started in the cutoff's own second
+            // stays until the next run.
+            .bind(u32::try_from(cutoff.unix_timestamp().max(0)).unwrap_or(u32::MAX))
             .bind(policy.max_per_run as u64)
             .fetch_all()
             .await?;
         if ids.is_empty() {
             return Ok(0);
         }
-        // `events` first: `installs` is where the next run finds what is left to delete.
-        for table in ["events", "installs_by_random_id", "installs"] {
+        // `events` first, then the settled rows: `installs_final` is where the next run finds what is
+        // left to delete.
+        for table in RETENTION_TABLES {
             self.client
                 .query("ALTER TABLE ?.? DELETE WHERE execution_id IN (SELECT arrayJoin(?))")
                 .bind(Identifier(&self.database))
@@ -292,16 +308,16 @@ impl ClickHouseSink {
         Ok(ids.len())
     }
 
-    /// True while a deletion of retention (a mutation of `events`, `installs_by_random_id` or `installs`)
-    /// is still running.
+    /// True while a deletion of retention (a mutation of one of [`RETENTION_TABLES`]) is still running.
     pub async fn retention_pending(&self) -> Result<bool, ChError> {
         let pending: u64 = self
             .client
             .query(
                 "SELECT count() FROM system.mutations \
-                 WHERE database = ? AND table IN ('events', 'installs_by_random_id', 'installs') AND is_done = 0",
+                 WHERE database = ? AND has(?, table) AND is_done = 0",
             )
             .bind(&self.database)
+            .bind(RETENTION_TABLES.as_slice())
             .fetch_one()
             .await?;
         Ok(pending > 0)

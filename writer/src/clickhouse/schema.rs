@@ -35,6 +35,8 @@ pub struct Migration {
 pub enum Step {
     /// A statement that is idempotent by its own words (`IF NOT EXISTS`, `IF EXISTS`).
     Sql(&'static str),
+    /// A statement built from this module's constants by a function (a view that embeds another constant).
+    Built(fn() -> String),
     /// `ALTER TABLE ?.<table> ADD COLUMN <column> <ty>`, run only while `system.columns` lacks the column
     /// (ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`).
     AddColumn {
@@ -49,6 +51,7 @@ impl Step {
     pub fn sql(&self) -> String {
         match self {
             Step::Sql(statement) => render(statement),
+            Step::Built(build) => render(&build()),
             Step::AddColumn { table, column, ty } => {
                 format!("ALTER TABLE ?.{table} ADD COLUMN {column} {ty}")
             }
@@ -85,6 +88,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "installs_by_random_id, installs_mv3: an install shows only its first random_id's events",
         steps: V3,
+    },
+    Migration {
+        version: 4,
+        name: "installs_settled, install_touches, settle_watermark: installs_final reads settled rows",
+        steps: V4,
     },
 ];
 
@@ -782,6 +790,291 @@ const BACKFILL_SEVERAL_RANDOM_IDS_LAST_DAY: &str = concat!(
     v3_states_of_events!("WHERE received_at >= now() - INTERVAL 1 DAY AND execution_id IN (SELECT execution_id FROM ?.events GROUP BY execution_id HAVING min(random_id) != max(random_id))\n")
 );
 
+/// Version 4: `installs_final` reads one plain row per install instead of merging every install's states
+/// on each read. The settle job of the writer ([`crate::clickhouse::settle`]) merges, every interval, the
+/// installs that ClickHouse received something about before a watermark (`now() - SETTLE_LAG_SECS`) from
+/// their events into `installs_settled` (a row per install and settle, `version` = the watermark), then
+/// records the watermark. `installs_final` shows the newest settled row (up to the watermark) of an install
+/// not touched since the watermark, and merges the installs touched since then from `events` at read time
+/// (`install_touches`, fed by `install_touches_mv`, says which; `events` is ordered by `execution_id`). So
+/// every read is exact at every moment, and its cost is a scan of plain columns plus the merge of the few
+/// recent installs.
+///
+/// The upgrade: the touches start being recorded, then a watermark is picked (once), then every install of
+/// version 3's `installs_final` is copied as it shows (legacy duration rules included) with the watermark
+/// as its version, while `installs_mv2`/`installs_mv3` still feed version 3's tables; an insert of another
+/// writer meanwhile is touched after the watermark, so it is merged from `events`. Only then the view is
+/// swapped and the two heavy materialized views are dropped: an insert feeds `events` and the touches only.
+/// `installs` and `installs_by_random_id` stay as they are (no longer fed). A rerun copies only installs
+/// without a settled row; two writers upgrading at once may copy an install twice with two watermarks,
+/// which the settle job's first pass finds and marks (`installs_resettled`).
+const V4: &[Step] = &[
+    Step::Sql(INSTALL_TOUCHES),
+    Step::Sql(SETTLE_WATERMARK),
+    Step::Sql(INSTALLS_SETTLED),
+    Step::Sql(INSTALLS_RESETTLED),
+    Step::Sql(INSTALL_TOUCHES_MV),
+    Step::Sql(PICK_WATERMARK),
+    Step::Sql(BACKFILL_SETTLED),
+    Step::Sql("DROP TABLE IF EXISTS ?.installs_final"),
+    Step::Built(installs_final4),
+    Step::Sql("DROP TABLE IF EXISTS ?.installs_mv2"),
+    Step::Sql("DROP TABLE IF EXISTS ?.installs_mv3"),
+];
+
+/// When ClickHouse received something about an install: a row per install and inserted block, with the
+/// server's clock at the insert (a writer's backlog inserts old events late; `received_at` would not say).
+const INSTALL_TOUCHES: &str = "CREATE TABLE IF NOT EXISTS ?.install_touches (
+    touched_at DateTime,
+    execution_id String
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(touched_at)
+ORDER BY (touched_at, execution_id)";
+
+/// Feeds `install_touches` from every block inserted into `events`: one row per install of the block.
+const INSTALL_TOUCHES_MV: &str =
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS ?.install_touches_mv TO ?.install_touches AS
+SELECT now() AS touched_at, execution_id FROM ?.events GROUP BY execution_id";
+
+/// The watermarks of completed settles; the current one is the largest.
+const SETTLE_WATERMARK: &str = "CREATE TABLE IF NOT EXISTS ?.settle_watermark (
+    watermark DateTime,
+    settled_at DateTime DEFAULT now(),
+    installs UInt64 DEFAULT 0
+) ENGINE = MergeTree
+ORDER BY watermark";
+
+/// The installs settled so far, in the columns of `installs_final`, one row per install and settle (the
+/// settle's watermark is its `version`). ReplacingMergeTree folds an install's older rows away in the
+/// background; readers never rely on it (`installs_resettled` says which installs may have several rows).
+const INSTALLS_SETTLED: &str = "CREATE TABLE IF NOT EXISTS ?.installs_settled (
+    execution_id String,
+    random_id String,
+    type String,
+    nsapp String,
+    repo_source String,
+    status String,
+    is_final UInt8,
+    exit_code Nullable(UInt8),
+    error Nullable(String),
+    error_category Nullable(String),
+    error_signature Nullable(String),
+    started_at DateTime,
+    last_seen_at DateTime,
+    finished_at Nullable(DateTime),
+    duration Nullable(UInt32),
+    ct_type Nullable(UInt8),
+    disk_size Nullable(UInt32),
+    core_count Nullable(UInt16),
+    ram_size Nullable(UInt32),
+    install_duration Nullable(UInt32),
+    os_type Nullable(String),
+    os_version Nullable(String),
+    pve_version Nullable(String),
+    method Nullable(String),
+    cpu_vendor Nullable(String),
+    cpu_model Nullable(String),
+    gpu_vendor Nullable(String),
+    gpu_model Nullable(String),
+    gpu_passthrough Nullable(String),
+    ram_speed Nullable(String),
+    events UInt64,
+    repo_slug Nullable(String),
+    has_arm Nullable(UInt8),
+    arch Nullable(String),
+    version DateTime
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY execution_id";
+
+/// Installs that have (or may have) more than one row in `installs_settled`: readers take the newest.
+/// Marked by a settle before it records its watermark.
+const INSTALLS_RESETTLED: &str = "CREATE TABLE IF NOT EXISTS ?.installs_resettled (
+    execution_id String
+) ENGINE = ReplacingMergeTree
+ORDER BY execution_id";
+
+/// The first watermark: the moment the touches started being recorded (once; a rerun keeps it).
+const PICK_WATERMARK: &str = "INSERT INTO ?.settle_watermark (watermark)
+SELECT now() FROM system.one WHERE (SELECT count() FROM ?.settle_watermark) = 0";
+
+/// Every install as version 3's `installs_final` shows it, at the first watermark.
+const BACKFILL_SETTLED: &str = "INSERT INTO ?.installs_settled
+SELECT *, (SELECT max(watermark) FROM ?.settle_watermark) AS version
+FROM ?.installs_final
+WHERE execution_id NOT IN (SELECT execution_id FROM ?.installs_settled)";
+
+/// The columns of `installs_final`, in its order.
+macro_rules! final_columns {
+    () => {
+        "execution_id, random_id, type, nsapp, repo_source, status, is_final, exit_code, error, error_category, \
+error_signature, started_at, last_seen_at, finished_at, duration, ct_type, disk_size, core_count, ram_size, \
+install_duration, os_type, os_version, pve_version, method, cpu_vendor, cpu_model, gpu_vendor, gpu_model, \
+gpu_passthrough, ram_speed, events, repo_slug, has_arm, arch"
+    };
+}
+
+/// The installs touched since the current watermark.
+macro_rules! touched_since_watermark {
+    () => {
+        "SELECT execution_id FROM ?.install_touches WHERE touched_at >= (SELECT max(watermark) FROM ?.settle_watermark)"
+    };
+}
+
+/// The merged install, in the columns of `installs_final`, of every install with an event matching
+/// `{where}` (a filter on `execution_id`), merged from all its events: the rules of version 3 (owner
+/// `random_id`, `schema::merge::forged`) and of version 2 for every event (the plain aggregates of
+/// `installs_mv3`'s states, then `INSTALLS_FINAL3`'s choice of the owner and its output).
+pub const INSTALLS_OF_EVENTS: &str = "SELECT
+    execution_id,
+    random_id,
+    type,
+    nsapp,
+    repo_source,
+    status,
+    is_final,
+    if(is_final = 0 OR exit_code_raw = -1, NULL, toUInt8(exit_code_raw)) AS exit_code,
+    if(is_final = 0 OR error_raw = '', NULL, error_raw) AS error,
+    if(is_final = 0 OR error_category_raw = '', NULL, error_category_raw) AS error_category,
+    if(is_final = 0 OR error_signature_raw = '', NULL, error_signature_raw) AS error_signature,
+    toDateTime(intDiv(first_ms, 1000)) AS started_at,
+    toDateTime(intDiv(last_ms, 1000)) AS last_seen_at,
+    if(is_final = 0, NULL, toDateTime(intDiv(finished_ms_raw, 1000))) AS finished_at,
+    if(reported_duration_raw != -1, toUInt32(reported_duration_raw), if(is_final = 0, NULL, toUInt32(intDiv(finished_ms_raw - first_ms, 1000)))) AS duration,
+    if(ct_type_raw = -1, NULL, toUInt8(ct_type_raw)) AS ct_type,
+    if(disk_size_raw = -1, NULL, toUInt32(disk_size_raw)) AS disk_size,
+    if(core_count_raw = -1, NULL, toUInt16(core_count_raw)) AS core_count,
+    if(ram_size_raw = -1, NULL, toUInt32(ram_size_raw)) AS ram_size,
+    if(reported_duration_raw = -1, NULL, toUInt32(reported_duration_raw)) AS install_duration,
+    if(os_type_raw = '', NULL, os_type_raw) AS os_type,
+    if(os_version_raw = '', NULL, os_version_raw) AS os_version,
+    if(pve_version_raw = '', NULL, pve_version_raw) AS pve_version,
+    if(method_raw = '', NULL, method_raw) AS method,
+    if(cpu_vendor_raw = '', NULL, cpu_vendor_raw) AS cpu_vendor,
+    if(cpu_model_raw = '', NULL, cpu_model_raw) AS cpu_model,
+    if(gpu_vendor_raw = '', NULL, gpu_vendor_raw) AS gpu_vendor,
+    if(gpu_model_raw = '', NULL, gpu_model_raw) AS gpu_model,
+    if(gpu_passthrough_raw = '', NULL, gpu_passthrough_raw) AS gpu_passthrough,
+    if(ram_speed_raw = '', NULL, ram_speed_raw) AS ram_speed,
+    events,
+    if(repo_slug_raw = '', NULL, repo_slug_raw) AS repo_slug,
+    if(has_arm_raw = '', NULL, toUInt8(has_arm_raw = '1')) AS has_arm,
+    if(arch_raw = '', NULL, arch_raw) AS arch
+FROM (
+    SELECT
+        execution_id,
+        argMin(c_random_id, first_event) AS random_id,
+        argMin(c_type, first_event) AS type,
+        argMin(c_nsapp, first_event) AS nsapp,
+        argMin(c_repo_source, first_event) AS repo_source,
+        argMin(c_status, first_event) AS status,
+        argMin(c_is_final, first_event) AS is_final,
+        argMin(c_finished_ms_raw, first_event) AS finished_ms_raw,
+        argMin(c_exit_code_raw, first_event) AS exit_code_raw,
+        argMin(c_error_raw, first_event) AS error_raw,
+        argMin(c_error_category_raw, first_event) AS error_category_raw,
+        argMin(c_error_signature_raw, first_event) AS error_signature_raw,
+        argMin(c_first_ms, first_event) AS first_ms,
+        argMin(c_last_ms, first_event) AS last_ms,
+        argMin(c_ct_type_raw, first_event) AS ct_type_raw,
+        argMin(c_disk_size_raw, first_event) AS disk_size_raw,
+        argMin(c_core_count_raw, first_event) AS core_count_raw,
+        argMin(c_ram_size_raw, first_event) AS ram_size_raw,
+        argMin(c_reported_duration_raw, first_event) AS reported_duration_raw,
+        argMin(c_os_type_raw, first_event) AS os_type_raw,
+        argMin(c_os_version_raw, first_event) AS os_version_raw,
+        argMin(c_pve_version_raw, first_event) AS pve_version_raw,
+        argMin(c_method_raw, first_event) AS method_raw,
+        argMin(c_cpu_vendor_raw, first_event) AS cpu_vendor_raw,
+        argMin(c_cpu_model_raw, first_event) AS cpu_model_raw,
+        argMin(c_gpu_vendor_raw, first_event) AS gpu_vendor_raw,
+        argMin(c_gpu_model_raw, first_event) AS gpu_model_raw,
+        argMin(c_gpu_passthrough_raw, first_event) AS gpu_passthrough_raw,
+        argMin(c_ram_speed_raw, first_event) AS ram_speed_raw,
+        argMin(c_events, first_event) AS events,
+        argMin(c_repo_slug_raw, first_event) AS repo_slug_raw,
+        argMin(c_has_arm_raw, first_event) AS has_arm_raw,
+        argMin(c_arch_raw, first_event) AS arch_raw
+    FROM (
+        SELECT
+            execution_id,
+            min(toString(event_id)) AS first_event,
+            random_id AS c_random_id,
+            argMin(type, toString(event_id)) AS c_type,
+            argMin(nsapp, toString(event_id)) AS c_nsapp,
+            argMin(repo_source, toString(event_id)) AS c_repo_source,
+            argMin(status, concat(toString(4 - {score}), toString(event_id))) AS c_status,
+            max(toUInt8(status IN ('success', 'failed', 'aborted', 'unknown'))) AS c_is_final,
+            argMin(received_ms, if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS c_finished_ms_raw,
+            argMin(ifNull(toInt64(exit_code), -1), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS c_exit_code_raw,
+            argMin(ifNull(error, ''), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS c_error_raw,
+            argMin(ifNull(error_category, ''), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS c_error_category_raw,
+            argMin(ifNull(error_signature, ''), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS c_error_signature_raw,
+            min(received_ms) AS c_first_ms,
+            max(received_ms) AS c_last_ms,
+            argMin(ifNull(toInt64(ct_type), -1), concat(if(isNull(ct_type), '2', '0'), toString(event_id))) AS c_ct_type_raw,
+            argMin(ifNull(toInt64(disk_size), -1), concat(if(isNull(disk_size), '2', '0'), toString(event_id))) AS c_disk_size_raw,
+            argMin(ifNull(toInt64(core_count), -1), concat(if(isNull(core_count), '2', '0'), toString(event_id))) AS c_core_count_raw,
+            argMin(ifNull(toInt64(ram_size), -1), concat(if(isNull(ram_size), '2', '0'), toString(event_id))) AS c_ram_size_raw,
+            argMin(ifNull(toInt64(install_duration), -1), concat(if(isNull(install_duration), '2', '0'), toString(event_id))) AS c_first_duration_raw,
+            max(ifNull(toInt64(install_duration) + 1, toInt64(0))) - 1 AS c_longest_duration_raw,
+            argMin(if(status IN ('success', 'failed', 'aborted', 'unknown'), ifNull(toInt64(install_duration), -1), toInt64(-1)), if(status IN ('success', 'failed', 'aborted', 'unknown'), concat(toString(4 - {score}), toString(event_id)), 'z')) AS c_outcome_duration_raw,
+            if(c_is_final = 1 AND c_outcome_duration_raw != -1, c_outcome_duration_raw, greatest(c_longest_duration_raw, c_first_duration_raw)) AS c_reported_duration_raw,
+            argMin(ifNull(os_type, ''), concat(if(isNull(os_type), '2', '0'), toString(event_id))) AS c_os_type_raw,
+            argMin(ifNull(os_version, ''), concat(if(isNull(os_version), '2', '0'), toString(event_id))) AS c_os_version_raw,
+            argMin(ifNull(pve_version, ''), concat(if(isNull(pve_version), '2', '0'), toString(event_id))) AS c_pve_version_raw,
+            argMin(ifNull(method, ''), concat(if(isNull(method), '2', '0'), toString(event_id))) AS c_method_raw,
+            argMin(ifNull(cpu_vendor, ''), concat(multiIf(isNull(cpu_vendor), '2', cpu_vendor = 'unknown', '1', '0'), toString(event_id))) AS c_cpu_vendor_raw,
+            argMin(ifNull(cpu_model, ''), concat(if(isNull(cpu_model), '2', '0'), toString(event_id))) AS c_cpu_model_raw,
+            argMin(ifNull(gpu_vendor, ''), concat(multiIf(isNull(gpu_vendor), '2', gpu_vendor = 'unknown', '1', '0'), toString(event_id))) AS c_gpu_vendor_raw,
+            argMin(ifNull(gpu_model, ''), concat(if(isNull(gpu_model), '2', '0'), toString(event_id))) AS c_gpu_model_raw,
+            argMin(ifNull(gpu_passthrough, ''), concat(multiIf(isNull(gpu_passthrough), '2', gpu_passthrough = 'unknown', '1', '0'), toString(event_id))) AS c_gpu_passthrough_raw,
+            argMin(ifNull(ram_speed, ''), concat(if(isNull(ram_speed), '2', '0'), toString(event_id))) AS c_ram_speed_raw,
+            uniqExact(toString(event_id)) AS c_events,
+            argMin(ifNull(repo_slug, ''), concat(if(isNull(repo_slug), '2', '0'), toString(event_id))) AS c_repo_slug_raw,
+            argMin(ifNull(toString(has_arm), ''), concat(if(isNull(has_arm), '2', '0'), toString(event_id))) AS c_has_arm_raw,
+            argMin(ifNull(arch, ''), concat(if(isNull(arch), '2', '0'), toString(event_id))) AS c_arch_raw
+        FROM ?.events
+        WHERE {where}
+        GROUP BY execution_id, random_id
+    )
+    GROUP BY execution_id
+)";
+
+/// The merged state of each install (version 4): the newest settled row, up to the watermark, of every
+/// install not touched since the watermark (one branch for installs settled once, one for those settled
+/// again), and the merge from `events` of the installs touched since. Same columns and values as version 3.
+fn installs_final4() -> String {
+    let touched = touched_since_watermark!();
+    let settled = format!(
+        "SELECT {columns} FROM ?.installs_settled
+WHERE version <= (SELECT max(watermark) FROM ?.settle_watermark)
+    AND execution_id NOT IN ({touched})
+    AND execution_id NOT IN (SELECT execution_id FROM ?.installs_resettled)",
+        columns = final_columns!()
+    );
+    let resettled = format!(
+        "SELECT {columns} FROM (
+    SELECT * FROM ?.installs_settled
+    WHERE execution_id IN (SELECT execution_id FROM ?.installs_resettled)
+        AND version <= (SELECT max(watermark) FROM ?.settle_watermark)
+        AND execution_id NOT IN ({touched})
+    ORDER BY execution_id, version DESC
+    LIMIT 1 BY execution_id
+)",
+        columns = final_columns!()
+    );
+    let fresh = installs_of_events(&format!("execution_id IN ({touched})"));
+    format!(
+        "CREATE VIEW IF NOT EXISTS ?.installs_final AS\n{settled}\nUNION ALL\n{resettled}\nUNION ALL\n{fresh}"
+    )
+}
+
+/// [`INSTALLS_OF_EVENTS`] for the installs with an event matching `filter` (constants of this crate and
+/// numbers only).
+pub fn installs_of_events(filter: &str) -> String {
+    INSTALLS_OF_EVENTS.replace("{where}", filter)
+}
+
 /// Every event once, even before ReplacingMergeTree folded redelivered copies.
 const EVENTS_FINAL: &str =
     "CREATE VIEW IF NOT EXISTS ?.events_final AS SELECT * FROM ?.events FINAL";
@@ -832,9 +1125,15 @@ mod tests {
                     Step::Sql(s) => assert!(
                         s.contains("IF NOT EXISTS")
                             || s.starts_with("DROP TABLE IF EXISTS")
-                            || s.starts_with("INSERT INTO ?.installs_by_random_id\nSELECT"),
+                            || s.starts_with("INSERT INTO ?.installs_by_random_id\nSELECT")
+                            // Version 4: once (the first watermark) or only what is missing.
+                            || s.ends_with("(SELECT count() FROM ?.settle_watermark) = 0")
+                            || s.ends_with(
+                                "WHERE execution_id NOT IN (SELECT execution_id FROM ?.installs_settled)"
+                            ),
                         "{s}"
                     ),
+                    Step::Built(_) => assert!(sql.contains("IF NOT EXISTS"), "{sql}"),
                     Step::AddColumn { .. } => assert!(sql.starts_with("ALTER TABLE ?."), "{sql}"),
                 }
             }
@@ -862,7 +1161,7 @@ mod tests {
                 Step::AddColumn { table, column, .. } => {
                     Some(if *table == "events" { *column } else { "" })
                 }
-                Step::Sql(_) => None,
+                Step::Sql(_) | Step::Built(_) => None,
             })
             .filter(|c| !c.is_empty())
             .collect();
@@ -883,6 +1182,50 @@ mod tests {
             let state = line.split_whitespace().next().expect("column");
             assert!(INSTALLS_MV2.contains(&format!("AS {state}")), "{state}");
         }
+    }
+
+    /// Version 4: `installs_settled` holds the columns of `installs_final` in its order, then `version`
+    /// (the backfill and the settle job insert positionally), the merge of events produces them in that
+    /// order, and the only tables it drops are views.
+    #[test]
+    fn version_4_settles_every_column_of_installs_final_in_order() {
+        let v4 = &MIGRATIONS[3];
+        assert_eq!(v4.version, 4);
+        for step in v4.steps {
+            if let Step::Sql(s) = step {
+                if s.starts_with("DROP") {
+                    assert!(
+                        [".installs_final", ".installs_mv2", ".installs_mv3"]
+                            .iter()
+                            .any(|v| s.ends_with(v)),
+                        "{s}"
+                    );
+                }
+            }
+        }
+        let settled: Vec<&str> = INSTALLS_SETTLED
+            .lines()
+            .skip(1)
+            .filter(|l| l.starts_with("    "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let columns: Vec<&str> = final_columns!().split(", ").collect();
+        assert_eq!(columns.len(), 34);
+        assert_eq!(settled[..columns.len()], columns[..]);
+        assert_eq!(settled[columns.len()..], ["version"]);
+        let head = &INSTALLS_OF_EVENTS[..INSTALLS_OF_EVENTS.find("\nFROM (").expect("FROM")];
+        let produced: Vec<&str> = head
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let l = l.trim().trim_end_matches(',');
+                l.rsplit(" AS ").next().unwrap_or(l)
+            })
+            .collect();
+        assert_eq!(produced, columns);
+        let view = installs_final4();
+        assert_eq!(view.matches("UNION ALL").count(), 2, "{view}");
+        assert!(!render(&view).contains('{'), "{view}");
     }
 
     /// Version 3 creates a table and views, drops only `installs_final`, and its view and backfills

@@ -363,6 +363,7 @@ impl ImportConfig {
             password: self.target.clickhouse_password.clone(),
             database: self.target.clickhouse_database.clone(),
             write_timeout: self.write_timeout(),
+            migrate_to: 0,
         }
     }
 }

@@ -24,12 +24,15 @@ async fn migrations_apply_once_and_a_second_start_changes_nothing() {
         [
             "events",
             "events_final",
+            "install_touches",
+            "install_touches_mv",
             "installs",
             "installs_by_random_id",
             "installs_final",
-            "installs_mv2",
-            "installs_mv3",
-            "schema_migrations"
+            "installs_resettled",
+            "installs_settled",
+            "schema_migrations",
+            "settle_watermark"
         ]
     );
     let before = ch_count(&ch, "SELECT count() FROM telemetry.schema_migrations");

@@ -15,5 +15,6 @@ mod lease;
 mod order;
 mod pb_compat;
 mod retention;
+mod settle;
 mod transient;
 mod v3;

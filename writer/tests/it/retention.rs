@@ -147,6 +147,23 @@ async fn clickhouse_deletes_old_installs_whole_within_the_cap() {
         ));
     }
     sink.write(&events).await.expect("write");
+    // Settled (schema version 4): the installs are read from `installs_settled`.
+    let inserted = ch_count(&ch, "SELECT toUInt64(now())");
+    testkit::poll_until(
+        "a settle past the insert",
+        Duration::from_secs(30),
+        || async {
+            sink.settle(Duration::ZERO)
+                .await
+                .expect("settle")
+                .is_some_and(|s| u64::from(s.watermark) > inserted)
+        },
+    )
+    .await;
+    assert_eq!(
+        ch_count(&ch, "SELECT count() FROM telemetry.installs_settled"),
+        7
+    );
     let before = ch_installs(&ch);
     assert_eq!(before.len(), 7);
 
@@ -178,13 +195,16 @@ async fn clickhouse_deletes_old_installs_whole_within_the_cap() {
         ),
         0
     );
-    assert_eq!(
-        ch_count(
-            &ch,
-            "SELECT count() FROM telemetry.installs WHERE execution_id LIKE 'old-%'"
-        ),
-        0
-    );
+    for table in ["installs", "installs_settled", "install_touches"] {
+        assert_eq!(
+            ch_count(
+                &ch,
+                &format!("SELECT count() FROM telemetry.{table} WHERE execution_id LIKE 'old-%'")
+            ),
+            0,
+            "{table}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

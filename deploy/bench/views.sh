@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Uncached views, the upgrade to schema version 4 and ClickHouse's write cost, old layout vs new, side by
+# side in one run on this machine (release build, every server on loopback with its data in a temporary
+# dir). For each size in SIZES (events, spread over DAYS days, 4 per install):
+#   1. the writer's migrations up to version 3 (CLICKHOUSE_MIGRATE_TO=3), then deploy/bench/web-seed.sql
+#      straight into `events` (the views of version 3 fill its install tables);
+#   2. version 3's `installs_final` is kept as `old.installs_final` (its own DDL, reading version 3's
+#      tables), with `old.events` a view of `telemetry.events`: a web on database `old` answers from the
+#      old layout, a web on `telemetry` from the new one, same binary, same ClickHouse;
+#   3. the upgrade to version 4 (a writer start), timed, with the count and a checksum of every column of
+#      `installs_final` before and after;
+#   4. each view uncached (X-Cache: miss) on the new web then on the old web, for periods 1, 30, 365 days
+#      (and all time where the view has it); a table of seconds and the ratio old / new.
+# Then ClickHouse's CPU seconds per 1,000 inserted events (utime + stime of clickhouse-server from
+# /proc, around the writer's own insert of CPU_EVENTS events into a fresh database, background merges
+# included) with the schema of version 3 and of version 4.
+# Usage: deploy/bench/views.sh     SIZES="1000000 3000000" DAYS=365 CPU_EVENTS=400000 by env.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../local/lib.sh"
+cd "$ROOT"
+SIZES=${SIZES:-1000000 3000000}
+DAYS=${DAYS:-365}
+CPU_EVENTS=$((${CPU_EVENTS:-400000} / 4 * 4))
+
+ensure_python_tools
+ensure_clickhouse
+PATH="$VENV/bin:$PATH"
+cargo build --release --locked -q -p web -p writer --bins
+cargo build --release --locked -q -p writer --example bench
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+wait_http() { for _ in $(seq 1 600); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
+COLUMNS_SUM="count(), sum(cityHash64(toString(tuple(execution_id, random_id, type, nsapp, repo_source, status, is_final,
+  exit_code, error, error_category, error_signature, started_at, last_seen_at, finished_at, duration, ct_type, disk_size,
+  core_count, ram_size, install_duration, os_type, os_version, pve_version, method, cpu_vendor, cpu_model, gpu_vendor,
+  gpu_model, gpu_passthrough, ram_speed, events, repo_slug, has_arm, arch))))"
+
+# start_clickhouse NAME: a server of its own; sets CH_URL and CH_PID.
+start_clickhouse() {
+  local http tcp dir="$WORK/$1"
+  http=$(free_port); tcp=$(free_port)
+  clickhouse_config "$dir" "$http" "$tcp"
+  clickhouse-server --config-file="$dir/config.xml" >"$dir.log" 2>&1 & CH_PID=$!; PIDS+=($CH_PID)
+  CH_URL="http://127.0.0.1:$http"
+  wait_http "$CH_URL/ping"
+}
+chq() { curl -fsS "$CH_URL" --data-binary "$1"; }
+merged() { for _ in $(seq 1 1200); do [ "$(chq "SELECT count() FROM system.merges")" = 0 ] && return 0; sleep 0.5; done; }
+# migrate [VERSION]: one writer start against CH_URL, until `schema_migrations` holds VERSION (default 4).
+migrate() {
+  local to=${1:-4}
+  WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" CLICKHOUSE_MIGRATE_TO="$([ "$to" = 4 ] && echo 0 || echo "$to")" \
+    NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$(free_port)" LOG_LEVEL=warn \
+    "$BIN/telemetry-writer" >>"$WORK/writer.log" 2>&1 & local pid=$!
+  for _ in $(seq 1 36000); do
+    [ "$(chq "SELECT count() FROM system.tables WHERE database = 'telemetry' AND name = 'schema_migrations'")" = 1 ] &&
+      [ "$(chq "SELECT max(version) FROM telemetry.schema_migrations")" = "$to" ] && break
+    sleep 0.1
+  done
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$CH_PID/stat"; }
+
+NATS_PORT=$(free_port)
+nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" >/dev/null 2>&1 & PIDS+=($!)
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
+
+ROWS=()
+SUMMARY=()
+for EVENTS in $SIZES; do
+  INSTALLS=$((EVENTS / 4))
+  echo "== $EVENTS events ($INSTALLS installs) over $DAYS days" >&2
+  start_clickhouse "ch-$EVENTS"
+  migrate 3
+  sed -e "s/{INSTALLS}/$INSTALLS/g; s/{EVENTS}/$EVENTS/g; s/{DAYS}/$DAYS/g; s/{OFFSET}/0/g" deploy/bench/web-seed.sql | chq "$(cat)"
+  merged
+  BEFORE=$(chq "SELECT $COLUMNS_SUM FROM telemetry.installs_final" | tr '\t' ' ')
+  chq "CREATE DATABASE old"
+  chq "CREATE VIEW old.events AS SELECT * FROM telemetry.events"
+  chq "CREATE VIEW old.events_final AS SELECT * FROM telemetry.events FINAL"
+  chq "$(chq "SHOW CREATE TABLE telemetry.installs_final FORMAT TSVRaw" | sed 's/VIEW telemetry\.installs_final/VIEW old.installs_final/')"
+  started=$(date +%s.%N)
+  migrate 4
+  MIGRATE_S=$(echo "$(date +%s.%N) - $started" | bc)
+  AFTER=$(chq "SELECT $COLUMNS_SUM FROM telemetry.installs_final" | tr '\t' ' ')
+  OLD_NOW=$(chq "SELECT $COLUMNS_SUM FROM old.installs_final" | tr '\t' ' ')
+  [ "$BEFORE" = "$AFTER" ] && [ "$BEFORE" = "$OLD_NOW" ] || { echo "before ($BEFORE) != after ($AFTER) / old ($OLD_NOW)" >&2; exit 1; }
+  echo "migration to version 4: ${MIGRATE_S}s; count, checksum before = after: $BEFORE" >&2
+  SUMMARY+=("events=$EVENTS migration_s=$MIGRATE_S installs_before_after=${BEFORE%% *} checksum_equal=yes")
+  merged
+
+  NEW_PORT=$(free_port); OLD_PORT=$(free_port)
+  for pair in "telemetry $NEW_PORT" "old $OLD_PORT"; do
+    set -- $pair
+    WEB_LISTEN_ADDR="127.0.0.1:$2" WEB_OPS_ADDR="127.0.0.1:$(free_port)" CLICKHOUSE_URL="$CH_URL" CLICKHOUSE_DATABASE="$1" \
+      NATS_URL="nats://127.0.0.1:$NATS_PORT" CACHE_WARMUP=false CACHE_TTL_SECS=3600 CACHE_MAX_STALE_SECS=7200 \
+      QUERY_TIMEOUT_SECS=600 REQUEST_TIMEOUT_MS=900000 LOG_LEVEL=warn \
+      "$BIN/telemetry-web" >"$WORK/web-$1.log" 2>&1 & PIDS+=($!)
+    wait_http "http://127.0.0.1:$2/readyz"
+  done
+  APP=$(chq "SELECT nsapp FROM telemetry.installs_final GROUP BY nsapp ORDER BY count() DESC LIMIT 1")
+  VIEWS=()
+  for d in 1 30 365; do
+    VIEWS+=("/api/dashboard?days=$d" "/api/errors?days=$d" "/api/scripts?days=$d" "/api/apps/$APP?days=$d"
+            "/api/records?days=$d&status=failed&sort=-nsapp&limit=50"
+            "/api/v2/records.csv?days=$([ $d = 1 ] && echo today || echo $d)&status=failed&sort=duration")
+  done
+  VIEWS+=("/api/scripts?days=0")
+  for view in "${VIEWS[@]}"; do
+    times=()
+    for port in "$NEW_PORT" "$OLD_PORT"; do
+      out=$(curl -fsS -o "$WORK/body" -D "$WORK/h" -w '%{time_total}' "http://127.0.0.1:$port$view")
+      grep -qi '^x-cache: hit' "$WORK/h" && { echo "a cache hit for $view" >&2; exit 1; }
+      times+=("$out")
+    done
+    ratio=$(echo "scale=1; ${times[1]} / ${times[0]}" | bc)
+    ROWS+=("$(printf '%-9s %-72s %8.3f %8.3f %7s' "$EVENTS" "$view" "${times[0]}" "${times[1]}" "$ratio")")
+    echo "${ROWS[-1]}" >&2
+  done
+  kill "${PIDS[@]:1}" 2>/dev/null || true
+  wait "${PIDS[@]:1}" 2>/dev/null || true
+  PIDS=("${PIDS[0]}")
+  rm -rf "$WORK/ch-$EVENTS"
+done
+
+echo "== ClickHouse CPU per 1,000 inserted events ($CPU_EVENTS events through the writer's sink)" >&2
+start_clickhouse cpu
+CPU=()
+for version in 3 4; do
+  chq "DROP DATABASE IF EXISTS bench_raw"
+  before=$(cpu_ticks)
+  CLICKHOUSE_MIGRATE_TO=$([ $version = 4 ] && echo 0 || echo 3) BATCH_SIZE=4000 \
+    "$BIN/examples/bench" ch-raw "$CH_URL" "$CPU_EVENTS" 4000 >&2
+  merged
+  ticks=$(( $(cpu_ticks) - before ))
+  CPU+=("v$version=$(echo "scale=4; $ticks / $(getconf CLK_TCK) / ($CPU_EVENTS / 1000)" | bc)")
+  echo "schema version $version: ClickHouse ${ticks} ticks for $CPU_EVENTS events" >&2
+done
+
+echo "views benchmark ($(nproc) cores, release, all servers co-located; ClickHouse $(chq 'SELECT version()'))"
+printf '%-9s %-72s %8s %8s %7s\n' events view new_s old_s old/new
+printf '%s\n' "${ROWS[@]}"
+printf '%s\n' "${SUMMARY[@]}"
+echo "clickhouse_cpu_s_per_1k_events ${CPU[*]}"

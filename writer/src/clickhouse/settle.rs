@@ -1,0 +1,161 @@
+//! The settle job (schema version 4): every `SETTLE_INTERVAL_SECS` it takes a new watermark
+//! `now() - SETTLE_LAG_SECS` on ClickHouse's clock, merges the installs ClickHouse was touched about
+//! between the current watermark and the new one from all their events into `installs_settled` (in
+//! chunks by `cityHash64(execution_id)`, so a big backlog is merged a bounded slice at a time), marks
+//! the installs that now have more than one settled row in `installs_resettled`, and only then records
+//! the new watermark. Until it is recorded, `installs_final` ignores the new rows (their version is
+//! above the watermark) and still merges those installs from `events`; after it, the new rows show.
+//! So `installs_final` is exact at every moment, and stays so when two settles run at once (each only
+//! ever adds rows and marks; the newest row up to the watermark wins). The lag covers inserts still
+//! being written when the watermark is taken.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::{schema, ChError, ClickHouseSink};
+
+/// Most installs one chunk of a settle merges.
+const CHUNK_INSTALLS: u64 = 200_000;
+
+/// What one settle did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// The watermark recorded (Unix seconds).
+    pub watermark: u32,
+    /// Installs merged into `installs_settled`.
+    pub installs: u64,
+}
+
+impl ClickHouseSink {
+    /// One settle with watermark `now() - lag`: `None` when the watermark would not move.
+    pub async fn settle(&self, lag: Duration) -> Result<Option<Settled>, ChError> {
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct Clock {
+            old: u32,
+            now: u32,
+        }
+        let clock: Clock = self
+            .client
+            .query(
+                "SELECT toUInt32(max(watermark)) AS old, toUInt32(now()) AS now FROM ?.settle_watermark",
+            )
+            .bind(clickhouse::sql::Identifier(&self.database))
+            .fetch_one()
+            .await?;
+        let lag = u32::try_from(lag.as_secs()).unwrap_or(u32::MAX);
+        let new = clock.now.saturating_sub(lag);
+        let old = clock.old;
+        if new <= old {
+            return Ok(None);
+        }
+        let window = format!(
+            "SELECT execution_id FROM ?.install_touches \
+             WHERE touched_at >= toDateTime({old}) AND touched_at < toDateTime({new})"
+        );
+        let installs: u64 = self
+            .client
+            .query(&format!(
+                "SELECT toUInt64(uniqExact(execution_id)) FROM ({window})"
+            ))
+            .bind(clickhouse::sql::Identifier(&self.database))
+            .fetch_one()
+            .await?;
+        let chunks = installs.div_ceil(CHUNK_INSTALLS).max(1);
+        for chunk in 0..chunks {
+            let ids = format!(
+                "execution_id IN ({window} AND cityHash64(execution_id) % {chunks} = {chunk})"
+            );
+            if installs > 0 {
+                self.execute(&schema::render(&format!(
+                    "INSERT INTO ?.installs_settled SELECT *, toDateTime({new}) AS version FROM ({})",
+                    schema::installs_of_events(&ids)
+                )))
+                .await?;
+                self.execute(&format!(
+                    "INSERT INTO ?.installs_resettled SELECT execution_id FROM ?.installs_settled \
+                     WHERE {ids} GROUP BY execution_id HAVING count() > 1"
+                ))
+                .await?;
+            }
+        }
+        self.execute(&format!(
+            "INSERT INTO ?.settle_watermark (watermark, installs) VALUES (toDateTime({new}), {installs})"
+        ))
+        .await?;
+        self.drop_old_touches(new).await?;
+        Ok(Some(Settled {
+            watermark: new,
+            installs,
+        }))
+    }
+
+    /// Marks every install with more than one settled row: the rows two upgrades racing may have copied
+    /// twice (run once when the job starts; a full pass over `installs_settled`'s ids).
+    pub async fn mark_resettled(&self) -> Result<(), ChError> {
+        self.execute(
+            "INSERT INTO ?.installs_resettled SELECT execution_id FROM ?.installs_settled \
+             GROUP BY execution_id HAVING count() > 1 \
+             AND execution_id NOT IN (SELECT execution_id FROM ?.installs_resettled)",
+        )
+        .await
+    }
+
+    /// Drops the days of `install_touches` older than the day before the watermark's: nothing reads them.
+    async fn drop_old_touches(&self, watermark: u32) -> Result<(), ChError> {
+        let days: Vec<String> = self
+            .client
+            .query(
+                "SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = 'install_touches' \
+                 AND active AND partition < toString(toYYYYMMDD(toDateTime(?) - 86400))",
+            )
+            .bind(&self.database)
+            .bind(watermark)
+            .fetch_all()
+            .await?;
+        for day in days {
+            if day.len() == 8 && day.bytes().all(|b| b.is_ascii_digit()) {
+                self.execute(&format!(
+                    "ALTER TABLE ?.install_touches DROP PARTITION {day}"
+                ))
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a settle every `every` until aborted; a failed settle is retried at the next tick.
+pub fn spawn(sink: ClickHouseSink, every: Duration, lag: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut marked = false;
+        loop {
+            tick.tick().await;
+            if !marked {
+                match sink.mark_resettled().await {
+                    Ok(()) => marked = true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "settle: marking resettled installs failed, next try at the next interval");
+                        continue;
+                    }
+                }
+            }
+            match sink.settle(lag).await {
+                Ok(Some(s)) => {
+                    ::metrics::counter!(crate::metrics::SETTLED_INSTALLS).increment(s.installs);
+                    tracing::debug!(
+                        watermark = s.watermark,
+                        installs = s.installs,
+                        "installs settled"
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "settle failed, next try at the next interval")
+                }
+            }
+        }
+    })
+}

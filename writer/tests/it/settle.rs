@@ -1,0 +1,250 @@
+//! Schema version 4 against real ClickHouse 18.16: `installs_final` (settled rows up to the watermark,
+//! plus the installs touched since merged from `events`) equals a direct merge of every event, and the
+//! `schema::merge` of the same events, at every step: before and after settles, with late and
+//! out-of-order events, a forged `random_id`, a replay, an event for an install already settled, and two
+//! settles racing. And a database of version 3 upgraded to version 4 shows every install with every
+//! column as before, once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use testkit::clickhouse::ClickHouseServer;
+use testkit::NatsServer;
+use time::OffsetDateTime;
+use writer::clickhouse::ClickHouseSink;
+use writer::sink::process;
+
+use crate::harness::*;
+
+/// Every row of `sql`, by execution id.
+fn by_id(ch: &ClickHouseServer, sql: &str) -> BTreeMap<String, Value> {
+    let rows = ch_rows(ch, sql);
+    let n = rows.len();
+    let map: BTreeMap<String, Value> = rows
+        .into_iter()
+        .map(|row| (row["execution_id"].as_str().expect("id").to_string(), row))
+        .collect();
+    assert_eq!(map.len(), n, "an install shows twice:\n{sql}");
+    map
+}
+
+fn installs_final(ch: &ClickHouseServer, db: &str) -> BTreeMap<String, Value> {
+    by_id(ch, &format!("SELECT * FROM {db}.installs_final"))
+}
+
+/// The merge of every event of `events`, straight from the table (no settled row involved).
+fn direct_merge(ch: &ClickHouseServer, db: &str) -> BTreeMap<String, Value> {
+    let sql =
+        writer::clickhouse::schema::render(&writer::clickhouse::schema::installs_of_events("1"))
+            .replace('?', db);
+    by_id(ch, &sql)
+}
+
+/// `installs_final` equals the direct merge and `schema::merge` of `events`; returns how many installs
+/// came from settled rows.
+fn check_exact(ch: &ClickHouseServer, db: &str, events: &[Published], step: &str) -> u64 {
+    let shown = installs_final(ch, db);
+    let direct = direct_merge(ch, db);
+    assert_eq!(shown.len(), direct.len(), "{step}: installs");
+    for (id, row) in &direct {
+        assert_eq!(shown.get(id), Some(row), "{step}: {id}");
+    }
+    let merged = expected(events);
+    assert_eq!(
+        shown.len(),
+        merged.len(),
+        "{step}: installs by schema::merge"
+    );
+    for (id, state) in &merged {
+        check_ch_row(&shown[id], state);
+    }
+    ch_count(
+        ch,
+        &format!(
+            "SELECT count() FROM {db}.installs_settled WHERE execution_id NOT IN \
+             (SELECT execution_id FROM {db}.install_touches \
+              WHERE touched_at >= (SELECT max(watermark) FROM {db}.settle_watermark))"
+        ),
+    )
+}
+
+async fn write(sink: &ClickHouseSink, events: &[Published]) {
+    let plain: Vec<schema::Event> = events.iter().map(|p| p.event.clone()).collect();
+    assert_eq!(process(sink, &plain).await.stored(), plain.len());
+}
+
+/// Settles until the watermark passes everything written so far (ClickHouse's clock counts seconds).
+async fn settle_all(ch: &ClickHouseServer, sink: &ClickHouseSink) {
+    let now = ch_count(ch, "SELECT toUInt64(now())");
+    let last = std::sync::Mutex::new(0u32);
+    testkit::poll_until(
+        "a settle past the last insert",
+        Duration::from_secs(30),
+        || async {
+            if let Some(s) = sink.settle(Duration::ZERO).await.expect("settle") {
+                *last.lock().expect("lock") = s.watermark;
+            }
+            u64::from(*last.lock().expect("lock")) > now
+        },
+    )
+    .await;
+}
+
+fn body(exec: &str, random_id: &str, fields: Value) -> Vec<u8> {
+    let mut value =
+        json!({"random_id": random_id, "execution_id": exec, "type": "lxc", "nsapp": "app"});
+    for (k, v) in fields.as_object().expect("fields") {
+        value[k] = v.clone();
+    }
+    serde_json::to_vec(&value).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installs_final_is_the_merge_of_every_event_before_and_after_settles() {
+    let nats = NatsServer::start().expect("nats");
+    let ch = ClickHouseServer::start().expect("clickhouse");
+    let config = config(&nats, Some(&ch), None);
+    let db = config.clickhouse_database.clone();
+    let sink = writer::clickhouse_sink(&config);
+    sink.migrate().await.expect("migrate");
+
+    let t0 = OffsetDateTime::now_utc() - time::Duration::hours(3);
+    let mut all = corpus(t0);
+    all.extend(simulated(60, 4, t0));
+    let (first, rest) = all.split_at(all.len() / 2);
+    let mut written: Vec<Published> = first.to_vec();
+    write(&sink, &written).await;
+    assert_eq!(check_exact(&ch, &db, &written, "nothing settled"), 0);
+
+    settle_all(&ch, &sink).await;
+    let settled = check_exact(&ch, &db, &written, "first settle");
+    assert!(settled > 0, "the settled rows are read");
+
+    // The rest, in reverse order (late and out-of-order events of installs already settled).
+    let mut late: Vec<Published> = rest.to_vec();
+    late.reverse();
+    write(&sink, &late).await;
+    written.extend(late);
+    check_exact(&ch, &db, &written, "late events before a settle");
+    settle_all(&ch, &sink).await;
+    check_exact(&ch, &db, &written, "late events settled");
+
+    // A forged final, a replay of everything, and a new event for a settled install.
+    let settled_id = written[0].event.execution_id.clone();
+    let more = vec![
+        accept(
+            &body(
+                &settled_id,
+                "forger",
+                json!({"status": "failed", "exit_code": 1, "disk_size": 99}),
+            ),
+            t0 + time::Duration::hours(1),
+        ),
+        accept(
+            &body(
+                &settled_id,
+                &written[0].event.random_id,
+                json!({"status": "configuring", "install_duration": 7}),
+            ),
+            t0 + time::Duration::hours(2),
+        ),
+    ];
+    write(&sink, &more).await;
+    write(&sink, &written).await;
+    written.extend(more);
+    check_exact(
+        &ch,
+        &db,
+        &written,
+        "forged, replayed, new for a settled install",
+    );
+    let resettled_before = ch_count(&ch, &format!("SELECT count() FROM {db}.installs_resettled"));
+
+    // Two settles racing (as two replicas would).
+    let other = writer::clickhouse_sink(&config);
+    let now = ch_count(&ch, "SELECT toUInt64(now())");
+    testkit::poll_until(
+        "the clock to pass the last insert",
+        Duration::from_secs(10),
+        || async { ch_count(&ch, "SELECT toUInt64(now())") > now },
+    )
+    .await;
+    let (a, b) = tokio::join!(sink.settle(Duration::ZERO), other.settle(Duration::ZERO));
+    a.expect("a");
+    b.expect("b");
+    check_exact(&ch, &db, &written, "two settles racing");
+    settle_all(&ch, &sink).await;
+    let settled = check_exact(&ch, &db, &written, "settled again");
+    assert!(settled > 0, "the settled rows are read");
+    assert!(
+        ch_count(&ch, &format!("SELECT count() FROM {db}.installs_resettled")) > resettled_before,
+        "the settled install was settled again"
+    );
+    // The marking pass of a starting job finds nothing new.
+    sink.mark_resettled().await.expect("mark");
+    check_exact(&ch, &db, &written, "after the marking pass");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_database_shows_every_install_once_with_every_column_after_version_4() {
+    let nats = NatsServer::start().expect("nats");
+    let ch = ClickHouseServer::start().expect("clickhouse");
+    let config = config(&nats, Some(&ch), None);
+    let db = config.clickhouse_database.clone();
+    use writer::clickhouse::schema::{render, MIGRATIONS, MIGRATIONS_TABLE};
+    ch.query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+        .expect("database");
+    ch.query(&render(MIGRATIONS_TABLE).replace('?', &db))
+        .expect("migrations table");
+    for migration in &MIGRATIONS[..3] {
+        for step in migration.steps {
+            ch.query(&step.sql().replace('?', &db))
+                .expect("versions 1-3");
+        }
+        ch.query(&format!(
+            "INSERT INTO {db}.schema_migrations (version, name, applied_at) SELECT {}, 'old', now()",
+            migration.version
+        ))
+        .expect("record");
+    }
+    let sink = writer::clickhouse_sink(&config);
+    let t0 = OffsetDateTime::now_utc() - time::Duration::days(2);
+    let mut events = corpus(t0);
+    events.extend(simulated(80, 7, t0));
+    // A forged final of a corpus install, stored by version 3.
+    events.push(accept(
+        &body(
+            &events[0].event.execution_id,
+            "forger",
+            json!({"status": "success", "exit_code": 0}),
+        ),
+        t0 + time::Duration::hours(1),
+    ));
+    write(&sink, &events).await;
+    let before = installs_final(&ch, &db);
+    assert!(before.len() > 80);
+
+    assert_eq!(sink.migrate().await.expect("version 4"), 1);
+    assert_eq!(sink.migrate().await.expect("again"), 0);
+    let after = installs_final(&ch, &db);
+    assert_eq!(after, before, "every install, every column");
+    assert_eq!(
+        ch_count(&ch, &format!("SELECT count() FROM {db}.installs_settled")),
+        before.len() as u64
+    );
+    // Inserts feed `events` and the touches only.
+    let views = ch
+        .query(&format!(
+        "SELECT name FROM system.tables WHERE database = '{db}' AND engine = 'MaterializedView'"
+    ))
+        .expect("views");
+    assert_eq!(views.trim(), "install_touches_mv");
+    check_exact(&ch, &db, &events, "upgraded");
+    settle_all(&ch, &sink).await;
+    assert_eq!(
+        installs_final(&ch, &db),
+        before,
+        "settled after the upgrade"
+    );
+}
