@@ -79,7 +79,12 @@ async fn a_frozen_broker_hits_the_publish_timeout_and_the_in_flight_cap() {
     // The second found the only permit taken: shed at once (the in-flight reason below), before the
     // first's publish timeout ran out.
     assert_eq!(second.status, 503);
-    assert!(second.took < first.took, "{:?} {:?}", second.took, first.took);
+    assert!(
+        second.took < first.took,
+        "{:?} {:?}",
+        second.took,
+        first.took
+    );
     // The first waited for its ack no longer than the publish timeout.
     assert_eq!(first.status, 503);
     assert!(
