@@ -263,11 +263,11 @@ impl Waiting {
             base,
             since: Arc::new(AtomicU64::new(0)),
         };
-        waiting.from_now();
+        waiting.start_now();
         waiting
     }
 
-    fn from_now(&self) {
+    fn start_now(&self) {
         let millis = self.base.elapsed().as_millis() as u64;
         self.since.store(millis + 1, Ordering::Relaxed);
     }
@@ -389,6 +389,6 @@ impl Body for Answer {
 
 impl Drop for Answer {
     fn drop(&mut self) {
-        self.waiting.from_now();
+        self.waiting.start_now();
     }
 }
