@@ -89,6 +89,7 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
+    raise_fd_limit(limits.max_connections);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let open = Arc::new(Open::default());
@@ -174,6 +175,34 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!(?deadline, "drain deadline passed with requests still open");
+    }
+}
+
+/// Descriptors a process needs besides its client connections (broker, ClickHouse, lingering closes).
+const FDS_BESIDES_CONNECTIONS: u64 = 1024;
+
+/// Raises the soft limit on open files to the hard one (often 1024 against 500 000 or more), so that
+/// `max_connections` clients can be held, and warns when even the hard limit is too low for them.
+fn raise_fd_limit(max_connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            ..limit
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => limit = getrlimit(Resource::Nofile),
+            Err(e) => tracing::debug!(error = %e, "open-file limit not raised"),
+        }
+    }
+    let needed = max_connections as u64 + FDS_BESIDES_CONNECTIONS;
+    if let Some(current) = limit.current.filter(|current| *current < needed) {
+        tracing::warn!(
+            limit = current,
+            needed,
+            "the open-file limit is below the connection cap: raise it (ulimit -n, LimitNOFILE=) or lower MAX_CONNECTIONS"
+        );
     }
 }
 
