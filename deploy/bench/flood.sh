@@ -81,14 +81,15 @@ for port in "${WEB_PORTS[@]}"; do curl -fsS -o /dev/null "http://127.0.0.1:$port
 wrk_ms() { awk -v p="$1" '$1 == p { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v = v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v = v * 1000 } printf "%.2f", v }'; }
 # dashboard PHASE: wrk on the cached and the uncached web at once, WEB_SECS; prints "p50 p99 p50 p99 req/s req/s".
 dashboard() {
-  wrk -t1 -c4 -d"${WEB_SECS}s" --latency "http://127.0.0.1:${WEB_PORTS[0]}$DASHBOARD" >"$WORK/wrk-cached-$1.txt" & local cached=$!
-  wrk -t1 -c1 -d"${WEB_SECS}s" --latency "http://127.0.0.1:${WEB_PORTS[1]}$DASHBOARD" >"$WORK/wrk-uncached-$1.txt"
+  wrk -t1 -c4 -d"${WEB_SECS}s" --timeout 60s --latency "http://127.0.0.1:${WEB_PORTS[0]}$DASHBOARD" >"$WORK/wrk-cached-$1.txt" & local cached=$!
+  wrk -t1 -c1 -d"${WEB_SECS}s" --timeout 60s --latency "http://127.0.0.1:${WEB_PORTS[1]}$DASHBOARD" >"$WORK/wrk-uncached-$1.txt"
   wait "$cached"
   local f
   for f in cached uncached; do
     printf '%s %s ' "$(wrk_ms 50% <"$WORK/wrk-$f-$1.txt")" "$(wrk_ms 99% <"$WORK/wrk-$f-$1.txt")"
   done
   for f in cached uncached; do printf '%s ' "$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk-$f-$1.txt")"; done
+  echo
 }
 echo "== dashboard without the flood: wrk ${WEB_SECS}s on the cached and the uncached web at once" >&2
 read -r QUIET_C50 QUIET_C99 QUIET_U50 QUIET_U99 QUIET_CRPS QUIET_URPS < <(dashboard quiet)

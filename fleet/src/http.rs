@@ -90,6 +90,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     raise_fd_limit(limits.max_connections);
+    widen_backlog(&listener);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let open = Arc::new(Open::default());
@@ -175,6 +176,18 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!(?deadline, "drain deadline passed with requests still open");
+    }
+}
+
+/// Connections the kernel may queue for `accept`; it caps the number at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 65_535;
+
+/// Widens the listen backlog (Tokio's `bind` asks for 1024). When thousands of slow clients are cut by
+/// their deadline and connect again, a short queue overflows during any pause of the accept loop; the
+/// kernel then drops a new client's SYN and the client retries only after a second or more.
+fn widen_backlog(listener: &TcpListener) {
+    if let Err(e) = rustix::net::listen(listener, LISTEN_BACKLOG) {
+        tracing::debug!(error = %e, "listen backlog not widened");
     }
 }
 
