@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
-# Hostile names against the aggregator and the alerter, release build, on this machine: a client makes up
-# NAMES app names (PER_NAME failed installs each, every install from its own made-up random_id: the worst
-# case) spread over NAMES distinct error signatures, published straight to the event stream
-# (telemetry-fill flood). Prints the aggregator's and the alerter's peak RSS (VmHWM from /proc), the
-# aggregator's peak again after a restart that replays the flood, the mails the SMTP sink received against
-# the budget, and the keys of telemetry_stats.
+# Hostile names against the aggregator, the alerter and the dashboard, release build, on this machine: a
+# client makes up NAMES app names (PER_NAME failed installs each, every install from its own made-up
+# random_id: the worst case) spread over NAMES distinct error signatures, published straight to the event
+# stream (telemetry-fill flood) as fast as the broker takes them (the edge's rate limit would spread them:
+# 1 000 addresses at RATE_LIMIT_RPM=120 send 2 000 a second; the rate reached is printed). Prints the
+# aggregator's and the alerter's peak RSS (VmHWM from /proc), the aggregator's peak again after a restart
+# that replays the flood, the mails the SMTP sink received against the budget, and the keys of
+# telemetry_stats. The dashboard part: ClickHouse seeded with SEED installs (deploy/bench/web-seed.sql),
+# the writer storing the flood into it, a web with its cache and one with ENABLE_CACHE=false; wrk gets
+# /api/dashboard?days=30 from both at once for WEB_SECS, first without the flood, then while it runs,
+# and the p50/p99 of both phases are printed side by side.
 # Usage: deploy/bench/flood.sh [--scale NAMES (100000)] [--per-name N (10)] [--budget B (10)]
 #                              [--period SECS (60; the budget period, an hour in production)]
+#                              [--seed INSTALLS (100000)] [--web-secs SECS (20)]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../local/lib.sh"
 cd "$ROOT"
-NAMES=100000 PER_NAME=10 BUDGET=10 PERIOD=60
+NAMES=100000 PER_NAME=10 BUDGET=10 PERIOD=60 SEED=100000 WEB_SECS=20
 while [ $# -gt 0 ]; do
   case "$1" in
     --scale) NAMES=$2; shift 2 ;;
     --per-name) PER_NAME=$2; shift 2 ;;
     --budget) BUDGET=$2; shift 2 ;;
     --period) PERIOD=$2; shift 2 ;;
-    *) echo "usage: $0 [--scale NAMES] [--per-name N] [--budget B] [--period SECS]" >&2; exit 2 ;;
+    --seed) SEED=$2; shift 2 ;;
+    --web-secs) WEB_SECS=$2; shift 2 ;;
+    *) echo "usage: $0 [--scale NAMES] [--per-name N] [--budget B] [--period SECS] [--seed INSTALLS] [--web-secs SECS]" >&2; exit 2 ;;
   esac
 done
 
 ensure_python_tools
-cargo build --release --locked -q -p aggregator -p alerter -p traffic --bins
+ensure_clickhouse
+ensure_apt wrk wrk
+cargo build --release --locked -q -p aggregator -p alerter -p writer -p web -p traffic --bins
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d)
 PIDS=()
@@ -39,6 +49,51 @@ NATS_PORT=$(free_port); AGG_OPS=$(free_port); ALERT_OPS=$(free_port); SMTP_PORT=
 NATS_URL="nats://127.0.0.1:$NATS_PORT"
 nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" >/dev/null 2>&1 & PIDS+=($!)
 wait_port "$NATS_PORT"
+
+# The dashboard's side: ClickHouse with SEED installs, the writer (its migrations, then the flood), and two
+# webs, one with its cache and one without.
+CH_HTTP=$(free_port); CH_TCP=$(free_port)
+CH="$WORK/clickhouse"; clickhouse_config "$CH" "$CH_HTTP" "$CH_TCP"
+clickhouse-server --config-file="$CH/config.xml" >"$WORK/ch.log" 2>&1 & PIDS+=($!)
+CH_URL="http://127.0.0.1:$CH_HTTP"
+wait_http "$CH_URL/ping"
+chq() { curl -fsS "$CH_URL" --data-binary "$1"; }
+WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" NATS_URL="$NATS_URL" OPS_ADDR="127.0.0.1:$(free_port)" \
+  LOG_LEVEL=warn "$BIN/telemetry-writer" >"$WORK/writer.log" 2>&1 & PIDS+=($!)
+for _ in $(seq 1 600); do
+  [ "$(chq "SELECT count() FROM system.tables WHERE database = 'telemetry' AND name = 'installs_final'")" = 1 ] && break
+  sleep 0.1
+done
+echo "== seeding $SEED installs ($((SEED * 4)) events) over 30 days" >&2
+sed -e "s/{INSTALLS}/$SEED/g; s/{EVENTS}/$((SEED * 4))/g; s/{DAYS}/30/g; s/{OFFSET}/0/g" deploy/bench/web-seed.sql \
+  | curl -fsS "$CH_URL" --data-binary @-
+for _ in $(seq 1 600); do [ "$(chq "SELECT count() FROM system.merges")" = 0 ] && break; sleep 1; done
+WEB_PORTS=()
+for cache in true false; do
+  port=$(free_port); WEB_PORTS+=("$port")
+  WEB_LISTEN_ADDR="127.0.0.1:$port" WEB_OPS_ADDR="127.0.0.1:$(free_port)" CLICKHOUSE_URL="$CH_URL" NATS_URL="$NATS_URL" \
+    ENABLE_CACHE=$cache LOG_LEVEL=warn "$BIN/telemetry-web" >"$WORK/web-$cache.log" 2>&1 & PIDS+=($!)
+done
+for port in "${WEB_PORTS[@]}"; do wait_http "http://127.0.0.1:$port/readyz"; done
+DASHBOARD=/api/dashboard?days=30
+for port in "${WEB_PORTS[@]}"; do curl -fsS -o /dev/null "http://127.0.0.1:$port$DASHBOARD"; done
+# wrk's "99%  1.23ms" → milliseconds.
+wrk_ms() { awk -v p="$1" '$1 == p { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v = v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v = v * 1000 } printf "%.2f", v }'; }
+# dashboard PHASE: wrk on the cached and the uncached web at once, WEB_SECS; prints "p50 p99 p50 p99 req/s req/s".
+dashboard() {
+  wrk -t1 -c4 -d"${WEB_SECS}s" --timeout 60s --latency "http://127.0.0.1:${WEB_PORTS[0]}$DASHBOARD" >"$WORK/wrk-cached-$1.txt" & local cached=$!
+  wrk -t1 -c1 -d"${WEB_SECS}s" --timeout 60s --latency "http://127.0.0.1:${WEB_PORTS[1]}$DASHBOARD" >"$WORK/wrk-uncached-$1.txt"
+  wait "$cached"
+  local f
+  for f in cached uncached; do
+    printf '%s %s ' "$(wrk_ms 50% <"$WORK/wrk-$f-$1.txt")" "$(wrk_ms 99% <"$WORK/wrk-$f-$1.txt")"
+  done
+  for f in cached uncached; do printf '%s ' "$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk-$f-$1.txt")"; done
+  echo
+}
+echo "== dashboard without the flood: wrk ${WEB_SECS}s on the cached and the uncached web at once" >&2
+read -r QUIET_C50 QUIET_C99 QUIET_U50 QUIET_U99 QUIET_CRPS QUIET_URPS < <(dashboard quiet)
+echo "cached p50 ${QUIET_C50} ms p99 ${QUIET_C99} ms (${QUIET_CRPS}/s); uncached p50 ${QUIET_U50} ms p99 ${QUIET_U99} ms (${QUIET_URPS}/s)" >&2
 "$VENV/bin/python" -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" -c aiosmtpd.handlers.Mailbox "$WORK/mail" & PIDS+=($!)
 wait_port "$SMTP_PORT"
 
@@ -55,7 +110,16 @@ wait_http "http://127.0.0.1:$ALERT_OPS/readyz"
 
 EVENTS=$((NAMES * PER_NAME))
 echo "== flood: $NAMES made-up app names x $PER_NAME failed installs ($EVENTS events), $NAMES signatures" >&2
-"$BIN/telemetry-fill" --nats-url "$NATS_URL" flood "$NAMES" "$NAMES" --per-name "$PER_NAME" >/dev/null
+FLOOD_STARTED=$(date +%s.%N)
+( "$BIN/telemetry-fill" --nats-url "$NATS_URL" flood "$NAMES" "$NAMES" --per-name "$PER_NAME" >/dev/null
+  echo "$(date +%s.%N)" >"$WORK/flood-done" ) & FILL_PID=$!
+echo "== dashboard during the flood: the same wrk, started with it" >&2
+read -r FLOOD_C50 FLOOD_C99 FLOOD_U50 FLOOD_U99 FLOOD_CRPS FLOOD_URPS < <(dashboard flood)
+echo "cached p50 ${FLOOD_C50} ms p99 ${FLOOD_C99} ms (${FLOOD_CRPS}/s); uncached p50 ${FLOOD_U50} ms p99 ${FLOOD_U99} ms (${FLOOD_URPS}/s)" >&2
+wait "$FILL_PID"
+FLOOD_SECS=$(echo "$(cat "$WORK/flood-done") - $FLOOD_STARTED" | bc)
+FLOOD_RATE=$(echo "$EVENTS / $FLOOD_SECS" | bc)
+echo "flood published in ${FLOOD_SECS}s: $FLOOD_RATE events/s (1 000 addresses at their rate limit: 2 000/s)" >&2
 until [ "$(metric "$AGG_OPS" telemetry_aggregator_events_total | cut -d. -f1)" -ge "$EVENTS" ]; do sleep 0.5; done
 echo "aggregator read every event; letting two snapshots and the alerter's evaluations pass" >&2
 sleep 15
@@ -87,5 +151,7 @@ REPLAY_SECS=$(grep '"replay done' "$WORK/aggregator.log" | tail -n1 | python3 -c
 KEYS_AFTER=$("$BIN/telemetry-fill" --nats-url "$NATS_URL" keys telemetry_stats)
 echo "replay: ${REPLAY_SECS}s, peak $((REPLAY_HWM / 1024)) MiB; telemetry_stats keys $KEYS_AFTER" >&2
 
+printf '\nDASHBOARD %s p50/p99 ms, quiet vs flood: cached %s/%s vs %s/%s; uncached %s/%s vs %s/%s (flood published at %s events/s for %ss)\n' \
+  "$DASHBOARD" "$QUIET_C50" "$QUIET_C99" "$FLOOD_C50" "$FLOOD_C99" "$QUIET_U50" "$QUIET_U99" "$FLOOD_U50" "$FLOOD_U99" "$FLOOD_RATE" "$FLOOD_SECS"
 printf '\nRESULT names=%s signatures=%s events=%s aggregator_peak_mib=%s aggregator_replay_peak_mib=%s alerter_peak_mib=%s mails=%s budget=%s period_s=%s digests=%s folded=%s kv_keys=%s kv_keys_after_restart=%s\n' \
   "$NAMES" "$NAMES" "$EVENTS" "$((AGG_HWM / 1024))" "$((REPLAY_HWM / 1024))" "$((ALERT_HWM / 1024))" "$MAILS" "$BUDGET" "$PERIOD" "$DIGESTS" "$FOLDED" "$KEYS" "$KEYS_AFTER"

@@ -89,8 +89,8 @@ pub struct Config {
     #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 5_000)]
     pub header_read_timeout_ms: u64,
 
-    /// Most connections open at once; beyond it new connections wait in the listen backlog until one
-    /// closes.
+    /// Most connections open at once; beyond it a new connection takes the slot of the one that has
+    /// waited longest (at least 1 s) for its client, or waits when every connection is busy.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 

@@ -79,8 +79,8 @@ pub struct Config {
     /// runs a few queries in a row, each with that deadline.
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 120_000)]
     pub request_timeout_ms: u64,
-    /// Most connections open at once; beyond it new connections wait in the listen backlog until one
-    /// closes.
+    /// Most connections open at once; beyond it a new connection takes the slot of the one that has
+    /// waited longest (at least 1 s) for its client, or waits when every connection is busy.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
     /// Drain deadline for open requests at shutdown, seconds.

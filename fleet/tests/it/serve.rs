@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
-use fleet::http::Limits;
+use fleet::http::{Limits, SHED_AFTER};
 use fleet::Shutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -49,18 +49,21 @@ async fn start(limits: Limits) -> Server {
     let (release, released) = watch::channel(false);
     let holding = Arc::new(AtomicUsize::new(0));
     let count = holding.clone();
-    let router = Router::new().route("/", get(|| async { "ok" })).route(
-        "/hold",
-        get(move || {
-            let mut released = released.clone();
-            let count = count.clone();
-            async move {
-                let _holding = Holding::new(count);
-                let _ = released.wait_for(|r| *r).await;
-                "held"
-            }
-        }),
-    );
+    let router = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route("/upload", post(|body: String| async move { body }))
+        .route(
+            "/hold",
+            get(move || {
+                let mut released = released.clone();
+                let count = count.clone();
+                async move {
+                    let _holding = Holding::new(count);
+                    let _ = released.wait_for(|r| *r).await;
+                    "held"
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -155,7 +158,8 @@ async fn the_connection_cap_holds_and_frees_up() {
     // The third connection waits in the backlog: no answer while both slots are taken.
     let mut third = send(server.addr, &request("/")).await;
     let mut byte = [0u8; 1];
-    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut byte)).await;
+    // Busy connections are never closed for a new one, however long they have been open.
+    let early = tokio::time::timeout(SHED_AFTER * 2, third.read(&mut byte)).await;
     assert!(early.is_err(), "answered beyond the cap: {early:?}");
     assert_eq!(server.holding.load(Ordering::SeqCst), 2);
 
@@ -244,4 +248,53 @@ async fn the_drain_deadline_bounds_shutdown() {
         .expect("serve returns at the drain deadline")
         .expect("join");
     assert!(started.elapsed() < PATIENCE / 2, "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn at_the_cap_a_new_client_takes_the_slot_of_the_oldest_slow_one() {
+    // Deadlines far beyond the test: only the cap's shedding can free a slot in time.
+    let server = start(Limits {
+        max_connections: 4,
+        header_read_timeout: PATIENCE * 3,
+        request_timeout: PATIENCE * 3,
+        ..Limits::default()
+    })
+    .await;
+    let mut idle = send(server.addr, "GET / HTTP/1.1\r\nhost: test\r\n\r\n").await;
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).await.expect("first answer");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let mut slow = vec![idle];
+    slow.push(send(server.addr, "GET / HTTP/1.1\r\nhost: test\r\nx-slow: ").await);
+    slow.push(
+        send(
+            server.addr,
+            "POST /upload HTTP/1.1\r\nhost: test\r\ncontent-length: 100\r\n\r\nabc",
+        )
+        .await,
+    );
+    slow.push(send(server.addr, "GET / HTTP/1.1\r\nhost: test\r\nx-slow: ").await);
+    // Every slot is taken by a client that is slow (or idle); each normal client is answered anyway, in
+    // the place of the one that has waited longest.
+    let mut refills = Vec::new();
+    for _ in 0..slow.len() {
+        let started = Instant::now();
+        let normal = answer(send(server.addr, &request("/")).await).await;
+        assert!(normal.starts_with("HTTP/1.1 200"), "{normal}");
+        assert!(
+            started.elapsed() < PATIENCE / 2,
+            "answered after {:?}",
+            started.elapsed()
+        );
+        // The slow clients take the freed slot at once again.
+        refills.push(send(server.addr, "GET / HTTP/1.1\r\nhost: test\r\nx-slow: ").await);
+    }
+    // One slow connection closed per normal client, the oldest first: all of the first ones by now.
+    for (i, stream) in slow.into_iter().enumerate() {
+        let rest = answer(stream).await;
+        assert!(
+            !rest.contains("HTTP/1.1 200"),
+            "slow connection {i} answered: {rest}"
+        );
+    }
 }
