@@ -356,7 +356,7 @@ async fn settle(stack: &Stack) {
         .expect("flush logs");
     let last_insert = number(
         "SELECT toUInt32(max(event_time)) FROM system.query_log WHERE type = 2 AND user = 'default' \
-         AND match(query, '(?is)^\\s*INSERT\\s+INTO\\s+\\S+\\s*(\\([^)]*\\))?\\s*FORMAT')",
+         AND match(query, '(?is)^\\\\s*INSERT\\\\s+INTO\\\\s+\\\\S+\\\\s*(\\\\([^)]*\\\\))?\\\\s*FORMAT')",
     );
     assert!(last_insert > 0, "the query log shows the writer's inserts");
     poll_until(
