@@ -10,10 +10,10 @@ use super::model::{Dims, Record};
 use super::params::{RecordsQuery, Scope};
 use crate::db::{Db, DbError};
 
-/// The dimensions of the dashboard pass. `p` is 1 for installs of the period; `all` counts every install
-/// of the repo filter. Composite keys are joined by a tab (ingest strips control characters from names).
+/// The dimensions of the dashboard pass. `p` is 1 for installs of the period (every install the pass
+/// reads; `all`, every install of the repo filter, is [`ALL_INSTALLS`]). Composite keys are joined by a
+/// tab (ingest strips control characters from names).
 const DASHBOARD_DIMS: &str = "
-    ('all', 'all'),
     ('status', if(p, status, '')),
     ('app', if(p, nsapp, '')),
     ('os', if(p, ifNull(os_type, ''), '')),
@@ -41,8 +41,9 @@ const ERRORS_DIMS: &str = "
     ('app_type_status', if(p, concat(nsapp, '\\t', type, '\\t', status), '')),
     ('stuck', if(p AND is_final = 0 AND started_at < toDateTime(?), 'stuck', ''))";
 
-/// One pass: the inner query binds the period's start, then the database, repo and slug; `{dims}` is
-/// one of the constants above.
+/// One pass over the installs of the period (filtered before the `ARRAY JOIN`, so that its cost follows
+/// the period): the inner query binds the period's start, then the database, repo, slug and the period's
+/// start again; `{dims}` is one of the constants above.
 const PASS: &str = "
 SELECT toString(d.1) AS dim, toString(ifNull(d.2, '')) AS key, toUInt64(count()) AS n,
     toUInt64(sum(if(d.1 = 'status' AND fin AND isNotNull(duration), ifNull(duration, 0), 0))) AS duration_sum,
@@ -55,11 +56,16 @@ FROM (
         status IN ('success', 'failed', 'aborted') AS fin,
         toString(intDiv(toUInt32(started_at), 86400)) AS day
     FROM ?.installs_final
-    WHERE (? = '' OR repo_source = ?) AND (? = '' OR ifNull(repo_slug, '') = ?)
+    WHERE (? = '' OR repo_source = ?) AND (? = '' OR ifNull(repo_slug, '') = ?) AND started_at >= toDateTime(?)
 )
 ARRAY JOIN [{dims}] AS d
 WHERE ifNull(d.2, '') != ''
 GROUP BY dim, key";
+
+/// Every install of the repo filter, whatever the period (the dashboard's `all`): binds the database,
+/// repo and slug.
+const ALL_INSTALLS: &str = "SELECT toUInt64(count()) FROM ?.installs_final \
+    WHERE (? = '' OR repo_source = ?) AND (? = '' OR ifNull(repo_slug, '') = ?)";
 
 /// The columns of one record, plain types (absent numbers are -1, absent text empty).
 const RECORD_COLUMNS: &str = "
@@ -196,7 +202,8 @@ impl LegacyDb {
             .bind(repo)
             .bind(repo)
             .bind(slug)
-            .bind(slug);
+            .bind(slug)
+            .bind(scope.days.since(now));
         if stuck {
             q = q.bind(now - crate::db::STUCK_AFTER_SECS);
         }
@@ -208,7 +215,23 @@ impl LegacyDb {
     }
 
     pub async fn dashboard_dims(&self, scope: &Scope, now: i64) -> Result<Dims, DbError> {
-        self.pass(DASHBOARD_DIMS, scope, now, false).await
+        let repo = scope.repo.sql_value();
+        let slug = scope.slug.sql_value();
+        let all = self
+            .db
+            .raw(ALL_INSTALLS)
+            .bind(self.db.identifier())
+            .bind(repo)
+            .bind(repo)
+            .bind(slug)
+            .bind(slug)
+            .fetch_one::<u64>();
+        let (mut dims, all) = tokio::try_join!(
+            self.pass(DASHBOARD_DIMS, scope, now, false),
+            self.db.timed("legacy_all", all)
+        )?;
+        dims.set_single("all", "all", all);
+        Ok(dims)
     }
 
     pub async fn errors_dims(&self, scope: &Scope, now: i64) -> Result<Dims, DbError> {

@@ -46,6 +46,15 @@ impl Dims {
         dims
     }
 
+    /// Sets the one key of a dimension counted apart (`n` installs; none when 0, as a pass shows it).
+    pub fn set_single(&mut self, dim: &str, key: &str, n: u64) {
+        self.counts.remove(dim);
+        if n > 0 {
+            self.counts
+                .insert(dim.to_owned(), vec![(key.to_owned(), n)]);
+        }
+    }
+
     /// Builds from `(dim, key, n)` triples (tests).
     pub fn from_counts(rows: &[(&str, &str, u64)]) -> Dims {
         Dims::new(
