@@ -13,10 +13,12 @@
 # Usage: deploy/bench/flood.sh [--scale NAMES (100000)] [--per-name N (10)] [--budget B (10)]
 #                              [--period SECS (60; the budget period, an hour in production)]
 #                              [--seed INSTALLS (100000)] [--web-secs SECS (20)]
+#                              [--rate EVENTS_PER_SEC (0: as fast as the broker takes them; 2000 is
+#                               1 000 addresses at the edge's limit)]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../local/lib.sh"
 cd "$ROOT"
-NAMES=100000 PER_NAME=10 BUDGET=10 PERIOD=60 SEED=100000 WEB_SECS=20
+NAMES=100000 PER_NAME=10 BUDGET=10 PERIOD=60 SEED=100000 WEB_SECS=20 RATE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --scale) NAMES=$2; shift 2 ;;
@@ -25,7 +27,8 @@ while [ $# -gt 0 ]; do
     --period) PERIOD=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
     --web-secs) WEB_SECS=$2; shift 2 ;;
-    *) echo "usage: $0 [--scale NAMES] [--per-name N] [--budget B] [--period SECS] [--seed INSTALLS] [--web-secs SECS]" >&2; exit 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    *) echo "usage: $0 [--scale NAMES] [--per-name N] [--budget B] [--period SECS] [--seed INSTALLS] [--web-secs SECS] [--rate EVENTS_PER_SEC]" >&2; exit 2 ;;
   esac
 done
 
@@ -111,7 +114,7 @@ wait_http "http://127.0.0.1:$ALERT_OPS/readyz"
 EVENTS=$((NAMES * PER_NAME))
 echo "== flood: $NAMES made-up app names x $PER_NAME failed installs ($EVENTS events), $NAMES signatures" >&2
 FLOOD_STARTED=$(date +%s.%N)
-( "$BIN/telemetry-fill" --nats-url "$NATS_URL" flood "$NAMES" "$NAMES" --per-name "$PER_NAME" >/dev/null
+( "$BIN/telemetry-fill" --nats-url "$NATS_URL" flood "$NAMES" "$NAMES" --per-name "$PER_NAME" --rate "$RATE" >/dev/null
   echo "$(date +%s.%N)" >"$WORK/flood-done" ) & FILL_PID=$!
 echo "== dashboard during the flood: the same wrk, started with it" >&2
 read -r FLOOD_C50 FLOOD_C99 FLOOD_U50 FLOOD_U99 FLOOD_CRPS FLOOD_URPS < <(dashboard flood)

@@ -15,7 +15,7 @@
 //! with `--one-client`. Mode `keys` counts the keys of a KV bucket.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use schema::{Accepted, Reception};
@@ -82,6 +82,10 @@ pub enum Mode {
         /// Every install from one random_id (else each from its own).
         #[arg(long)]
         one_client: bool,
+        /// Events per second, paced evenly (e.g. 2000: 1,000 addresses at the edge's 120 a minute).
+        /// 0: as fast as the broker takes them.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
     },
     /// Prints the number of keys of a KV bucket (publishes nothing).
     Keys {
@@ -300,8 +304,13 @@ pub async fn run(config: &Config) -> anyhow::Result<Filled> {
             signatures,
             per_name,
             one_client,
+            rate,
         } => {
             for k in 0..names * per_name {
+                if *rate > 0 {
+                    let due = started + Duration::from_secs_f64(k as f64 / *rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 p.send(&flood(&run, k, *per_name, *signatures, *one_client))
                     .await?;
             }
