@@ -53,6 +53,31 @@ pub const STUCK_AFTER_SECS: i64 = 3600;
 
 const FINAL_FAILURES: &str = "('failed', 'aborted', 'unknown')";
 
+/// `execution_id IN (?, ?, …)` with `n` placeholders (at least one), each bound to one id. Through
+/// `installs_final` (with `enable_optimize_predicate_expression`) a literal list becomes a primary-key
+/// range of `installs_settled` (ordered by `execution_id`), so a lookup reads a few granules; a bound
+/// array with `has(?, execution_id)` is no key condition there and reads every install's columns.
+pub(crate) fn ids_in(n: usize) -> String {
+    let mut sql = String::with_capacity(18 + 3 * n);
+    sql.push_str("execution_id IN (");
+    for i in 0..n.max(1) {
+        sql.push_str(if i == 0 { "?" } else { ", ?" });
+    }
+    sql.push(')');
+    sql
+}
+
+/// When the installs a lookup reads started, as far as the caller knows. `installs_settled` is ordered
+/// by `(started_at, execution_id)`, so a known start turns the lookup into a few granules' read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Started<'a> {
+    Unknown,
+    /// At or after this Unix second.
+    Since(i64),
+    /// At one of these Unix seconds (at least one; an empty list reads as `Unknown`).
+    At(&'a [u32]),
+}
+
 /// One pass over `installs_final` that counts installs per key of several dimensions at once. `{sums}`
 /// and `{dims}` are filled from the constants below by [`Pass::sql`]: only the columns a view needs are
 /// merged (each `argMin` column of the view costs about as much as the GROUP BY itself).
@@ -299,6 +324,43 @@ impl Db {
         self.client.query(sql).bind(Identifier(&self.database))
     }
 
+    /// Reads the installs of `ids` (at least one) with `columns` from `installs_final`, in no order: see
+    /// [`ids_in`]. `started` narrows the read to where the installs started, when the caller knows.
+    pub(crate) fn by_ids(
+        &self,
+        columns: &str,
+        ids: &[String],
+        started: Started<'_>,
+    ) -> clickhouse::query::Query {
+        let mut sql = format!(
+            "SELECT {columns} FROM ?.installs_final WHERE {}",
+            ids_in(ids.len())
+        );
+        let started = match started {
+            Started::At([]) => Started::Unknown,
+            other => other,
+        };
+        match started {
+            Started::Unknown => {}
+            Started::Since(_) => sql.push_str(" AND started_at >= toDateTime(?)"),
+            Started::At(at) => {
+                sql.push_str(" AND started_at IN (");
+                for i in 0..at.len() {
+                    sql.push_str(if i == 0 { "?" } else { ", ?" });
+                }
+                sql.push(')');
+            }
+        }
+        let q = ids
+            .iter()
+            .fold(self.query(&sql), |q, id| q.bind(id.as_str()));
+        match started {
+            Started::Unknown => q,
+            Started::Since(since) => q.bind(since),
+            Started::At(at) => at.iter().fold(q, |q, t| q.bind(*t)),
+        }
+    }
+
     /// A query with nothing bound yet (bind [`Db::identifier`] where `?.table` comes).
     pub(crate) fn raw(&self, sql: &str) -> clickhouse::query::Query {
         self.client.query(sql)
@@ -406,13 +468,17 @@ impl Db {
     }
 
     /// Reads the given installs back from `installs_final` (the inner query filters by id).
-    async fn records_by_id(&self, ids: &[String]) -> Result<Vec<RecordRow>, DbError> {
+    async fn records_by_id(
+        &self,
+        ids: &[String],
+        started: Started<'_>,
+    ) -> Result<Vec<RecordRow>, DbError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql =
-            format!("SELECT {RECORD_COLUMNS} FROM ?.installs_final WHERE has(?, execution_id)");
-        let fut = self.query(&sql).bind(ids).fetch_all::<RecordRow>();
+        let fut = self
+            .by_ids(RECORD_COLUMNS, ids, started)
+            .fetch_all::<RecordRow>();
         self.timed("records_by_id", fut).await
     }
 
@@ -445,7 +511,7 @@ impl Db {
             .map(|c| c.execution_id)
             .collect();
         let mut records: Vec<Record> = self
-            .records_by_id(&ids)
+            .records_by_id(&ids, Started::Since(window))
             .await?
             .into_iter()
             .map(|r| r.public(&self.ids))
@@ -544,10 +610,13 @@ impl Db {
                  ifNull(error_category, '') AS error_category, ifNull(error_signature, '') AS error_signature, \
                  ifNull(error, '') AS error, toUInt32(ifNull(toUnixTimestamp(finished_at), 0)) AS finished_at, \
                  toUInt32(toUnixTimestamp(started_at)) AS started_at \
-                 FROM ?.installs_final WHERE has(?, execution_id) AND status IN {FINAL_FAILURES} \
-                 ORDER BY finished_at DESC, execution_id LIMIT ?"
-            ))
-            .bind(&ids)
+                 FROM ?.installs_final WHERE {} AND status IN {FINAL_FAILURES} \
+                 ORDER BY finished_at DESC, execution_id LIMIT ?",
+                ids_in(ids.len())
+            ));
+        let fut = ids
+            .iter()
+            .fold(fut, |q, id| q.bind(id.as_str()))
             .bind(limit)
             .fetch_all::<FailureRow>();
         let rows = self.timed("failures", fut).await?;
@@ -614,10 +683,10 @@ impl Db {
         let direction = q.order.sql();
         // Sort column and direction are constants of `SortColumn` and `Order`, never request text.
         let page_sql = format!(
-            "SELECT execution_id, toUInt64(0) AS at FROM ?.installs_final WHERE {filter} \
+            "SELECT execution_id, toUInt64(toUInt32(started_at)) AS at FROM ?.installs_final WHERE {filter} \
              ORDER BY {column} {direction}, execution_id {direction} LIMIT ? OFFSET ?"
         );
-        let ids: Vec<String> = self
+        let page: Vec<Candidate> = self
             .timed(
                 "records_page",
                 bind(self.query(&page_sql))
@@ -625,12 +694,14 @@ impl Db {
                     .bind(offset)
                     .fetch_all::<Candidate>(),
             )
-            .await?
-            .into_iter()
-            .map(|c| c.execution_id)
+            .await?;
+        let started: Vec<u32> = page
+            .iter()
+            .map(|c| u32::try_from(c.at).unwrap_or(u32::MAX))
             .collect();
+        let ids: Vec<String> = page.into_iter().map(|c| c.execution_id).collect();
         let mut by_id: HashMap<String, RecordRow> = self
-            .records_by_id(&ids)
+            .records_by_id(&ids, Started::At(&started))
             .await?
             .into_iter()
             .map(|r| (r.execution_id.clone(), r))
@@ -697,7 +768,8 @@ impl Db {
 
     /// The real install id behind a public one, read from the `events` partitions of its day (and the
     /// days beside it): never a scan of all history.
-    pub async fn resolve(&self, public: &str) -> Result<Option<String>, DbError> {
+    /// Also returns when it started (Unix seconds), for [`Db::detail`].
+    pub async fn resolve(&self, public: &str) -> Result<Option<(String, u32)>, DbError> {
         #[derive(Debug, clickhouse::Row, Deserialize)]
         struct Id {
             execution_id: String,
@@ -722,22 +794,35 @@ impl Db {
         // The day of the public id is the UTC day of the first event: check it on the merged install.
         for c in candidates {
             let rows = self
-                .records_by_id(std::slice::from_ref(&c.execution_id))
+                .records_by_id(
+                    std::slice::from_ref(&c.execution_id),
+                    Started::Since((id.day - 1) * 86_400),
+                )
                 .await?;
-            if rows
+            if let Some(r) = rows
                 .iter()
-                .any(|r| self.ids.install(&r.execution_id, i64::from(r.started_at)) == public)
+                .find(|r| self.ids.install(&r.execution_id, i64::from(r.started_at)) == public)
             {
-                return Ok(Some(c.execution_id));
+                return Ok(Some((c.execution_id, r.started_at)));
             }
         }
         Ok(None)
     }
 
-    /// One install with its events, or `None`.
-    pub async fn detail(&self, execution_id: &str) -> Result<Option<Detail>, DbError> {
+    /// One install with its events, or `None`; `started_at` is when it started (from [`Db::resolve`]).
+    pub async fn detail(
+        &self,
+        execution_id: &str,
+        started_at: u32,
+    ) -> Result<Option<Detail>, DbError> {
         let ids = [execution_id.to_string()];
-        let Some(record) = self.records_by_id(&ids).await?.into_iter().next() else {
+        let at = [started_at];
+        let Some(record) = self
+            .records_by_id(&ids, Started::At(&at))
+            .await?
+            .into_iter()
+            .next()
+        else {
             return Ok(None);
         };
         let record = record.public(&self.ids);
@@ -751,9 +836,10 @@ impl Db {
                  ifNull(gpu_passthrough, '') AS gpu_passthrough, ifNull(ram_speed, '') AS ram_speed, \
                  toInt16(ifNull(toInt16(ct_type), -1)) AS ct_type, toUInt64(events) AS events, \
                  ifNull(arch, '') AS arch, toInt16(ifNull(toInt16(has_arm), -1)) AS has_arm \
-                 FROM ?.installs_final WHERE execution_id = ?",
+                 FROM ?.installs_final WHERE execution_id = ? AND started_at = toDateTime(?)",
             )
             .bind(execution_id)
+            .bind(started_at)
             .fetch_optional::<DetailRow>();
         let Some(more) = self.timed("detail", fut).await? else {
             return Ok(None);

@@ -281,7 +281,7 @@ async fn installs_page(State(s): Shared, q: RawQuery) -> Result<Response, PageEr
 }
 
 /// The real id behind a public install id of a path, or 404.
-async fn resolve(s: &AppState, p: RawPath) -> Result<String, ApiError> {
+async fn resolve(s: &AppState, p: RawPath) -> Result<(String, u32), ApiError> {
     let public = params::execution_id(&path(p, "execution_id")?)?;
     s.db.resolve(&public)
         .await?
@@ -289,18 +289,18 @@ async fn resolve(s: &AppState, p: RawPath) -> Result<String, ApiError> {
 }
 
 async fn api_record(State(s): Shared, p: RawPath) -> Result<Response, ApiError> {
-    let id = resolve(&s, p).await?;
+    let (id, started_at) = resolve(&s, p).await?;
     let detail =
-        s.db.detail(&id)
+        s.db.detail(&id, started_at)
             .await?
             .ok_or(ApiError::NotFound("install"))?;
     Ok(json(&detail, CacheStatus::Miss))
 }
 
 async fn detail_page(State(s): Shared, p: RawPath) -> Result<Response, PageError> {
-    let id = resolve(&s, p).await?;
+    let (id, started_at) = resolve(&s, p).await?;
     let detail =
-        s.db.detail(&id)
+        s.db.detail(&id, started_at)
             .await?
             .ok_or(ApiError::NotFound("install"))?;
     Ok(html(&pages::DetailPage::new(detail), CacheStatus::Miss)?)

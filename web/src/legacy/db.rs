@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::model::{Dims, Record};
 use super::params::{RecordsQuery, Scope};
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, Started};
 
 /// The dimensions of the dashboard pass. `p` is 1 for installs of the period (every install the pass
 /// reads; `all`, every install of the repo filter, is [`ALL_INSTALLS`]). Composite keys are joined by a
@@ -142,9 +142,19 @@ pub struct PatternRow {
     pub apps: String,
 }
 
+/// An install's id and when it started, the first read of a two-step lookup.
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct Id {
     execution_id: String,
+    started_at: u32,
+}
+
+/// The ids and start times of `found`, for [`LegacyDb::rows_by_id`].
+fn split(found: Vec<Id>) -> (Vec<String>, Vec<u32>) {
+    found
+        .into_iter()
+        .map(|i| (i.execution_id, i.started_at))
+        .unzip()
 }
 
 /// Binds the scope after the database identifier: start, repo, repo, slug, slug.
@@ -261,17 +271,22 @@ impl LegacyDb {
         failures_only: bool,
         limit: u64,
     ) -> Result<Vec<RecordRow>, DbError> {
+        // The ids first (two columns of every install of the period), then only those installs in full.
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM ?.installs_final WHERE {SCOPE_FILTER} \
+            "SELECT execution_id, toUInt32(started_at) AS started_at FROM ?.installs_final WHERE {SCOPE_FILTER} \
              AND (? = 0 OR status IN ('failed', 'aborted')) \
              ORDER BY started_at DESC, execution_id LIMIT ?"
         );
         let q = bind_scope(self.db.query(&sql), scope, now)
             .bind(u8::from(failures_only))
             .bind(limit);
-        self.db
-            .timed("legacy_newest", q.fetch_all::<RecordRow>())
-            .await
+        let (ids, started) = split(self.db.timed("legacy_newest", q.fetch_all::<Id>()).await?);
+        let mut rows = self
+            .rows_by_id("legacy_newest_rows", &ids, &started)
+            .await?;
+        // An install can turn from failed to succeeded between the two reads.
+        rows.retain(|r| !failures_only || matches!(r.status.as_str(), "failed" | "aborted"));
+        Ok(rows)
     }
 
     /// One page of `/api/records`: the total, then the page's ids, then those installs in full.
@@ -293,37 +308,46 @@ impl LegacyDb {
         let (column, direction) = (r.sort.column.sql(), r.sort.direction());
         // Sort column and direction are constants of `SortColumn`, never request text.
         let page = format!(
-            "SELECT execution_id FROM ?.installs_final WHERE {SCOPE_FILTER} AND {RECORDS_FILTER} \
+            "SELECT execution_id, toUInt32(started_at) AS started_at FROM ?.installs_final \
+             WHERE {SCOPE_FILTER} AND {RECORDS_FILTER} \
              ORDER BY {column} {direction}, execution_id {direction} LIMIT ? OFFSET ?"
         );
         let offset = u64::from(r.page - 1) * u64::from(r.limit);
-        let ids: Vec<String> = self
-            .db
-            .timed(
-                "legacy_records_page",
-                bind_records(self.db.query(&page), r, now)
-                    .bind(u64::from(r.limit))
-                    .bind(offset)
-                    .fetch_all::<Id>(),
-            )
-            .await?
-            .into_iter()
-            .map(|i| i.execution_id)
-            .collect();
-        if ids.is_empty() {
-            return Ok((total, Vec::new()));
-        }
-        let sql =
-            format!("SELECT {RECORD_COLUMNS} FROM ?.installs_final WHERE has(?, execution_id)");
-        let mut rows = self
-            .db
-            .timed(
-                "legacy_records_rows",
-                self.db.query(&sql).bind(&ids).fetch_all::<RecordRow>(),
-            )
+        let (ids, started) = split(
+            self.db
+                .timed(
+                    "legacy_records_page",
+                    bind_records(self.db.query(&page), r, now)
+                        .bind(u64::from(r.limit))
+                        .bind(offset)
+                        .fetch_all::<Id>(),
+                )
+                .await?,
+        );
+        let rows = self
+            .rows_by_id("legacy_records_rows", &ids, &started)
             .await?;
-        rows.sort_by_key(|row| ids.iter().position(|id| *id == row.execution_id));
         Ok((total, rows))
+    }
+
+    /// The installs of `ids` that started at one of `started`, in the order of `ids` (an id not found
+    /// is left out).
+    async fn rows_by_id(
+        &self,
+        name: &'static str,
+        ids: &[String],
+        started: &[u32],
+    ) -> Result<Vec<RecordRow>, DbError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fut = self
+            .db
+            .by_ids(RECORD_COLUMNS, ids, Started::At(started))
+            .fetch_all::<RecordRow>();
+        let mut rows = self.db.timed(name, fut).await?;
+        rows.sort_by_key(|row| ids.iter().position(|id| *id == row.execution_id));
+        Ok(rows)
     }
 
     /// Every install of the filter for the CSV export, in its order, at most `max`, as a cursor read

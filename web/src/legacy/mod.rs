@@ -77,28 +77,24 @@ impl LegacyCaches {
     }
 }
 
-/// `/api/dashboard`: three reads (the counts pass, the failure patterns, the 20 newest installs).
+/// `/api/dashboard`: three reads at once (the counts pass, the failure patterns, the 20 newest installs).
 pub async fn dashboard(db: &LegacyDb, scope: Scope, now: i64) -> Result<Dashboard, DbError> {
-    let dims = db.dashboard_dims(&scope, now).await?;
-    let patterns = db.patterns(&scope, now).await?;
-    let recent = db
-        .newest(&scope, now, false, RECENT_RECORDS)
-        .await?
-        .into_iter()
-        .map(|r| db.record(r))
-        .collect();
+    let (dims, patterns, recent) = tokio::try_join!(
+        db.dashboard_dims(&scope, now),
+        db.patterns(&scope, now),
+        db.newest(&scope, now, false, RECENT_RECORDS)
+    )?;
+    let recent = recent.into_iter().map(|r| db.record(r)).collect();
     Ok(Dashboard::build(&dims, scope.days, now, patterns, recent))
 }
 
-/// `/api/errors`: the failures pass and the 100 newest failed installs.
+/// `/api/errors`: the failures pass and the 100 newest failed installs, read at once.
 pub async fn errors(db: &LegacyDb, scope: Scope, now: i64) -> Result<Errors, DbError> {
-    let dims = db.errors_dims(&scope, now).await?;
-    let recent = db
-        .newest(&scope, now, true, RECENT_ERRORS)
-        .await?
-        .into_iter()
-        .map(|r| db.record(r))
-        .collect();
+    let (dims, recent) = tokio::try_join!(
+        db.errors_dims(&scope, now),
+        db.newest(&scope, now, true, RECENT_ERRORS)
+    )?;
+    let recent = recent.into_iter().map(|r| db.record(r)).collect();
     Ok(Errors::build(&dims, scope.days, now, recent))
 }
 

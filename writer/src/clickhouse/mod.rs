@@ -217,6 +217,15 @@ impl ClickHouseSink {
                         continue;
                     }
                 }
+                if let schema::Step::When { when, .. } = step {
+                    let mut query = self.client.query(when);
+                    for _ in 0..when.matches('?').count() {
+                        query = query.bind(&self.database);
+                    }
+                    if query.fetch_one::<u64>().await? == 0 {
+                        continue;
+                    }
+                }
                 self.execute(&step.sql()).await?;
             }
             self.client

@@ -44,6 +44,13 @@ pub enum Step {
         column: &'static str,
         ty: &'static str,
     },
+    /// A statement run only while `when` (a count over `system.tables` of this crate's constants, every
+    /// `?` the database's name as a string) is above zero: what 18.16 cannot make idempotent by its own
+    /// words (`RENAME TABLE`, a copy into a table about to be swapped in).
+    When {
+        when: &'static str,
+        sql: &'static str,
+    },
 }
 
 impl Step {
@@ -55,6 +62,7 @@ impl Step {
             Step::AddColumn { table, column, ty } => {
                 format!("ALTER TABLE ?.{table} ADD COLUMN {column} {ty}")
             }
+            Step::When { sql, .. } => render(sql),
         }
     }
 }
@@ -93,6 +101,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "installs_settled, install_touches, settle_watermark: installs_final reads settled rows",
         steps: V4,
+    },
+    Migration {
+        version: 5,
+        name: "installs_settled ordered by (started_at, execution_id): a period reads its own rows",
+        steps: V5,
     },
 ];
 
@@ -822,6 +835,60 @@ const V4: &[Step] = &[
     Step::Sql("DROP TABLE IF EXISTS ?.installs_mv3"),
 ];
 
+/// Version 5: `installs_settled` ordered by `(started_at, execution_id)` instead of `execution_id`, so
+/// that a view of a period (`started_at >= …`, pushed into `installs_final` by the web's
+/// `enable_optimize_predicate_expression`) reads the rows of that period only, and a lookup that knows
+/// when its installs started reads a few granules. ClickHouse cannot change a sorting key in place: the
+/// rows are copied into `installs_settled_next` (every `(execution_id, version)` not there yet), the two
+/// tables swap names in one `RENAME`, and whatever a writer of version 4 settled into the old table
+/// meanwhile is copied again before the old table is dropped. `installs_final` names `installs_settled`,
+/// so it reads the new table from the swap on. Every step runs only while its condition holds, so an
+/// interrupted upgrade (or two writers upgrading at once) finishes on the next start; a row two writers
+/// copy at once is the same row twice, which the settle job's first pass marks (`installs_resettled`),
+/// and the last step marks as well.
+const V5: &[Step] = &[
+    Step::When {
+        when: SETTLED_BY_ID,
+        sql: INSTALLS_SETTLED_NEXT,
+    },
+    Step::When {
+        when: SETTLED_BY_ID,
+        sql: "INSERT INTO ?.installs_settled_next SELECT * FROM ?.installs_settled
+WHERE (execution_id, version) NOT IN (SELECT execution_id, version FROM ?.installs_settled_next)",
+    },
+    Step::When {
+        when: SETTLED_BY_ID,
+        sql: "RENAME TABLE ?.installs_settled TO ?.installs_settled_v4, ?.installs_settled_next TO ?.installs_settled",
+    },
+    Step::When {
+        when: SETTLED_V4_LEFT,
+        sql: "INSERT INTO ?.installs_settled SELECT * FROM ?.installs_settled_v4
+WHERE (execution_id, version) NOT IN (SELECT execution_id, version FROM ?.installs_settled)",
+    },
+    Step::Sql("DROP TABLE IF EXISTS ?.installs_settled_v4"),
+    Step::Sql(MARK_RESETTLED),
+];
+
+/// `installs_settled` still has the sorting key of version 4.
+const SETTLED_BY_ID: &str = "SELECT toUInt64(count()) FROM system.tables
+WHERE database = ? AND name = 'installs_settled' AND sorting_key = 'execution_id'";
+
+/// The table of version 4, renamed by version 5's swap, is still there.
+const SETTLED_V4_LEFT: &str = "SELECT toUInt64(count()) FROM system.tables
+WHERE database = ? AND name = 'installs_settled_v4'";
+
+/// `installs_settled` of version 5 (the same columns, another sorting key), before the swap.
+const INSTALLS_SETTLED_NEXT: &str =
+    "CREATE TABLE IF NOT EXISTS ?.installs_settled_next AS ?.installs_settled
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (started_at, execution_id)";
+
+/// Marks every install with more than one settled row and not marked yet (the settle job runs it too).
+pub const MARK_RESETTLED: &str =
+    "INSERT INTO ?.installs_resettled SELECT execution_id FROM ?.installs_settled \
+GROUP BY execution_id HAVING count() > 1 \
+AND execution_id NOT IN (SELECT execution_id FROM ?.installs_resettled)";
+
 /// When ClickHouse received something about an install: a row per install and inserted block, with the
 /// server's clock at the insert (a writer's backlog inserts old events late; `received_at` would not say).
 const INSTALL_TOUCHES: &str = "CREATE TABLE IF NOT EXISTS ?.install_touches (
@@ -1130,11 +1197,16 @@ mod tests {
                             || s.ends_with("(SELECT count() FROM ?.settle_watermark) = 0")
                             || s.ends_with(
                                 "WHERE execution_id NOT IN (SELECT execution_id FROM ?.installs_settled)"
-                            ),
+                            )
+                            // Version 5: only installs with several rows not marked yet.
+                            || s.ends_with("NOT IN (SELECT execution_id FROM ?.installs_resettled)"),
                         "{s}"
                     ),
                     Step::Built(_) => assert!(sql.contains("IF NOT EXISTS"), "{sql}"),
                     Step::AddColumn { .. } => assert!(sql.starts_with("ALTER TABLE ?."), "{sql}"),
+                    Step::When { when, .. } => {
+                        assert!(when.starts_with("SELECT toUInt64(count()) FROM system.tables"))
+                    }
                 }
             }
         }
@@ -1161,7 +1233,7 @@ mod tests {
                 Step::AddColumn { table, column, .. } => {
                     Some(if *table == "events" { *column } else { "" })
                 }
-                Step::Sql(_) | Step::Built(_) => None,
+                Step::Sql(_) | Step::Built(_) | Step::When { .. } => None,
             })
             .filter(|c| !c.is_empty())
             .collect();

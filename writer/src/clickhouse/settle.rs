@@ -93,12 +93,7 @@ impl ClickHouseSink {
     /// Marks every install with more than one settled row: the rows two upgrades racing may have copied
     /// twice (run once when the job starts; a full pass over `installs_settled`'s ids).
     pub async fn mark_resettled(&self) -> Result<(), ChError> {
-        self.execute(
-            "INSERT INTO ?.installs_resettled SELECT execution_id FROM ?.installs_settled \
-             GROUP BY execution_id HAVING count() > 1 \
-             AND execution_id NOT IN (SELECT execution_id FROM ?.installs_resettled)",
-        )
-        .await
+        self.execute(schema::MARK_RESETTLED).await
     }
 
     /// Drops the days of `install_touches` older than the day before the watermark's: nothing reads them.
