@@ -225,7 +225,7 @@ async fn a_version_3_database_shows_every_install_once_with_every_column_after_v
     let before = installs_final(&ch, &db);
     assert!(before.len() > 80);
 
-    assert_eq!(sink.migrate().await.expect("version 4"), 1);
+    assert_eq!(sink.migrate().await.expect("versions 4 and 5"), 2);
     assert_eq!(sink.migrate().await.expect("again"), 0);
     let after = installs_final(&ch, &db);
     assert_eq!(after, before, "every install, every column");
@@ -247,4 +247,92 @@ async fn a_version_3_database_shows_every_install_once_with_every_column_after_v
         before,
         "settled after the upgrade"
     );
+}
+
+/// Version 5 re-keys `installs_settled` by copying it: an upgrade interrupted after the swap, with a row
+/// a writer of version 4 settled into the old table meanwhile, finishes on the next start with every
+/// install and every row, once, and the new sorting key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_version_5_upgrade_keeps_every_settled_row() {
+    let nats = NatsServer::start().expect("nats");
+    let ch = ClickHouseServer::start().expect("clickhouse");
+    let mut old = config(&nats, Some(&ch), None);
+    let db = old.clickhouse_database.clone();
+    old.clickhouse_migrate_to = 4;
+    let v4 = writer::clickhouse_sink(&old);
+    assert_eq!(v4.migrate().await.expect("versions 1-4"), 4);
+    let t0 = OffsetDateTime::now_utc() - time::Duration::days(2);
+    let mut events = corpus(t0);
+    events.extend(simulated(60, 5, t0));
+    write(&v4, &events).await;
+    settle_all(&ch, &v4).await;
+    // Installs touched after the last settle are merged from `events`.
+    let late = simulated(10, 3, t0 + time::Duration::hours(30));
+    write(&v4, &late).await;
+    events.extend(late);
+    let before = installs_final(&ch, &db);
+    let rows = ch_count(&ch, &format!("SELECT count() FROM {db}.installs_settled"));
+    assert!(rows >= 60, "{rows}");
+
+    // The first three steps (create, copy, swap) ran, then the writer stopped.
+    use writer::clickhouse::schema::{Step, MIGRATIONS};
+    let v5 = MIGRATIONS
+        .iter()
+        .find(|m| m.version == 5)
+        .expect("version 5");
+    for step in &v5.steps[..3] {
+        assert!(matches!(step, Step::When { .. }));
+        ch.query(&step.sql().replace('?', &db)).expect("step");
+    }
+    // A writer of version 4 settled one install again into the old table after the swap (a version
+    // above the watermark: not shown until a watermark passes it).
+    let columns = ch
+        .query(&format!(
+            "SELECT arrayStringConcat(groupArray(if(name = 'version', 'version + 3600', name)), ', ') \
+             FROM system.columns WHERE database = '{db}' AND table = 'installs_settled_v4'"
+        ))
+        .expect("columns");
+    ch.query(&format!(
+        "INSERT INTO {db}.installs_settled_v4 SELECT {} FROM {db}.installs_settled_v4 \
+         ORDER BY execution_id LIMIT 1",
+        columns.trim()
+    ))
+    .expect("a late row in the old table");
+
+    let sink = writer::clickhouse_sink(&config(&nats, Some(&ch), None));
+    assert_eq!(sink.migrate().await.expect("version 5"), 1);
+    assert_eq!(sink.migrate().await.expect("again"), 0);
+    assert_eq!(
+        installs_final(&ch, &db),
+        before,
+        "every install, every column"
+    );
+    assert_eq!(
+        ch_count(&ch, &format!("SELECT count() FROM {db}.installs_settled")),
+        rows + 1,
+        "every row, the late one included"
+    );
+    assert_eq!(
+        ch.query(&format!(
+            "SELECT sorting_key FROM system.tables WHERE database = '{db}' AND name = 'installs_settled'"
+        ))
+        .expect("key")
+        .trim(),
+        "started_at, execution_id"
+    );
+    assert_eq!(
+        ch_count(
+            &ch,
+            &format!(
+                "SELECT count() FROM system.tables WHERE database = '{db}' \
+                 AND name IN ('installs_settled_v4', 'installs_settled_next')"
+            )
+        ),
+        0
+    );
+    // The install with two rows is marked, so readers take its newest row up to the watermark.
+    assert!(ch_count(&ch, &format!("SELECT count() FROM {db}.installs_resettled")) >= 1);
+    check_exact(&ch, &db, &events, "after version 5");
+    settle_all(&ch, &sink).await;
+    check_exact(&ch, &db, &events, "settled after version 5");
 }
