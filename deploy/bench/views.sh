@@ -7,18 +7,24 @@
 #   2. version 3's `installs_final` is kept as `old.installs_final` (its own DDL, reading version 3's
 #      tables), with `old.events` a view of `telemetry.events`: a web on database `old` answers from the
 #      old layout, a web on `telemetry` from the new one, same binary, same ClickHouse;
-#   3. the upgrade to version 4 (a writer start), timed, with the count and a checksum of every column of
-#      `installs_final` before and after;
+#   3. the upgrade to version 4 then to version 5 (a writer start each, CLICKHOUSE_MIGRATE_TO), each timed,
+#      with the count and a checksum of every column of `installs_final` before and after;
 #   4. each view uncached (X-Cache: miss) on the new web then on the old web, for periods 1, 30, 365 days
-#      (and all time where the view has it); a table of seconds and the ratio old / new.
+#      (and all time where the view has it); a table of seconds and the ratio old / new. Above OLD_MAX
+#      events the old web is not asked (its 365-day views take minutes there): old_s is "-".
+# The table's rows for one view across SIZES are the curve of its time against the events stored.
 # Then ClickHouse's CPU seconds per 1,000 inserted events (utime + stime of clickhouse-server from
 # /proc, around the writer's own insert of CPU_EVENTS events into a fresh database, background merges
 # included) with the schema of version 3 and of version 4.
-# Usage: deploy/bench/views.sh     SIZES="1000000 3000000" DAYS=365 CPU_EVENTS=400000 by env.
+# Usage: deploy/bench/views.sh     SIZES="1000000 3000000 10000000" DAYS=365 CPU_EVENTS=400000
+#        OLD_MAX=3000000 by env.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../local/lib.sh"
 cd "$ROOT"
-SIZES=${SIZES:-1000000 3000000}
+SIZES=${SIZES:-1000000 3000000 10000000}
+OLD_MAX=${OLD_MAX:-3000000}
+# The newest schema version of the writer.
+LATEST=5
 DAYS=${DAYS:-365}
 CPU_EVENTS=$((${CPU_EVENTS:-400000} / 4 * 4))
 
@@ -50,10 +56,11 @@ start_clickhouse() {
 }
 chq() { curl -fsS "$CH_URL" --data-binary "$1"; }
 merged() { for _ in $(seq 1 1200); do [ "$(chq "SELECT count() FROM system.merges")" = 0 ] && return 0; sleep 0.5; done; }
-# migrate [VERSION]: one writer start against CH_URL, until `schema_migrations` holds VERSION (default 4).
+# migrate VERSION: one writer start against CH_URL (CLICKHOUSE_MIGRATE_TO=VERSION), until
+# `schema_migrations` holds VERSION.
 migrate() {
-  local to=${1:-4}
-  WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" CLICKHOUSE_MIGRATE_TO="$([ "$to" = 4 ] && echo 0 || echo "$to")" \
+  local to=$1
+  WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" CLICKHOUSE_MIGRATE_TO="$to" SETTLE_INTERVAL_SECS=86400 \
     NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$(free_port)" LOG_LEVEL=warn \
     "$BIN/telemetry-writer" >>"$WORK/writer.log" 2>&1 & local pid=$!
   for _ in $(seq 1 36000); do
@@ -83,15 +90,19 @@ for EVENTS in $SIZES; do
   chq "CREATE VIEW old.events AS SELECT * FROM telemetry.events"
   chq "CREATE VIEW old.events_final AS SELECT * FROM telemetry.events FINAL"
   chq "$(chq "SHOW CREATE TABLE telemetry.installs_final FORMAT TSVRaw" | sed 's/VIEW telemetry\.installs_final/VIEW old.installs_final/')"
-  started=$(date +%s.%N)
-  migrate 4
-  MIGRATE_S=$(echo "$(date +%s.%N) - $started" | bc)
-  AFTER=$(chq "SELECT $COLUMNS_SUM FROM telemetry.installs_final" | tr '\t' ' ')
-  OLD_NOW=$(chq "SELECT $COLUMNS_SUM FROM old.installs_final" | tr '\t' ' ')
-  [ "$BEFORE" = "$AFTER" ] && [ "$BEFORE" = "$OLD_NOW" ] || { echo "before ($BEFORE) != after ($AFTER) / old ($OLD_NOW)" >&2; exit 1; }
-  echo "migration to version 4: ${MIGRATE_S}s; count, checksum before = after: $BEFORE" >&2
-  SUMMARY+=("events=$EVENTS migration_s=$MIGRATE_S installs_before_after=${BEFORE%% *} checksum_equal=yes")
-  merged
+  MIGRATED=()
+  for version in $(seq 4 "$LATEST"); do
+    started=$(date +%s.%N)
+    migrate "$version"
+    took=$(echo "$(date +%s.%N) - $started" | bc)
+    AFTER=$(chq "SELECT $COLUMNS_SUM FROM telemetry.installs_final" | tr '\t' ' ')
+    OLD_NOW=$(chq "SELECT $COLUMNS_SUM FROM old.installs_final" | tr '\t' ' ')
+    [ "$BEFORE" = "$AFTER" ] && [ "$BEFORE" = "$OLD_NOW" ] || { echo "before ($BEFORE) != after ($AFTER) / old ($OLD_NOW)" >&2; exit 1; }
+    echo "migration to version $version: ${took}s; count, checksum before = after: $BEFORE" >&2
+    MIGRATED+=("v${version}_s=$took")
+    merged
+  done
+  SUMMARY+=("events=$EVENTS migration ${MIGRATED[*]} installs_before_after=${BEFORE%% *} checksum_equal=yes")
 
   NEW_PORT=$(free_port); OLD_PORT=$(free_port)
   for pair in "telemetry $NEW_PORT" "old $OLD_PORT"; do
@@ -112,13 +123,19 @@ for EVENTS in $SIZES; do
   VIEWS+=("/api/scripts?days=0")
   for view in "${VIEWS[@]}"; do
     times=()
-    for port in "$NEW_PORT" "$OLD_PORT"; do
+    ports=("$NEW_PORT")
+    [ "$EVENTS" -le "$OLD_MAX" ] && ports+=("$OLD_PORT")
+    for port in "${ports[@]}"; do
       out=$(curl -fsS -o "$WORK/body" -D "$WORK/h" -w '%{time_total}' "http://127.0.0.1:$port$view")
       grep -qi '^x-cache: hit' "$WORK/h" && { echo "a cache hit for $view" >&2; exit 1; }
       times+=("$out")
     done
-    ratio=$(echo "scale=1; ${times[1]} / ${times[0]}" | bc)
-    ROWS+=("$(printf '%-9s %-72s %8.3f %8.3f %7s' "$EVENTS" "$view" "${times[0]}" "${times[1]}" "$ratio")")
+    if [ "${#times[@]}" = 2 ]; then
+      ratio=$(echo "scale=1; ${times[1]} / ${times[0]}" | bc)
+      ROWS+=("$(printf '%-9s %-72s %8.3f %8.3f %7s' "$EVENTS" "$view" "${times[0]}" "${times[1]}" "$ratio")")
+    else
+      ROWS+=("$(printf '%-9s %-72s %8.3f %8s %7s' "$EVENTS" "$view" "${times[0]}" - -)")
+    fi
     echo "${ROWS[-1]}" >&2
   done
   kill "${PIDS[@]:1}" 2>/dev/null || true
@@ -130,15 +147,34 @@ done
 echo "== ClickHouse CPU per 1,000 inserted events ($CPU_EVENTS events through the writer's sink)" >&2
 start_clickhouse cpu
 CPU=()
-for version in 3 4; do
+per_1k() { echo "scale=4; $1 / $(getconf CLK_TCK) / ($CPU_EVENTS / 1000)" | bc; }
+for version in 3 "$LATEST"; do
   chq "DROP DATABASE IF EXISTS bench_raw"
   before=$(cpu_ticks)
-  CLICKHOUSE_MIGRATE_TO=$([ $version = 4 ] && echo 0 || echo 3) BATCH_SIZE=4000 \
+  CLICKHOUSE_MIGRATE_TO=$version BATCH_SIZE=4000 \
     "$BIN/examples/bench" ch-raw "$CH_URL" "$CPU_EVENTS" 4000 >&2
   merged
   ticks=$(( $(cpu_ticks) - before ))
-  CPU+=("v$version=$(echo "scale=4; $ticks / $(getconf CLK_TCK) / ($CPU_EVENTS / 1000)" | bc)")
+  CPU+=("v$version=$(per_1k "$ticks")")
   echo "schema version $version: ClickHouse ${ticks} ticks for $CPU_EVENTS events" >&2
+  if [ "$version" != 3 ]; then
+    # Since version 4 an install also costs its settle (once, after SETTLE_LAG_SECS): a writer settles
+    # everything just inserted, and ClickHouse's CPU meanwhile is counted too.
+    inserted=$(chq "SELECT toUInt32(now())")
+    before=$(cpu_ticks)
+    WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" CLICKHOUSE_DATABASE=bench_raw SETTLE_INTERVAL_SECS=1 \
+      SETTLE_LAG_SECS=0 NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$(free_port)" LOG_LEVEL=warn \
+      "$BIN/telemetry-writer" >>"$WORK/writer.log" 2>&1 & settler=$!
+    for _ in $(seq 1 36000); do
+      [ "$(chq "SELECT toUInt32(max(watermark)) > $inserted FROM bench_raw.settle_watermark")" = 1 ] && break
+      sleep 0.1
+    done
+    kill "$settler"; wait "$settler" 2>/dev/null || true
+    merged
+    ticks=$(( $(cpu_ticks) - before ))
+    CPU+=("v${version}_settle=$(per_1k "$ticks")")
+    echo "schema version $version: settling them took ClickHouse ${ticks} ticks" >&2
+  fi
 done
 
 echo "views benchmark ($(nproc) cores, release, all servers co-located; ClickHouse $(chq 'SELECT version()'))"
