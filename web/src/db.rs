@@ -440,30 +440,32 @@ impl Db {
 
     /// The overview of `/dashboard` and `/api/dashboard`.
     pub async fn dashboard(&self, scope: Scope, now: i64) -> Result<Dashboard, DbError> {
-        let rows = self.dims(Pass::Overview, scope, "", now).await?;
+        let (rows, recent) = tokio::try_join!(
+            self.dims(Pass::Overview, scope, "", now),
+            self.recent(scope, now)
+        )?;
         let dims = Dims::new(&rows);
-        let recent = self.recent(scope, now).await?;
         Ok(Dashboard::build(scope, now, &dims, recent))
     }
 
     /// The failure analysis of `/dashboard/errors` and `/api/errors`.
     pub async fn errors(&self, scope: Scope, now: i64) -> Result<Errors, DbError> {
-        let rows = self.dims(Pass::Failures, scope, "", now).await?;
+        let (rows, timeouts, recent) = tokio::try_join!(
+            self.dims(Pass::Failures, scope, "", now),
+            self.failures(scope, None, true, now, FAILURES),
+            self.failures(scope, None, false, now, RECENT_ERRORS)
+        )?;
         let dims = Dims::new(&rows);
-        let timeouts = self.failures(scope, None, true, now, FAILURES).await?;
-        let recent = self
-            .failures(scope, None, false, now, RECENT_ERRORS)
-            .await?;
         Ok(Errors::build(scope, now, &dims, timeouts, recent))
     }
 
     /// One app's page.
     pub async fn app(&self, nsapp: &str, scope: Scope, now: i64) -> Result<AppView, DbError> {
-        let rows = self.dims(Pass::App, scope, nsapp, now).await?;
+        let (rows, failures) = tokio::try_join!(
+            self.dims(Pass::App, scope, nsapp, now),
+            self.failures(scope, Some(nsapp), false, now, FAILURES)
+        )?;
         let dims = Dims::new(&rows);
-        let failures = self
-            .failures(scope, Some(nsapp), false, now, FAILURES)
-            .await?;
         Ok(AppView::build(nsapp, scope, now, &dims, failures))
     }
 

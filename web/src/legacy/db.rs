@@ -10,27 +10,22 @@ use super::model::{Dims, Record};
 use super::params::{RecordsQuery, Scope};
 use crate::db::{Db, DbError, Started};
 
-/// The dimensions of the dashboard pass. `p` is 1 for installs of the period (every install the pass
+/// The dimensions of the dashboard pass (`status`, `app`, `type`, `tool` and `addon` are summed up from
+/// `app_type_status` by [`derive`]: five fewer rows per install to group). `p` is 1 for installs of the period (every install the pass
 /// reads; `all`, every install of the repo filter, is [`ALL_INSTALLS`]). Composite keys are joined by a
 /// tab (ingest strips control characters from names).
 const DASHBOARD_DIMS: &str = "
-    ('status', if(p, status, '')),
-    ('app', if(p, nsapp, '')),
     ('os', if(p, ifNull(os_type, ''), '')),
     ('method', if(p, ifNull(method, ''), '')),
     ('pve', if(p, ifNull(pve_version, ''), '')),
-    ('type', if(p, type, '')),
     ('gpu', if(p AND isNotNull(gpu_vendor), concat(ifNull(gpu_vendor, ''), '\\t', ifNull(gpu_passthrough, '')), '')),
     ('category', if(p AND status = 'failed', ifNull(error_category, 'unknown'), '')),
-    ('tool', if(p AND type = 'pve', nsapp, '')),
-    ('addon', if(p AND type = 'addon', nsapp, '')),
     ('slug', if(p, ifNull(repo_slug, ''), '')),
     ('day_status', if(p, concat(day, '\\t', status), '')),
     ('app_type_status', if(p, concat(nsapp, '\\t', type, '\\t', status), ''))";
 
 /// The dimensions of the errors pass; `stuck` binds the cut-off of stuck installs.
 const ERRORS_DIMS: &str = "
-    ('status', if(p, status, '')),
     ('exit_code', if(p AND bad AND isNotNull(exit_code), toString(ifNull(exit_code, 0)), '')),
     ('category', if(p AND bad, ifNull(error_category, 'unknown'), '')),
     ('category_app', if(p AND bad, concat(ifNull(error_category, 'unknown'), '\\t', nsapp), '')),
@@ -46,8 +41,8 @@ const ERRORS_DIMS: &str = "
 /// start again; `{dims}` is one of the constants above.
 const PASS: &str = "
 SELECT toString(d.1) AS dim, toString(ifNull(d.2, '')) AS key, toUInt64(count()) AS n,
-    toUInt64(sum(if(d.1 = 'status' AND fin AND isNotNull(duration), ifNull(duration, 0), 0))) AS duration_sum,
-    toUInt64(sum(if(d.1 = 'status' AND fin AND isNotNull(duration), 1, 0))) AS duration_n
+    toUInt64(sum(if(d.1 = 'app_type_status' AND fin AND isNotNull(duration), ifNull(duration, 0), 0))) AS duration_sum,
+    toUInt64(sum(if(d.1 = 'app_type_status' AND fin AND isNotNull(duration), 1, 0))) AS duration_n
 FROM (
     SELECT status, nsapp, type, is_final, duration, started_at, exit_code, error_category, error_signature,
         os_type, method, pve_version, gpu_vendor, gpu_passthrough, repo_slug,
@@ -157,6 +152,55 @@ fn split(found: Vec<Id>) -> (Vec<String>, Vec<u32>) {
         .unzip()
 }
 
+/// Adds the dimensions the passes no longer group in SQL, summed up from `app_type_status` (every
+/// install of the period once, its key `nsapp\ttype\tstatus`): `status` (which carries the duration
+/// sums of finished installs), `app`, `type`, `tool` (apps of type `pve`) and `addon` (type `addon`). A
+/// part that is empty is not a key, as the SQL's `WHERE ifNull(d.2, '') != ''` had it.
+fn derive(mut rows: Vec<DimRow>) -> Vec<DimRow> {
+    use std::collections::BTreeMap;
+    let mut sums: BTreeMap<(&'static str, String), (u64, u64, u64)> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.dim == "app_type_status") {
+        let mut parts = r.key.splitn(3, '\t');
+        let (Some(app), Some(kind), Some(status)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let mut add = |dim: &'static str, key: &str, durations: bool| {
+            if key.is_empty() {
+                return;
+            }
+            let e = sums.entry((dim, key.to_owned())).or_default();
+            e.0 += r.n;
+            if durations {
+                e.1 += r.duration_sum;
+                e.2 += r.duration_n;
+            }
+        };
+        add("status", status, true);
+        add("app", app, false);
+        add("type", kind, false);
+        match kind {
+            "pve" => add("tool", app, false),
+            "addon" => add("addon", app, false),
+            _ => {}
+        }
+    }
+    for r in rows.iter_mut().filter(|r| r.dim == "app_type_status") {
+        (r.duration_sum, r.duration_n) = (0, 0);
+    }
+    rows.extend(
+        sums.into_iter()
+            .map(|((dim, key), (n, sum, count))| DimRow {
+                dim: dim.to_owned(),
+                key,
+                n,
+                duration_sum: sum,
+                duration_n: count,
+            }),
+    );
+    rows
+}
+
 /// Binds the scope after the database identifier: start, repo, repo, slug, slug.
 fn bind_scope(q: clickhouse::query::Query, scope: &Scope, now: i64) -> clickhouse::query::Query {
     let repo = scope.repo.sql_value();
@@ -221,7 +265,7 @@ impl LegacyDb {
             .db
             .timed("legacy_pass", q.fetch_all::<DimRow>())
             .await?;
-        Ok(Dims::new(rows))
+        Ok(Dims::new(derive(rows)))
     }
 
     pub async fn dashboard_dims(&self, scope: &Scope, now: i64) -> Result<Dims, DbError> {
@@ -395,5 +439,60 @@ impl LegacyDb {
     /// Converts a row to the record shape with public ids.
     pub fn record(&self, row: RecordRow) -> Record {
         Record::new(row, self.db.ids())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(dim: &str, key: &str, n: u64, duration_sum: u64, duration_n: u64) -> DimRow {
+        DimRow {
+            dim: dim.into(),
+            key: key.into(),
+            n,
+            duration_sum,
+            duration_n,
+        }
+    }
+
+    /// `status`, `app`, `type`, `tool` and `addon` add up from `app_type_status`, the durations go to
+    /// `status` only, and an empty part is no key.
+    #[test]
+    fn derived_dimensions_sum_up_app_type_status() {
+        let rows = derive(vec![
+            row("os", "debian", 9, 0, 0),
+            row("app_type_status", "docker\tlxc\tsuccess", 5, 500, 5),
+            row("app_type_status", "docker\tlxc\tfailed", 2, 60, 1),
+            row("app_type_status", "kernel\tpve\tsuccess", 1, 10, 1),
+            row("app_type_status", "hass\taddon\tinstalling", 3, 0, 0),
+            row("app_type_status", "\tvm\tsuccess", 1, 7, 1),
+        ]);
+        let dims = Dims::new(rows);
+        let expected = [
+            ("status", "success", 7),
+            ("status", "failed", 2),
+            ("status", "installing", 3),
+            ("app", "docker", 7),
+            ("app", "kernel", 1),
+            ("app", "hass", 3),
+            ("type", "lxc", 7),
+            ("type", "pve", 1),
+            ("type", "addon", 3),
+            ("type", "vm", 1),
+            ("tool", "kernel", 1),
+            ("addon", "hass", 3),
+            ("os", "debian", 9),
+        ];
+        for (dim, key, n) in expected {
+            assert_eq!(dims.count(dim, key), n, "{dim} {key}");
+        }
+        // No other key: each dimension's total is the sum of the keys above.
+        for dim in ["status", "app", "type", "tool", "addon"] {
+            let sum: u64 = expected.iter().filter(|e| e.0 == dim).map(|e| e.2).sum();
+            assert_eq!(dims.total(dim), sum, "{dim}");
+        }
+        assert_eq!(dims.count("app_type_status", "docker\tlxc\tsuccess"), 5);
+        assert_eq!(dims.duration, (577, 8));
     }
 }
