@@ -93,6 +93,7 @@ impl Stack {
             assert!(!ack.duplicate, "seed {} published twice", accepted.msg_id);
         }
 
+        let ops = testkit::free_port().expect("port");
         let writer = Process::spawn(
             Command::new(testkit::bin_path("telemetry-writer"))
                 .env_clear()
@@ -103,15 +104,23 @@ impl Stack {
                 // The oldest seeds are 45 days old: retention must keep them.
                 .args(["--retention-days", "36500"])
                 .args(["--batch-max-wait-ms", "50"])
-                .args(["--ops-addr", "127.0.0.1:0"])
+                .args(["--ops-addr", &format!("127.0.0.1:{ops}")])
                 .args(["--log-level", "warn"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit()),
         );
+        // Ready once every migration is applied: a writer stopped earlier would leave the schema half way.
+        let ready = format!("http://127.0.0.1:{ops}/readyz");
         poll_until(
             "the writer stored every seed event and install",
             Duration::from_secs(60),
             async || {
+                let up = reqwest::get(&ready)
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if !up {
+                    return Err("writer not ready".to_string());
+                }
                 let count = |table: &str| {
                     self.clickhouse
                         .query(&format!("SELECT count() FROM telemetry.{table}"))
