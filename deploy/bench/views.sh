@@ -163,7 +163,7 @@ for version in 3 "$LATEST"; do
     inserted=$(chq "SELECT toUInt32(now())")
     before=$(cpu_ticks)
     WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" CLICKHOUSE_DATABASE=bench_raw SETTLE_INTERVAL_SECS=1 \
-      SETTLE_LAG_SECS=0 NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$(free_port)" LOG_LEVEL=warn \
+      SETTLE_LAG_SECS=1 NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$(free_port)" LOG_LEVEL=warn \
       "$BIN/telemetry-writer" >>"$WORK/writer.log" 2>&1 & settler=$!
     for _ in $(seq 1 36000); do
       [ "$(chq "SELECT toUInt32(max(watermark)) > $inserted FROM bench_raw.settle_watermark")" = 1 ] && break
