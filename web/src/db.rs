@@ -53,18 +53,17 @@ pub const STUCK_AFTER_SECS: i64 = 3600;
 
 const FINAL_FAILURES: &str = "('failed', 'aborted', 'unknown')";
 
+/// `?, ?, …`: `n` placeholders (at least one), for a literal list each of whose values is bound.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n.max(1)].join(", ")
+}
+
 /// `execution_id IN (?, ?, …)` with `n` placeholders (at least one), each bound to one id. Through
-/// `installs_final` (with `enable_optimize_predicate_expression`) a literal list becomes a primary-key
-/// range of `installs_settled` (ordered by `execution_id`), so a lookup reads a few granules; a bound
-/// array with `has(?, execution_id)` is no key condition there and reads every install's columns.
+/// `installs_final` (with `enable_optimize_predicate_expression`) a literal list reaches the settled rows
+/// as a key condition, so with the start times bound too ([`Started`]) a lookup reads a few granules; a
+/// bound array with `has(?, execution_id)` is no key condition there and reads every install's columns.
 pub(crate) fn ids_in(n: usize) -> String {
-    let mut sql = String::with_capacity(18 + 3 * n);
-    sql.push_str("execution_id IN (");
-    for i in 0..n.max(1) {
-        sql.push_str(if i == 0 { "?" } else { ", ?" });
-    }
-    sql.push(')');
-    sql
+    format!("execution_id IN ({})", placeholders(n))
 }
 
 /// When the installs a lookup reads started, as far as the caller knows. `installs_settled` is ordered
@@ -344,11 +343,7 @@ impl Db {
             Started::Unknown => {}
             Started::Since(_) => sql.push_str(" AND started_at >= toDateTime(?)"),
             Started::At(at) => {
-                sql.push_str(" AND started_at IN (");
-                for i in 0..at.len() {
-                    sql.push_str(if i == 0 { "?" } else { ", ?" });
-                }
-                sql.push(')');
+                sql.push_str(&format!(" AND started_at IN ({})", placeholders(at.len())));
             }
         }
         let q = ids

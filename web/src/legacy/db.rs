@@ -11,9 +11,9 @@ use super::params::{RecordsQuery, Scope};
 use crate::db::{Db, DbError, Started};
 
 /// The dimensions of the dashboard pass (`status`, `app`, `type`, `tool` and `addon` are summed up from
-/// `app_type_status` by [`derive`]: five fewer rows per install to group). `p` is 1 for installs of the period (every install the pass
-/// reads; `all`, every install of the repo filter, is [`ALL_INSTALLS`]). Composite keys are joined by a
-/// tab (ingest strips control characters from names).
+/// `app_type_status` by [`derive`]: five fewer rows per install to group). `p` is 1 for installs of the
+/// period (every install the pass reads; `all`, every install of the repo filter, is [`ALL_INSTALLS`]).
+/// Composite keys are joined by a tab (ingest strips control characters from names).
 const DASHBOARD_DIMS: &str = "
     ('os', if(p, ifNull(os_type, ''), '')),
     ('method', if(p, ifNull(method, ''), '')),
