@@ -16,6 +16,7 @@ pub mod merge;
 pub mod names;
 pub mod privacy;
 pub mod rescue;
+pub mod rollup;
 pub mod signature;
 pub mod span;
 pub mod stats;

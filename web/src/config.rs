@@ -40,6 +40,10 @@ pub struct Config {
     /// Cache answers. false: every answer is computed from ClickHouse and the KV bucket when asked.
     #[arg(long, env = "ENABLE_CACHE", default_value_t = true, action = clap::ArgAction::Set, value_parser = fleet::config::boolean)]
     pub enable_cache: bool,
+    /// Read whole past days of the dashboards' passes from the writer's per-day rollups (schema version
+    /// 6) where they are up to date. false: every day from `installs_final` (same answers, slower).
+    #[arg(long, env = "ROLLUP_READS", default_value_t = true, action = clap::ArgAction::Set, value_parser = fleet::config::boolean)]
+    pub rollup_reads: bool,
     /// Seconds a cached answer counts as fresh; after that it is served stale while one refresh runs
     /// (the running service's CACHE_TTL_SECONDS when this is unset).
     #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 60)]

@@ -38,6 +38,7 @@ pub struct Db {
     database: String,
     timeout: Duration,
     ids: Arc<IdHasher>,
+    rollup_reads: bool,
 }
 
 /// How many latest installs the overview lists.
@@ -49,7 +50,7 @@ pub const FAILURES: u64 = 20;
 /// How many latest errors the error analysis lists (the running service's `recent_errors`).
 pub const RECENT_ERRORS: u64 = 100;
 /// Installs not final this long after their first event count as stuck (the aggregator's default).
-pub const STUCK_AFTER_SECS: i64 = 3600;
+pub const STUCK_AFTER_SECS: i64 = schema::rollup::STUCK_AFTER_SECS;
 
 const FINAL_FAILURES: &str = "('failed', 'aborted', 'unknown')";
 
@@ -77,65 +78,7 @@ pub(crate) enum Started<'a> {
     At(&'a [u32]),
 }
 
-/// One pass over `installs_final` that counts installs per key of several dimensions at once. `{sums}`
-/// and `{dims}` are filled from the constants below by [`Pass::sql`]: only the columns a view needs are
-/// merged (each `argMin` column of the view costs about as much as the GROUP BY itself).
-const OVERVIEW: &str = "
-SELECT toString(d.1) AS dim, toString(ifNull(d.2, '')) AS key, toUInt64(count()) AS n, {sums}
-FROM (
-    SELECT status, nsapp, type, is_final, core_count, ram_size, disk_size, duration, started_at,
-        exit_code, error_category, error_signature,
-        toString(toDate(started_at)) AS day,
-        ifNull(os_type, 'unknown') AS os,
-        ifNull(pve_version, 'unknown') AS pve,
-        ifNull(method, 'unknown') AS install_method,
-        ifNull(cpu_vendor, 'unknown') AS cpu,
-        ifNull(gpu_vendor, 'unknown') AS gpu,
-        if(status IN ('failed', 'aborted', 'unknown'), ifNull(error_category, 'unknown'), '') AS category,
-        multiIf(is_final = 0 OR isNull(duration), '', duration < 60, '0-1m', duration < 120, '1-2m',
-                duration < 300, '2-5m', duration < 600, '5-10m', duration < 1800, '10-30m', '30m+') AS duration_bucket
-    FROM ?.installs_final
-    WHERE started_at >= toDateTime(?) AND (? = '' OR repo_source = ?) AND (? = '' OR repo_slug = ?)
-        AND (? = '' OR nsapp = ?)
-)
-ARRAY JOIN [{dims}] AS d
-WHERE ifNull(d.2, '') != ''
-GROUP BY dim, key";
-
-/// Per-day sums of resources and durations (the averages of the resource trends).
-const SUMS: &str = "
-    toUInt64(sum(if(d.1 = 'day', ifNull(core_count, 0), 0))) AS cores_sum,
-    toUInt64(sum(if(d.1 = 'day' AND isNotNull(core_count), 1, 0))) AS cores_n,
-    toUInt64(sum(if(d.1 = 'day', ifNull(ram_size, 0), 0))) AS ram_sum,
-    toUInt64(sum(if(d.1 = 'day' AND isNotNull(ram_size), 1, 0))) AS ram_n,
-    toUInt64(sum(if(d.1 = 'day', ifNull(disk_size, 0), 0))) AS disk_sum,
-    toUInt64(sum(if(d.1 = 'day' AND isNotNull(disk_size), 1, 0))) AS disk_n,
-    toUInt64(sum(if(d.1 = 'day' AND is_final = 1, ifNull(duration, 0), 0))) AS duration_sum,
-    toUInt64(sum(if(d.1 = 'day' AND is_final = 1 AND isNotNull(duration), 1, 0))) AS duration_n";
-
-/// The same columns as zeros, for passes without resource trends.
-const NO_SUMS: &str = "toUInt64(0) AS cores_sum, toUInt64(0) AS cores_n, toUInt64(0) AS ram_sum, \
-    toUInt64(0) AS ram_n, toUInt64(0) AS disk_sum, toUInt64(0) AS disk_n, toUInt64(0) AS duration_sum, \
-    toUInt64(0) AS duration_n";
-
-const DIMS_COMMON: &str =
-    "('status', status), ('app', nsapp), ('app_status', concat(status, '|', nsapp)), \
-    ('category', category), ('day', day), ('day_status', concat(day, '|', status))";
-
-const DIMS_OVERVIEW: &str =
-    "('type', type), ('os', os), ('pve', pve), ('method', install_method), \
-    ('cpu', cpu), ('gpu', gpu), ('duration', duration_bucket)";
-
-const DIMS_FAILURES: &str = "
-    ('stuck', if(is_final = 0 AND started_at < toDateTime(?), 'stuck', '')),
-    ('timed_out', if(status = 'unknown' AND error_category = 'timeout', 'timed_out', '')),
-    ('exit_code', if(status IN ('failed', 'aborted', 'unknown') AND isNotNull(exit_code), toString(exit_code), '')),
-    ('signature', if(status IN ('failed', 'aborted', 'unknown'), ifNull(error_signature, ''), '')),
-    ('signature_day', if(status IN ('failed', 'aborted', 'unknown') AND isNotNull(error_signature), concat(day, '|', error_signature), '')),
-    ('type', type), ('type_status', concat(type, '|', status)),
-    ('category_app', if(category != '', concat(category, '|', nsapp), ''))";
-
-/// Which figures a pass computes.
+/// Which figures a pass computes (the passes of `schema::rollup`).
 #[derive(Debug, Clone, Copy)]
 enum Pass {
     /// The overview: distributions and resource trends.
@@ -147,22 +90,12 @@ enum Pass {
 }
 
 impl Pass {
-    /// The SQL of the pass; only constants of this module reach the text.
-    fn sql(self) -> String {
-        let (sums, dims) = match self {
-            Pass::Overview => (SUMS, format!("{DIMS_COMMON}, {DIMS_OVERVIEW}")),
-            Pass::Failures => (NO_SUMS, format!("{DIMS_COMMON}, {DIMS_FAILURES}")),
-            Pass::App => (
-                NO_SUMS,
-                format!("{DIMS_COMMON}, ('os', os), ('pve', pve), {DIMS_FAILURES}"),
-            ),
-        };
-        OVERVIEW.replace("{sums}", sums).replace("{dims}", &dims)
-    }
-
-    /// Whether the pass counts stuck installs (and so binds the stuck cut-off).
-    fn counts_stuck(self) -> bool {
-        !matches!(self, Pass::Overview)
+    fn of(self) -> &'static schema::rollup::Pass {
+        match self {
+            Pass::Overview => &schema::rollup::API_OVERVIEW,
+            Pass::Failures => &schema::rollup::API_FAILURES,
+            Pass::App => &schema::rollup::API_APP,
+        }
     }
 }
 
@@ -179,21 +112,9 @@ const RECORD_COLUMNS: &str = "
     toInt64(ifNull(toInt64(ram_size), -1)) AS ram_size,
     toInt64(ifNull(toInt64(disk_size), -1)) AS disk_size";
 
-/// One row of the overview pass.
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct DimRow {
-    dim: String,
-    key: String,
-    n: u64,
-    cores_sum: u64,
-    cores_n: u64,
-    ram_sum: u64,
-    ram_n: u64,
-    disk_sum: u64,
-    disk_n: u64,
-    duration_sum: u64,
-    duration_n: u64,
-}
+/// One row of a pass: the sums of the overview pass are, in order, cores, RAM, disk and durations
+/// (sum and count of each), of the `day` keys.
+type DimRow = crate::rollup::PassRow;
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct RecordRow {
@@ -315,6 +236,7 @@ impl Db {
             database: config.clickhouse_database.clone(),
             timeout: config.query_timeout(),
             ids: Arc::new(IdHasher::new(config.id_hash_key.expose())),
+            rollup_reads: config.rollup_reads,
         }
     }
 
@@ -366,6 +288,11 @@ impl Db {
         Identifier(&self.database)
     }
 
+    /// Whether passes read whole past days from the rollups ([`crate::rollup`]).
+    pub(crate) fn rollup_reads(&self) -> bool {
+        self.rollup_reads
+    }
+
     /// The hasher of public ids.
     pub fn ids(&self) -> &IdHasher {
         &self.ids
@@ -415,22 +342,13 @@ impl Db {
         app: &str,
         now: i64,
     ) -> Result<Vec<DimRow>, DbError> {
-        let repo = scope.repo.sql_value();
-        let slug = scope.slug.sql_value();
-        let sql = pass.sql();
-        let mut query = self
-            .query(&sql)
-            .bind(scope.period.since(now))
-            .bind(repo)
-            .bind(repo)
-            .bind(slug)
-            .bind(slug)
-            .bind(app)
-            .bind(app);
-        if pass.counts_stuck() {
-            query = query.bind(now - STUCK_AFTER_SECS);
-        }
-        self.timed("overview", query.fetch_all::<DimRow>()).await
+        let filter = crate::rollup::Filter {
+            since: scope.period.since(now),
+            repo: scope.repo.sql_value(),
+            slug: scope.slug.sql_value(),
+            app,
+        };
+        self.pass(pass.of(), filter, now).await
     }
 
     /// The overview of `/dashboard` and `/api/dashboard`.
@@ -909,10 +827,10 @@ impl Dims {
                     r.key.clone(),
                     DayTotals {
                         installs: r.n,
-                        cores: (r.cores_sum, r.cores_n),
-                        ram: (r.ram_sum, r.ram_n),
-                        disk: (r.disk_sum, r.disk_n),
-                        duration: (r.duration_sum, r.duration_n),
+                        cores: (r.s0, r.s1),
+                        ram: (r.s2, r.s3),
+                        disk: (r.s4, r.s5),
+                        duration: (r.s6, r.s7),
                     },
                 );
             }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod model;
 pub mod pages;
 pub mod params;
+pub mod rollup;
 pub mod scripts;
 pub mod static_files;
 pub mod views;

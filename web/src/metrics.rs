@@ -19,6 +19,9 @@ pub const QUERY_ERRORS: &str = "telemetry_web_clickhouse_errors_total";
 /// Label `query`.
 pub const QUERY_SECONDS: &str = "telemetry_web_clickhouse_query_seconds";
 
+/// Label `pass`: days of a pass read from the per-day rollups instead of `installs_final`.
+pub const ROLLUP_DAYS: &str = "telemetry_web_rollup_days_total";
+
 /// Today's installs of ProxmoxVE (gauges, refreshed every `METRICS_REFRESH_SECS`).
 pub const INSTALLS: &str = "telemetry_installs_total";
 pub const INSTALLS_SUCCESS: &str = "telemetry_installs_success_total";
@@ -67,6 +70,10 @@ fn describe() {
     describe_counter!(REQUESTS, "HTTP requests answered, by route and status");
     describe_histogram!(REQUEST_SECONDS, Unit::Seconds, "time to answer, by route");
     describe_counter!(CACHE, "cache reads, by cache and result (hit, miss, stale)");
+    describe_counter!(
+        ROLLUP_DAYS,
+        "days of a dashboard pass read from the per-day rollups, by pass"
+    );
     describe_counter!(CACHE_REFRESHES, "background cache refreshes started");
     describe_counter!(QUERIES, "ClickHouse queries, by query");
     describe_counter!(QUERY_ERRORS, "ClickHouse queries that failed or timed out");

@@ -150,6 +150,11 @@ pub struct Config {
     #[arg(long, env = "SETTLE_LAG_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub settle_lag_secs: u64,
 
+    /// How often the ClickHouse rollup job takes the per-day snapshots of the dashboards' passes that
+    /// are missing or out of date, in seconds; 0: never (the web then reads every day from the installs).
+    #[arg(long, env = "ROLLUP_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86400))]
+    pub rollup_interval_secs: u64,
+
     /// Most events per write.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
@@ -262,6 +267,11 @@ impl Config {
 
     pub fn settle_lag(&self) -> Duration {
         Duration::from_secs(self.settle_lag_secs)
+    }
+
+    /// How often the rollup job runs; `None`: never.
+    pub fn rollup_interval(&self) -> Option<Duration> {
+        (self.rollup_interval_secs > 0).then(|| Duration::from_secs(self.rollup_interval_secs))
     }
 
     pub fn retention_interval(&self) -> Duration {

@@ -195,6 +195,9 @@ async fn run_clickhouse(
     };
     let settle =
         clickhouse::settle::spawn(sink.clone(), config.settle_interval(), config.settle_lag());
+    let rollup = config
+        .rollup_interval()
+        .map(|every| clickhouse::rollup::spawn(sink.clone(), every));
     let settings = consumer_settings(&config, CLICKHOUSE);
     consumer::run(
         &sink,
@@ -206,6 +209,9 @@ async fn run_clickhouse(
     )
     .await;
     settle.abort();
+    if let Some(rollup) = rollup {
+        rollup.abort();
+    }
     if let Some(retention) = retention {
         retention.abort();
     }

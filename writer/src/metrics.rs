@@ -29,6 +29,8 @@ pub const RETENTION_DELETED: &str = "telemetry_writer_retention_deleted_total";
 pub const FORGED_EVENTS: &str = "telemetry_writer_forged_events_total";
 /// Installs the ClickHouse settle job merged into `installs_settled` (schema version 4).
 pub const SETTLED_INSTALLS: &str = "telemetry_writer_settled_installs_total";
+/// Days of dashboard passes the ClickHouse rollup job took and listed (schema version 6).
+pub const ROLLUP_DAYS: &str = "telemetry_writer_rollup_days_total";
 /// Values a PocketBase select field does not hold (an error category the running service's collection
 /// lacks), written as `unknown`; label `field`.
 pub const SELECT_REPLACED: &str = "telemetry_writer_select_replaced_total";
@@ -62,6 +64,10 @@ fn describe() {
     describe_counter!(
         SETTLED_INSTALLS,
         "installs merged into installs_settled by the clickhouse settle job"
+    );
+    describe_counter!(
+        ROLLUP_DAYS,
+        "days of dashboard passes the clickhouse rollup job took and listed"
     );
     describe_gauge!(
         CONSUMER_LAG,

@@ -10,53 +10,6 @@ use super::model::{Dims, Record};
 use super::params::{RecordsQuery, Scope};
 use crate::db::{Db, DbError, Started};
 
-/// The dimensions of the dashboard pass (`status`, `app`, `type`, `tool` and `addon` are summed up from
-/// `app_type_status` by [`derive`]: five fewer rows per install to group). `p` is 1 for installs of the
-/// period (every install the pass reads; `all`, every install of the repo filter, is [`ALL_INSTALLS`]).
-/// Composite keys are joined by a tab (ingest strips control characters from names).
-const DASHBOARD_DIMS: &str = "
-    ('os', if(p, ifNull(os_type, ''), '')),
-    ('method', if(p, ifNull(method, ''), '')),
-    ('pve', if(p, ifNull(pve_version, ''), '')),
-    ('gpu', if(p AND isNotNull(gpu_vendor), concat(ifNull(gpu_vendor, ''), '\\t', ifNull(gpu_passthrough, '')), '')),
-    ('category', if(p AND status = 'failed', ifNull(error_category, 'unknown'), '')),
-    ('slug', if(p, ifNull(repo_slug, ''), '')),
-    ('day_status', if(p, concat(day, '\\t', status), '')),
-    ('app_type_status', if(p, concat(nsapp, '\\t', type, '\\t', status), ''))";
-
-/// The dimensions of the errors pass; `stuck` binds the cut-off of stuck installs.
-const ERRORS_DIMS: &str = "
-    ('exit_code', if(p AND bad AND isNotNull(exit_code), toString(ifNull(exit_code, 0)), '')),
-    ('category', if(p AND bad, ifNull(error_category, 'unknown'), '')),
-    ('category_app', if(p AND bad, concat(ifNull(error_category, 'unknown'), '\\t', nsapp), '')),
-    ('app_exit', if(p AND bad AND isNotNull(exit_code), concat(nsapp, '\\t', toString(ifNull(exit_code, 0))), '')),
-    ('app_category', if(p AND bad, concat(nsapp, '\\t', ifNull(error_category, 'unknown')), '')),
-    ('app_error', if(p AND bad AND isNotNull(error_signature), concat(nsapp, '\\t', ifNull(error_signature, '')), '')),
-    ('day_status', if(p, concat(day, '\\t', status), '')),
-    ('app_type_status', if(p, concat(nsapp, '\\t', type, '\\t', status), '')),
-    ('stuck', if(p AND is_final = 0 AND started_at < toDateTime(?), 'stuck', ''))";
-
-/// One pass over the installs of the period (filtered before the `ARRAY JOIN`, so that its cost follows
-/// the period): the inner query binds the period's start, then the database, repo, slug and the period's
-/// start again; `{dims}` is one of the constants above.
-const PASS: &str = "
-SELECT toString(d.1) AS dim, toString(ifNull(d.2, '')) AS key, toUInt64(count()) AS n,
-    toUInt64(sum(if(d.1 = 'app_type_status' AND fin AND isNotNull(duration), ifNull(duration, 0), 0))) AS duration_sum,
-    toUInt64(sum(if(d.1 = 'app_type_status' AND fin AND isNotNull(duration), 1, 0))) AS duration_n
-FROM (
-    SELECT status, nsapp, type, is_final, duration, started_at, exit_code, error_category, error_signature,
-        os_type, method, pve_version, gpu_vendor, gpu_passthrough, repo_slug,
-        started_at >= toDateTime(?) AS p,
-        status IN ('failed', 'aborted') AS bad,
-        status IN ('success', 'failed', 'aborted') AS fin,
-        toString(intDiv(toUInt32(started_at), 86400)) AS day
-    FROM ?.installs_final
-    WHERE (? = '' OR repo_source = ?) AND (? = '' OR ifNull(repo_slug, '') = ?) AND started_at >= toDateTime(?)
-)
-ARRAY JOIN [{dims}] AS d
-WHERE ifNull(d.2, '') != ''
-GROUP BY dim, key";
-
 /// Every install of the repo filter, whatever the period (the dashboard's `all`): binds the database,
 /// repo and slug.
 const ALL_INSTALLS: &str = "SELECT toUInt64(count()) FROM ?.installs_final \
@@ -88,13 +41,27 @@ const RECORDS_FILTER: &str = "(? = '' OR status = ?) AND (? = '' OR type = ?) \
     AND (? = '' OR ifNull(os_type, '') = ?) \
     AND (? = '' OR position(lowerUTF8(nsapp), ?) > 0) AND (? = '' OR position(lowerUTF8(nsapp), ?) > 0)";
 
-#[derive(Debug, clickhouse::Row, Deserialize)]
+/// One row of a pass, as the legacy model reads it: installs, and the sum and count of the durations
+/// of finished installs (per `app_type_status` key).
+#[derive(Debug)]
 pub struct DimRow {
     pub dim: String,
     pub key: String,
     pub n: u64,
     pub duration_sum: u64,
     pub duration_n: u64,
+}
+
+impl From<crate::rollup::PassRow> for DimRow {
+    fn from(r: crate::rollup::PassRow) -> DimRow {
+        DimRow {
+            dim: r.dim,
+            key: r.key,
+            n: r.n,
+            duration_sum: r.s0,
+            duration_n: r.s1,
+        }
+    }
 }
 
 /// One install as ClickHouse hands it over.
@@ -240,32 +207,20 @@ pub struct LegacyDb {
 impl LegacyDb {
     async fn pass(
         &self,
-        dims: &str,
+        pass: &schema::rollup::Pass,
         scope: &Scope,
         now: i64,
-        stuck: bool,
     ) -> Result<Dims, DbError> {
-        let sql = PASS.replace("{dims}", dims);
-        let repo = scope.repo.sql_value();
-        let slug = scope.slug.sql_value();
-        let mut q = self
-            .db
-            .raw(&sql)
-            .bind(scope.days.since(now))
-            .bind(self.db.identifier())
-            .bind(repo)
-            .bind(repo)
-            .bind(slug)
-            .bind(slug)
-            .bind(scope.days.since(now));
-        if stuck {
-            q = q.bind(now - crate::db::STUCK_AFTER_SECS);
-        }
-        let rows = self
-            .db
-            .timed("legacy_pass", q.fetch_all::<DimRow>())
-            .await?;
-        Ok(Dims::new(derive(rows)))
+        let filter = crate::rollup::Filter {
+            since: scope.days.since(now),
+            repo: scope.repo.sql_value(),
+            slug: scope.slug.sql_value(),
+            app: "",
+        };
+        let rows = self.db.pass(pass, filter, now).await?;
+        Ok(Dims::new(derive(
+            rows.into_iter().map(DimRow::from).collect(),
+        )))
     }
 
     pub async fn dashboard_dims(&self, scope: &Scope, now: i64) -> Result<Dims, DbError> {
@@ -281,7 +236,7 @@ impl LegacyDb {
             .bind(slug)
             .fetch_one::<u64>();
         let (mut dims, all) = tokio::try_join!(
-            self.pass(DASHBOARD_DIMS, scope, now, false),
+            self.pass(&schema::rollup::LEGACY_DASHBOARD, scope, now),
             self.db.timed("legacy_all", all)
         )?;
         dims.set_single("all", "all", all);
@@ -289,7 +244,7 @@ impl LegacyDb {
     }
 
     pub async fn errors_dims(&self, scope: &Scope, now: i64) -> Result<Dims, DbError> {
-        self.pass(ERRORS_DIMS, scope, now, true).await
+        self.pass(&schema::rollup::LEGACY_ERRORS, scope, now).await
     }
 
     /// The 15 most frequent signatures of failed installs, with how many apps they hit.

@@ -330,8 +330,9 @@ fn answer_rows(text: &str) -> Vec<String> {
 /// When the writer has a settle job (its `--help` names `SETTLE_INTERVAL_SECS`), runs it once more over
 /// the stored corpus: once ClickHouse's clock is two seconds past the last rows the writer inserted, a
 /// writer with a one-second interval and lag, until a statement that moves data (`INSERT … SELECT`) it
-/// started has finished (its watermark is past every stored row); then stops it. Whatever it ran is in
-/// the query log, so the comparison replays it.
+/// started has finished (its watermark is past every stored row), and, with a rollup job, until it has
+/// listed rollups of every pass; then stops it. Whatever it ran is in the query log, so the comparison
+/// replays it.
 async fn settle(stack: &Stack) {
     let writer = testkit::bin_path("telemetry-writer");
     let help = Command::new(&writer)
@@ -373,9 +374,13 @@ async fn settle(stack: &Stack) {
     )
     .await;
     let started = number("SELECT toUInt32(now())");
+    // With a rollup job (schema version 6), it also takes the per-day rollups of the settled days, so
+    // that the web reads days from them and both the rollups' statements and reads are compared.
+    let rollups = String::from_utf8_lossy(&help.stdout).contains("ROLLUP_INTERVAL_SECS");
     let process = Process::spawn(
         Command::new(writer)
             .env_clear()
+            .env("ROLLUP_INTERVAL_SECS", "1")
             .env("SETTLE_INTERVAL_SECS", "1")
             .env("SETTLE_LAG_SECS", "1")
             .args(["--sink", "clickhouse"])
@@ -399,9 +404,16 @@ async fn settle(stack: &Stack) {
         async || {
             let _ = stack.clickhouse.query("SYSTEM FLUSH LOGS");
             match stack.clickhouse.query(&moved).map(|n| n.trim().to_string()) {
-                Ok(n) if n != "0" => Ok(()),
-                other => Err(format!("{other:?}")),
+                Ok(n) if n != "0" => {}
+                other => return Err(format!("{other:?}")),
             }
+            if rollups
+                && number("SELECT count() FROM telemetry.day_rollup_index")
+                    < schema::rollup::PASSES.len() as u64
+            {
+                return Err("no rollups taken yet".into());
+            }
+            Ok(())
         },
     )
     .await;

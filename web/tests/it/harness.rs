@@ -65,6 +65,12 @@ impl Stack {
     /// [`Stack::seed`] of events that store as `stored` distinct events (fewer than published when some
     /// are second copies of one event under another `Nats-Msg-Id`).
     pub async fn seed_expecting(&self, events: &[schema::Accepted], stored: u64, installs: u64) {
+        self.publish(events).await;
+        self.store_expecting(stored, installs).await;
+    }
+
+    /// Publishes `events` as the edge does (subject, `Nats-Msg-Id`, wire form).
+    pub async fn publish(&self, events: &[schema::Accepted]) {
         let client = fleet::nats::connect(&self.nats.url(), "test-seed")
             .await
             .expect("connect");
@@ -92,7 +98,11 @@ impl Stack {
                 .expect("puback");
             assert!(!ack.duplicate, "seed {} published twice", accepted.msg_id);
         }
+    }
 
+    /// Runs the ClickHouse writer until `events_final` holds `stored` events and `installs_final`
+    /// `installs` installs, and stops it.
+    async fn store_expecting(&self, stored: u64, installs: u64) {
         let ops = testkit::free_port().expect("port");
         let writer = Process::spawn(
             Command::new(testkit::bin_path("telemetry-writer"))

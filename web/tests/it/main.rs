@@ -11,5 +11,6 @@ mod live;
 mod openapi;
 mod original;
 mod readonly;
+mod rollup;
 mod scripts;
 mod v3;

@@ -2,6 +2,7 @@
 //! `events` in one RowBinary INSERT (the materialized view folds it into `installs`), and, when retention
 //! is on, deletes old installs whole. Values only reach SQL through the client's `?` binding.
 
+pub mod rollup;
 pub mod schema;
 pub mod settle;
 
@@ -285,11 +286,11 @@ impl ClickHouseSink {
             return Ok(0);
         }
         let cutoff = policy.cutoff(now);
-        let ids: Vec<String> = self
+        let found: Vec<(String, u32)> = self
             .client
             .query(
-                "SELECT execution_id FROM ?.installs_final WHERE started_at < toDateTime(?) \
-                 ORDER BY execution_id LIMIT ?",
+                "SELECT execution_id, toUInt32(started_at) FROM ?.installs_final \
+                 WHERE started_at < toDateTime(?) ORDER BY execution_id LIMIT ?",
             )
             .bind(Identifier(&self.database))
             // `started_at` is the first event's second: one that started in the cutoff's own second
@@ -298,9 +299,16 @@ impl ClickHouseSink {
             .bind(policy.max_per_run as u64)
             .fetch_all()
             .await?;
-        if ids.is_empty() {
+        if found.is_empty() {
             return Ok(0);
         }
+        // The first day they touch: an install's settled rows started on its day or later.
+        let low = found
+            .iter()
+            .map(|(_, started)| *started / 86_400)
+            .min()
+            .unwrap_or(0);
+        let ids: Vec<String> = found.into_iter().map(|(id, _)| id).collect();
         // `events` first, then the settled rows: `installs_final` is where the next run finds what is
         // left to delete.
         for table in RETENTION_TABLES {
@@ -310,6 +318,16 @@ impl ClickHouseSink {
                 .bind(Identifier(table))
                 .bind(&ids)
                 .with_option("max_query_size", RETENTION_MAX_QUERY_SIZE.to_string())
+                .execute()
+                .await?;
+        }
+        // After the deletions are under way: the rollup job takes no snapshot while they run, and every
+        // snapshot of a day from `low` on taken before is out of date from here on (schema version 6).
+        if self.migrate_to == 0 || self.migrate_to >= 6 {
+            self.client
+                .query("INSERT INTO ?.settled_blocks (low, blocks) VALUES (?, 1)")
+                .bind(Identifier(&self.database))
+                .bind(low)
                 .execute()
                 .await?;
         }

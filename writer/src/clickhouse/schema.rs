@@ -107,6 +107,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "installs_settled ordered by (started_at, execution_id): a period reads its own rows",
         steps: V5,
     },
+    Migration {
+        version: 6,
+        name: "settled_blocks, day_rollups, day_rollup_index: per-day rollups of the dashboards' passes",
+        steps: V6,
+    },
 ];
 
 /// One row per accepted event. A redelivered event is a second copy with the same sorting key, which
@@ -868,6 +873,69 @@ WHERE (execution_id, version) NOT IN (SELECT execution_id, version FROM ?.instal
     Step::Sql("DROP TABLE IF EXISTS ?.installs_settled_v4"),
     Step::Sql(MARK_RESETTLED),
 ];
+
+/// Version 6: per-day rollups of the dashboards' passes (`schema::rollup`). `settled_blocks_mv` counts
+/// every row inserted into `installs_settled` under the UTC day its install started on (a row can
+/// change that day and every later one: an install's first event only ever becomes earlier, so its
+/// older rows started on the same day or later); retention adds its deletions there too. The settle job's rollup step ([`crate::clickhouse::rollup`])
+/// stores each complete day's answer of each pass in `day_rollups` and lists it in `day_rollup_index`
+/// with the day's change count when it was taken; readers use a snapshot only while that count is still
+/// the day's. Nothing is copied: on an upgraded database every day's count starts at 0 and the first
+/// rollup step takes every day's snapshot.
+const V6: &[Step] = &[
+    Step::Sql(SETTLED_BLOCKS),
+    Step::Sql(SETTLED_BLOCKS_MV),
+    Step::Sql(DAY_ROLLUPS),
+    Step::Sql(DAY_ROLLUP_INDEX),
+];
+
+/// Rows inserted into `installs_settled` per day they started on, and deletions of retention per first
+/// day they touched (the table keeps its name from blocks: either is one change from that day on).
+const SETTLED_BLOCKS: &str = "CREATE TABLE IF NOT EXISTS ?.settled_blocks (
+    low UInt32,
+    blocks UInt64
+) ENGINE = SummingMergeTree
+ORDER BY low";
+
+/// Every row inserted into `installs_settled`, counted under the UTC day it started on (per day and
+/// block; the sums do not depend on how an insert is cut into blocks).
+const SETTLED_BLOCKS_MV: &str =
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS ?.settled_blocks_mv TO ?.settled_blocks AS
+SELECT toUInt32(intDiv(toUInt32(started_at), 86400)) AS low, toUInt64(count()) AS blocks
+FROM ?.installs_settled
+GROUP BY low";
+
+/// The answer of a pass for one UTC day, per repo, slug and (for per-app passes) app, per snapshot.
+const DAY_ROLLUPS: &str = "CREATE TABLE IF NOT EXISTS ?.day_rollups (
+    pass String,
+    snapshot UInt64,
+    day UInt32,
+    repo_source String,
+    repo_slug String,
+    nsapp String,
+    dim String,
+    key String,
+    n UInt64,
+    s0 UInt64,
+    s1 UInt64,
+    s2 UInt64,
+    s3 UInt64,
+    s4 UInt64,
+    s5 UInt64,
+    s6 UInt64,
+    s7 UInt64
+) ENGINE = MergeTree
+ORDER BY (pass, nsapp, day, snapshot)";
+
+/// The complete snapshots: a day of a pass, the day's change count it was taken at, and its id.
+const DAY_ROLLUP_INDEX: &str = "CREATE TABLE IF NOT EXISTS ?.day_rollup_index (
+    pass String,
+    day UInt32,
+    changes UInt64,
+    snapshot UInt64,
+    taken_at DateTime DEFAULT now()
+) ENGINE = MergeTree
+ORDER BY (pass, day)";
 
 /// `installs_settled` still has the sorting key of version 4.
 const SETTLED_BY_ID: &str = "SELECT toUInt64(count()) FROM system.tables

@@ -22,6 +22,8 @@ async fn migrations_apply_once_and_a_second_start_changes_nothing() {
     assert_eq!(
         tables.lines().collect::<Vec<_>>(),
         [
+            "day_rollup_index",
+            "day_rollups",
             "events",
             "events_final",
             "install_touches",
@@ -32,7 +34,9 @@ async fn migrations_apply_once_and_a_second_start_changes_nothing() {
             "installs_resettled",
             "installs_settled",
             "schema_migrations",
-            "settle_watermark"
+            "settle_watermark",
+            "settled_blocks",
+            "settled_blocks_mv"
         ]
     );
     let before = ch_count(&ch, "SELECT count() FROM telemetry.schema_migrations");

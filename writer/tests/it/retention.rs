@@ -167,11 +167,25 @@ async fn clickhouse_deletes_old_installs_whole_within_the_cap() {
     let before = ch_installs(&ch);
     assert_eq!(before.len(), 7);
 
+    // The change count of the oldest install's day (schema version 6): a deletion makes the rollups of
+    // its days out of date.
+    let changes = || {
+        ch_count(
+            &ch,
+            &format!(
+                "SELECT toUInt64(sum(blocks)) FROM telemetry.settled_blocks WHERE low <= {}",
+                (now - days(401)).unix_timestamp() / 86_400
+            ),
+        )
+    };
+    let unchanged = changes();
+
     // Five old installs, three per run.
     let first = writer::retention::clickhouse_once(&config, &sink, now)
         .await
         .expect("first run");
     assert_eq!(first, Some(3));
+    assert!(changes() > unchanged, "the deleted installs' day changed");
     until_mutations_done(&sink).await;
     assert_eq!(ch_installs(&ch).len(), 4);
     let second = sink.retention(now, &config.retention().expect("on")).await;

@@ -225,7 +225,7 @@ async fn a_version_3_database_shows_every_install_once_with_every_column_after_v
     let before = installs_final(&ch, &db);
     assert!(before.len() > 80);
 
-    assert_eq!(sink.migrate().await.expect("versions 4 and 5"), 2);
+    assert_eq!(sink.migrate().await.expect("versions 4 to 6"), 3);
     assert_eq!(sink.migrate().await.expect("again"), 0);
     let after = installs_final(&ch, &db);
     assert_eq!(after, before, "every install, every column");
@@ -233,13 +233,16 @@ async fn a_version_3_database_shows_every_install_once_with_every_column_after_v
         ch_count(&ch, &format!("SELECT count() FROM {db}.installs_settled")),
         before.len() as u64
     );
-    // Inserts feed `events` and the touches only.
+    // Inserts feed `events` and the touches only; settles feed the change counts of version 6.
     let views = ch
         .query(&format!(
-        "SELECT name FROM system.tables WHERE database = '{db}' AND engine = 'MaterializedView'"
+        "SELECT name FROM system.tables WHERE database = '{db}' AND engine = 'MaterializedView' ORDER BY name"
     ))
         .expect("views");
-    assert_eq!(views.trim(), "install_touches_mv");
+    assert_eq!(
+        views.lines().collect::<Vec<_>>(),
+        ["install_touches_mv", "settled_blocks_mv"]
+    );
     check_exact(&ch, &db, &events, "upgraded");
     settle_all(&ch, &sink).await;
     assert_eq!(
@@ -300,7 +303,7 @@ async fn an_interrupted_version_5_upgrade_keeps_every_settled_row() {
     .expect("a late row in the old table");
 
     let sink = writer::clickhouse_sink(&config(&nats, Some(&ch), None));
-    assert_eq!(sink.migrate().await.expect("version 5"), 1);
+    assert_eq!(sink.migrate().await.expect("versions 5 and 6"), 2);
     assert_eq!(sink.migrate().await.expect("again"), 0);
     assert_eq!(
         installs_final(&ch, &db),
