@@ -7,11 +7,13 @@
 #   2. version 3's `installs_final` is kept as `old.installs_final` (its own DDL, reading version 3's
 #      tables), with `old.events` a view of `telemetry.events`: a web on database `old` answers from the
 #      old layout, a web on `telemetry` from the new one, same binary, same ClickHouse;
-#   3. the upgrade to version 4 then to version 5 (a writer start each, CLICKHOUSE_MIGRATE_TO), each timed,
-#      with the count and a checksum of every column of `installs_final` before and after;
-#   4. each view uncached (X-Cache: miss) on the new web then on the old web, for periods 1, 30, 365 days
-#      (and all time where the view has it); a table of seconds and the ratio old / new. Above OLD_MAX
-#      events the old web is not asked (its 365-day views take minutes there): old_s is "-".
+#   3. the upgrade to version 4, 5 then 6 (a writer start each, CLICKHOUSE_MIGRATE_TO), each timed, with
+#      the count and a checksum of every column of `installs_final` before and after; then version 6's
+#      rollup job until every pass has a snapshot of every complete day (its time and ClickHouse's CPU);
+#   4. each view uncached (X-Cache: miss) on the new web, on a web of the new layout that reads every day
+#      from rows (ROLLUP_READS=false, "rows"), then on the old web, for periods 1, 30, 365 days (and all
+#      time where the view has it); a table of seconds and the ratios rows / new and old / new. Above
+#      OLD_MAX events the old web is not asked (its 365-day views take minutes there): old_s is "-".
 # The table's rows for one view across SIZES are the curve of its time against the events stored.
 # Then ClickHouse's CPU seconds per 1,000 inserted events (utime + stime of clickhouse-server from
 # /proc, around the writer's own insert of CPU_EVENTS events into a fresh database, background merges
@@ -24,7 +26,7 @@ cd "$ROOT"
 SIZES=${SIZES:-1000000 3000000 10000000}
 OLD_MAX=${OLD_MAX:-3000000}
 # The newest schema version of the writer.
-LATEST=5
+LATEST=6
 DAYS=${DAYS:-365}
 CPU_EVENTS=$((${CPU_EVENTS:-400000} / 4 * 4))
 
@@ -102,15 +104,32 @@ for EVENTS in $SIZES; do
     MIGRATED+=("v${version}_s=$took")
     merged
   done
+  # Version 6's rollups: a writer with the rollup job every second until every pass has a snapshot of
+  # every complete day (none changes meanwhile); its time and ClickHouse's CPU.
+  expected=$(chq "SELECT 5 * (intDiv(toUInt32(now()) - 3600, 86400) - intDiv(toUInt32(min(started_at)), 86400)) FROM telemetry.installs_settled")
+  started=$(date +%s.%N); ticks=$(cpu_ticks)
+  WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" SETTLE_INTERVAL_SECS=86400 ROLLUP_INTERVAL_SECS=1 \
+    NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$(free_port)" LOG_LEVEL=info \
+    "$BIN/telemetry-writer" >>"$WORK/writer.log" 2>&1 & roller=$!
+  for _ in $(seq 1 36000); do
+    [ "$(chq "SELECT count() FROM (SELECT pass, day FROM telemetry.day_rollup_index GROUP BY pass, day)")" -ge "$expected" ] && break
+    sleep 0.2
+  done
+  kill "$roller"; wait "$roller" 2>/dev/null || true
+  took=$(echo "$(date +%s.%N) - $started" | bc)
+  cpu=$(echo "scale=3; ($(cpu_ticks) - $ticks) / $(getconf CLK_TCK)" | bc)
+  echo "rollups of $expected days of passes: ${took}s, ClickHouse CPU ${cpu}s" >&2
+  MIGRATED+=("rollups_s=$took rollups_ch_cpu_s=$cpu days_of_passes=$expected")
   SUMMARY+=("events=$EVENTS migration ${MIGRATED[*]} installs_before_after=${BEFORE%% *} checksum_equal=yes")
 
-  NEW_PORT=$(free_port); OLD_PORT=$(free_port)
-  for pair in "telemetry $NEW_PORT" "old $OLD_PORT"; do
-    set -- $pair
+  NEW_PORT=$(free_port); ROWS_PORT=$(free_port); OLD_PORT=$(free_port)
+  for triple in "telemetry $NEW_PORT true" "telemetry $ROWS_PORT false" "old $OLD_PORT true"; do
+    set -- $triple
     WEB_LISTEN_ADDR="127.0.0.1:$2" WEB_OPS_ADDR="127.0.0.1:$(free_port)" CLICKHOUSE_URL="$CH_URL" CLICKHOUSE_DATABASE="$1" \
+      ROLLUP_READS="$3" \
       NATS_URL="nats://127.0.0.1:$NATS_PORT" CACHE_WARMUP=false CACHE_TTL_SECS=3600 CACHE_MAX_STALE_SECS=7200 \
       QUERY_TIMEOUT_SECS=600 REQUEST_TIMEOUT_MS=900000 LOG_LEVEL=warn \
-      "$BIN/telemetry-web" >"$WORK/web-$1.log" 2>&1 & PIDS+=($!)
+      "$BIN/telemetry-web" >"$WORK/web-$2.log" 2>&1 & PIDS+=($!)
     wait_http "http://127.0.0.1:$2/readyz"
   done
   APP=$(chq "SELECT nsapp FROM telemetry.installs_final GROUP BY nsapp ORDER BY count() DESC LIMIT 1")
@@ -123,18 +142,19 @@ for EVENTS in $SIZES; do
   VIEWS+=("/api/scripts?days=0")
   for view in "${VIEWS[@]}"; do
     times=()
-    ports=("$NEW_PORT")
+    ports=("$NEW_PORT" "$ROWS_PORT")
     [ "$EVENTS" -le "$OLD_MAX" ] && ports+=("$OLD_PORT")
     for port in "${ports[@]}"; do
       out=$(curl -fsS -o "$WORK/body" -D "$WORK/h" -w '%{time_total}' "http://127.0.0.1:$port$view")
       grep -qi '^x-cache: hit' "$WORK/h" && { echo "a cache hit for $view" >&2; exit 1; }
       times+=("$out")
     done
-    if [ "${#times[@]}" = 2 ]; then
-      ratio=$(echo "scale=1; ${times[1]} / ${times[0]}" | bc)
-      ROWS+=("$(printf '%-9s %-72s %8.3f %8.3f %7s' "$EVENTS" "$view" "${times[0]}" "${times[1]}" "$ratio")")
+    gain=$(echo "scale=1; ${times[1]} / ${times[0]}" | bc)
+    if [ "${#times[@]}" = 3 ]; then
+      ratio=$(echo "scale=1; ${times[2]} / ${times[0]}" | bc)
+      ROWS+=("$(printf '%-9s %-72s %8.3f %8.3f %7s %8.3f %7s' "$EVENTS" "$view" "${times[0]}" "${times[1]}" "$gain" "${times[2]}" "$ratio")")
     else
-      ROWS+=("$(printf '%-9s %-72s %8.3f %8s %7s' "$EVENTS" "$view" "${times[0]}" - -)")
+      ROWS+=("$(printf '%-9s %-72s %8.3f %8.3f %7s %8s %7s' "$EVENTS" "$view" "${times[0]}" "${times[1]}" "$gain" - -)")
     fi
     echo "${ROWS[-1]}" >&2
   done
@@ -178,7 +198,7 @@ for version in 3 "$LATEST"; do
 done
 
 echo "views benchmark ($(nproc) cores, release, all servers co-located; ClickHouse $(chq 'SELECT version()'))"
-printf '%-9s %-72s %8s %8s %7s\n' events view new_s old_s old/new
+printf '%-9s %-72s %8s %8s %7s %8s %7s\n' events view new_s rows_s rows/new old_s old/new
 printf '%s\n' "${ROWS[@]}"
 printf '%s\n' "${SUMMARY[@]}"
 echo "clickhouse_cpu_s_per_1k_events ${CPU[*]}"

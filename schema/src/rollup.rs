@@ -275,8 +275,29 @@ pub const BLOCKS_SQL: &str =
 
 /// The snapshots of a pass from `from` on: rows `day, changes, snapshot` (one per day and change count).
 /// Binds: the database, the pass name, `from`.
-pub const INDEX_SQL: &str = "SELECT day, changes, toUInt64(min(snapshot)) AS snapshot \
-FROM ?.day_rollup_index WHERE pass = ? AND day >= ? GROUP BY day, changes";
+pub const INDEX_SQL: &str = "SELECT day, days, changes, toUInt64(min(snapshot)) AS snapshot \
+FROM ?.day_rollup_index WHERE pass = ? AND day >= ? GROUP BY day, days, changes";
+
+/// Days of a span: [`SPAN_DAYS`] consecutive days from a multiple of it, whose day snapshots the rollup
+/// job also sums into one snapshot, so that a long period reads a few spans and the days at its edges.
+/// A span is valid while the change count of its last day is the one it was taken at (a change counts
+/// from its day on, so every day of the span is then unchanged).
+pub const SPAN_DAYS: u32 = 32;
+
+/// A span's snapshot from its days' snapshots, into `day_rollups`. Binds: the database, the pass name,
+/// the span's snapshot id, its first day, the database, the pass name, then day and snapshot of each of
+/// `pairs` day snapshots.
+pub fn span_sql(pairs: usize) -> String {
+    format!(
+        "INSERT INTO ?.day_rollups (pass, snapshot, day, repo_source, repo_slug, nsapp, dim, key, n, \
+         s0, s1, s2, s3, s4, s5, s6, s7) \
+         SELECT toString(?), toUInt64(?), toUInt32(?), repo_source, repo_slug, nsapp, dim, key, sum(n), \
+         sum(s0), sum(s1), sum(s2), sum(s3), sum(s4), sum(s5), sum(s6), sum(s7) \
+         FROM ?.day_rollups WHERE pass = ? AND (day, snapshot) IN ((0, 0){}) \
+         GROUP BY repo_source, repo_slug, nsapp, dim, key",
+        ", (?, ?)".repeat(pairs)
+    )
+}
 
 /// The first UTC day on which an install merged at read time (touched since the settle watermark)
 /// started, or `u32::MAX` when there is none; no day from it on can come from a snapshot. Binds: the
@@ -335,36 +356,46 @@ pub struct Plan {
     pub ranges: Vec<Range>,
 }
 
-/// Plans a read of the installs that started at or after `since`: a day comes from its snapshot when it
-/// lies wholly in the period, is [`complete`], is before `fresh` (the first day of an install merged at
-/// read time) and has a snapshot taken at its current change count (`snapshots`: `(day, changes) →
-/// snapshot`); every other second from `since` on is read from rows.
-pub fn plan(
-    since: i64,
-    now: i64,
-    fresh: u32,
-    changes: &Changes,
-    snapshots: &std::collections::HashMap<(u32, u64), u64>,
-) -> Plan {
+/// The listed snapshots of a pass: `(first day, days, change count) → snapshot`.
+pub type Listed = std::collections::HashMap<(u32, u32, u64), u64>;
+
+/// Plans a read of the installs that started at or after `since`: a span or a day comes from its
+/// snapshot when it lies wholly in the period, its last day is [`complete`] and before `fresh` (the
+/// first day of an install merged at read time), and it has a snapshot taken at the current change
+/// count of its last day; spans first, then days. Every other second from `since` on is read from rows.
+pub fn plan(since: i64, now: i64, fresh: u32, changes: &Changes, snapshots: &Listed) -> Plan {
     let since = since.max(0);
     let first = day_of(since + DAY - 1);
-    let mut taken = Vec::new();
+    let usable = |last: u32| complete(last, now) && last < fresh;
+    // (first day, days, snapshot)
+    let mut taken: Vec<(u32, u32, u64)> = Vec::new();
     let mut day = first;
-    while complete(day, now) && day < fresh {
-        if let Some(&id) = snapshots.get(&(day, changes.of(day))) {
-            taken.push((day, id));
+    while usable(day) {
+        if day % SPAN_DAYS == 0 {
+            let last = day + SPAN_DAYS - 1;
+            if usable(last) {
+                if let Some(&id) = snapshots.get(&(day, SPAN_DAYS, changes.of(last))) {
+                    taken.push((day, SPAN_DAYS, id));
+                    day += SPAN_DAYS;
+                    continue;
+                }
+            }
+        }
+        if let Some(&id) = snapshots.get(&(day, 1, changes.of(day))) {
+            taken.push((day, 1, id));
         }
         day += 1;
     }
     let mut ranges = Vec::new();
     let mut from = u32::try_from(since).unwrap_or(u32::MAX);
-    for &(day, _) in &taken {
+    for &(day, days, _) in &taken {
         let start = day.saturating_mul(DAY as u32);
         if start > from {
             ranges.push((from, start));
         }
-        from = start.saturating_add(DAY as u32);
+        from = day.saturating_add(days).saturating_mul(DAY as u32);
     }
+    let taken = taken.into_iter().map(|(day, _, id)| (day, id)).collect();
     ranges.push((from, u32::MAX));
     Plan {
         snapshots: taken,
@@ -394,6 +425,7 @@ mod tests {
             assert!(!rollup.contains('{'), "{rollup}");
         }
         assert_eq!(snapshots_sql(2).matches('?').count(), 7 + 4);
+        assert_eq!(span_sql(3).matches('?').count(), 6 + 6);
     }
 
     #[test]
@@ -411,13 +443,13 @@ mod tests {
             ),
             (0, 3, 3, 4, 4)
         );
-        let snapshots = HashMap::from([
-            ((94, 0), 11),
-            ((95, 3), 12),
-            ((96, 3), 13),
-            ((97, 3), 14), // taken before the day's last change
-            ((98, 4), 15),
-            ((99, 4), 16), // ended 2 h ago: complete
+        let snapshots: Listed = HashMap::from([
+            ((94, 1, 0), 11),
+            ((95, 1, 3), 12),
+            ((96, 1, 3), 13),
+            ((97, 1, 3), 14), // taken before the day's last change
+            ((98, 1, 4), 15),
+            ((99, 1, 4), 16), // ended 2 h ago: complete
         ]);
         // From the middle of day 94: its rest is rows; 97 is stale; 100 is today.
         let p = plan(94 * DAY + 10, now, u32::MAX, &changes, &snapshots);
@@ -438,5 +470,32 @@ mod tests {
         // All time.
         let p = plan(0, now, u32::MAX, &Changes::default(), &HashMap::new());
         assert_eq!(p.ranges, vec![(0, u32::MAX)]);
+    }
+
+    #[test]
+    fn a_plan_takes_a_span_only_while_its_last_day_is_unchanged() {
+        let d = |n: u32| n * DAY as u32;
+        let now = i64::from(d(3 * SPAN_DAYS + 2));
+        // Span 64..=95 and its days, span 32..=63 stale (a change on day 40 after it was taken).
+        let changes = Changes::new(vec![(40, 1)]);
+        let mut snapshots: Listed = HashMap::new();
+        snapshots.insert((32, SPAN_DAYS, 0), 100);
+        snapshots.insert((64, SPAN_DAYS, 1), 200);
+        for day in 30..96 {
+            snapshots.insert((day, 1, changes.of(day)), u64::from(day));
+        }
+        let p = plan(i64::from(d(30)), now, u32::MAX, &changes, &snapshots);
+        let mut want: Vec<(u32, u64)> = (30..64).map(|day| (day, u64::from(day))).collect();
+        want.push((64, 200));
+        assert_eq!(p.snapshots, want);
+        assert_eq!(p.ranges, vec![(d(96), u32::MAX)]);
+        // A period from the middle of the span: its days, not the span.
+        let p = plan(i64::from(d(70)), now, u32::MAX, &changes, &snapshots);
+        assert_eq!(p.snapshots.len(), 26);
+        assert_eq!(p.snapshots[0], (70, 70));
+        // An install merged at read time on day 90: the span is not used, its days up to 89 are.
+        let p = plan(i64::from(d(64)), now, 90, &changes, &snapshots);
+        assert_eq!(p.snapshots.len(), 26);
+        assert_eq!(p.ranges, vec![(d(90), u32::MAX)]);
     }
 }

@@ -67,6 +67,20 @@ pub(crate) fn ids_in(n: usize) -> String {
     format!("execution_id IN ({})", placeholders(n))
 }
 
+/// The starts of the windows a "latest N" read of the period from `since` tries in turn: the last day,
+/// week and 30 days, then the whole period. Where a window already holds N rows, they are the period's
+/// latest N (every row outside it is older than every row in it), and the read stays in the partitions
+/// or granules of that window.
+pub(crate) fn windows(since: i64, now: i64) -> Vec<i64> {
+    let mut out: Vec<i64> = [86_400, 7 * 86_400, 30 * 86_400]
+        .iter()
+        .map(|w| now - w)
+        .filter(|&start| start > since)
+        .collect();
+    out.push(since);
+    out
+}
+
 /// When the installs a lookup reads started, as far as the caller knows. `installs_settled` is ordered
 /// by `(started_at, execution_id)`, so a known start turns the lookup into a few granules' read.
 #[derive(Debug, Clone, Copy)]
@@ -492,30 +506,33 @@ impl Db {
         let repo = scope.repo.sql_value();
         let slug = scope.slug.sql_value();
         let app = app.unwrap_or("");
-        let fut = self
-            .query(&format!(
-                "SELECT execution_id, toUInt64(max(received_ms)) AS at FROM ?.events \
-                 WHERE received_at >= toDateTime(?) AND status IN {FINAL_FAILURES} \
-                 AND (? = '' OR repo_source = ?) AND (? = '' OR repo_slug = ?) AND (? = '' OR nsapp = ?) \
-                 AND (? = 0 OR synthetic = 1) \
-                 GROUP BY execution_id ORDER BY at DESC, execution_id LIMIT ?"
-            ))
-            .bind(since)
-            .bind(repo)
-            .bind(repo)
-            .bind(slug)
-            .bind(slug)
-            .bind(app)
-            .bind(app)
-            .bind(u8::from(timed_out_only))
-            .bind(limit * 2)
-            .fetch_all::<Candidate>();
-        let ids: Vec<String> = self
-            .timed("failure_candidates", fut)
-            .await?
-            .into_iter()
-            .map(|c| c.execution_id)
-            .collect();
+        let wanted = limit * 2;
+        let mut found = Vec::new();
+        for start in windows(since, now) {
+            let fut = self
+                .query(&format!(
+                    "SELECT execution_id, toUInt64(max(received_ms)) AS at FROM ?.events \
+                     WHERE received_at >= toDateTime(?) AND status IN {FINAL_FAILURES} \
+                     AND (? = '' OR repo_source = ?) AND (? = '' OR repo_slug = ?) AND (? = '' OR nsapp = ?) \
+                     AND (? = 0 OR synthetic = 1) \
+                     GROUP BY execution_id ORDER BY at DESC, execution_id LIMIT ?"
+                ))
+                .bind(start)
+                .bind(repo)
+                .bind(repo)
+                .bind(slug)
+                .bind(slug)
+                .bind(app)
+                .bind(app)
+                .bind(u8::from(timed_out_only))
+                .bind(wanted)
+                .fetch_all::<Candidate>();
+            found = self.timed("failure_candidates", fut).await?;
+            if found.len() as u64 >= wanted {
+                break;
+            }
+        }
+        let ids: Vec<String> = found.into_iter().map(|c| c.execution_id).collect();
         if ids.is_empty() {
             return Ok(Vec::new());
         }

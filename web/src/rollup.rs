@@ -70,7 +70,7 @@ impl Db {
             .query(rollup::INDEX_SQL)
             .bind(pass.name)
             .bind(first)
-            .fetch_all::<(u32, u64, u64)>();
+            .fetch_all::<(u32, u32, u64, u64)>();
         let fresh = self
             .query(rollup::FRESH_SQL)
             .bind(self.identifier())
@@ -83,10 +83,10 @@ impl Db {
         );
         match found {
             Ok((blocks, index, fresh)) => {
-                let snapshots = index
+                let snapshots: rollup::Listed = index
                     .into_iter()
-                    .map(|(day, changes, snapshot)| ((day, changes), snapshot))
-                    .collect::<HashMap<_, _>>();
+                    .map(|(day, days, changes, snapshot)| ((day, days, changes), snapshot))
+                    .collect();
                 rollup::plan(since, now, fresh, &Changes::new(blocks), &snapshots)
             }
             Err(e) => {

@@ -170,13 +170,18 @@ fn derive(mut rows: Vec<DimRow>) -> Vec<DimRow> {
 
 /// Binds the scope after the database identifier: start, repo, repo, slug, slug.
 fn bind_scope(q: clickhouse::query::Query, scope: &Scope, now: i64) -> clickhouse::query::Query {
+    bind_scope_from(q, scope, scope.days.since(now))
+}
+
+/// [`bind_scope`] with another start (a window of the period).
+fn bind_scope_from(
+    q: clickhouse::query::Query,
+    scope: &Scope,
+    start: i64,
+) -> clickhouse::query::Query {
     let repo = scope.repo.sql_value();
     let slug = scope.slug.sql_value();
-    q.bind(scope.days.since(now))
-        .bind(repo)
-        .bind(repo)
-        .bind(slug)
-        .bind(slug)
+    q.bind(start).bind(repo).bind(repo).bind(slug).bind(slug)
 }
 
 fn bind_records(
@@ -276,10 +281,17 @@ impl LegacyDb {
              AND (? = 0 OR status IN ('failed', 'aborted')) \
              ORDER BY started_at DESC, execution_id LIMIT ?"
         );
-        let q = bind_scope(self.db.query(&sql), scope, now)
-            .bind(u8::from(failures_only))
-            .bind(limit);
-        let (ids, started) = split(self.db.timed("legacy_newest", q.fetch_all::<Id>()).await?);
+        let mut found = Vec::new();
+        for start in crate::db::windows(scope.days.since(now), now) {
+            let q = bind_scope_from(self.db.query(&sql), scope, start)
+                .bind(u8::from(failures_only))
+                .bind(limit);
+            found = self.db.timed("legacy_newest", q.fetch_all::<Id>()).await?;
+            if found.len() as u64 >= limit {
+                break;
+            }
+        }
+        let (ids, started) = split(found);
         let mut rows = self
             .rows_by_id("legacy_newest_rows", &ids, &started)
             .await?;

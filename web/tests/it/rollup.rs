@@ -46,12 +46,14 @@ fn fresh(stack: &Stack) -> u64 {
     stack.count(&rollup::FRESH_SQL.replace("?.", "telemetry."))
 }
 
-/// The days of passes that have no snapshot at their current change count (empty: all rolled up).
+/// The days and spans of passes that have no snapshot at the current change count (empty: all rolled
+/// up). The seeds reach 45 days back, so every pass has at least one complete span.
 fn missing(stack: &Stack) -> Vec<String> {
     let now = stack.count("SELECT toUInt32(now())") as i64;
     let first = stack.count(
         "SELECT toUInt64(intDiv(toUInt32(min(started_at)), 86400)) FROM telemetry.installs_settled",
     ) as u32;
+    let first = first - first % rollup::SPAN_DAYS;
     let blocks = stack
         .pairs("SELECT toString(low), toUInt64(sum(blocks)) FROM telemetry.settled_blocks GROUP BY low")
         .into_iter()
@@ -60,8 +62,8 @@ fn missing(stack: &Stack) -> Vec<String> {
     let changes = Changes::new(blocks);
     let listed: HashSet<String> = stack
         .pairs(
-            "SELECT concat(pass, ' ', toString(day), ' ', toString(changes)), toUInt64(1) \
-             FROM telemetry.day_rollup_index",
+            "SELECT concat(pass, ' ', toString(day), ' ', toString(days), ' ', toString(changes)), \
+             toUInt64(1) FROM telemetry.day_rollup_index",
         )
         .into_iter()
         .map(|(k, _)| k)
@@ -70,11 +72,25 @@ fn missing(stack: &Stack) -> Vec<String> {
     for pass in PASSES {
         let mut day = first;
         while rollup::complete(day, now) {
-            let key = format!("{} {day} {}", pass.name, changes.of(day));
+            let key = format!("{} {day} 1 {}", pass.name, changes.of(day));
             if !listed.contains(&key) {
                 out.push(key);
             }
             day += 1;
+        }
+        let mut span = first;
+        while rollup::complete(span + rollup::SPAN_DAYS - 1, now) {
+            let last = span + rollup::SPAN_DAYS - 1;
+            let key = format!(
+                "{} {span} {} {}",
+                pass.name,
+                rollup::SPAN_DAYS,
+                changes.of(last)
+            );
+            if !listed.contains(&key) {
+                out.push(key);
+            }
+            span += rollup::SPAN_DAYS;
         }
     }
     out

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clickhouse::sql::Identifier;
 use tokio::task::JoinHandle;
 
-use ::schema::rollup::{self, Changes, Pass, PASSES};
+use ::schema::rollup::{self, Changes, Listed, Pass, PASSES, SPAN_DAYS};
 
 use super::{ChError, ClickHouseSink};
 
@@ -28,12 +28,15 @@ pub struct Rolled {
     pub listed: u64,
     /// Days of passes taken but not listed (their day changed meanwhile); the next run takes them again.
     pub dropped: u64,
+    /// Spans of passes summed from their days and listed.
+    pub spans: u64,
 }
 
 #[derive(clickhouse::Row, serde::Serialize)]
 struct IndexRow<'a> {
     pass: &'a str,
     day: u32,
+    days: u32,
     changes: u64,
     snapshot: u64,
 }
@@ -76,9 +79,9 @@ impl ClickHouseSink {
         Ok(pending > 0)
     }
 
-    /// The `(day, changes)` of every listed snapshot of `pass` from `from` on.
-    async fn listed(&self, pass: &Pass, from: u32) -> Result<HashSet<(u32, u64)>, ChError> {
-        let rows: Vec<(u32, u64, u64)> = self
+    /// The listed snapshots of `pass` from `from` on.
+    async fn listed(&self, pass: &Pass, from: u32) -> Result<Listed, ChError> {
+        let rows: Vec<(u32, u32, u64, u64)> = self
             .client
             .query(rollup::INDEX_SQL)
             .bind(Identifier(&self.database))
@@ -86,7 +89,25 @@ impl ClickHouseSink {
             .bind(from)
             .fetch_all()
             .await?;
-        Ok(rows.into_iter().map(|(d, c, _)| (d, c)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(day, days, changes, snapshot)| ((day, days, changes), snapshot))
+            .collect())
+    }
+
+    /// Lists `rows` in `day_rollup_index`.
+    async fn list(&self, rows: &[IndexRow<'_>]) -> Result<(), ChError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert(&format!("`{}`.day_rollup_index", self.database))?;
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+        Ok(())
     }
 
     /// Takes the snapshots missing at the days' current change counts (see the module). Does nothing
@@ -109,6 +130,8 @@ impl ClickHouseSink {
             return Ok(done);
         }
         let now = i64::from(now);
+        // From the first day of its span: a span's days before the first install are empty snapshots.
+        let first = first - first % SPAN_DAYS;
         let changes = self.day_changes().await?;
         let fresh = self.fresh_day().await?;
         let mut days: Vec<u32> = (first..fresh)
@@ -121,15 +144,72 @@ impl ClickHouseSink {
             let stale: Vec<u32> = days
                 .iter()
                 .copied()
-                .filter(|&d| !listed.contains(&(d, changes.of(d))))
+                .filter(|&d| !listed.contains_key(&(d, 1, changes.of(d))))
                 .collect();
             for batch in runs(&stale) {
                 let (taken, dropped) = self.take(pass, &batch, &changes, now).await?;
                 done.listed += taken;
                 done.dropped += dropped;
             }
+            // The spans whose days are all listed now.
+            let listed = self.listed(pass, first).await?;
+            let complete: HashSet<u32> = days.iter().copied().collect();
+            let mut span = first;
+            while complete.contains(&(span + SPAN_DAYS - 1)) {
+                let last = span + SPAN_DAYS - 1;
+                if !listed.contains_key(&(span, SPAN_DAYS, changes.of(last))) {
+                    let parts: Option<Vec<(u32, u64)>> = (span..=last)
+                        .map(|d| listed.get(&(d, 1, changes.of(d))).map(|&id| (d, id)))
+                        .collect();
+                    if let Some(parts) = parts {
+                        if self.sum_span(pass, span, &parts, &changes).await? {
+                            done.spans += 1;
+                        }
+                    }
+                }
+                span += SPAN_DAYS;
+            }
         }
         Ok(done)
+    }
+
+    /// Sums the day snapshots `parts` of the span from `span` into one snapshot and lists it, unless
+    /// its last day changed meanwhile. True when listed.
+    async fn sum_span(
+        &self,
+        pass: &Pass,
+        span: u32,
+        parts: &[(u32, u64)],
+        before: &Changes,
+    ) -> Result<bool, ChError> {
+        let last = span + SPAN_DAYS - 1;
+        let snapshot = uuid::Uuid::now_v7().as_u64_pair().1 | 1;
+        let mut query = self
+            .client
+            .query(&rollup::span_sql(parts.len()))
+            .bind(Identifier(&self.database))
+            .bind(pass.name)
+            .bind(snapshot)
+            .bind(span)
+            .bind(Identifier(&self.database))
+            .bind(pass.name);
+        for &(day, id) in parts {
+            query = query.bind(day).bind(id);
+        }
+        query.execute().await?;
+        let after = self.day_changes().await?;
+        if after.of(last) != before.of(last) || self.deleting().await? {
+            return Ok(false);
+        }
+        self.list(&[IndexRow {
+            pass: pass.name,
+            day: span,
+            days: SPAN_DAYS,
+            changes: before.of(last),
+            snapshot,
+        }])
+        .await?;
+        Ok(true)
     }
 
     /// Takes one snapshot of `pass` for the consecutive `days` (newest first) and lists the days that
@@ -151,6 +231,8 @@ impl ClickHouseSink {
         let mut query = self
             .client
             .query(&pass.rollup_sql())
+            // The days' filter reaches the settled rows' sorting key inside `installs_final`.
+            .with_option("enable_optimize_predicate_expression", "1")
             .bind(Identifier(&self.database))
             .bind(pass.name)
             .bind(snapshot)
@@ -175,20 +257,13 @@ impl ClickHouseSink {
             .map(|&day| IndexRow {
                 pass: pass.name,
                 day,
+                days: 1,
                 changes: before.of(day),
                 snapshot,
             })
             .collect();
+        self.list(&keep).await?;
         let listed = keep.len() as u64;
-        if !keep.is_empty() {
-            let mut insert = self
-                .client
-                .insert(&format!("`{}`.day_rollup_index", self.database))?;
-            for row in &keep {
-                insert.write(row).await?;
-            }
-            insert.end().await?;
-        }
         Ok((listed, days.len() as u64 - listed))
     }
 }
@@ -216,10 +291,11 @@ pub fn spawn(sink: ClickHouseSink, every: Duration) -> JoinHandle<()> {
             match sink.rollup().await {
                 Ok(done) => {
                     ::metrics::counter!(crate::metrics::ROLLUP_DAYS).increment(done.listed);
-                    if done.listed + done.dropped > 0 {
+                    if done.listed + done.dropped + done.spans > 0 {
                         tracing::info!(
                             listed = done.listed,
                             dropped = done.dropped,
+                            spans = done.spans,
                             seconds = started.elapsed().as_secs_f64(),
                             "rollup: days of passes taken"
                         );

@@ -927,10 +927,12 @@ const DAY_ROLLUPS: &str = "CREATE TABLE IF NOT EXISTS ?.day_rollups (
 ) ENGINE = MergeTree
 ORDER BY (pass, nsapp, day, snapshot)";
 
-/// The complete snapshots: a day of a pass, the day's change count it was taken at, and its id.
+/// The complete snapshots: the first day and the number of days (1, or a span of
+/// `schema::rollup::SPAN_DAYS`) of a pass, the change count of its last day it was taken at, and its id.
 const DAY_ROLLUP_INDEX: &str = "CREATE TABLE IF NOT EXISTS ?.day_rollup_index (
     pass String,
     day UInt32,
+    days UInt32,
     changes UInt64,
     snapshot UInt64,
     taken_at DateTime DEFAULT now()
