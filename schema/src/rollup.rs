@@ -163,8 +163,9 @@ const LEGACY_SUMS: &str = "
     toUInt64(0) AS s7";
 
 /// The running service's dashboard (`status`, `app`, `type`, `tool` and `addon` are summed up from
-/// `app_type_status` by the web). Composite keys are joined by a tab (ingest strips control characters
-/// from names).
+/// `app_type_status` by the web, the failure patterns from `pattern_app`: failed installs per error
+/// signature and app). Composite keys are joined by a tab (ingest strips control characters from
+/// names; a signature's own tabs come before the last one).
 pub const LEGACY_DASHBOARD: Pass = Pass {
     name: "legacy_dashboard",
     per_app: false,
@@ -178,7 +179,8 @@ pub const LEGACY_DASHBOARD: Pass = Pass {
     ('category', if(status = 'failed', ifNull(error_category, 'unknown'), '')),
     ('slug', ifNull(repo_slug, '')),
     ('day_status', concat(day, '\\t', status)),
-    ('app_type_status', concat(nsapp, '\\t', type, '\\t', status))",
+    ('app_type_status', concat(nsapp, '\\t', type, '\\t', status)),
+    ('pattern_app', if(status = 'failed' AND ifNull(error_signature, '') != '', concat(ifNull(error_signature, ''), '\\t', nsapp), ''))",
     sums: LEGACY_SUMS,
 };
 
@@ -371,7 +373,7 @@ pub fn plan(since: i64, now: i64, fresh: u32, changes: &Changes, snapshots: &Lis
     let mut taken: Vec<(u32, u32, u64)> = Vec::new();
     let mut day = first;
     while usable(day) {
-        if day % SPAN_DAYS == 0 {
+        if day.is_multiple_of(SPAN_DAYS) {
             let last = day + SPAN_DAYS - 1;
             if usable(last) {
                 if let Some(&id) = snapshots.get(&(day, SPAN_DAYS, changes.of(last))) {

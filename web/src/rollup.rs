@@ -142,6 +142,59 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Every install of the repo and slug filters, whatever the period, from the snapshots of `pass`
+    /// (whose dimension `dim` has every install once) and the rows of the seconds they do not cover;
+    /// `None` when no snapshot can be used (the caller then counts the rows).
+    pub async fn installs_of_all_time(
+        &self,
+        pass: &Pass,
+        dim: &str,
+        filter: Filter<'_>,
+        now: i64,
+    ) -> Result<Option<u64>, DbError> {
+        let plan = self.plan(pass, 0, now).await;
+        if plan.snapshots.is_empty() {
+            return Ok(None);
+        }
+        let mut taken = self
+            .query(&format!(
+                "SELECT toUInt64(sum(n)) FROM ?.day_rollups WHERE pass = ? AND nsapp = '' AND dim = ? \
+                 AND (? = '' OR repo_source = ?) AND (? = '' OR repo_slug = ?) \
+                 AND (day, snapshot) IN ((0, 0){})",
+                ", (?, ?)".repeat(plan.snapshots.len())
+            ))
+            .bind(pass.name)
+            .bind(dim)
+            .bind(filter.repo)
+            .bind(filter.repo)
+            .bind(filter.slug)
+            .bind(filter.slug);
+        for &(day, snapshot) in &plan.snapshots {
+            taken = taken.bind(day).bind(snapshot);
+        }
+        let mut rows = self.query(&format!(
+            "SELECT toUInt64(count()) FROM ?.installs_final WHERE ({}) \
+             AND (? = '' OR repo_source = ?) AND (? = '' OR ifNull(repo_slug, '') = ?)",
+            vec!["(started_at >= toDateTime(?) AND started_at < toDateTime(?))"; plan.ranges.len()]
+                .join(" OR ")
+        ));
+        for &(from, to) in &plan.ranges {
+            rows = rows.bind(from).bind(to);
+        }
+        rows = rows
+            .bind(filter.repo)
+            .bind(filter.repo)
+            .bind(filter.slug)
+            .bind(filter.slug);
+        let (taken, rows) = tokio::try_join!(
+            self.timed("rollup_all_snapshots", taken.fetch_one::<u64>()),
+            self.timed("rollup_all_rows", rows.fetch_one::<u64>())
+        )?;
+        Ok(Some(taken + rows))
+    }
+}
+
 /// The rows of both parts, summed per `(dim, key)`.
 fn sum(rows: Vec<PassRow>, more: Vec<PassRow>) -> Vec<PassRow> {
     let mut out: HashMap<(String, String), PassRow> = HashMap::with_capacity(rows.len());

@@ -96,7 +96,9 @@ pub struct RecordRow {
     pub started_at: u32,
 }
 
-#[derive(Debug, clickhouse::Row, Deserialize)]
+/// A failure pattern: an error signature, its failed installs, how many apps they hit and the first
+/// ten of those apps (sorted, joined by `, `).
+#[derive(Debug, PartialEq, Eq)]
 pub struct PatternRow {
     pub pattern: String,
     pub n: u64,
@@ -168,6 +170,33 @@ fn derive(mut rows: Vec<DimRow>) -> Vec<DimRow> {
     rows
 }
 
+/// The 15 most frequent signatures of failed installs, with how many apps they hit, from the dashboard
+/// pass's `pattern_app` keys (`signature\tapp`, failed installs of each).
+pub fn patterns(pattern_app: &[(String, u64)]) -> Vec<PatternRow> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut by: BTreeMap<&str, (u64, BTreeSet<&str>)> = BTreeMap::new();
+    for (key, n) in pattern_app {
+        let Some((pattern, app)) = key.rsplit_once('\t') else {
+            continue;
+        };
+        let e = by.entry(pattern).or_default();
+        e.0 += n;
+        e.1.insert(app);
+    }
+    let mut out: Vec<PatternRow> = by
+        .into_iter()
+        .map(|(pattern, (n, apps))| PatternRow {
+            pattern: pattern.to_owned(),
+            n,
+            unique_apps: apps.len() as u64,
+            apps: apps.into_iter().take(10).collect::<Vec<_>>().join(", "),
+        })
+        .collect();
+    out.sort_by(|a, b| b.n.cmp(&a.n).then_with(|| a.pattern.cmp(&b.pattern)));
+    out.truncate(15);
+    out
+}
+
 /// Binds the scope after the database identifier: start, repo, repo, slug, slug.
 fn bind_scope(q: clickhouse::query::Query, scope: &Scope, now: i64) -> clickhouse::query::Query {
     bind_scope_from(q, scope, scope.days.since(now))
@@ -229,8 +258,38 @@ impl LegacyDb {
     }
 
     pub async fn dashboard_dims(&self, scope: &Scope, now: i64) -> Result<Dims, DbError> {
+        let (mut dims, all) = tokio::try_join!(
+            self.pass(&schema::rollup::LEGACY_DASHBOARD, scope, now),
+            self.all_installs(scope, now)
+        )?;
+        dims.set_single("all", "all", all);
+        Ok(dims)
+    }
+
+    /// Every install of the repo filter, whatever the period (the dashboard's `all`): from the rollups
+    /// of the dashboard pass (`app_type_status` has every install once) where they can be used, else
+    /// counted.
+    async fn all_installs(&self, scope: &Scope, now: i64) -> Result<u64, DbError> {
         let repo = scope.repo.sql_value();
         let slug = scope.slug.sql_value();
+        let filter = crate::rollup::Filter {
+            since: 0,
+            repo,
+            slug,
+            app: "",
+        };
+        let rolled = self
+            .db
+            .installs_of_all_time(
+                &schema::rollup::LEGACY_DASHBOARD,
+                "app_type_status",
+                filter,
+                now,
+            )
+            .await?;
+        if let Some(all) = rolled {
+            return Ok(all);
+        }
         let all = self
             .db
             .raw(ALL_INSTALLS)
@@ -240,31 +299,11 @@ impl LegacyDb {
             .bind(slug)
             .bind(slug)
             .fetch_one::<u64>();
-        let (mut dims, all) = tokio::try_join!(
-            self.pass(&schema::rollup::LEGACY_DASHBOARD, scope, now),
-            self.db.timed("legacy_all", all)
-        )?;
-        dims.set_single("all", "all", all);
-        Ok(dims)
+        self.db.timed("legacy_all", all).await
     }
 
     pub async fn errors_dims(&self, scope: &Scope, now: i64) -> Result<Dims, DbError> {
         self.pass(&schema::rollup::LEGACY_ERRORS, scope, now).await
-    }
-
-    /// The 15 most frequent signatures of failed installs, with how many apps they hit.
-    pub async fn patterns(&self, scope: &Scope, now: i64) -> Result<Vec<PatternRow>, DbError> {
-        let sql = format!(
-            "SELECT pattern, toUInt64(count()) AS n, toUInt64(uniqExact(nsapp)) AS unique_apps, \
-             arrayStringConcat(arraySlice(arraySort(groupUniqArray(nsapp)), 1, 10), ', ') AS apps \
-             FROM (SELECT ifNull(error_signature, '') AS pattern, nsapp FROM ?.installs_final \
-                   WHERE {SCOPE_FILTER} AND status = 'failed') \
-             WHERE pattern != '' GROUP BY pattern ORDER BY n DESC, pattern LIMIT 15"
-        );
-        let q = bind_scope(self.db.query(&sql), scope, now);
-        self.db
-            .timed("legacy_patterns", q.fetch_all::<PatternRow>())
-            .await
     }
 
     /// The newest installs of the scope (`failures_only`: failed and aborted ones), newest first.
@@ -425,6 +464,54 @@ mod tests {
 
     /// `status`, `app`, `type`, `tool` and `addon` add up from `app_type_status`, the durations go to
     /// `status` only, and an empty part is no key.
+    #[test]
+    fn patterns_count_failed_installs_and_apps_per_signature() {
+        let keys = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+            pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+        };
+        let mut rows = vec![
+            ("sig a\tz-app", 1),
+            ("sig a\ta-app", 2),
+            ("tab\tin sig\tb", 3),
+        ];
+        for i in 0..12 {
+            rows.push((Box::leak(format!("many\tapp{i:02}").into_boxed_str()), 1));
+        }
+        for i in 0..20 {
+            rows.push((Box::leak(format!("small {i:02}\tx").into_boxed_str()), 1));
+        }
+        let got = patterns(&keys(&rows));
+        assert_eq!(got.len(), 15);
+        assert_eq!(
+            got[0],
+            PatternRow {
+                pattern: "many".into(),
+                n: 12,
+                unique_apps: 12,
+                apps: (0..10)
+                    .map(|i| format!("app{i:02}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+        );
+        assert_eq!(
+            (
+                got[1].pattern.as_str(),
+                got[1].n,
+                got[1].unique_apps,
+                got[1].apps.as_str()
+            ),
+            ("sig a", 3, 2, "a-app, z-app")
+        );
+        assert_eq!(
+            (got[2].pattern.as_str(), got[2].apps.as_str()),
+            ("tab\tin sig", "b")
+        );
+        // Ties by signature.
+        assert_eq!(got[3].pattern, "small 00");
+        assert_eq!(got[14].pattern, "small 11");
+    }
+
     #[test]
     fn derived_dimensions_sum_up_app_type_status() {
         let rows = derive(vec![

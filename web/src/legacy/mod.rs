@@ -77,13 +77,14 @@ impl LegacyCaches {
     }
 }
 
-/// `/api/dashboard`: three reads at once (the counts pass, the failure patterns, the 20 newest installs).
+/// `/api/dashboard`: two reads at once (the counts pass, with the failure patterns, and the 20 newest
+/// installs).
 pub async fn dashboard(db: &LegacyDb, scope: Scope, now: i64) -> Result<Dashboard, DbError> {
-    let (dims, patterns, recent) = tokio::try_join!(
+    let (dims, recent) = tokio::try_join!(
         db.dashboard_dims(&scope, now),
-        db.patterns(&scope, now),
         db.newest(&scope, now, false, RECENT_RECORDS)
     )?;
+    let patterns = crate::legacy::db::patterns(dims.list("pattern_app"));
     let recent = recent.into_iter().map(|r| db.record(r)).collect();
     Ok(Dashboard::build(&dims, scope.days, now, patterns, recent))
 }
