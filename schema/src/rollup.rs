@@ -23,7 +23,8 @@ pub const DAY: i64 = 86_400;
 /// Installs not final this long after their first event count as stuck (the `stuck` dimensions).
 pub const STUCK_AFTER_SECS: i64 = 3600;
 
-/// One pass: which columns of `installs_final` it reads, its dimensions and its sums.
+/// One pass: which columns of `installs_final` it reads, its dimensions and its sums. Every row of a pass
+/// also carries `first`, the earliest start of its key's installs.
 #[derive(Debug)]
 pub struct Pass {
     /// Its name in `day_rollups.pass`.
@@ -41,7 +42,8 @@ pub struct Pass {
 /// a rollup; `{range}` is one or more start-time ranges. Binds, in order: `{keys}`'s, the database, two
 /// per range, repo twice, slug twice, app twice, then the stuck cut-off if the pass has one.
 const TEMPLATE: &str = "
-SELECT {keys}toString(d.1) AS dim, toString(ifNull(d.2, '')) AS key, toUInt64(count()) AS n, {sums}
+SELECT {keys}toString(d.1) AS dim, toString(ifNull(d.2, '')) AS key, toUInt64(count()) AS n, {sums},
+    toUInt32(min(toUInt32(started_at))) AS first
 FROM (
     SELECT {columns}, repo_source, ifNull(repo_slug, '') AS rollup_slug
     FROM ?.installs_final
@@ -203,13 +205,28 @@ pub const LEGACY_ERRORS: Pass = Pass {
     sums: LEGACY_SUMS,
 };
 
+/// The scripts view: installs per app and type, with their outcomes (`s0` success, `s1` failed, `s2`
+/// aborted, `s3` not final) and, in `first`, the first start of each key.
+pub const SCRIPTS: Pass = Pass {
+    name: "scripts",
+    per_app: false,
+    stuck: false,
+    columns: "status, nsapp, type, is_final, started_at",
+    dims: "('app_type', concat(nsapp, '\\t', type))",
+    sums: "
+    toUInt64(sum(status = 'success')) AS s0, toUInt64(sum(status = 'failed')) AS s1,
+    toUInt64(sum(status = 'aborted')) AS s2, toUInt64(sum(is_final = 0)) AS s3,
+    toUInt64(0) AS s4, toUInt64(0) AS s5, toUInt64(0) AS s6, toUInt64(0) AS s7",
+};
+
 /// Every pass with rollups.
-pub const PASSES: [&Pass; 5] = [
+pub const PASSES: [&Pass; 6] = [
     &API_OVERVIEW,
     &API_FAILURES,
     &API_APP,
     &LEGACY_DASHBOARD,
     &LEGACY_ERRORS,
+    &SCRIPTS,
 ];
 
 /// Start times `[from, to)` in Unix seconds.
@@ -245,7 +262,7 @@ impl Pass {
         let keys = KEYS.replace("{app}", if self.per_app { "nsapp" } else { "''" });
         format!(
             "INSERT INTO ?.day_rollups (pass, snapshot, day, repo_source, repo_slug, nsapp, dim, key, n, \
-             s0, s1, s2, s3, s4, s5, s6, s7) {}",
+             s0, s1, s2, s3, s4, s5, s6, s7, first) {}",
             self.fill(&keys, GROUP, 1)
         )
     }
@@ -258,7 +275,7 @@ pub fn snapshots_sql(pairs: usize) -> String {
     format!(
         "SELECT dim, key, toUInt64(sum(n)) AS n, toUInt64(sum(s0)) AS s0, toUInt64(sum(s1)) AS s1, \
          toUInt64(sum(s2)) AS s2, toUInt64(sum(s3)) AS s3, toUInt64(sum(s4)) AS s4, toUInt64(sum(s5)) AS s5, \
-         toUInt64(sum(s6)) AS s6, toUInt64(sum(s7)) AS s7 \
+         toUInt64(sum(s6)) AS s6, toUInt64(sum(s7)) AS s7, toUInt32(min(first)) AS first \
          FROM ?.day_rollups \
          WHERE pass = ? AND nsapp = ? AND (? = '' OR repo_source = ?) AND (? = '' OR repo_slug = ?) \
          AND (day, snapshot) IN ((0, 0){}) \
@@ -292,9 +309,9 @@ pub const SPAN_DAYS: u32 = 32;
 pub fn span_sql(pairs: usize) -> String {
     format!(
         "INSERT INTO ?.day_rollups (pass, snapshot, day, repo_source, repo_slug, nsapp, dim, key, n, \
-         s0, s1, s2, s3, s4, s5, s6, s7) \
+         s0, s1, s2, s3, s4, s5, s6, s7, first) \
          SELECT toString(?), toUInt64(?), toUInt32(?), repo_source, repo_slug, nsapp, dim, key, sum(n), \
-         sum(s0), sum(s1), sum(s2), sum(s3), sum(s4), sum(s5), sum(s6), sum(s7) \
+         sum(s0), sum(s1), sum(s2), sum(s3), sum(s4), sum(s5), sum(s6), sum(s7), min(first) \
          FROM ?.day_rollups WHERE pass = ? AND (day, snapshot) IN ((0, 0){}) \
          GROUP BY repo_source, repo_slug, nsapp, dim, key",
         ", (?, ?)".repeat(pairs)

@@ -25,6 +25,8 @@ pub struct PassRow {
     pub s5: u64,
     pub s6: u64,
     pub s7: u64,
+    /// The earliest start (Unix seconds) of the key's installs.
+    pub first: u32,
 }
 
 impl PassRow {
@@ -38,6 +40,7 @@ impl PassRow {
         self.s5 += o.s5;
         self.s6 += o.s6;
         self.s7 += o.s7;
+        self.first = self.first.min(o.first);
     }
 }
 
@@ -226,6 +229,7 @@ mod tests {
             s5: 0,
             s6: 0,
             s7: 2,
+            first: s0 as u32,
         }
     }
 
@@ -241,14 +245,24 @@ mod tests {
         out.sort_by(|a, b| (&a.dim, &a.key).cmp(&(&b.dim, &b.key)));
         let got: Vec<_> = out
             .iter()
-            .map(|r| (r.dim.as_str(), r.key.as_str(), r.n, r.s0, r.s1, r.s7))
+            .map(|r| {
+                (
+                    r.dim.as_str(),
+                    r.key.as_str(),
+                    r.n,
+                    r.s0,
+                    r.s1,
+                    r.s7,
+                    r.first,
+                )
+            })
             .collect();
         assert_eq!(
             got,
             vec![
-                ("app", "a", 1, 0, 1, 2),
-                ("status", "failed", 1, 0, 1, 2),
-                ("status", "success", 5, 15, 2, 4),
+                ("app", "a", 1, 0, 1, 2, 0),
+                ("status", "failed", 1, 0, 1, 2, 0),
+                ("status", "success", 5, 15, 2, 4, 5),
             ]
         );
     }

@@ -175,21 +175,6 @@ struct RecentRow {
 
 /// The period is bound through a one-element `ARRAY JOIN` so that the database identifier stays the first
 /// `?` of the text (the one [`Db::query`] binds).
-const SCRIPTS_SQL: &str = "
-SELECT nsapp AS app, type AS kind,
-    toUInt64(countIf(started_at >= since)) AS total,
-    toUInt64(countIf(started_at >= since AND status = 'success')) AS success,
-    toUInt64(countIf(started_at >= since AND status = 'failed')) AS failed,
-    toUInt64(countIf(started_at >= since AND status = 'aborted')) AS aborted,
-    toUInt64(countIf(started_at >= since AND is_final = 0)) AS installing,
-    toUInt32(toUnixTimestamp(min(started_at))) AS first_seen
-FROM ?.installs_final
-ARRAY JOIN [toDateTime(?)] AS since
-WHERE (? = '' OR repo_source = ?) AND (? = '' OR ifNull(repo_slug, '') = ?)
-GROUP BY nsapp, type
-ORDER BY total DESC, app, kind
-LIMIT ?";
-
 const RECENT_SQL: &str = "
 SELECT nsapp AS app, type AS kind, status, toInt16(ifNull(toInt16(exit_code), 0)) AS exit_code,
     ifNull(os_type, '') AS os_type, ifNull(os_version, '') AS os_version,
@@ -330,6 +315,44 @@ pub fn build(
     }
 }
 
+/// The rows of the scripts view from the scripts pass (`schema::rollup::SCRIPTS`) of all time (every
+/// app and type, with its first start) and of the period (its counts): most installs in the period
+/// first, then by app and type, at most `max_rows`.
+fn script_rows(
+    all: &[crate::rollup::PassRow],
+    period: &[crate::rollup::PassRow],
+    max_rows: u32,
+) -> Vec<ScriptRow> {
+    let counts: std::collections::HashMap<&str, &crate::rollup::PassRow> =
+        period.iter().map(|r| (r.key.as_str(), r)).collect();
+    let mut rows: Vec<ScriptRow> = all
+        .iter()
+        .filter_map(|r| {
+            let (app, kind) = r.key.split_once('\t')?;
+            let p = counts.get(r.key.as_str());
+            let of = |f: fn(&crate::rollup::PassRow) -> u64| p.map_or(0, |p| f(p));
+            Some(ScriptRow {
+                app: app.to_owned(),
+                kind: kind.to_owned(),
+                total: of(|p| p.n),
+                success: of(|p| p.s0),
+                failed: of(|p| p.s1),
+                aborted: of(|p| p.s2),
+                installing: of(|p| p.s3),
+                first_seen: r.first,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.total
+            .cmp(&a.total)
+            .then_with(|| a.app.cmp(&b.app))
+            .then_with(|| a.kind.cmp(&b.kind))
+    });
+    rows.truncate(max_rows as usize);
+    rows
+}
+
 /// Reads the figures of `q` from ClickHouse and builds the answer.
 pub async fn load(
     db: &Db,
@@ -341,32 +364,44 @@ pub async fn load(
     let repo = q.repo.sql_value();
     let slug = q.slug.as_str();
     let since = q.since(now);
-    let rows = db
-        .timed(
-            "scripts",
-            db.query(SCRIPTS_SQL)
-                .bind(since)
-                .bind(repo)
-                .bind(repo)
-                .bind(slug)
-                .bind(slug)
-                .bind(max_rows)
-                .fetch_all::<ScriptRow>(),
-        )
-        .await?;
-    let recent = db
-        .timed(
-            "scripts_recent",
-            db.query(RECENT_SQL)
-                .bind(since)
-                .bind(repo)
-                .bind(repo)
-                .bind(slug)
-                .bind(slug)
-                .bind(RECENT_SCRIPTS)
-                .fetch_all::<RecentRow>(),
-        )
-        .await?
+    let filter = |since| crate::rollup::Filter {
+        since,
+        repo,
+        slug,
+        app: "",
+    };
+    // Every app and type of all time (their first start), and the counts of the period.
+    let pass = &schema::rollup::SCRIPTS;
+    let (all, period) = if since <= 0 {
+        let all = db.pass(pass, filter(0), now).await?;
+        (all.clone(), all)
+    } else {
+        tokio::try_join!(
+            db.pass(pass, filter(0), now),
+            db.pass(pass, filter(since), now)
+        )?
+    };
+    let rows = script_rows(&all, &period, max_rows);
+    let mut recent = Vec::new();
+    for start in crate::db::windows(since, now) {
+        recent = db
+            .timed(
+                "scripts_recent",
+                db.query(RECENT_SQL)
+                    .bind(start)
+                    .bind(repo)
+                    .bind(repo)
+                    .bind(slug)
+                    .bind(slug)
+                    .bind(RECENT_SCRIPTS)
+                    .fetch_all::<RecentRow>(),
+            )
+            .await?;
+        if recent.len() as u64 >= RECENT_SCRIPTS {
+            break;
+        }
+    }
+    let recent = recent
         .into_iter()
         .map(|r| RecentScript {
             app: r.app,

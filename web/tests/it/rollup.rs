@@ -114,7 +114,7 @@ async fn rolled_days(web: &Web) -> BTreeMap<String, u64> {
     out
 }
 
-/// Every view a pass answers, for each period and repo, both APIs.
+/// Every view a pass answers, for each period and repo, both APIs and the scripts view.
 fn paths() -> Vec<String> {
     let mut out = Vec::new();
     for days in ["today", "7", "30", "90", "365"] {
@@ -128,8 +128,10 @@ fn paths() -> Vec<String> {
         for repo in ["all", "ProxmoxVE", "ProxmoxVED"] {
             out.push(format!("/api/dashboard?days={days}&repo={repo}"));
             out.push(format!("/api/errors?days={days}&repo={repo}"));
+            out.push(format!("/api/scripts?days={days}&repo={repo}"));
         }
     }
+    out.push("/api/scripts?days=0&repo=all".into());
     out
 }
 

@@ -923,7 +923,8 @@ const DAY_ROLLUPS: &str = "CREATE TABLE IF NOT EXISTS ?.day_rollups (
     s4 UInt64,
     s5 UInt64,
     s6 UInt64,
-    s7 UInt64
+    s7 UInt64,
+    first UInt32
 ) ENGINE = MergeTree
 ORDER BY (pass, nsapp, day, snapshot)";
 
