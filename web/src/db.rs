@@ -4,9 +4,10 @@
 //! direction of [`crate::params::SortColumn`] and [`crate::params::Order`]. Every result column is cast to
 //! a plain type in SQL, so the RowBinary rows read the same on ClickHouse 18.16 and current releases.
 //!
-//! `installs_final` aggregates every install on each read, so each view is computed in as few passes as
-//! possible: the categorical counts of a view come from one `ARRAY JOIN` pass, and lists ("the latest N")
-//! take their candidates from `events` (partition-pruned by time) and read only those installs back, with
+//! Each view is computed in as few passes as possible: the categorical counts of a view come from one
+//! `ARRAY JOIN` pass (`schema::rollup`, whole past days from the per-day rollups, see [`crate::rollup`]),
+//! and lists ("the latest N") take their candidates from `events` (partition-pruned by time, the last day,
+//! week and month first: [`windows`]) and read only those installs back, with
 //! `enable_optimize_predicate_expression` so that `execution_id IN (…)` reaches the view's inner query.
 
 use std::collections::{BTreeMap, HashMap};

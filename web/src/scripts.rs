@@ -173,8 +173,7 @@ struct RecentRow {
     method: String,
 }
 
-/// The period is bound through a one-element `ARRAY JOIN` so that the database identifier stays the first
-/// `?` of the text (the one [`Db::query`] binds).
+/// The newest installs of the period (its start bound after the database identifier).
 const RECENT_SQL: &str = "
 SELECT nsapp AS app, type AS kind, status, toInt16(ifNull(toInt16(exit_code), 0)) AS exit_code,
     ifNull(os_type, '') AS os_type, ifNull(os_version, '') AS os_version,
