@@ -874,17 +874,18 @@ WHERE (execution_id, version) NOT IN (SELECT execution_id, version FROM ?.instal
     Step::Sql(MARK_RESETTLED),
 ];
 
-/// Version 6: per-day rollups of the dashboards' passes (`schema::rollup`). `settled_blocks_mv` counts
-/// every row inserted into `installs_settled` under the UTC day its install started on (a row can
-/// change that day and every later one: an install's first event only ever becomes earlier, so its
-/// older rows started on the same day or later); retention adds its deletions there too. The settle job's rollup step ([`crate::clickhouse::rollup`])
+/// Version 6: per-day rollups of the dashboards' passes (`schema::rollup`). Every settle counts the rows
+/// it inserted into `installs_settled` under the UTC day their installs started on, in `settled_blocks`,
+/// before it records its watermark ([`SETTLED_BLOCKS_OF_SETTLE`]; a row can change that day and every
+/// later one: an install's first event only ever becomes earlier, so its older rows started on the same
+/// day or later); retention adds its deletions there too. (Not a materialized view: creating one on
+/// `installs_settled` while another writer settles into it can stall both on ClickHouse 18.16.) The settle job's rollup step ([`crate::clickhouse::rollup`])
 /// stores each complete day's answer of each pass in `day_rollups` and lists it in `day_rollup_index`
 /// with the day's change count when it was taken; readers use a snapshot only while that count is still
 /// the day's. Nothing is copied: on an upgraded database every day's count starts at 0 and the first
 /// rollup step takes every day's snapshot.
 const V6: &[Step] = &[
     Step::Sql(SETTLED_BLOCKS),
-    Step::Sql(SETTLED_BLOCKS_MV),
     Step::Sql(DAY_ROLLUPS),
     Step::Sql(DAY_ROLLUP_INDEX),
 ];
@@ -897,13 +898,11 @@ const SETTLED_BLOCKS: &str = "CREATE TABLE IF NOT EXISTS ?.settled_blocks (
 ) ENGINE = SummingMergeTree
 ORDER BY low";
 
-/// Every row inserted into `installs_settled`, counted under the UTC day it started on (per day and
-/// block; the sums do not depend on how an insert is cut into blocks).
-const SETTLED_BLOCKS_MV: &str =
-    "CREATE MATERIALIZED VIEW IF NOT EXISTS ?.settled_blocks_mv TO ?.settled_blocks AS
+/// The rows a settle inserted into `installs_settled` (version = its watermark), counted under the UTC
+/// day their installs started on; the settle job runs it before it records the watermark.
+pub const SETTLED_BLOCKS_OF_SETTLE: &str = "INSERT INTO ?.settled_blocks (low, blocks)
 SELECT toUInt32(intDiv(toUInt32(started_at), 86400)) AS low, toUInt64(count()) AS blocks
-FROM ?.installs_settled
-GROUP BY low";
+FROM ?.installs_settled WHERE version = toDateTime({version}) GROUP BY low";
 
 /// The answer of a pass for one UTC day, per repo, slug and (for per-app passes) app, per snapshot.
 const DAY_ROLLUPS: &str = "CREATE TABLE IF NOT EXISTS ?.day_rollups (

@@ -2,7 +2,8 @@
 //! `now() - SETTLE_LAG_SECS` on ClickHouse's clock, merges the installs ClickHouse was touched about
 //! between the current watermark and the new one from all their events into `installs_settled` (in
 //! chunks by `cityHash64(execution_id)`, so a big backlog is merged a bounded slice at a time), marks
-//! the installs that now have more than one settled row in `installs_resettled`, and only then records
+//! the installs that now have more than one settled row in `installs_resettled`, counts the rows it
+//! inserted per day in `settled_blocks` (schema version 6, the rollups' change counts), and only then records
 //! the new watermark. Until it is recorded, `installs_final` ignores the new rows (their version is
 //! above the watermark) and still merges those installs from `events`; after it, the new rows show.
 //! So `installs_final` is exact at every moment, and stays so when two settles run at once (each only
@@ -78,6 +79,11 @@ impl ClickHouseSink {
                 ))
                 .await?;
             }
+        }
+        if installs > 0 && (self.migrate_to == 0 || self.migrate_to >= 6) {
+            // The days these rows can change (schema version 6), before they show.
+            self.execute(&schema::SETTLED_BLOCKS_OF_SETTLE.replace("{version}", &new.to_string()))
+                .await?;
         }
         self.execute(&format!(
             "INSERT INTO ?.settle_watermark (watermark, installs) VALUES (toDateTime({new}), {installs})"

@@ -35,8 +35,7 @@ async fn migrations_apply_once_and_a_second_start_changes_nothing() {
             "installs_settled",
             "schema_migrations",
             "settle_watermark",
-            "settled_blocks",
-            "settled_blocks_mv"
+            "settled_blocks"
         ]
     );
     let before = ch_count(&ch, "SELECT count() FROM telemetry.schema_migrations");
