@@ -62,7 +62,7 @@ merged() { for _ in $(seq 1 1200); do [ "$(chq "SELECT count() FROM system.merge
 # `schema_migrations` holds VERSION.
 migrate() {
   local to=$1
-  WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" CLICKHOUSE_MIGRATE_TO="$to" SETTLE_INTERVAL_SECS=86400 \
+  WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" CLICKHOUSE_MIGRATE_TO="$to" SETTLE_INTERVAL_SECS=86400 ROLLUP_INTERVAL_SECS=0 \
     NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$(free_port)" LOG_LEVEL=warn \
     "$BIN/telemetry-writer" >>"$WORK/writer.log" 2>&1 & local pid=$!
   for _ in $(seq 1 36000); do
@@ -111,7 +111,7 @@ for EVENTS in $SIZES; do
   WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" SETTLE_INTERVAL_SECS=86400 ROLLUP_INTERVAL_SECS=1 \
     NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$(free_port)" LOG_LEVEL=info LOG_FORMAT=json \
     "$BIN/telemetry-writer" >"$WORK/roller.log" 2>&1 & roller=$!
-  for _ in $(seq 1 36000); do grep -q "days of passes taken" "$WORK/roller.log" && break; sleep 0.2; done
+  for _ in $(seq 1 36000); do grep -qs "days of passes taken" "$WORK/roller.log" && break; sleep 0.2; done
   kill "$roller"; wait "$roller" 2>/dev/null || true
   took=$(echo "$(date +%s.%N) - $started" | bc)
   cpu=$(echo "scale=3; ($(cpu_ticks) - $ticks) / $(getconf CLK_TCK)" | bc)
