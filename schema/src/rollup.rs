@@ -233,7 +233,7 @@ pub const PASSES: [&Pass; 6] = [
 pub type Range = (u32, u32);
 
 /// `started_at` in one of `n` ranges (at least one), two binds each.
-fn ranges_sql(n: usize) -> String {
+pub fn ranges_sql(n: usize) -> String {
     vec!["(started_at >= toDateTime(?) AND started_at < toDateTime(?))"; n.max(1)].join(" OR ")
 }
 
@@ -268,6 +268,12 @@ impl Pass {
     }
 }
 
+/// `(day, snapshot) IN (…)` for `pairs` snapshots, two binds each (with a pair no snapshot has, so that
+/// one pair still reads as a list of tuples).
+pub fn snapshots_in(pairs: usize) -> String {
+    format!("(day, snapshot) IN ((0, 0){})", ", (?, ?)".repeat(pairs))
+}
+
 /// The sum of the snapshots `(day, snapshot)` of a pass: rows `dim, key, n, s0 … s7`. Binds: the
 /// database, the pass name, app (empty unless the pass is per app), repo, repo, slug, slug, then day and
 /// snapshot of each of `pairs` pairs.
@@ -278,9 +284,9 @@ pub fn snapshots_sql(pairs: usize) -> String {
          toUInt64(sum(s6)) AS s6, toUInt64(sum(s7)) AS s7, toUInt32(min(first)) AS first \
          FROM ?.day_rollups \
          WHERE pass = ? AND nsapp = ? AND (? = '' OR repo_source = ?) AND (? = '' OR repo_slug = ?) \
-         AND (day, snapshot) IN ((0, 0){}) \
+         AND {} \
          GROUP BY dim, key",
-        ", (?, ?)".repeat(pairs)
+        snapshots_in(pairs)
     )
 }
 
@@ -312,9 +318,9 @@ pub fn span_sql(pairs: usize) -> String {
          s0, s1, s2, s3, s4, s5, s6, s7, first) \
          SELECT toString(?), toUInt64(?), toUInt32(?), repo_source, repo_slug, nsapp, dim, key, sum(n), \
          sum(s0), sum(s1), sum(s2), sum(s3), sum(s4), sum(s5), sum(s6), sum(s7), min(first) \
-         FROM ?.day_rollups WHERE pass = ? AND (day, snapshot) IN ((0, 0){}) \
+         FROM ?.day_rollups WHERE pass = ? AND {} \
          GROUP BY repo_source, repo_slug, nsapp, dim, key",
-        ", (?, ?)".repeat(pairs)
+        snapshots_in(pairs)
     )
 }
 

@@ -163,9 +163,8 @@ impl Db {
         let mut taken = self
             .query(&format!(
                 "SELECT toUInt64(sum(n)) FROM ?.day_rollups WHERE pass = ? AND nsapp = '' AND dim = ? \
-                 AND (? = '' OR repo_source = ?) AND (? = '' OR repo_slug = ?) \
-                 AND (day, snapshot) IN ((0, 0){})",
-                ", (?, ?)".repeat(plan.snapshots.len())
+                 AND (? = '' OR repo_source = ?) AND (? = '' OR repo_slug = ?) AND {}",
+                rollup::snapshots_in(plan.snapshots.len())
             ))
             .bind(pass.name)
             .bind(dim)
@@ -179,8 +178,7 @@ impl Db {
         let mut rows = self.query(&format!(
             "SELECT toUInt64(count()) FROM ?.installs_final WHERE ({}) \
              AND (? = '' OR repo_source = ?) AND (? = '' OR ifNull(repo_slug, '') = ?)",
-            vec!["(started_at >= toDateTime(?) AND started_at < toDateTime(?))"; plan.ranges.len()]
-                .join(" OR ")
+            rollup::ranges_sql(plan.ranges.len())
         ));
         for &(from, to) in &plan.ranges {
             rows = rows.bind(from).bind(to);
