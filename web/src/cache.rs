@@ -293,11 +293,21 @@ mod tests {
             })
             .collect();
         until("the first load", || calls.load(Ordering::SeqCst) == 1).await;
+        let read =
+            |cache: &SwrCache<u32, u64, String>| cache.reads.lock().unwrap().get(&7).copied();
+        until("every request to arrive", || read(&cache) == Some(32)).await;
         gate.add_permits(100);
+        let mut misses = 0;
         for task in tasks {
             let (value, status) = task.await.expect("join").expect("value");
-            assert_eq!((value, status), (1, CacheStatus::Miss));
+            assert_eq!(value, 1, "every request gets the one load's value");
+            // A request the scheduler delays past the load's end finds the entry: a hit, no load.
+            assert_ne!(status, CacheStatus::Stale);
+            misses += usize::from(status == CacheStatus::Miss);
         }
+        // A miss looked before the load ended (the gate was shut) and got its value: requests waited
+        // on the one load together.
+        assert!(misses >= 2, "{misses} requests waited on the load");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         let (value, status) = cache.get(7).await.expect("value");
         assert_eq!((value, status), (1, CacheStatus::Hit));
