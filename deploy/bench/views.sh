@@ -38,7 +38,19 @@ cargo build --release --locked -q -p writer --example bench
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+# On failure the servers' and services' logs are kept in deploy/bench/out/views-logs (the data is not).
+cleanup() {
+  local rc=$?
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  if [ "$rc" != 0 ]; then
+    local keep="$ROOT/deploy/bench/out/views-logs"
+    rm -rf "$keep"; mkdir -p "$keep"
+    find "$WORK" -maxdepth 3 -name '*.log' -exec cp {} "$keep/" \; 2>/dev/null || true
+    find "$WORK" -maxdepth 4 -path '*/data/*' -prune -o -name 'clickhouse-server*.log' -print -exec cp {} "$keep/" \; 2>/dev/null || true
+    echo "failed (exit $rc); logs kept in $keep" >&2
+  fi
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 wait_http() { for _ in $(seq 1 600); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
@@ -52,12 +64,31 @@ start_clickhouse() {
   local http tcp dir="$WORK/$1"
   http=$(free_port); tcp=$(free_port)
   clickhouse_config "$dir" "$http" "$tcp"
-  clickhouse-server --config-file="$dir/config.xml" >"$dir.log" 2>&1 & CH_PID=$!; PIDS+=($CH_PID)
+  CH_LOG="$dir.log"
+  clickhouse-server --config-file="$dir/config.xml" >"$CH_LOG" 2>&1 & CH_PID=$!; PIDS+=($CH_PID)
   CH_URL="http://127.0.0.1:$http"
   wait_http "$CH_URL/ping"
 }
 chq() { curl -fsS "$CH_URL" --data-binary "$1"; }
-merged() { for _ in $(seq 1 1200); do [ "$(chq "SELECT count() FROM system.merges")" = 0 ] && return 0; sleep 0.5; done; }
+# alive: fails, with the end of the server's log, once this size's ClickHouse is gone.
+alive() {
+  [ -e "/proc/$CH_PID/stat" ] && [ "$(awk '{ print $3 }' "/proc/$CH_PID/stat" 2>/dev/null)" != Z ] && return 0
+  local code=0
+  wait "$CH_PID" 2>/dev/null || code=$?
+  echo "ClickHouse (pid $CH_PID) is gone (exit status $code, 128 + N: killed by signal N);" \
+    "the end of its log:" >&2
+  tail -n 40 "$CH_LOG" >&2 || true
+  exit 1
+}
+# merged: waits until ClickHouse runs no merge (at most 10 minutes).
+merged() {
+  for _ in $(seq 1 1200); do
+    alive
+    [ "$(chq "SELECT count() FROM system.merges")" = 0 ] && return 0
+    sleep 0.5
+  done
+  echo "merges still running after 10 minutes" >&2
+}
 # migrate VERSION: one writer start against CH_URL (CLICKHOUSE_MIGRATE_TO=VERSION), until
 # `schema_migrations` holds VERSION.
 migrate() {
@@ -66,6 +97,7 @@ migrate() {
     NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$(free_port)" LOG_LEVEL=warn \
     "$BIN/telemetry-writer" >>"$WORK/writer.log" 2>&1 & local pid=$!
   for _ in $(seq 1 36000); do
+    alive
     [ "$(chq "SELECT count() FROM system.tables WHERE database = 'telemetry' AND name = 'schema_migrations'")" = 1 ] &&
       [ "$(chq "SELECT max(version) FROM telemetry.schema_migrations")" = "$to" ] && break
     sleep 0.1
@@ -111,7 +143,7 @@ for EVENTS in $SIZES; do
   WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" SETTLE_INTERVAL_SECS=86400 ROLLUP_INTERVAL_SECS=1 \
     NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$(free_port)" LOG_LEVEL=info LOG_FORMAT=json \
     "$BIN/telemetry-writer" >"$WORK/roller.log" 2>&1 & roller=$!
-  for _ in $(seq 1 36000); do grep -qs "days of passes taken" "$WORK/roller.log" && break; sleep 0.2; done
+  for _ in $(seq 1 36000); do alive; grep -qs "days of passes taken" "$WORK/roller.log" && break; sleep 0.2; done
   kill "$roller"; wait "$roller" 2>/dev/null || true
   took=$(echo "$(date +%s.%N) - $started" | bc)
   cpu=$(echo "scale=3; ($(cpu_ticks) - $ticks) / $(getconf CLK_TCK)" | bc)
