@@ -39,8 +39,11 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d)
 PIDS=()
 # On failure the servers' and services' logs are kept in deploy/bench/out/views-logs (the data is not).
+# Only the script's own shell cleans up: a child it forks (a service being started) inherits the trap.
+MAIN_PID=$BASHPID
 cleanup() {
   local rc=$?
+  [ "$BASHPID" = "$MAIN_PID" ] || return 0
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
   if [ "$rc" != 0 ]; then
     local keep="$ROOT/deploy/bench/out/views-logs"
@@ -139,6 +142,8 @@ for EVENTS in $SIZES; do
   # Version 6's rollups: a writer with the rollup job every second until its first run, which takes
   # every complete day of every pass and sums the spans (nothing changes meanwhile); its time and
   # ClickHouse's CPU.
+  # The log of the last size's run must not count as this one's.
+  rm -f "$WORK/roller.log"
   started=$(date +%s.%N); ticks=$(cpu_ticks)
   WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" SETTLE_INTERVAL_SECS=86400 ROLLUP_INTERVAL_SECS=1 \
     NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$(free_port)" LOG_LEVEL=info LOG_FORMAT=json \
