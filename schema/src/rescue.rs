@@ -26,6 +26,14 @@ pub struct Parsed {
     pub rescued: Vec<RescueKind>,
 }
 
+/// A body parsed into the pairs of its top-level object, in the order sent (a key sent twice is there
+/// twice), with the repairs that made it parse. Keys are borrowed from a body that parsed as sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedPairs<'a> {
+    pub pairs: Vec<(Cow<'a, str>, Value)>,
+    pub rescued: Vec<RescueKind>,
+}
+
 /// Parses a request body into a JSON object, repairing known script bugs when the plain parse fails.
 pub fn parse(body: &[u8]) -> Result<Parsed, JsonError> {
     let first_error = match serde_json::from_slice::<Value>(body) {
@@ -37,6 +45,44 @@ pub fn parse(body: &[u8]) -> Result<Parsed, JsonError> {
         }
         Err(e) => e,
     };
+    let (repaired, rescued) = rescue(body, &first_error)?;
+    match serde_json::from_str::<Value>(&repaired) {
+        Ok(value) => into_object(value, repaired.len()).map(|object| Parsed { object, rescued }),
+        Err(e) => Err(json_error(&repaired, &e)),
+    }
+}
+
+/// [`parse`] without building the object: the top-level pairs as sent, with no map and no hashing of
+/// keys, for a reader that looks at each field once. Same repairs, same errors.
+pub fn parse_pairs(body: &[u8]) -> Result<ParsedPairs<'_>, JsonError> {
+    let first_error = match serde_json::from_slice::<Top>(body) {
+        Ok(top) => {
+            return top.into_pairs(0).map(|pairs| ParsedPairs {
+                pairs,
+                rescued: Vec::new(),
+            })
+        }
+        Err(e) => e,
+    };
+    let (repaired, rescued) = rescue(body, &first_error)?;
+    match serde_json::from_str::<Top>(&repaired) {
+        Ok(top) => top.into_pairs(repaired.len()).map(|pairs| ParsedPairs {
+            pairs: pairs
+                .into_iter()
+                .map(|(key, value)| (Cow::Owned(key.into_owned()), value))
+                .collect(),
+            rescued,
+        }),
+        Err(e) => Err(json_error(&repaired, &e)),
+    }
+}
+
+/// The repaired text of a body whose plain parse failed with `first_error`, and the repairs made
+/// (sorted, once each); the plain parse's error when there was nothing to repair.
+fn rescue(
+    body: &[u8],
+    first_error: &serde_json::Error,
+) -> Result<(String, Vec<RescueKind>), JsonError> {
     let mut rescued = Vec::new();
     let text = String::from_utf8_lossy(body);
     if matches!(text, Cow::Owned(_)) {
@@ -44,24 +90,113 @@ pub fn parse(body: &[u8]) -> Result<Parsed, JsonError> {
     }
     let repaired = repair(&text, &mut rescued)?;
     if rescued.is_empty() {
-        return Err(json_error(&text, &first_error));
+        return Err(json_error(&text, first_error));
     }
-    match serde_json::from_str::<Value>(&repaired) {
-        Ok(value) => into_object(value, repaired.len()).map(|object| {
-            rescued.sort();
-            rescued.dedup();
-            Parsed { object, rescued }
-        }),
-        Err(e) => Err(json_error(&repaired, &e)),
+    rescued.sort();
+    rescued.dedup();
+    Ok((repaired, rescued))
+}
+
+/// A parsed body's top level: the pairs of an object, or any other JSON value (then only its depth is
+/// kept, for the same error as [`parse`]'s).
+enum Top<'a> {
+    Object(Vec<(Cow<'a, str>, Value)>),
+    Other(Value),
+}
+
+impl<'a> Top<'a> {
+    fn into_pairs(self, len: usize) -> Result<Vec<(Cow<'a, str>, Value)>, JsonError> {
+        match self {
+            Top::Object(pairs) => {
+                let deepest = pairs.iter().map(|(_, v)| depth(v)).max().unwrap_or(0);
+                if 1 + deepest > MAX_DEPTH {
+                    return Err(too_deep());
+                }
+                Ok(pairs)
+            }
+            Top::Other(value) => into_object(value, len).map(|_| Vec::new()),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Top<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Top<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Top<'de>, A::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(32));
+                while let Some(Key(key)) = map.next_key()? {
+                    pairs.push((key, map.next_value()?));
+                }
+                Ok(Top::Object(pairs))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Top<'de>, A::Error> {
+                let value = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Top::Other(value))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Top<'de>, E> {
+                Ok(Top::Other(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Top<'de>, E> {
+                Ok(Top::Other(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Top<'de>, E> {
+                Ok(Top::Other(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Top<'de>, E> {
+                Ok(Top::Other(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Top<'de>, E> {
+                Ok(Top::Other(v.into()))
+            }
+            fn visit_unit<E>(self) -> Result<Top<'de>, E> {
+                Ok(Top::Other(Value::Null))
+            }
+        }
+        use serde::Deserialize;
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A key of the top-level object, borrowed from the body when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+fn too_deep() -> JsonError {
+    JsonError {
+        offset: 0,
+        reason: format!("nesting is deeper than {MAX_DEPTH} levels"),
     }
 }
 
 fn into_object(value: Value, len: usize) -> Result<Map<String, Value>, JsonError> {
     if depth(&value) > MAX_DEPTH {
-        return Err(JsonError {
-            offset: 0,
-            reason: format!("nesting is deeper than {MAX_DEPTH} levels"),
-        });
+        return Err(too_deep());
     }
     match value {
         Value::Object(object) => Ok(object),

@@ -143,7 +143,7 @@ struct Fields {
 
 /// Turns a request body into an accepted event, or says which field is to blame.
 pub fn validate(body: &[u8], reception: Reception) -> Result<Accepted, Rejection> {
-    let parsed = rescue::parse(body).map_err(|e| Rejection {
+    let parsed = rescue::parse_pairs(body).map_err(|e| Rejection {
         code: RejectCode::InvalidJson,
         message: format!(
             "the body is not valid JSON at byte {}: {}",
@@ -151,9 +151,34 @@ pub fn validate(body: &[u8], reception: Reception) -> Result<Accepted, Rejection
         ),
         field: None,
     })?;
-    let mut f = Fields::default();
-    for (key, value) in &parsed.object {
-        read_field(&mut f, key, value)?;
+    // As a JSON object: a key sent twice counts once, at its first place, with its last value.
+    let mut pairs = parsed.pairs;
+    let mut last: [Option<usize>; Field::COUNT] = [None; Field::COUNT];
+    let mut order = [Field::RandomId; Field::COUNT];
+    let mut fields = 0;
+    let mut unknown: Vec<&str> = Vec::new();
+    for (i, (key, _)) in pairs.iter().enumerate() {
+        match Field::of(key) {
+            Some(field) => {
+                let first = last[field as usize].is_none();
+                last[field as usize] = Some(i);
+                if first {
+                    order[fields] = field;
+                    fields += 1;
+                }
+            }
+            None if !unknown.contains(&key.as_ref()) => unknown.push(key),
+            None => {}
+        }
+    }
+    let mut f = Fields {
+        unknown: unknown.len(),
+        ..Fields::default()
+    };
+    for &field in &order[..fields] {
+        if let Some(i) = last[field as usize] {
+            read_field(&mut f, field, &mut pairs[i].1)?;
+        }
     }
 
     let random_id = f.random_id.ok_or_else(|| missing("random_id"))?;
@@ -231,65 +256,140 @@ fn invalid(field: &'static str, rule: impl std::fmt::Display) -> Rejection {
     )
 }
 
-fn read_field(f: &mut Fields, key: &str, value: &Value) -> Result<(), Rejection> {
-    match key {
-        "random_id" => f.random_id = id("random_id", value)?,
-        "execution_id" => f.execution_id = id("execution_id", value)?,
-        "type" => f.kind = kind(value)?,
-        "nsapp" => f.nsapp = nsapp(value)?,
-        "status" => f.status = status(value)?,
-        "ct_type" => f.ct_type = int("ct_type", value, 0, 2)?.map(|n| n as u8),
-        "disk_size" => f.disk_size = int("disk_size", value, 0, 100_000)?.map(|n| n as u32),
-        "core_count" => f.core_count = int("core_count", value, 0, 256)?.map(|n| n as u16),
-        "ram_size" => f.ram_size = int("ram_size", value, 0, 1_048_576)?.map(|n| n as u32),
+/// The fields of the field table, each read once per body by [`read_field`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    RandomId,
+    ExecutionId,
+    Type,
+    Nsapp,
+    Status,
+    CtType,
+    DiskSize,
+    CoreCount,
+    RamSize,
+    OsType,
+    OsVersion,
+    PveVersion,
+    Method,
+    ExitCode,
+    Error,
+    ErrorCategory,
+    InstallDuration,
+    Duration,
+    CpuVendor,
+    GpuVendor,
+    GpuPassthrough,
+    CpuModel,
+    GpuModel,
+    RamSpeed,
+    RepoSource,
+    RepoSlug,
+    HasArm,
+    Arch,
+}
+
+impl Field {
+    /// How many fields the table has.
+    const COUNT: usize = 28;
+
+    /// The field a key names, None for a key the contract does not know.
+    fn of(key: &str) -> Option<Field> {
+        Some(match key {
+            "random_id" => Field::RandomId,
+            "execution_id" => Field::ExecutionId,
+            "type" => Field::Type,
+            "nsapp" => Field::Nsapp,
+            "status" => Field::Status,
+            "ct_type" => Field::CtType,
+            "disk_size" => Field::DiskSize,
+            "core_count" => Field::CoreCount,
+            "ram_size" => Field::RamSize,
+            "os_type" => Field::OsType,
+            "os_version" => Field::OsVersion,
+            "pve_version" => Field::PveVersion,
+            "method" => Field::Method,
+            "exit_code" => Field::ExitCode,
+            "error" => Field::Error,
+            "error_category" => Field::ErrorCategory,
+            "install_duration" => Field::InstallDuration,
+            "duration" => Field::Duration,
+            "cpu_vendor" => Field::CpuVendor,
+            "gpu_vendor" => Field::GpuVendor,
+            "gpu_passthrough" => Field::GpuPassthrough,
+            "cpu_model" => Field::CpuModel,
+            "gpu_model" => Field::GpuModel,
+            "ram_speed" => Field::RamSpeed,
+            "repo_source" => Field::RepoSource,
+            "repo_slug" => Field::RepoSlug,
+            "has_arm" => Field::HasArm,
+            "arch" => Field::Arch,
+            _ => return None,
+        })
+    }
+}
+
+fn read_field(f: &mut Fields, field: Field, value: &mut Value) -> Result<(), Rejection> {
+    match field {
+        Field::RandomId => f.random_id = id("random_id", value)?,
+        Field::ExecutionId => f.execution_id = id("execution_id", value)?,
+        Field::Type => f.kind = kind(value)?,
+        Field::Nsapp => f.nsapp = nsapp(value)?,
+        Field::Status => f.status = status(value)?,
+        Field::CtType => f.ct_type = int("ct_type", value, 0, 2)?.map(|n| n as u8),
+        Field::DiskSize => f.disk_size = int("disk_size", value, 0, 100_000)?.map(|n| n as u32),
+        Field::CoreCount => f.core_count = int("core_count", value, 0, 256)?.map(|n| n as u16),
+        Field::RamSize => f.ram_size = int("ram_size", value, 0, 1_048_576)?.map(|n| n as u32),
         // Lower-cased before the cut: lower-casing can lengthen a string (U+0130 is 2 bytes, "i̇" 3).
-        "os_type" => {
+        Field::OsType => {
             f.os_type =
                 raw_string("os_type", value)?.and_then(|s| clean(s.to_lowercase(), MAX_SHORT_BYTES))
         }
-        "os_version" => f.os_version = text("os_version", value, MAX_SHORT_BYTES)?,
-        "pve_version" => f.pve_version = text("pve_version", value, MAX_SHORT_BYTES)?,
-        "method" => f.method = text("method", value, MAX_SHORT_BYTES)?,
-        "exit_code" => f.exit_code = int("exit_code", value, 0, 255)?.map(|n| n as u8),
-        "error" => f.error = error(value)?,
-        "error_category" => {
+        Field::OsVersion => f.os_version = text("os_version", value, MAX_SHORT_BYTES)?,
+        Field::PveVersion => f.pve_version = text("pve_version", value, MAX_SHORT_BYTES)?,
+        Field::Method => f.method = text("method", value, MAX_SHORT_BYTES)?,
+        Field::ExitCode => f.exit_code = int("exit_code", value, 0, 255)?.map(|n| n as u8),
+        Field::Error => f.error = error(value)?,
+        Field::ErrorCategory => {
             f.error_category =
                 text("error_category", value, MAX_SHORT_BYTES)?.and_then(|s| Category::parse(&s))
         }
-        "install_duration" => {
+        Field::InstallDuration => {
             f.install_duration = int("install_duration", value, 0, 86_400)?.map(|n| n as u32)
         }
-        "duration" => f.duration = int("duration", value, 0, 86_400)?.map(|n| n as u32),
-        "cpu_vendor" => {
+        Field::Duration => f.duration = int("duration", value, 0, 86_400)?.map(|n| n as u32),
+        Field::CpuVendor => {
             f.cpu_vendor = text("cpu_vendor", value, MAX_SHORT_BYTES)?.map(|s| CpuVendor::fold(&s))
         }
-        "gpu_vendor" => {
+        Field::GpuVendor => {
             f.gpu_vendor = text("gpu_vendor", value, MAX_SHORT_BYTES)?.map(|s| GpuVendor::fold(&s))
         }
-        "gpu_passthrough" => {
+        Field::GpuPassthrough => {
             f.gpu_passthrough =
                 text("gpu_passthrough", value, MAX_SHORT_BYTES)?.map(|s| GpuPassthrough::fold(&s))
         }
-        "cpu_model" => f.cpu_model = text("cpu_model", value, MAX_MODEL_BYTES)?,
-        "gpu_model" => f.gpu_model = text("gpu_model", value, MAX_MODEL_BYTES)?,
-        "ram_speed" => f.ram_speed = text("ram_speed", value, MAX_RAM_SPEED_BYTES)?,
-        "repo_source" => f.repo_source = Some(repo_source(value)?),
-        "repo_slug" => f.repo_slug = kept_or_dropped(&mut f.dropped, "repo_slug", repo_slug(value)),
-        "has_arm" => f.has_arm = kept_or_dropped(&mut f.dropped, "has_arm", has_arm(value)),
-        "arch" => {
+        Field::CpuModel => f.cpu_model = text("cpu_model", value, MAX_MODEL_BYTES)?,
+        Field::GpuModel => f.gpu_model = text("gpu_model", value, MAX_MODEL_BYTES)?,
+        Field::RamSpeed => f.ram_speed = text("ram_speed", value, MAX_RAM_SPEED_BYTES)?,
+        Field::RepoSource => f.repo_source = Some(repo_source(value)?),
+        Field::RepoSlug => {
+            f.repo_slug = kept_or_dropped(&mut f.dropped, "repo_slug", repo_slug(value))
+        }
+        Field::HasArm => f.has_arm = kept_or_dropped(&mut f.dropped, "has_arm", has_arm(value)),
+        Field::Arch => {
             f.arch =
                 raw_string("arch", value)?.and_then(|s| clean(s.to_lowercase(), MAX_ARCH_BYTES))
         }
-        _ => f.unknown += 1,
     }
     Ok(())
 }
 
-/// A string as sent, or a number written without quotes (`"os_version": 12`). `null` is absent.
-fn raw_string(field: &'static str, value: &Value) -> Result<Option<String>, Rejection> {
+/// A string as sent (taken out of `value`), or a number written without quotes (`"os_version": 12`).
+/// `null` is absent.
+fn raw_string(field: &'static str, value: &mut Value) -> Result<Option<String>, Rejection> {
     match value {
         Value::Null => Ok(None),
-        Value::String(s) => Ok(Some(s.clone())),
+        Value::String(s) => Ok(Some(std::mem::take(s))),
         Value::Number(n) => Ok(Some(n.to_string())),
         _ => Err(invalid(field, "must be a string")),
     }
@@ -297,7 +397,7 @@ fn raw_string(field: &'static str, value: &Value) -> Result<Option<String>, Reje
 
 /// A free-text field: CR/LF become spaces, other control characters are dropped, blanks trimmed, cut
 /// to `max` bytes at a character boundary. Empty is absent.
-fn text(field: &'static str, value: &Value, max: usize) -> Result<Option<String>, Rejection> {
+fn text(field: &'static str, value: &mut Value, max: usize) -> Result<Option<String>, Rejection> {
     Ok(raw_string(field, value)?.and_then(|s| clean(s, max)))
 }
 
@@ -318,7 +418,7 @@ fn clean(s: String, max: usize) -> Option<String> {
     (!trimmed.is_empty()).then(|| trimmed.to_string())
 }
 
-fn id(field: &'static str, value: &Value) -> Result<Option<String>, Rejection> {
+fn id(field: &'static str, value: &mut Value) -> Result<Option<String>, Rejection> {
     let Some(s) = raw_string(field, value)? else {
         return Ok(None);
     };
@@ -332,7 +432,7 @@ fn id(field: &'static str, value: &Value) -> Result<Option<String>, Rejection> {
     Ok(Some(s.to_string()))
 }
 
-fn kind(value: &Value) -> Result<Option<Kind>, Rejection> {
+fn kind(value: &mut Value) -> Result<Option<Kind>, Rejection> {
     let Some(s) = raw_string("type", value)? else {
         return Ok(None);
     };
@@ -349,7 +449,7 @@ fn kind(value: &Value) -> Result<Option<Kind>, Rejection> {
     }
 }
 
-fn nsapp(value: &Value) -> Result<Option<String>, Rejection> {
+fn nsapp(value: &mut Value) -> Result<Option<String>, Rejection> {
     let Some(s) = raw_string("nsapp", value)? else {
         return Ok(None);
     };
@@ -369,7 +469,7 @@ fn nsapp(value: &Value) -> Result<Option<String>, Rejection> {
 }
 
 /// The status and whether an unrecognized value was folded into `unknown`.
-fn status(value: &Value) -> Result<Option<(Status, bool)>, Rejection> {
+fn status(value: &mut Value) -> Result<Option<(Status, bool)>, Rejection> {
     let Some(s) = raw_string("status", value)? else {
         return Ok(None);
     };
@@ -431,7 +531,7 @@ fn int(field: &'static str, value: &Value, min: i64, max: i64) -> Result<Option<
 }
 
 /// The install log: kept multi-line, masked, cut to the first line and the end.
-fn error(value: &Value) -> Result<Option<String>, Rejection> {
+fn error(value: &mut Value) -> Result<Option<String>, Rejection> {
     let Some(s) = raw_string("error", value)? else {
         return Ok(None);
     };
@@ -520,7 +620,7 @@ fn has_arm(value: &Value) -> Result<Option<bool>, ()> {
     }
 }
 
-fn repo_source(value: &Value) -> Result<RepoSource, Rejection> {
+fn repo_source(value: &mut Value) -> Result<RepoSource, Rejection> {
     let s = raw_string("repo_source", value)?.unwrap_or_default();
     Ok(match s.trim() {
         "" => RepoSource::ProxmoxVE,

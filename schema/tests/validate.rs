@@ -1913,3 +1913,78 @@ fn mutated_corpus_never_panics() {
         "accepted {accepted}, rejected {rejected}"
     );
 }
+
+/// `parse_pairs` (the edge's parse, no map) reads every body as `parse` (the object) does: the same
+/// pairs once a key sent twice keeps its last value at its first place, the same repairs, the same
+/// errors; over the fixtures and mutations of them.
+#[test]
+fn the_pairs_parse_reads_what_the_object_parse_reads() {
+    use schema::rescue::{parse, parse_pairs};
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    for sub in ["fixtures/payloads", "fixtures/fuzz"] {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(sub);
+        for entry in std::fs::read_dir(&dir).expect("fixtures") {
+            let path = entry.expect("entry").path();
+            if path
+                .extension()
+                .is_some_and(|ext| ext == "json" || ext == "body")
+            {
+                bodies.push(std::fs::read(&path).expect("fixture"));
+            }
+        }
+    }
+    bodies.sort();
+    let seeds: Vec<Vec<u8>> = bodies
+        .iter()
+        .filter(|b| b.len() < 20_000)
+        .cloned()
+        .collect();
+    let mut rng = Lcg(0x9a17_5eed);
+    for _ in 0..2_000 {
+        let seed = &seeds[rng.below(seeds.len())];
+        bodies.push(mutate(&mut rng, seed));
+    }
+    bodies.extend([
+        br#"{"a": 1, "b": 2, "a": 3}"#.to_vec(),
+        br#"[1, 2]"#.to_vec(),
+        br#""text""#.to_vec(),
+        b"null".to_vec(),
+        br#"{"k\u0065y": "escaped key"}"#.to_vec(),
+    ]);
+    let (mut same_ok, mut same_err) = (0, 0);
+    for body in &bodies {
+        let object = parse(body);
+        let pairs = parse_pairs(body).map(|p| {
+            let mut map = serde_json::Map::new();
+            for (key, value) in p.pairs {
+                map.insert(key.into_owned(), value);
+            }
+            (map, p.rescued)
+        });
+        match (&object, &pairs) {
+            (Ok(o), Ok((map, rescued))) => {
+                assert_eq!(
+                    (&o.object, &o.rescued),
+                    (map, rescued),
+                    "{}",
+                    String::from_utf8_lossy(body)
+                );
+                // The order of the first places too.
+                assert!(o.object.keys().eq(map.keys()));
+                same_ok += 1;
+            }
+            (Err(a), Err(b)) => {
+                assert_eq!(a, b, "{}", String::from_utf8_lossy(body));
+                same_err += 1;
+            }
+            _ => panic!(
+                "{}: object {object:?}, pairs {pairs:?}",
+                String::from_utf8_lossy(body)
+            ),
+        }
+    }
+    assert!(
+        same_ok > 100 && same_err > 100,
+        "{same_ok} parsed, {same_err} refused"
+    );
+}

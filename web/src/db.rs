@@ -23,6 +23,18 @@ use crate::model::*;
 use crate::params::{RecordsQuery, Scope};
 use std::sync::Arc;
 
+/// Binds the value of an optional filter, written `(? = '' OR column = ?)` in the SQL: the value twice,
+/// and the empty string matches every row.
+pub trait BindFilter {
+    fn bind_filter(self, value: &str) -> Self;
+}
+
+impl BindFilter for clickhouse::query::Query {
+    fn bind_filter(self, value: &str) -> Self {
+        self.bind(value).bind(value)
+    }
+}
+
 /// A failed ClickHouse call; the web answers 503 for it.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -429,10 +441,8 @@ impl Db {
                  GROUP BY execution_id ORDER BY at DESC, execution_id LIMIT 60",
             )
             .bind(window)
-            .bind(repo)
-            .bind(repo)
-            .bind(slug)
-            .bind(slug)
+            .bind_filter(repo)
+            .bind_filter(slug)
             .fetch_all::<Candidate>();
         let ids: Vec<String> = self
             .timed("recent_candidates", fut)
@@ -469,10 +479,8 @@ impl Db {
             let fut = self
                 .query(&sql)
                 .bind(since)
-                .bind(repo)
-                .bind(repo)
-                .bind(slug)
-                .bind(slug)
+                .bind_filter(repo)
+                .bind_filter(slug)
                 .bind(RECENT as u64)
                 .fetch_all::<RecordRow>();
             records = self
@@ -519,12 +527,9 @@ impl Db {
                      GROUP BY execution_id ORDER BY at DESC, execution_id LIMIT ?"
                 ))
                 .bind(start)
-                .bind(repo)
-                .bind(repo)
-                .bind(slug)
-                .bind(slug)
-                .bind(app)
-                .bind(app)
+                .bind_filter(repo)
+                .bind_filter(slug)
+                .bind_filter(app)
                 .bind(u8::from(timed_out_only))
                 .bind(wanted)
                 .fetch_all::<Candidate>();
@@ -591,18 +596,12 @@ impl Db {
             let kind = q.kind.map_or("", |k| k.as_str());
             query
                 .bind(q.scope.period.since(now))
-                .bind(repo)
-                .bind(repo)
-                .bind(slug)
-                .bind(slug)
-                .bind(app)
-                .bind(app)
-                .bind(status)
-                .bind(status)
-                .bind(os)
-                .bind(os)
-                .bind(kind)
-                .bind(kind)
+                .bind_filter(repo)
+                .bind_filter(slug)
+                .bind_filter(app)
+                .bind_filter(status)
+                .bind_filter(os)
+                .bind_filter(kind)
         };
         let count_sql = format!("SELECT toUInt64(count()) FROM ?.installs_final WHERE {filter}");
         let total = self
@@ -677,18 +676,12 @@ impl Db {
         let fut = self
             .query(&sql)
             .bind(q.scope.period.since(now))
-            .bind(repo)
-            .bind(repo)
-            .bind(slug)
-            .bind(slug)
-            .bind(app)
-            .bind(app)
-            .bind(status)
-            .bind(status)
-            .bind(os)
-            .bind(os)
-            .bind(kind)
-            .bind(kind)
+            .bind_filter(repo)
+            .bind_filter(slug)
+            .bind_filter(app)
+            .bind_filter(status)
+            .bind_filter(os)
+            .bind_filter(kind)
             .bind(u64::from(max))
             .fetch::<RecordRow>()?;
         ::metrics::counter!(metrics::QUERIES, "query" => "export").increment(1);

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use crate::cache::SwrCache;
-use crate::db::{Db, DbError};
+use crate::db::{BindFilter, Db, DbError};
 use crate::model::{Cards, Timestamp};
 use crate::params::{Repo, Slug};
 
@@ -36,10 +36,8 @@ pub async fn count(db: &Db, repo: Repo, slug: Slug) -> Result<u64, DbError> {
             "SELECT toUInt64(count()) FROM ?.installs_final \
              WHERE (? = '' OR repo_source = ?) AND (? = '' OR ifNull(repo_slug, '') = ?)",
         )
-        .bind(repo)
-        .bind(repo)
-        .bind(&slug)
-        .bind(&slug)
+        .bind_filter(repo)
+        .bind_filter(&slug)
         .fetch_one::<u64>(),
     )
     .await

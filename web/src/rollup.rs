@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use schema::rollup::{self, Changes, Pass, Plan};
 use serde::Deserialize;
 
-use crate::db::{Db, DbError};
+use crate::db::{BindFilter, Db, DbError};
 use crate::metrics;
 
 /// One row of a pass: a key of a dimension, its installs and its sums (see each pass for what they mean).
@@ -112,12 +112,9 @@ impl Db {
             read = read.bind(from).bind(to);
         }
         read = read
-            .bind(filter.repo)
-            .bind(filter.repo)
-            .bind(filter.slug)
-            .bind(filter.slug)
-            .bind(filter.app)
-            .bind(filter.app);
+            .bind_filter(filter.repo)
+            .bind_filter(filter.slug)
+            .bind_filter(filter.app);
         if pass.stuck {
             read = read.bind(now - rollup::STUCK_AFTER_SECS);
         }
@@ -130,10 +127,8 @@ impl Db {
             .query(&rollup::snapshots_sql(plan.snapshots.len()))
             .bind(pass.name)
             .bind(app)
-            .bind(filter.repo)
-            .bind(filter.repo)
-            .bind(filter.slug)
-            .bind(filter.slug);
+            .bind_filter(filter.repo)
+            .bind_filter(filter.slug);
         for &(day, snapshot) in &plan.snapshots {
             taken = taken.bind(day).bind(snapshot);
         }
@@ -168,10 +163,8 @@ impl Db {
             ))
             .bind(pass.name)
             .bind(dim)
-            .bind(filter.repo)
-            .bind(filter.repo)
-            .bind(filter.slug)
-            .bind(filter.slug);
+            .bind_filter(filter.repo)
+            .bind_filter(filter.slug);
         for &(day, snapshot) in &plan.snapshots {
             taken = taken.bind(day).bind(snapshot);
         }
@@ -183,11 +176,7 @@ impl Db {
         for &(from, to) in &plan.ranges {
             rows = rows.bind(from).bind(to);
         }
-        rows = rows
-            .bind(filter.repo)
-            .bind(filter.repo)
-            .bind(filter.slug)
-            .bind(filter.slug);
+        rows = rows.bind_filter(filter.repo).bind_filter(filter.slug);
         let (taken, rows) = tokio::try_join!(
             self.timed("rollup_all_snapshots", taken.fetch_one::<u64>()),
             self.timed("rollup_all_rows", rows.fetch_one::<u64>())

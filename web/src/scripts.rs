@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::SwrCache;
 use crate::catalog::{Catalog, CatalogScript};
-use crate::db::{Db, DbError};
+use crate::db::{BindFilter, Db, DbError};
 use crate::model::percent;
 use crate::params::{Params, Repo};
 use crate::Rendered;
@@ -388,10 +388,8 @@ pub async fn load(
                 "scripts_recent",
                 db.query(RECENT_SQL)
                     .bind(start)
-                    .bind(repo)
-                    .bind(repo)
-                    .bind(slug)
-                    .bind(slug)
+                    .bind_filter(repo)
+                    .bind_filter(slug)
                     .bind(RECENT_SCRIPTS)
                     .fetch_all::<RecentRow>(),
             )

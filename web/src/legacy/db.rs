@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::model::{Dims, Record};
 use super::params::{RecordsQuery, Scope};
-use crate::db::{Db, DbError, Started};
+use crate::db::{BindFilter, Db, DbError, Started};
 
 /// Every install of the repo filter, whatever the period (the dashboard's `all`): binds the database,
 /// repo and slug.
@@ -220,10 +220,8 @@ fn bind_records(
 ) -> clickhouse::query::Query {
     let (status, kind) = (r.status.sql_value(), r.kind.sql_value());
     bind_scope(q, &r.scope, now)
-        .bind(status)
-        .bind(status)
-        .bind(kind)
-        .bind(kind)
+        .bind_filter(status)
+        .bind_filter(kind)
         .bind(r.os.as_str())
         .bind(r.os.as_str())
         .bind(r.app.as_str())
@@ -294,10 +292,8 @@ impl LegacyDb {
             .db
             .raw(ALL_INSTALLS)
             .bind(self.db.identifier())
-            .bind(repo)
-            .bind(repo)
-            .bind(slug)
-            .bind(slug)
+            .bind_filter(repo)
+            .bind_filter(slug)
             .fetch_one::<u64>();
         self.db.timed("legacy_all", all).await
     }

@@ -13,12 +13,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
 use testkit::clickhouse::{ClickHouseServer, READONLY_USER};
-use testkit::{poll_until, NatsServer, Process};
+use testkit::{poll_until, NatsServer};
 use time::OffsetDateTime;
 
 use crate::harness::{accept, Stack};
@@ -327,21 +327,12 @@ fn answer_rows(text: &str) -> Vec<String> {
     rows
 }
 
-/// When the writer has a settle job (its `--help` names `SETTLE_INTERVAL_SECS`), runs it once more over
-/// the stored corpus: once ClickHouse's clock is two seconds past the last rows the writer inserted, a
-/// writer with a one-second interval and lag, until a statement that moves data (`INSERT … SELECT`) it
-/// started has finished (its watermark is past every stored row), and, with a rollup job, until it has
-/// listed rollups of every pass; then stops it. Whatever it ran is in the query log, so the comparison
+/// Runs the writer's settle job once more over the stored corpus: once ClickHouse's clock is two seconds
+/// past the last rows the writer inserted, a writer with a one-second interval and lag, until a statement
+/// that moves data (`INSERT … SELECT`) it started has finished (its watermark is past every stored row)
+/// and its rollup job has listed rollups of every pass; then stops it. Whatever it ran is in the query log, so the comparison
 /// replays it.
 async fn settle(stack: &Stack) {
-    let writer = testkit::bin_path("telemetry-writer");
-    let help = Command::new(&writer)
-        .arg("--help")
-        .output()
-        .expect("writer --help");
-    if !String::from_utf8_lossy(&help.stdout).contains("SETTLE_INTERVAL_SECS") {
-        return;
-    }
     let number = |sql: &str| -> u64 {
         let text = stack
             .clickhouse
@@ -374,25 +365,14 @@ async fn settle(stack: &Stack) {
     )
     .await;
     let started = number("SELECT toUInt32(now())");
-    // With a rollup job (schema version 6), it also takes the per-day rollups of the settled days, so
-    // that the web reads days from them and both the rollups' statements and reads are compared.
-    let rollups = String::from_utf8_lossy(&help.stdout).contains("ROLLUP_INTERVAL_SECS");
-    let process = Process::spawn(
-        Command::new(writer)
-            .env_clear()
-            .env("ROLLUP_INTERVAL_SECS", "1")
-            .env("SETTLE_INTERVAL_SECS", "1")
-            .env("SETTLE_LAG_SECS", "1")
-            .args(["--sink", "clickhouse"])
-            .args(["--nats-url", &stack.nats.url()])
-            .args(["--clickhouse-url", &stack.clickhouse.url()])
-            .args(["--clickhouse-database", "telemetry"])
-            .args(["--retention-days", "36500"])
-            .args(["--ops-addr", "127.0.0.1:0"])
-            .args(["--log-level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()),
-    );
+    // It also takes the per-day rollups of the settled days, so that the web reads days from them and
+    // both the rollups' statements and reads are compared.
+    let process = stack.writer(&[
+        ("--settle-interval-secs", "1"),
+        ("--settle-lag-secs", "1"),
+        ("--rollup-interval-secs", "1"),
+        ("--ops-addr", "127.0.0.1:0"),
+    ]);
     let moved = format!(
         "SELECT count() FROM system.query_log WHERE type = 2 AND user = 'default' \
          AND query_start_time >= toDateTime({}) AND match(query, '(?is)^\\\\s*INSERT\\\\s+INTO.*\\\\bSELECT\\\\b')",
@@ -407,9 +387,8 @@ async fn settle(stack: &Stack) {
                 Ok(n) if n != "0" => {}
                 other => return Err(format!("{other:?}")),
             }
-            if rollups
-                && number("SELECT count() FROM telemetry.day_rollup_index")
-                    < schema::rollup::PASSES.len() as u64
+            if number("SELECT count() FROM telemetry.day_rollup_index")
+                < schema::rollup::PASSES.len() as u64
             {
                 return Err("no rollups taken yet".into());
             }

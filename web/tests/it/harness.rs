@@ -100,25 +100,31 @@ impl Stack {
         }
     }
 
+    /// A ClickHouse writer on this stack's broker and database `telemetry`, with `flags` (name, value)
+    /// after the common ones.
+    pub fn writer(&self, flags: &[(&str, &str)]) -> Process {
+        let mut command = Command::new(testkit::bin_path("telemetry-writer"));
+        command
+            .env_clear()
+            .args(["--sink", "clickhouse"])
+            .args(["--nats-url", &self.nats.url()])
+            .args(["--clickhouse-url", &self.clickhouse.url()])
+            .args(["--clickhouse-database", "telemetry"])
+            // The oldest seeds are 45 days old: retention must keep them.
+            .args(["--retention-days", "36500"])
+            .args(["--batch-max-wait-ms", "50"])
+            .args(["--log-level", "warn"]);
+        for (flag, value) in flags {
+            command.args([flag, value]);
+        }
+        Process::spawn(command.stdout(Stdio::null()).stderr(Stdio::inherit()))
+    }
+
     /// Runs the ClickHouse writer until `events_final` holds `stored` events and `installs_final`
     /// `installs` installs, and stops it.
     async fn store_expecting(&self, stored: u64, installs: u64) {
         let ops = testkit::free_port().expect("port");
-        let writer = Process::spawn(
-            Command::new(testkit::bin_path("telemetry-writer"))
-                .env_clear()
-                .args(["--sink", "clickhouse"])
-                .args(["--nats-url", &self.nats.url()])
-                .args(["--clickhouse-url", &self.clickhouse.url()])
-                .args(["--clickhouse-database", "telemetry"])
-                // The oldest seeds are 45 days old: retention must keep them.
-                .args(["--retention-days", "36500"])
-                .args(["--batch-max-wait-ms", "50"])
-                .args(["--ops-addr", &format!("127.0.0.1:{ops}")])
-                .args(["--log-level", "warn"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit()),
-        );
+        let writer = self.writer(&[("--ops-addr", &format!("127.0.0.1:{ops}"))]);
         // Ready once every migration is applied: a writer stopped earlier would leave the schema half way.
         let ready = format!("http://127.0.0.1:{ops}/readyz");
         poll_until(

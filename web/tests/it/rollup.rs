@@ -5,7 +5,6 @@
 //! web with rollups must have read days from them for every pass, so the comparison is not vacuous.
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use schema::rollup::{self, Changes, PASSES};
@@ -18,22 +17,11 @@ use crate::harness::{accept, seed_events, Stack, Web};
 /// A ClickHouse writer settling every `settle` seconds `lag` seconds behind, rolling up every `rollup`
 /// seconds (0: never).
 fn writer(stack: &Stack, settle: u64, lag: u64, rollup: u64) -> Process {
-    Process::spawn(
-        Command::new(testkit::bin_path("telemetry-writer"))
-            .env_clear()
-            .args(["--sink", "clickhouse"])
-            .args(["--nats-url", &stack.nats.url()])
-            .args(["--clickhouse-url", &stack.clickhouse.url()])
-            .args(["--clickhouse-database", "telemetry"])
-            .args(["--retention-days", "36500"])
-            .args(["--batch-max-wait-ms", "50"])
-            .args(["--settle-interval-secs", &settle.to_string()])
-            .args(["--settle-lag-secs", &lag.to_string()])
-            .args(["--rollup-interval-secs", &rollup.to_string()])
-            .args(["--log-level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()),
-    )
+    stack.writer(&[
+        ("--settle-interval-secs", &settle.to_string()),
+        ("--settle-lag-secs", &lag.to_string()),
+        ("--rollup-interval-secs", &rollup.to_string()),
+    ])
 }
 
 async fn stop(writer: Process) {
