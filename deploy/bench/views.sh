@@ -39,11 +39,9 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d)
 PIDS=()
 # On failure the servers' and services' logs are kept in deploy/bench/out/views-logs (the data is not).
-# Only the script's own shell cleans up: a child it forks (a service being started) inherits the trap.
-MAIN_PID=$BASHPID
 cleanup() {
   local rc=$?
-  [ "$BASHPID" = "$MAIN_PID" ] || return 0
+  main_shell || return 0
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
   if [ "$rc" != 0 ]; then
     local keep="$ROOT/deploy/bench/out/views-logs"

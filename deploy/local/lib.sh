@@ -104,6 +104,12 @@ ensure_cargo_tool() { # ensure_cargo_tool CRATE VERSION
 export PATH="$CARGO_TOOLS/bin:$VENV/bin:$PATH"
 
 # A free TCP port on 127.0.0.1 (the kernel's pick; free when asked, not reserved).
+# main_shell: true in the shell that sourced this file, false in a child it forked: a service being
+# started runs in a forked copy of the shell (with its EXIT trap) until it execs, so a trap that stops
+# servers and removes files must check this first.
+LIB_MAIN_PID=$BASHPID
+main_shell() { [ "$BASHPID" = "$LIB_MAIN_PID" ]; }
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # clickhouse_config DIR HTTP_PORT TCP_PORT [WRITER_PASSWORD WEB_PASSWORD]: a config.xml and users.xml in
