@@ -23,6 +23,28 @@ use crate::model::*;
 use crate::params::{RecordsQuery, Scope};
 use std::sync::Arc;
 
+/// The filter of the records page and the CSV export; [`bind_records_filter`] binds its values.
+const RECORDS_FILTER: &str = "started_at >= toDateTime(?) AND (? = '' OR repo_source = ?) \
+     AND (? = '' OR repo_slug = ?) \
+     AND (? = '' OR nsapp = ?) AND (? = '' OR status = ?) \
+     AND (? = '' OR os_type = ?) AND (? = '' OR type = ?)";
+
+/// Binds the values of [`RECORDS_FILTER`] for `q` at `now`.
+fn bind_records_filter(
+    query: clickhouse::query::Query,
+    q: &RecordsQuery,
+    now: i64,
+) -> clickhouse::query::Query {
+    query
+        .bind(q.scope.period.since(now))
+        .bind_filter(q.scope.repo.sql_value())
+        .bind_filter(q.scope.slug.sql_value())
+        .bind_filter(q.app.as_deref().unwrap_or(""))
+        .bind_filter(q.status.map_or("", |s| s.as_str()))
+        .bind_filter(q.os.as_deref().unwrap_or(""))
+        .bind_filter(q.kind.map_or("", |k| k.as_str()))
+}
+
 /// Binds the value of an optional filter, written `(? = '' OR column = ?)` in the SQL: the value twice,
 /// and the empty string matches every row.
 pub trait BindFilter {
@@ -583,27 +605,9 @@ impl Db {
     /// One page of the installation log: the ids of the page first (only the filter and sort columns
     /// are computed for every install), then those installs in full.
     pub async fn records(&self, q: &RecordsQuery, now: i64) -> Result<RecordsPage, DbError> {
-        let filter = "started_at >= toDateTime(?) AND (? = '' OR repo_source = ?) \
-                      AND (? = '' OR repo_slug = ?) \
-                      AND (? = '' OR nsapp = ?) AND (? = '' OR status = ?) \
-                      AND (? = '' OR os_type = ?) AND (? = '' OR type = ?)";
-        let bind = |query: clickhouse::query::Query| {
-            let repo = q.scope.repo.sql_value();
-            let slug = q.scope.slug.sql_value();
-            let app = q.app.as_deref().unwrap_or("");
-            let status = q.status.map_or("", |s| s.as_str());
-            let os = q.os.as_deref().unwrap_or("");
-            let kind = q.kind.map_or("", |k| k.as_str());
-            query
-                .bind(q.scope.period.since(now))
-                .bind_filter(repo)
-                .bind_filter(slug)
-                .bind_filter(app)
-                .bind_filter(status)
-                .bind_filter(os)
-                .bind_filter(kind)
-        };
-        let count_sql = format!("SELECT toUInt64(count()) FROM ?.installs_final WHERE {filter}");
+        let bind = |query| bind_records_filter(query, q, now);
+        let count_sql =
+            format!("SELECT toUInt64(count()) FROM ?.installs_final WHERE {RECORDS_FILTER}");
         let total = self
             .timed(
                 "records_count",
@@ -615,7 +619,7 @@ impl Db {
         let direction = q.order.sql();
         // Sort column and direction are constants of `SortColumn` and `Order`, never request text.
         let page_sql = format!(
-            "SELECT execution_id, toUInt64(toUInt32(started_at)) AS at FROM ?.installs_final WHERE {filter} \
+            "SELECT execution_id, toUInt64(toUInt32(started_at)) AS at FROM ?.installs_final WHERE {RECORDS_FILTER} \
              ORDER BY {column} {direction}, execution_id {direction} LIMIT ? OFFSET ?"
         );
         let page: Vec<Candidate> = self
@@ -657,31 +661,13 @@ impl Db {
     /// Every install of the filter for the CSV export, in the filter's order, at most `max` rows, read
     /// one by one while the answer streams.
     pub fn export(&self, q: &RecordsQuery, now: i64, max: u32) -> Result<Export, DbError> {
-        let repo = q.scope.repo.sql_value();
-        let slug = q.scope.slug.sql_value();
-        let app = q.app.as_deref().unwrap_or("");
-        let status = q.status.map_or("", |s| s.as_str());
-        let os = q.os.as_deref().unwrap_or("");
-        let kind = q.kind.map_or("", |k| k.as_str());
         let column = q.sort.sql();
         let direction = q.order.sql();
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM ?.installs_final \
-             WHERE started_at >= toDateTime(?) AND (? = '' OR repo_source = ?) \
-             AND (? = '' OR repo_slug = ?) \
-             AND (? = '' OR nsapp = ?) AND (? = '' OR status = ?) \
-             AND (? = '' OR os_type = ?) AND (? = '' OR type = ?) \
+            "SELECT {RECORD_COLUMNS} FROM ?.installs_final WHERE {RECORDS_FILTER} \
              ORDER BY {column} {direction}, execution_id {direction} LIMIT ?"
         );
-        let fut = self
-            .query(&sql)
-            .bind(q.scope.period.since(now))
-            .bind_filter(repo)
-            .bind_filter(slug)
-            .bind_filter(app)
-            .bind_filter(status)
-            .bind_filter(os)
-            .bind_filter(kind)
+        let fut = bind_records_filter(self.query(&sql), q, now)
             .bind(u64::from(max))
             .fetch::<RecordRow>()?;
         ::metrics::counter!(metrics::QUERIES, "query" => "export").increment(1);
