@@ -108,8 +108,10 @@ impl<'a> Top<'a> {
     fn into_pairs(self, len: usize) -> Result<Vec<(Cow<'a, str>, Value)>, JsonError> {
         match self {
             Top::Object(pairs) => {
-                let deepest = pairs.iter().map(|(_, v)| depth(v)).max().unwrap_or(0);
-                if 1 + deepest > MAX_DEPTH {
+                // As in the object: a value replaced by a later one of its key does not count.
+                let kept = |i: usize| !pairs[i + 1..].iter().any(|(k, _)| *k == pairs[i].0);
+                let too_deep_at = |i: usize| 1 + depth(&pairs[i].1) > MAX_DEPTH;
+                if (0..pairs.len()).any(|i| too_deep_at(i) && kept(i)) {
                     return Err(too_deep());
                 }
                 Ok(pairs)
