@@ -9,7 +9,9 @@
 #     installs_final;
 #   - writer lag at the end of the step (consumer pending, from NATS monitoring) and how long the drain took;
 #   - CPU seconds per 1k accepted events of every process (ingest, nats, writer, clickhouse, aggregator,
-#     web, and the simulator itself).
+#     web, and the simulator itself); ClickHouse's query CPU by who asked (the writer's inserts, settle
+#     and rollup passes; the web's dashboard; the freshness probe), from its query log; and the fleet's
+#     total: every service and server, less the probe's queries and the generator.
 # Then the overload phase: twice the sustained rate for OVERLOAD_SECS (sheds with 429/503 + Retry-After,
 # p99 below the scripts' 5 s timeout), then a quarter of it (recovers by itself: nothing shed).
 # Writes deploy/bench/out/e2e.tsv, e2e.json and the chart e2e.png (Chart.js from web/static/vendor,
@@ -46,7 +48,14 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$1" "$2"; } # json FILE EXPR-over-d
 
 # --- servers --------------------------------------------------------------------------------------
-CH_HTTP=$(free_port); CH_TCP=$(free_port); CH="$WORK/clickhouse"; clickhouse_config "$CH" "$CH_HTTP" "$CH_TCP"
+# The writer and the web log in as their own users (as in deploy/local/up), and the probe as `default`:
+# ClickHouse's query log then splits its CPU by who asked (writer: inserts, settle and rollup passes;
+# web: the viewer's dashboard; default: the freshness probe, which is the benchmark's, not the fleet's).
+CH_WRITER_PASSWORD=bench-writer-$RANDOM$RANDOM CH_WEB_PASSWORD=bench-web-$RANDOM$RANDOM
+CH_HTTP=$(free_port); CH_TCP=$(free_port); CH="$WORK/clickhouse"
+clickhouse_config "$CH" "$CH_HTTP" "$CH_TCP" "$CH_WRITER_PASSWORD" "$CH_WEB_PASSWORD"
+sed -i 's|</yandex>|  <query_log><database>system</database><table>query_log</table><flush_interval_milliseconds>1000</flush_interval_milliseconds></query_log>\n</yandex>|' "$CH/config.xml"
+sed -i 's|<default><allow_experimental|<default><log_queries>1</log_queries><allow_experimental|; s|<readonly><readonly>2</readonly>|<readonly><readonly>2</readonly><log_queries>1</log_queries>|' "$CH/users.xml"
 clickhouse-server --config-file="$CH/config.xml" >"$WORK/ch.log" 2>&1 & CH_PID=$!; PIDS+=($CH_PID)
 CH_URL="http://127.0.0.1:$CH_HTTP"
 wait_http "$CH_URL/ping"
@@ -61,13 +70,13 @@ INGEST_PORT=$(free_port); INGEST="http://127.0.0.1:$INGEST_PORT"
 LISTEN_ADDR="127.0.0.1:$INGEST_PORT" OPS_ADDR="127.0.0.1:$(free_port)" "$BIN/telemetry-ingest" >"$WORK/ingest.log" 2>&1 & INGEST_PID=$!; PIDS+=($INGEST_PID)
 wait_http "$INGEST/readyz"
 WRITER_OPS=$(free_port)
-WRITER_SINK=clickhouse OPS_ADDR="127.0.0.1:$WRITER_OPS" "$BIN/telemetry-writer" >"$WORK/writer.log" 2>&1 & WRITER_PID=$!; PIDS+=($WRITER_PID)
+CLICKHOUSE_USER=writer CLICKHOUSE_PASSWORD=$CH_WRITER_PASSWORD WRITER_SINK=clickhouse OPS_ADDR="127.0.0.1:$WRITER_OPS" "$BIN/telemetry-writer" >"$WORK/writer.log" 2>&1 & WRITER_PID=$!; PIDS+=($WRITER_PID)
 wait_http "http://127.0.0.1:$WRITER_OPS/readyz"
 AGG_OPS=$(free_port)
 OPS_ADDR="127.0.0.1:$AGG_OPS" "$BIN/telemetry-aggregator" >"$WORK/aggregator.log" 2>&1 & AGG_PID=$!; PIDS+=($AGG_PID)
 wait_http "http://127.0.0.1:$AGG_OPS/healthz"
 WEB_PORT=$(free_port); WEB="http://127.0.0.1:$WEB_PORT"
-WEB_LISTEN_ADDR="127.0.0.1:$WEB_PORT" WEB_OPS_ADDR="127.0.0.1:$(free_port)" CACHE_TTL_SECS=10 "$BIN/telemetry-web" >"$WORK/web.log" 2>&1 & WEB_PID=$!; PIDS+=($WEB_PID)
+CLICKHOUSE_USER=web CLICKHOUSE_PASSWORD=$CH_WEB_PASSWORD WEB_LISTEN_ADDR="127.0.0.1:$WEB_PORT" WEB_OPS_ADDR="127.0.0.1:$(free_port)" CACHE_TTL_SECS=10 "$BIN/telemetry-web" >"$WORK/web.log" 2>&1 & WEB_PID=$!; PIDS+=($WEB_PID)
 wait_http "$WEB/readyz"
 # One viewer on the dashboard for the whole run.
 ( while true; do curl -fs -o /dev/null "$WEB/api/dashboard?days=7" || true; sleep 1; done ) & PIDS+=($!)
@@ -87,6 +96,16 @@ for acc in d.get("account_details", []):
                 n += c.get("num_pending", 0) + c.get("num_ack_pending", 0)
 print(n)'; }
 TICK=$(getconf CLK_TCK)
+# ClickHouse CPU seconds (user + system, every thread of each query) of the queries that finished at or
+# after unix second $1, by user: "writer web default" on one line. Merges in the background are no
+# query's; they are the rest of the server's CPU.
+ch_cpu_by_user() {
+  chq "SYSTEM FLUSH LOGS" >/dev/null
+  chq "SELECT user, sum(arraySum(arrayFilter((v, n) -> n IN ('UserTimeMicroseconds', 'SystemTimeMicroseconds'),
+         ProfileEvents.Values, ProfileEvents.Names))) / 1e6 FROM system.query_log
+       WHERE type = 2 AND event_time >= toDateTime($1) GROUP BY user FORMAT TSV" |
+    awk '{ cpu[$1] = $2 } END { printf "%.3f %.3f %.3f", cpu["writer"], cpu["web"], cpu["default"] }'
+}
 
 # --- one step: offered rate for SECS --------------------------------------------------------------
 # step NAME RATE SECS → prints one TSV row and leaves $WORK/NAME.json (simulator summary)
@@ -94,6 +113,7 @@ step() {
   local name=$1 rate=$2 secs=$3 s
   declare -A before
   for s in $SERVICES; do [ "$s" = simulate ] || before[$s]=$(cpu_ticks "$(pid_of "$s")"); done
+  local began; began=$(date +%s)
   "$BIN/telemetry-fresh" --every 1 "$INGEST/telemetry" "$CH_URL" telemetry "$PROBE_RATE" "$secs" >"$WORK/$name.probe" 2>/dev/null &
   local probe=$!
   if [ "$GENERATOR" = loadgen ]; then
@@ -111,11 +131,18 @@ step() {
   local row="" cpu accepted elapsed
   accepted=$(json "$WORK/$name.json" "d['accepted']")
   elapsed=$(json "$WORK/$name.json" "d['elapsed_secs']")
+  local fleet=0 ch_writer ch_web ch_probe
+  read -r ch_writer ch_web ch_probe <<<"$(ch_cpu_by_user "$began")"
+  per_1k() { printf '%.3f' "$(echo "scale=4; $1 * 1000 / ($accepted + 1)" | bc)"; }
   for s in $SERVICES; do
     if [ "$s" = simulate ]; then cpu=$(awk '{ print $1 + $2 }' "$WORK/$name.simcpu")
     else cpu=$(echo "scale=3; ($(cpu_ticks "$(pid_of "$s")") - ${before[$s]}) / $TICK" | bc); fi
-    row+=$(printf '\t%.3f' "$(echo "scale=4; $cpu * 1000 / ($accepted + 1)" | bc)")
+    [ "$s" = simulate ] || fleet=$(echo "$fleet + $cpu" | bc)
+    row+=$'\t'$(per_1k "$cpu")
   done
+  # The fleet: every service and server, less the probe's queries (the generator is already apart).
+  fleet=$(echo "$fleet - $ch_probe" | bc)
+  row+=$'\t'$(per_1k "$ch_writer")$'\t'$(per_1k "$ch_web")$'\t'$(per_1k "$ch_probe")$'\t'$(per_1k "$fleet")
   local probe_line; probe_line=$(cat "$WORK/$name.probe")
   val() { echo "$probe_line" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
   printf '%s\t%s\t%.0f\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s%s\n' "$name" "$rate" \
@@ -127,6 +154,7 @@ step() {
 
 HEADER="step\toffered_rps\tachieved_rps\taccepted_per_s\tshed_pct\tingest_p50_ms\tingest_p99_ms\tfresh_p50_ms\tfresh_p99_ms\twriter_lag_end\tdrain_s"
 for s in $SERVICES; do HEADER+="\tcpu_s_per_1k_$s"; done
+HEADER+="\tch_queries_writer\tch_queries_web\tch_queries_probe\tcpu_s_per_1k_fleet"
 printf "$HEADER\n" >"$OUT/e2e.tsv"
 echo "== rising load: $RATES req/s, ${STEP_SECS}s each (probe $PROBE_RATE installs/s)" >&2
 for rate in $RATES; do

@@ -57,6 +57,25 @@ impl BindFilter for clickhouse::query::Query {
     }
 }
 
+/// Why the web is not ready ([`Db::ready`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    /// ClickHouse does not answer (or not within 2 s).
+    Unreachable,
+    /// The writer has not yet created this release's schema (a new database, or an upgrade under way).
+    Migrating,
+}
+
+impl NotReady {
+    /// The `/readyz` text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotReady::Unreachable => "clickhouse not reachable",
+            NotReady::Migrating => "waiting for the writer's clickhouse migrations",
+        }
+    }
+}
+
 /// A failed ClickHouse call; the web answers 503 for it.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -371,17 +390,40 @@ impl Db {
         }
     }
 
-    /// True when ClickHouse answers and the writer's view exists.
-    pub async fn ready(&self) -> bool {
-        let probe = self
-            .client
-            .query("SELECT toUInt64(count()) FROM system.tables WHERE database = ? AND name = 'installs_final'")
-            .bind(&self.database)
-            .fetch_one::<u64>();
-        matches!(
-            tokio::time::timeout(Duration::from_secs(2), probe).await,
-            Ok(Ok(1))
-        )
+    /// `Ok` when ClickHouse answers, the writer's view exists and the writer's migrations reached this
+    /// release's schema ([`schema::names::CLICKHOUSE_SCHEMA_VERSION`]; a newer one is fine); else why not.
+    pub async fn ready(&self) -> Result<(), NotReady> {
+        let probe = async {
+            let tables: u64 = self
+                .client
+                .query(
+                    "SELECT toUInt64(count()) FROM system.tables \
+                     WHERE database = ? AND name IN ('installs_final', 'schema_migrations')",
+                )
+                .bind(&self.database)
+                .fetch_one()
+                .await?;
+            if tables < 2 {
+                return Ok(Err(NotReady::Migrating));
+            }
+            let version: u32 = self
+                .client
+                .query("SELECT toUInt32(max(version)) FROM ?.schema_migrations")
+                .bind(Identifier(&self.database))
+                .fetch_one()
+                .await?;
+            Ok::<_, clickhouse::error::Error>(
+                if version >= schema::names::CLICKHOUSE_SCHEMA_VERSION {
+                    Ok(())
+                } else {
+                    Err(NotReady::Migrating)
+                },
+            )
+        };
+        match tokio::time::timeout(Duration::from_secs(2), probe).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) | Err(_) => Err(NotReady::Unreachable),
+        }
     }
 
     async fn dims(

@@ -83,7 +83,8 @@ async fn measure(matched: Option<MatchedPath>, req: Request, next: Next) -> Resp
     response
 }
 
-/// `/healthz` (`ok`), `/readyz` (`ready`; 503 `clickhouse not reachable` or `shutting down`) and
+/// `/healthz` (`ok`), `/readyz` (`ready`; 503 `clickhouse not reachable`, `waiting for the writer's
+/// clickhouse migrations` or `shutting down`) and
 /// `/metrics`, in plain text: served whole on the ops port (`WEB_OPS_ADDR`); the public port serves its
 /// `/readyz`, and its own `/health` and `/healthz` ([`health`]) in the running service's shape.
 pub fn ops(state: &Arc<AppState>) -> fleet::ops::Ops {
@@ -93,10 +94,11 @@ pub fn ops(state: &Arc<AppState>) -> fleet::ops::Ops {
         async move {
             if s.shutdown.is_triggered() {
                 (false, "shutting down")
-            } else if s.db.ready().await {
-                (true, "ready")
             } else {
-                (false, "clickhouse not reachable")
+                match s.db.ready().await {
+                    Ok(()) => (true, "ready"),
+                    Err(why) => (false, why.as_str()),
+                }
             }
         }
     };
@@ -108,7 +110,7 @@ pub fn ops(state: &Arc<AppState>) -> fleet::ops::Ops {
 /// `/livez` is the process-alive probe (always `ok`): a liveness probe on `/healthz` would restart the web
 /// while ClickHouse is down, when its cached answers are still worth serving.
 async fn health(State(s): Shared) -> Response {
-    let ok = s.db.ready().await;
+    let ok = s.db.ready().await.is_ok();
     let body = serde_json::json!({
         "status": if ok { "ok" } else { "degraded" },
         "time": model::timestamp_i64(crate::now()).text,

@@ -124,24 +124,44 @@ async fn an_aggregator_restarted_mid_stream_publishes_the_same_snapshot() {
         publish_all(js, &batches[2]).await;
     }
 
-    let expected = poll_until(
-        "steady aggregator saw every install",
-        Duration::from_secs(20),
+    // A snapshot is written key by key: both sides are read again on every check, until the steady
+    // one has every install in each window and the restarted one equals it.
+    let finals = |c: &BTreeMap<String, serde_json::Value>, key: &str| {
+        c.get(key).map_or(0, |g| {
+            g["success"].as_u64().unwrap_or(0) + g["failed"].as_u64().unwrap_or(0)
+        })
+    };
+    let (expected, got) = poll_until(
+        "restarted aggregator matches the steady one",
+        Duration::from_secs(30),
         || async {
-            let c = contents(&steady_js).await;
-            let done = c.get("24h.global").is_some_and(|g| {
-                g["success"].as_u64().unwrap_or(0) + g["failed"].as_u64().unwrap_or(0) == 60
-            });
-            done.then_some(c)
-        },
-    )
-    .await;
-    let got = poll_until(
-        "restarted aggregator matches",
-        Duration::from_secs(20),
-        || async {
-            let c = contents(&restarted_js).await;
-            (c == expected).then_some(c)
+            let expected = contents(&steady_js).await;
+            let seen = (
+                finals(&expected, "1h.global"),
+                finals(&expected, "24h.global"),
+            );
+            if seen != (60, 60) {
+                return Err(format!(
+                    "steady aggregator saw {seen:?} of 60 installs (1h, 24h)"
+                ));
+            }
+            let got = contents(&restarted_js).await;
+            if got == expected {
+                return Ok((expected, got));
+            }
+            let differ: Vec<String> = expected
+                .keys()
+                .chain(got.keys())
+                .filter(|k| expected.get(*k) != got.get(*k))
+                .map(|k| {
+                    format!(
+                        "{k}: steady {:?}, restarted {:?}",
+                        expected.get(k),
+                        got.get(k)
+                    )
+                })
+                .collect();
+            Err(differ.join("; "))
         },
     )
     .await;

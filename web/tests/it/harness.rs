@@ -203,7 +203,15 @@ impl Stack {
             .collect()
     }
 
+    /// A web on this stack, once its `/readyz` says ready.
     pub async fn web(&self, tweak: impl FnOnce(&mut Config)) -> Web {
+        let web = self.web_started(tweak).await;
+        web.wait_ready().await;
+        web
+    }
+
+    /// A web on this stack, started but not waited for.
+    pub async fn web_started(&self, tweak: impl FnOnce(&mut Config)) -> Web {
         let mut config = Config::for_servers(&self.clickhouse.url(), &self.nats.url());
         config.cache_warmup = false;
         config.id_hash_key = fleet::Secret::new(ID_KEY);
@@ -223,7 +231,7 @@ impl Stack {
         let metrics = testkit::recorder(web::metrics::install_recorder);
         let service =
             Service::spawn(|stop| web::run(config, listener, client, Some(metrics), stop));
-        let web = Web {
+        Web {
             addr,
             ops_addr,
             http: reqwest::Client::builder()
@@ -232,9 +240,25 @@ impl Stack {
                 .build()
                 .expect("client"),
             service,
-        };
-        web.wait_ready().await;
-        web
+        }
+    }
+
+    /// Runs a ClickHouse writer with `flags` until its `/readyz` says ready (its migrations are done),
+    /// then stops it.
+    pub async fn migrate(&self, flags: &[(&str, &str)]) {
+        let ops = format!("127.0.0.1:{}", testkit::free_port().expect("port"));
+        let mut all = vec![("--ops-addr", ops.as_str())];
+        all.extend_from_slice(flags);
+        let writer = self.writer(&all);
+        let ready = format!("http://{ops}/readyz");
+        poll_until("the writer migrated", Duration::from_secs(60), async || {
+            reqwest::get(&ready)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        let status = writer.terminate(Duration::from_secs(30)).await;
+        assert!(status.success(), "telemetry-writer exited with {status}");
     }
 }
 

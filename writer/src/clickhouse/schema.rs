@@ -1249,6 +1249,15 @@ mod tests {
     }
 
     #[test]
+    fn the_last_migration_is_the_version_the_web_waits_for() {
+        assert_eq!(
+            MIGRATIONS.last().map(|m| m.version),
+            Some(schema::names::CLICKHOUSE_SCHEMA_VERSION),
+            "a new migration raises schema::names::CLICKHOUSE_SCHEMA_VERSION with it"
+        );
+    }
+
+    #[test]
     fn versions_increase_and_statements_are_idempotent() {
         let mut last = 0;
         for m in MIGRATIONS {
