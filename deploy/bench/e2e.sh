@@ -195,6 +195,15 @@ ACCEPTED_TOTAL=0
 for f in "$WORK"/*.json; do ACCEPTED_TOTAL=$((ACCEPTED_TOTAL + $(json "$f" "d['accepted']"))); done
 STORED=$(chq "SELECT count() FROM telemetry.events_final WHERE nsapp != 'fresh' AND nsapp != 'probe'")
 
+# --- where ClickHouse's query CPU went -------------------------------------------------------------
+chq "SYSTEM FLUSH LOGS" >/dev/null
+chq "SELECT user, count() AS queries,
+       round(sum(arraySum(arrayFilter((v, n) -> n IN ('UserTimeMicroseconds', 'SystemTimeMicroseconds'),
+         ProfileEvents.Values, ProfileEvents.Names))) / 1e6, 1) AS cpu_s,
+       substring(replaceRegexpAll(query, '[[:space:]]+', ' '), 1, 100) AS query_start
+     FROM system.query_log WHERE type = 2 GROUP BY user, query_start ORDER BY cpu_s DESC LIMIT 12
+     FORMAT TSVWithNames" >"$OUT/e2e-queries.tsv" || true
+
 # --- chart ---------------------------------------------------------------------------------------
 bash "$ROOT/deploy/bench/e2e-chart.sh" "$OUT/e2e.tsv" "$OUT/e2e.png"
 
@@ -211,6 +220,9 @@ printf '%-58s %s\n' "overload: 5xx other than 503, and transport errors" "$OVER_
 printf '%-58s %s\n' "recovery ($CALM req/s): shed answers" "$RECOVERY_SHED"
 printf '%-58s %s\n' "accepted (simulator) vs stored in events_final" "$ACCEPTED_TOTAL vs $STORED"
 printf '%-58s %s\n' "chart" "$OUT/e2e.png"
+echo
+echo "ClickHouse's query CPU over the whole run, by user and the start of the query ($OUT/e2e-queries.tsv):"
+column -t -s $'\t' "$OUT/e2e-queries.tsv" 2>/dev/null || true
 python3 - "$OUT/e2e.tsv" "$OUT/e2e.json" "$SUSTAINED" "${SHED_AT:-}" <<'PY'
 import csv, json, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
