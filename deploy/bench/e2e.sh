@@ -53,9 +53,9 @@ json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval
 # web: the viewer's dashboard; default: the freshness probe, which is the benchmark's, not the fleet's).
 CH_WRITER_PASSWORD=bench-writer-$RANDOM$RANDOM CH_WEB_PASSWORD=bench-web-$RANDOM$RANDOM
 CH_HTTP=$(free_port); CH_TCP=$(free_port); CH="$WORK/clickhouse"
-clickhouse_config "$CH" "$CH_HTTP" "$CH_TCP" "$CH_WRITER_PASSWORD" "$CH_WEB_PASSWORD"
-sed -i 's|</yandex>|  <query_log><database>system</database><table>query_log</table><flush_interval_milliseconds>1000</flush_interval_milliseconds></query_log>\n</yandex>|' "$CH/config.xml"
-sed -i 's|<default><allow_experimental|<default><log_queries>1</log_queries><allow_experimental|; s|<readonly><readonly>2</readonly>|<readonly><readonly>2</readonly><log_queries>1</log_queries>|' "$CH/users.xml"
+CLICKHOUSE_QUERY_LOG=1 clickhouse_config "$CH" "$CH_HTTP" "$CH_TCP" "$CH_WRITER_PASSWORD" "$CH_WEB_PASSWORD"
+# A query's CPU seconds (user + system, every thread), as a query_log expression.
+QUERY_CPU="arraySum(arrayFilter((v, n) -> n IN ('UserTimeMicroseconds', 'SystemTimeMicroseconds'), ProfileEvents.Values, ProfileEvents.Names)) / 1e6"
 clickhouse-server --config-file="$CH/config.xml" >"$WORK/ch.log" 2>&1 & CH_PID=$!; PIDS+=($CH_PID)
 CH_URL="http://127.0.0.1:$CH_HTTP"
 wait_http "$CH_URL/ping"
@@ -101,8 +101,7 @@ TICK=$(getconf CLK_TCK)
 # query's; they are the rest of the server's CPU.
 ch_cpu_by_user() {
   chq "SYSTEM FLUSH LOGS" >/dev/null
-  chq "SELECT user, sum(arraySum(arrayFilter((v, n) -> n IN ('UserTimeMicroseconds', 'SystemTimeMicroseconds'),
-         ProfileEvents.Values, ProfileEvents.Names))) / 1e6 FROM system.query_log
+  chq "SELECT user, sum($QUERY_CPU) FROM system.query_log
        WHERE type = 2 AND event_time >= toDateTime($1) GROUP BY user FORMAT TSV" |
     awk '{ cpu[$1] = $2 } END { printf "%.3f %.3f %.3f", cpu["writer"], cpu["web"], cpu["default"] }'
 }
@@ -198,8 +197,7 @@ STORED=$(chq "SELECT count() FROM telemetry.events_final WHERE nsapp != 'fresh' 
 # --- where ClickHouse's query CPU went -------------------------------------------------------------
 chq "SYSTEM FLUSH LOGS" >/dev/null
 chq "SELECT user, count() AS queries,
-       round(sum(arraySum(arrayFilter((v, n) -> n IN ('UserTimeMicroseconds', 'SystemTimeMicroseconds'),
-         ProfileEvents.Values, ProfileEvents.Names))) / 1e6, 1) AS cpu_s,
+       round(sum($QUERY_CPU), 1) AS cpu_s,
        substring(replaceRegexpAll(query, '[[:space:]]+', ' '), 1, 100) AS query_start
      FROM system.query_log WHERE type = 2 GROUP BY user, query_start ORDER BY cpu_s DESC LIMIT 12
      FORMAT TSVWithNames" >"$OUT/e2e-queries.tsv" || true

@@ -117,9 +117,16 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # password (for the tools and benchmarks). With the two passwords, also the services' own users: `writer`
 # (creates and writes the tables) and `web`, read only (profile `readonly`: readonly = 2, reads and
 # per-query settings, no INSERT, ALTER, DROP or CREATE); their passwords are stored as SHA-256.
+# With CLICKHOUSE_QUERY_LOG=1, every user's finished queries go to system.query_log (flushed every
+# second), with their CPU in ProfileEvents: deploy/bench/e2e.sh splits ClickHouse's CPU by user with it.
 clickhouse_config() {
   local dir=$1 http_port=$2 tcp_port=$3 writer_password=${4:-} web_password=${5:-}
   local networks='<networks><ip>::1</ip><ip>127.0.0.1</ip></networks>' service_users=''
+  local query_log='' log_queries=''
+  if [ "${CLICKHOUSE_QUERY_LOG:-}" = 1 ]; then
+    query_log='<query_log><database>system</database><table>query_log</table><flush_interval_milliseconds>1000</flush_interval_milliseconds></query_log>'
+    log_queries='<log_queries>1</log_queries>'
+  fi
   if [ -n "$writer_password" ] && [ -n "$web_password" ]; then
     service_users="<writer><password_sha256_hex>$(printf '%s' "$writer_password" | sha256sum | cut -d' ' -f1)</password_sha256_hex>$networks<profile>default</profile><quota>default</quota></writer>"
     service_users+="<web><password_sha256_hex>$(printf '%s' "$web_password" | sha256sum | cut -d' ' -f1)</password_sha256_hex>$networks<profile>readonly</profile><quota>default</quota></web>"
@@ -141,12 +148,13 @@ clickhouse_config() {
   <default_database>default</default_database>
   <mark_cache_size>268435456</mark_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
+  $query_log
 </yandex>
 XML
   cat >"$dir/users.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
-  <profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default><readonly><readonly>2</readonly></readonly></profiles>
+  <profiles><default>$log_queries<allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default><readonly><readonly>2</readonly>$log_queries</readonly></profiles>
   <users><default><password></password>$networks<profile>default</profile><quota>default</quota></default>$service_users</users>
   <quotas><default></default></quotas>
 </yandex>

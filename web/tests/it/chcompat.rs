@@ -21,7 +21,7 @@ use testkit::clickhouse::{ClickHouseServer, READONLY_USER};
 use testkit::{poll_until, NatsServer};
 use time::OffsetDateTime;
 
-use crate::harness::{accept, Stack};
+use crate::harness::{accept, stop_writer, Stack};
 use crate::openapi;
 
 fn root() -> PathBuf {
@@ -396,8 +396,7 @@ async fn settle(stack: &Stack) {
         },
     )
     .await;
-    let status = process.terminate(Duration::from_secs(30)).await;
-    assert!(status.success(), "telemetry-writer exited with {status}");
+    stop_writer(process).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,10 +123,8 @@ impl Stack {
     /// Runs the ClickHouse writer until `events_final` holds `stored` events and `installs_final`
     /// `installs` installs, and stops it.
     async fn store_expecting(&self, stored: u64, installs: u64) {
-        let ops = testkit::free_port().expect("port");
-        let writer = self.writer(&[("--ops-addr", &format!("127.0.0.1:{ops}"))]);
         // Ready once every migration is applied: a writer stopped earlier would leave the schema half way.
-        let ready = format!("http://127.0.0.1:{ops}/readyz");
+        let (writer, ready) = self.writer_with_ops(&[]);
         poll_until(
             "the writer stored every seed event and install",
             Duration::from_secs(60),
@@ -152,8 +150,7 @@ impl Stack {
             },
         )
         .await;
-        let status = writer.terminate(Duration::from_secs(30)).await;
-        assert!(status.success(), "telemetry-writer exited with {status}");
+        stop_writer(writer).await;
     }
 
     /// A direct count (one number) from ClickHouse.
@@ -246,20 +243,29 @@ impl Stack {
     /// Runs a ClickHouse writer with `flags` until its `/readyz` says ready (its migrations are done),
     /// then stops it.
     pub async fn migrate(&self, flags: &[(&str, &str)]) {
-        let ops = format!("127.0.0.1:{}", testkit::free_port().expect("port"));
-        let mut all = vec![("--ops-addr", ops.as_str())];
-        all.extend_from_slice(flags);
-        let writer = self.writer(&all);
-        let ready = format!("http://{ops}/readyz");
+        let (writer, ready) = self.writer_with_ops(flags);
         poll_until("the writer migrated", Duration::from_secs(60), async || {
             reqwest::get(&ready)
                 .await
                 .is_ok_and(|r| r.status().is_success())
         })
         .await;
-        let status = writer.terminate(Duration::from_secs(30)).await;
-        assert!(status.success(), "telemetry-writer exited with {status}");
+        stop_writer(writer).await;
     }
+
+    /// [`Stack::writer`] with an ops port of its own; also returns the URL of its `/readyz`.
+    fn writer_with_ops(&self, flags: &[(&str, &str)]) -> (Process, String) {
+        let ops = format!("127.0.0.1:{}", testkit::free_port().expect("port"));
+        let mut all = vec![("--ops-addr", ops.as_str())];
+        all.extend_from_slice(flags);
+        (self.writer(&all), format!("http://{ops}/readyz"))
+    }
+}
+
+/// Stops a writer process with SIGTERM and asserts that it exited cleanly.
+pub async fn stop_writer(writer: Process) {
+    let status = writer.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "telemetry-writer exited with {status}");
 }
 
 fn unescape_tsv(text: &str) -> String {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use testkit::{poll_until, Process};
 use time::OffsetDateTime;
 
-use crate::harness::{accept, seed_events, Stack, Web};
+use crate::harness::{accept, seed_events, stop_writer, Stack, Web};
 
 /// A ClickHouse writer settling every `settle` seconds `lag` seconds behind, rolling up every `rollup`
 /// seconds (0: never).
@@ -22,11 +22,6 @@ fn writer(stack: &Stack, settle: u64, lag: u64, rollup: u64) -> Process {
         ("--settle-lag-secs", &lag.to_string()),
         ("--rollup-interval-secs", &rollup.to_string()),
     ])
-}
-
-async fn stop(writer: Process) {
-    let status = writer.terminate(Duration::from_secs(30)).await;
-    assert!(status.success(), "telemetry-writer exited with {status}");
 }
 
 /// The first day of an install merged at read time (`u32::MAX`: none).
@@ -203,7 +198,7 @@ async fn every_pass_answers_from_rollups_as_from_the_installs() {
         }
     })
     .await;
-    stop(w).await;
+    stop_writer(w).await;
     same(&with, &without, "rolled up").await;
     let used = rolled_days(&with).await;
     for pass in PASSES {
@@ -232,7 +227,7 @@ async fn every_pass_answers_from_rollups_as_from_the_installs() {
         "the late events are merged at read time"
     );
     same(&with, &without, "merged at read time").await;
-    stop(w).await;
+    stop_writer(w).await;
 
     // Settled: the snapshots of their days are out of date, the others still read.
     let before = rolled_days(&with).await;
@@ -245,7 +240,7 @@ async fn every_pass_answers_from_rollups_as_from_the_installs() {
         }
     })
     .await;
-    stop(w).await;
+    stop_writer(w).await;
     assert!(!missing(&stack).is_empty(), "the late days are out of date");
     same(&with, &without, "settled, rollups out of date").await;
     assert!(
@@ -268,6 +263,6 @@ async fn every_pass_answers_from_rollups_as_from_the_installs() {
         }
     })
     .await;
-    stop(w).await;
+    stop_writer(w).await;
     same(&with, &without, "rolled up again").await;
 }
