@@ -71,6 +71,9 @@ const CONTRACT_FIELDS: &[&str] = &[
     "gpu_passthrough",
     "ram_speed",
     "repo_source",
+    "repo_slug",
+    "has_arm",
+    "arch",
 ];
 /// Fields without which an event is rejected as `missing_field`.
 const REQUIRED_FIELDS: &[&str] = &["random_id", "type", "nsapp", "status"];

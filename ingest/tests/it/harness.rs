@@ -77,7 +77,7 @@ impl Edge {
 
     pub async fn wait_ready(&self, ready: bool) {
         let what = format!("readyz {}", if ready { 200 } else { 503 });
-        poll_until(&what, Duration::from_secs(20), async || {
+        poll_until(&what, Duration::from_secs(60), async || {
             let status = self
                 .http
                 .get(self.url("/readyz"))
