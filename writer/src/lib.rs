@@ -54,9 +54,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.check()?;
-    if let Some(caution) = config.caution() {
-        tracing::warn!("{caution}");
-    }
     let js = jetstream::new(client.clone());
     let stop = Shutdown::new();
 

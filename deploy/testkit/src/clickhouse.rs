@@ -176,8 +176,9 @@ fn write_config(dir: &Path, http_port: u16, tcp_port: u16, query_log: bool) -> a
     Ok(())
 }
 
-/// A minimal HTTP/1.0 POST of one statement (keeps this crate free of an HTTP client).
-fn query(port: u16, sql: &str) -> anyhow::Result<String> {
+/// Runs one statement on the server at `port` (for a thread without the server at hand): a minimal
+/// HTTP/1.0 POST (keeps this crate free of an HTTP client).
+pub fn query(port: u16, sql: &str) -> anyhow::Result<String> {
     query_as(port, None, sql)
 }
 

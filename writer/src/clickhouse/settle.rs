@@ -7,14 +7,31 @@
 //! the new watermark. Until it is recorded, `installs_final` ignores the new rows (their version is
 //! above the watermark) and still merges those installs from `events`; after it, the new rows show.
 //! So `installs_final` is exact at every moment, and stays so when two settles run at once (each only
-//! ever adds rows and marks; the newest row up to the watermark wins). The lag covers inserts still
-//! being written when the watermark is taken.
+//! ever adds rows and marks; the newest row up to the watermark wins). The watermark also stays before
+//! the start of every INSERT ClickHouse is still running (`system.processes`): a touch is stamped during
+//! its insert, so every touch below the watermark belongs to an insert that has finished, however long
+//! it took; the lag is a floor on top of that.
 
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
 use super::{schema, ChError, ClickHouseSink};
+
+/// The start (Unix seconds, rounded down, on ClickHouse's clock) of the oldest INSERT the server is still
+/// running, any table and any user it shows; `u32::MAX` when none. A touch is stamped by
+/// `install_touches_mv` during its insert, so no later than the insert's start; a watermark at or below
+/// this start leaves out every touch of an insert not yet finished. (No `?` in it: the client binds those.)
+const INSERTING: &str = "SELECT toUInt32(if(count() = 0, 4294967295, \
+min(toUInt32(now()) - toUInt32(ceil(elapsed))))) FROM system.processes \
+WHERE is_initial_query AND match(lower(query), '^[[:space:]]*insert')";
+
+/// The new watermark: `lag` behind ClickHouse's clock `now`, and before the start of the oldest insert
+/// still running (`inserting`, `u32::MAX`: none) by a second, so that every touch below it belongs to an
+/// insert that has finished, whatever the insert took.
+pub fn watermark(now: u32, lag: u32, inserting: u32) -> u32 {
+    now.saturating_sub(lag).min(inserting.saturating_sub(1))
+}
 
 /// Most installs one chunk of a settle merges.
 const CHUNK_INSTALLS: u64 = 200_000;
@@ -35,20 +52,29 @@ impl ClickHouseSink {
         struct Clock {
             old: u32,
             now: u32,
+            inserting: u32,
         }
         let clock: Clock = self
             .client
-            .query(
-                "SELECT toUInt32(max(watermark)) AS old, toUInt32(now()) AS now FROM ?.settle_watermark",
-            )
+            .query(&format!(
+                "SELECT toUInt32(max(watermark)) AS old, toUInt32(now()) AS now, ({INSERTING}) AS inserting \
+                 FROM ?.settle_watermark"
+            ))
             .bind(clickhouse::sql::Identifier(&self.database))
             .fetch_one()
             .await?;
         let lag = u32::try_from(lag.as_secs()).unwrap_or(u32::MAX);
-        let new = clock.now.saturating_sub(lag);
+        let new = watermark(clock.now, lag, clock.inserting);
         let old = clock.old;
         if new <= old {
             return Ok(None);
+        }
+        if new < clock.now.saturating_sub(lag) {
+            tracing::debug!(
+                watermark = new,
+                inserting_since = clock.inserting,
+                "settle: the watermark waits for an insert still running"
+            );
         }
         let window = format!(
             "SELECT execution_id FROM ?.install_touches \
@@ -159,4 +185,21 @@ pub fn spawn(sink: ClickHouseSink, every: Duration, lag: Duration) -> JoinHandle
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::watermark;
+
+    #[test]
+    fn the_watermark_stays_before_every_insert_still_running() {
+        // No insert running: the lag alone.
+        assert_eq!(watermark(1_000, 5, u32::MAX), 995);
+        // An insert that started 30 s ago, longer than the lag: a second before its start.
+        assert_eq!(watermark(1_000, 5, 970), 969);
+        // A recent insert does not move a watermark the lag already keeps before it.
+        assert_eq!(watermark(1_000, 5, 998), 995);
+        // No underflow at the start of time.
+        assert_eq!(watermark(3, 5, 0), 0);
+    }
 }

@@ -336,3 +336,112 @@ async fn an_interrupted_version_5_upgrade_keeps_every_settled_row() {
     settle_all(&ch, &sink).await;
     check_exact(&ch, &db, &events, "settled after version 5");
 }
+
+/// A settle while an insert is still running keeps its watermark before that insert's start, however
+/// long the insert takes and whatever the lag (0 here): every touch the insert stamps is at or above the
+/// watermark, so its install is merged from `events` until a settle after the insert takes it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_keeps_its_watermark_before_an_insert_still_running() {
+    let nats = NatsServer::start().expect("nats");
+    let ch = ClickHouseServer::start().expect("clickhouse");
+    let config = config(&nats, Some(&ch), None);
+    let db = config.clickhouse_database.clone();
+    let sink = writer::clickhouse_sink(&config);
+    sink.migrate().await.expect("migrate");
+    let now = || ch_count(&ch, "SELECT toUInt64(now())");
+    let first = ch_count(
+        &ch,
+        &format!("SELECT toUInt64(max(watermark)) FROM {db}.settle_watermark"),
+    );
+    testkit::poll_until(
+        "the clock 3 s past the first watermark",
+        Duration::from_secs(30),
+        || async { now() >= first + 3 },
+    )
+    .await;
+
+    // An insert of at least 20 s: one row a second from its SELECT (ClickHouse writes it at the end).
+    let port = ch.http_port();
+    let sql = format!(
+        "INSERT INTO {db}.events (event_id, received_at, received_ms, execution_id, random_id, type, \
+         nsapp, status, repo_source, synthetic, rescued) \
+         SELECT generateUUIDv4(), now(), toUInt64(now()) * 1000, 'slow-insert', 'r', 'lxc', 'app', \
+         'installing', 'ProxmoxVE', 0, [] FROM system.numbers WHERE sleepEachRow(1) = 0 LIMIT 20 \
+         SETTINGS max_block_size = 1"
+    );
+    let slow = std::thread::spawn(move || testkit::clickhouse::query(port, &sql));
+    testkit::poll_until(
+        "the insert listed as running",
+        Duration::from_secs(60),
+        || async {
+            ch_count(
+                &ch,
+                "SELECT count() FROM system.processes WHERE query LIKE 'INSERT INTO%slow-insert%'",
+            ) == 1
+        },
+    )
+    .await;
+    let listed = now();
+    testkit::poll_until(
+        "the clock 2 s past the insert's start",
+        Duration::from_secs(30),
+        || async { now() >= listed + 2 },
+    )
+    .await;
+    let clock = now();
+    let during = sink
+        .settle(Duration::ZERO)
+        .await
+        .expect("settle")
+        .expect("the watermark moves past the first one");
+    let visible = ch_count(
+        &ch,
+        &format!("SELECT count() FROM {db}.events WHERE execution_id = 'slow-insert'"),
+    );
+    assert_eq!(visible, 0, "the settle ran while the insert was running");
+    assert!(
+        u64::from(during.watermark) < listed && clock >= listed + 2,
+        "the watermark ({}) stays before the insert's start (at most {listed}), where the lag alone \
+         would have put it at {clock}",
+        during.watermark
+    );
+    slow.join().expect("thread").expect("the slow insert");
+    let touched = ch_count(
+        &ch,
+        &format!(
+            "SELECT toUInt64(min(touched_at)) FROM {db}.install_touches WHERE execution_id = 'slow-insert'"
+        ),
+    );
+    assert!(
+        u64::from(during.watermark) <= touched,
+        "the watermark ({}) stays at or below every touch of the running insert ({touched})",
+        during.watermark
+    );
+    assert_eq!(
+        ch_count(
+            &ch,
+            &format!("SELECT events FROM {db}.installs_final WHERE execution_id = 'slow-insert'")
+        ),
+        20,
+        "merged from events before the next settle"
+    );
+    settle_all(&ch, &sink).await;
+    assert_eq!(
+        ch_count(
+            &ch,
+            &format!("SELECT events FROM {db}.installs_final WHERE execution_id = 'slow-insert'")
+        ),
+        20,
+        "settled whole"
+    );
+    assert_eq!(
+        ch_count(
+            &ch,
+            &format!(
+                "SELECT argMax(events, version) FROM {db}.installs_settled WHERE execution_id = 'slow-insert'"
+            )
+        ),
+        20,
+        "the newest settled row holds every event"
+    );
+}
