@@ -29,6 +29,9 @@ pub const RETENTION_DELETED: &str = "telemetry_writer_retention_deleted_total";
 pub const FORGED_EVENTS: &str = "telemetry_writer_forged_events_total";
 /// Installs the ClickHouse settle job merged into `installs_settled` (schema version 4).
 pub const SETTLED_INSTALLS: &str = "telemetry_writer_settled_installs_total";
+/// Seconds the ClickHouse settle watermark trails ClickHouse's clock, after each settle (gauge): about
+/// `SETTLE_LAG_SECS` plus an interval normally; more while an insert still running holds it back.
+pub const SETTLE_BEHIND: &str = "telemetry_writer_settle_behind_seconds";
 /// Days of dashboard passes the ClickHouse rollup job took and listed (schema version 6).
 pub const ROLLUP_DAYS: &str = "telemetry_writer_rollup_days_total";
 /// Values a PocketBase select field does not hold (an error category the running service's collection
@@ -64,6 +67,11 @@ fn describe() {
     describe_counter!(
         SETTLED_INSTALLS,
         "installs merged into installs_settled by the clickhouse settle job"
+    );
+    describe_gauge!(
+        SETTLE_BEHIND,
+        Unit::Seconds,
+        "how far the clickhouse settle watermark trails clickhouse's clock"
     );
     describe_counter!(
         ROLLUP_DAYS,

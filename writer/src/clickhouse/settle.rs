@@ -33,6 +33,14 @@ pub fn watermark(now: u32, lag: u32, inserting: u32) -> u32 {
     now.saturating_sub(lag).min(inserting.saturating_sub(1))
 }
 
+/// A watermark held back this long by an insert still running is logged as a warning.
+const HELD_LONG_SECS: u32 = 60;
+
+/// Records how far the current watermark trails ClickHouse's clock.
+fn behind(now: u32, watermark: u32) {
+    ::metrics::gauge!(crate::metrics::SETTLE_BEHIND).set(f64::from(now.saturating_sub(watermark)));
+}
+
 /// Most installs one chunk of a settle merges.
 const CHUNK_INSTALLS: u64 = 200_000;
 
@@ -66,15 +74,23 @@ impl ClickHouseSink {
         let lag = u32::try_from(lag.as_secs()).unwrap_or(u32::MAX);
         let new = watermark(clock.now, lag, clock.inserting);
         let old = clock.old;
-        if new <= old {
-            return Ok(None);
-        }
-        if new < clock.now.saturating_sub(lag) {
+        let held = clock.now.saturating_sub(lag).saturating_sub(new);
+        if held >= HELD_LONG_SECS {
+            tracing::warn!(
+                running_secs = clock.now.saturating_sub(clock.inserting),
+                "settle: an insert still running holds the watermark back; installs_final merges \
+                 every install touched since from events until it ends (see system.processes)"
+            );
+        } else if held > 0 {
             tracing::debug!(
                 watermark = new,
                 inserting_since = clock.inserting,
                 "settle: the watermark waits for an insert still running"
             );
+        }
+        if new <= old {
+            behind(clock.now, old);
+            return Ok(None);
         }
         let window = format!(
             "SELECT execution_id FROM ?.install_touches \
@@ -116,6 +132,7 @@ impl ClickHouseSink {
         ))
         .await?;
         self.drop_old_touches(new).await?;
+        behind(clock.now, new);
         Ok(Some(Settled {
             watermark: new,
             installs,
