@@ -11,7 +11,7 @@ use testkit::{fixtures, poll_until, sample, NatsServer};
 async fn wait_in_flight(edge: &Edge, n: f64) {
     poll_until(
         &format!("in-flight at {n}"),
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         async || sample(&edge.metrics().await, "telemetry_ingest_in_flight") == n,
     )
     .await
@@ -224,7 +224,7 @@ async fn slow_uploads_spend_the_body_budget_and_further_requests_get_503_at_once
     .await;
     let gauge = "telemetry_ingest_body_bytes_in_flight";
     let held = async |bytes: usize, what: &str| {
-        poll_until(what, Duration::from_secs(10), async || {
+        poll_until(what, Duration::from_secs(60), async || {
             sample(&edge.metrics().await, gauge) == bytes as f64
         })
         .await
