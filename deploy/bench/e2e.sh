@@ -21,6 +21,7 @@
 #        template, keep-alive, one thread, each request from its own X-Forwarded-For client) instead of
 #        telemetry-simulate's realistic mix; its CPU is the `simulate` column either way.
 #        NO_BUILD=1 skips the release build (binaries already in the target directory).
+#        FRESH_BIN=PATH runs another build of the freshness probe (to compare probes side by side).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../local/lib.sh"
 cd "$ROOT"
@@ -38,6 +39,7 @@ ensure_apt chromium chromium
 PATH="$VENV/bin:$PATH"
 [ -n "${NO_BUILD:-}" ] || cargo build --release --locked -q --bins -p ingest -p writer -p aggregator -p web -p traffic
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+FRESH_BIN=${FRESH_BIN:-$BIN/telemetry-fresh}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { main_shell || return 0; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -113,7 +115,7 @@ step() {
   declare -A before
   for s in $SERVICES; do [ "$s" = simulate ] || before[$s]=$(cpu_ticks "$(pid_of "$s")"); done
   local began; began=$(date +%s)
-  "$BIN/telemetry-fresh" --every 1 "$INGEST/telemetry" "$CH_URL" telemetry "$PROBE_RATE" "$secs" >"$WORK/$name.probe" 2>/dev/null &
+  "$FRESH_BIN" --every 1 "$INGEST/telemetry" "$CH_URL" telemetry "$PROBE_RATE" "$secs" >"$WORK/$name.probe" 2>/dev/null &
   local probe=$!
   if [ "$GENERATOR" = loadgen ]; then
     /usr/bin/time -f '%U %S' -o "$WORK/$name.simcpu" "$BIN/telemetry-loadgen" "$INGEST/telemetry" "$rate" "$secs" 1024 \

@@ -130,7 +130,9 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
             (ok, began.elapsed())
         })
     };
-    // The probe itself must stay cheap: let ClickHouse push the id filter into the view's GROUP BY.
+    // The probe itself must stay cheap: let ClickHouse push the id filter into every branch of the view,
+    // where `IN (subquery)` (unlike `has(array, id)`) is looked up in the primary key (`execution_id`)
+    // instead of scanning every settled row.
     let client = clickhouse::Client::default()
         .with_url(&config.clickhouse_url)
         .with_database(&config.database)
@@ -147,7 +149,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
             .unwrap_or_default();
         if !pending.is_empty() {
             let seen: Vec<String> = client
-                .query("SELECT execution_id FROM installs_final WHERE has(?, execution_id)")
+                .query("SELECT execution_id FROM installs_final WHERE execution_id IN (SELECT arrayJoin(?))")
                 .bind(&pending)
                 .fetch_all()
                 .await

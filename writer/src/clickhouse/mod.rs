@@ -6,6 +6,8 @@ pub mod rollup;
 pub mod schema;
 pub mod settle;
 
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clickhouse::sql::Identifier;
@@ -64,6 +66,8 @@ pub struct ClickHouseSink {
     database: String,
     write_timeout: Duration,
     migrate_to: u32,
+    /// Start (Unix seconds) of the running insert the settle last warned about (shared by clones).
+    held_warning: Arc<AtomicU32>,
 }
 
 /// An error of a ClickHouse call outside the write path (migrations, retention).
@@ -171,6 +175,7 @@ impl ClickHouseSink {
             database: settings.database.clone(),
             write_timeout: settings.write_timeout,
             migrate_to: settings.migrate_to,
+            held_warning: Arc::default(),
         }
     }
 

@@ -12,6 +12,7 @@
 //! its insert, so every touch below the watermark belongs to an insert that has finished, however long
 //! it took; the lag is a floor on top of that.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -26,14 +27,26 @@ const INSERTING: &str = "SELECT toUInt32(if(count() = 0, 4294967295, \
 min(toUInt32(now()) - toUInt32(ceil(elapsed))))) FROM system.processes \
 WHERE is_initial_query AND match(lower(query), '^[[:space:]]*insert')";
 
+/// A new watermark, and how many seconds an insert still running holds it back from `now - lag`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermark {
+    pub at: u32,
+    pub held: u32,
+}
+
 /// The new watermark: `lag` behind ClickHouse's clock `now`, and before the start of the oldest insert
 /// still running (`inserting`, `u32::MAX`: none) by a second, so that every touch below it belongs to an
 /// insert that has finished, whatever the insert took.
-pub fn watermark(now: u32, lag: u32, inserting: u32) -> u32 {
-    now.saturating_sub(lag).min(inserting.saturating_sub(1))
+pub fn watermark(now: u32, lag: u32, inserting: u32) -> Watermark {
+    let floor = now.saturating_sub(lag);
+    let at = floor.min(inserting.saturating_sub(1));
+    Watermark {
+        at,
+        held: floor - at,
+    }
 }
 
-/// A watermark held back this long by an insert still running is logged as a warning.
+/// A watermark held back this long by an insert still running is logged as a warning, once per insert.
 const HELD_LONG_SECS: u32 = 60;
 
 /// Records how far the current watermark trails ClickHouse's clock.
@@ -72,10 +85,12 @@ impl ClickHouseSink {
             .fetch_one()
             .await?;
         let lag = u32::try_from(lag.as_secs()).unwrap_or(u32::MAX);
-        let new = watermark(clock.now, lag, clock.inserting);
+        let Watermark { at: new, held } = watermark(clock.now, lag, clock.inserting);
         let old = clock.old;
-        let held = clock.now.saturating_sub(lag).saturating_sub(new);
-        if held >= HELD_LONG_SECS {
+        // The start of the insert this settle last warned about: one warning per insert, not per settle.
+        let warned = self.held_warning.load(Ordering::Relaxed);
+        if held >= HELD_LONG_SECS && warned != clock.inserting {
+            self.held_warning.store(clock.inserting, Ordering::Relaxed);
             tracing::warn!(
                 running_secs = clock.now.saturating_sub(clock.inserting),
                 "settle: an insert still running holds the watermark back; installs_final merges \
@@ -206,17 +221,18 @@ pub fn spawn(sink: ClickHouseSink, every: Duration, lag: Duration) -> JoinHandle
 
 #[cfg(test)]
 mod tests {
-    use super::watermark;
+    use super::{watermark, Watermark};
 
     #[test]
     fn the_watermark_stays_before_every_insert_still_running() {
+        let w = |at, held| Watermark { at, held };
         // No insert running: the lag alone.
-        assert_eq!(watermark(1_000, 5, u32::MAX), 995);
+        assert_eq!(watermark(1_000, 5, u32::MAX), w(995, 0));
         // An insert that started 30 s ago, longer than the lag: a second before its start.
-        assert_eq!(watermark(1_000, 5, 970), 969);
+        assert_eq!(watermark(1_000, 5, 970), w(969, 26));
         // A recent insert does not move a watermark the lag already keeps before it.
-        assert_eq!(watermark(1_000, 5, 998), 995);
+        assert_eq!(watermark(1_000, 5, 998), w(995, 0));
         // No underflow at the start of time.
-        assert_eq!(watermark(3, 5, 0), 0);
+        assert_eq!(watermark(3, 5, 0), w(0, 0));
     }
 }

@@ -100,14 +100,20 @@ fn body(exec: &str, random_id: &str, fields: Value) -> Vec<u8> {
     serde_json::to_vec(&value).expect("json")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn installs_final_is_the_merge_of_every_event_before_and_after_settles() {
+/// NATS and ClickHouse servers of their own, with the writer's database migrated to the newest version:
+/// the servers (kept alive by the caller), the database and the sink.
+async fn migrated_sink() -> (NatsServer, ClickHouseServer, String, ClickHouseSink) {
     let nats = NatsServer::start().expect("nats");
     let ch = ClickHouseServer::start().expect("clickhouse");
     let config = config(&nats, Some(&ch), None);
-    let db = config.clickhouse_database.clone();
     let sink = writer::clickhouse_sink(&config);
     sink.migrate().await.expect("migrate");
+    (nats, ch, config.clickhouse_database, sink)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installs_final_is_the_merge_of_every_event_before_and_after_settles() {
+    let (_nats, ch, db, sink) = migrated_sink().await;
 
     let t0 = OffsetDateTime::now_utc() - time::Duration::hours(3);
     let mut all = corpus(t0);
@@ -162,7 +168,7 @@ async fn installs_final_is_the_merge_of_every_event_before_and_after_settles() {
     let resettled_before = ch_count(&ch, &format!("SELECT count() FROM {db}.installs_resettled"));
 
     // Two settles racing (as two replicas would).
-    let other = writer::clickhouse_sink(&config);
+    let other = sink.clone();
     let now = ch_count(&ch, "SELECT toUInt64(now())");
     testkit::poll_until(
         "the clock to pass the last insert",
@@ -342,12 +348,7 @@ async fn an_interrupted_version_5_upgrade_keeps_every_settled_row() {
 /// watermark, so its install is merged from `events` until a settle after the insert takes it whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settle_keeps_its_watermark_before_an_insert_still_running() {
-    let nats = NatsServer::start().expect("nats");
-    let ch = ClickHouseServer::start().expect("clickhouse");
-    let config = config(&nats, Some(&ch), None);
-    let db = config.clickhouse_database.clone();
-    let sink = writer::clickhouse_sink(&config);
-    sink.migrate().await.expect("migrate");
+    let (_nats, ch, db, sink) = migrated_sink().await;
     let now = || ch_count(&ch, "SELECT toUInt64(now())");
     let first = ch_count(
         &ch,
@@ -417,23 +418,19 @@ async fn a_settle_keeps_its_watermark_before_an_insert_still_running() {
         "the watermark ({}) stays at or below every touch of the running insert ({touched})",
         during.watermark
     );
-    assert_eq!(
+    let slow_events = || {
         ch_count(
             &ch,
-            &format!("SELECT events FROM {db}.installs_final WHERE execution_id = 'slow-insert'")
-        ),
+            &format!("SELECT events FROM {db}.installs_final WHERE execution_id = 'slow-insert'"),
+        )
+    };
+    assert_eq!(
+        slow_events(),
         20,
         "merged from events before the next settle"
     );
     settle_all(&ch, &sink).await;
-    assert_eq!(
-        ch_count(
-            &ch,
-            &format!("SELECT events FROM {db}.installs_final WHERE execution_id = 'slow-insert'")
-        ),
-        20,
-        "settled whole"
-    );
+    assert_eq!(slow_events(), 20, "settled whole");
     assert_eq!(
         ch_count(
             &ch,
