@@ -8,7 +8,8 @@
 #      and (stage pbslow, on a PocketBase of its own whose batch API stays off) the sink's rate without
 #      PB_ALLOW_SETTINGS_CHANGES: one request per record;
 #   3. freshness at RATE events/s through telemetry-ingest (telemetry-fresh): p99 from the 202 to the
-#      install being visible in installs_final.
+#      install being visible in ClickHouse (its event in `events`; every probed install checked in
+#      installs_final at the end).
 # Usage: deploy/bench/writer.sh            N=1000000 PB_N=40000 RATE=5000 SECS=20 BATCH_SIZE=4000 by env
 #        (N and PB_N are rounded down to whole installs of 4 events);
 #        STAGES="ch pb pbslow fresh" picks stages. Freshness writes to its own database `fresh`, so the merges of
