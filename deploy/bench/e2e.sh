@@ -7,7 +7,8 @@
 #   - ingest latency p50/p99 as the simulator saw it;
 #   - freshness p50/p99: a probe posts PROBE_RATE extra installs/s and times the 202 → install visible in
 #     ClickHouse (polled in `events` by primary key, which puts it in installs_final; the probe checks
-#     installs_final for every probed install at the end and counts any not there as missing);
+#     installs_final for every probed install at the end and counts any not there as missing, and a
+#     read there that showed fewer than a later read as a short read);
 #   - writer lag at the end of the step (consumer pending, from NATS monitoring) and how long the drain took;
 #   - CPU seconds per 1k accepted events of every process (ingest, nats, writer, clickhouse, aggregator,
 #     web, and the simulator itself); ClickHouse's query CPU by who asked (the writer's inserts, settle
@@ -147,16 +148,16 @@ step() {
   row+=$'\t'$(per_1k "$ch_writer")$'\t'$(per_1k "$ch_web")$'\t'$(per_1k "$ch_probe")$'\t'$(per_1k "$fleet")
   local probe_line; probe_line=$(cat "$WORK/$name.probe")
   val() { echo "$probe_line" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
-  printf '%s\t%s\t%.0f\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s%s\t%s\n' "$name" "$rate" \
+  printf '%s\t%s\t%.0f\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s%s\t%s\t%s\n' "$name" "$rate" \
     "$(json "$WORK/$name.json" "d['achieved_rate']")" "$(echo "$accepted / $elapsed" | bc -l)" \
     "$(json "$WORK/$name.json" "d['shed'] * 100 / max(1, d['sent'])")" \
     "$(json "$WORK/$name.json" "d['latency_p50_ms']")" "$(json "$WORK/$name.json" "d['latency_p99_ms']")" \
-    "$(val p50_ms)" "$(val p99_ms)" "$lag" "$drain" "$row" "$(val missing)"
+    "$(val p50_ms)" "$(val p99_ms)" "$lag" "$drain" "$row" "$(val missing)" "$(val short_reads)"
 }
 
 HEADER="step\toffered_rps\tachieved_rps\taccepted_per_s\tshed_pct\tingest_p50_ms\tingest_p99_ms\tfresh_p50_ms\tfresh_p99_ms\twriter_lag_end\tdrain_s"
 for s in $SERVICES; do HEADER+="\tcpu_s_per_1k_$s"; done
-HEADER+="\tch_queries_writer\tch_queries_web\tch_queries_probe\tcpu_s_per_1k_fleet\tfresh_missing"
+HEADER+="\tch_queries_writer\tch_queries_web\tch_queries_probe\tcpu_s_per_1k_fleet\tfresh_missing\tfinal_short_reads"
 printf "$HEADER\n" >"$OUT/e2e.tsv"
 echo "== rising load: $RATES req/s, ${STEP_SECS}s each (probe $PROBE_RATE installs/s)" >&2
 for rate in $RATES; do
@@ -221,6 +222,8 @@ printf '%-58s %s\n' "overload: 5xx other than 503, and transport errors" "$OVER_
 printf '%-58s %s\n' "recovery ($CALM req/s): shed answers" "$RECOVERY_SHED"
 printf '%-58s %s\n' "accepted (simulator) vs stored in events_final" "$ACCEPTED_TOTAL vs $STORED"
 printf '%-58s %s\n' "probed installs missing (not seen, or not in installs_final)" \
+  "$(awk -F'\t' 'NR > 1 { n += $(NF - 1) } END { print n + 0 }' "$OUT/e2e.tsv")"
+printf '%-58s %s\n' "reads of installs_final short of probed installs, made up later" \
   "$(awk -F'\t' 'NR > 1 { n += $NF } END { print n + 0 }' "$OUT/e2e.tsv")"
 printf '%-58s %s\n' "chart" "$OUT/e2e.png"
 echo
