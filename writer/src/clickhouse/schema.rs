@@ -815,8 +815,8 @@ const BACKFILL_SEVERAL_RANDOM_IDS_LAST_DAY: &str = concat!(
 /// records the watermark. `installs_final` shows the newest settled row (up to the watermark) of an install
 /// not touched since the watermark, and merges the installs touched since then from `events` at read time
 /// (`install_touches`, fed by `install_touches_mv`, says which; `events` is ordered by `execution_id`). So
-/// every read is exact at every moment, and its cost is a scan of plain columns plus the merge of the few
-/// recent installs.
+/// every read is exact (except one that overlaps the record of a watermark: writer README, "Reads during a
+/// settle"), and its cost is a scan of plain columns plus the merge of the few recent installs.
 ///
 /// The upgrade: the touches start being recorded, then a watermark is picked (once), then every install of
 /// version 3's `installs_final` is copied as it shows (legacy duration rules included) with the watermark
