@@ -95,6 +95,9 @@ pub struct Db {
     rollup_reads: bool,
 }
 
+/// Most computations of one view by [`Db::steady`].
+pub const STEADY_READS: usize = 3;
+
 /// How many latest installs the overview lists.
 pub const RECENT: usize = 10;
 /// How many rows the top lists keep.
@@ -364,6 +367,42 @@ impl Db {
     /// The hasher of public ids.
     pub fn ids(&self) -> &IdHasher {
         &self.ids
+    }
+
+    /// The writer's settle watermark (Unix seconds; 0 before the first).
+    async fn watermark(&self) -> Result<u32, DbError> {
+        self.timed(
+            "watermark",
+            self.client
+                .query("SELECT toUInt32(max(watermark)) FROM ?.settle_watermark")
+                .bind(Identifier(&self.database))
+                .fetch_one::<u32>(),
+        )
+        .await
+    }
+
+    /// Computes a view with `read` and computes it again, up to [`STEADY_READS`] times in all, while the
+    /// writer's settle watermark moved during the computation. A read of `installs_final` that overlaps
+    /// the record of a watermark can miss (or count twice) the installs that settle took, because the
+    /// view's branches can each read another watermark (writer README, "Reads during a settle"); a read
+    /// during which the watermark stayed put cannot. After the last try the last answer is served.
+    pub async fn steady<T, F, Fut>(&self, read: F) -> Result<T, DbError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, DbError>>,
+    {
+        let mut before = self.watermark().await?;
+        let mut tries = 1;
+        loop {
+            let answer = read().await?;
+            let after = self.watermark().await?;
+            if after == before || tries == STEADY_READS {
+                return Ok(answer);
+            }
+            ::metrics::counter!(metrics::REREADS).increment(1);
+            before = after;
+            tries += 1;
+        }
     }
 
     /// Runs one read with the deadline and the query metrics.

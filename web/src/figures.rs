@@ -21,7 +21,7 @@ pub fn all_time_cache(config: &crate::Config, db: Db) -> AllTime {
         config.cache_max_stale(),
         move |(repo, slug): (Repo, Slug)| {
             let db = db.clone();
-            async move { count(&db, repo, slug).await }
+            async move { db.steady(|| count(&db, repo, slug)).await }
         },
     )
     .enabled(config.enable_cache)

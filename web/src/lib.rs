@@ -117,14 +117,14 @@ impl AppState {
         let d = db.clone();
         let dashboard = SwrCache::new("dashboard", capacity, ttl, stale, move |scope| {
             let d = d.clone();
-            async move { d.dashboard(scope, now()).await.map(rendered) }
+            async move { d.steady(|| d.dashboard(scope, now())).await.map(rendered) }
         })
         .weighed(budget, weigh_rendered)
         .enabled(cached);
         let d = db.clone();
         let errors = SwrCache::new("errors", capacity, ttl, stale, move |scope| {
             let d = d.clone();
-            async move { d.errors(scope, now()).await.map(rendered) }
+            async move { d.steady(|| d.errors(scope, now())).await.map(rendered) }
         })
         .weighed(budget, weigh_rendered)
         .enabled(cached);
@@ -136,7 +136,7 @@ impl AppState {
             stale,
             move |(nsapp, scope): (String, Scope)| {
                 let d = d.clone();
-                async move { d.app(&nsapp, scope, now()).await.map(rendered) }
+                async move { d.steady(|| d.app(&nsapp, scope, now())).await.map(rendered) }
             },
         )
         .weighed(budget, weigh_rendered)
@@ -144,7 +144,7 @@ impl AppState {
         let d = db.clone();
         let records = SwrCache::new("records", capacity, ttl, stale, move |q: RecordsQuery| {
             let d = d.clone();
-            async move { d.records(&q, now()).await.map(rendered) }
+            async move { d.steady(|| d.records(&q, now())).await.map(rendered) }
         })
         .weighed(budget, weigh_rendered)
         .enabled(cached);

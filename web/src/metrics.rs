@@ -19,6 +19,9 @@ pub const QUERY_ERRORS: &str = "telemetry_web_clickhouse_errors_total";
 /// Label `query`.
 pub const QUERY_SECONDS: &str = "telemetry_web_clickhouse_query_seconds";
 
+/// Views computed again because the writer's settle recorded a watermark while they were read.
+pub const REREADS: &str = "telemetry_web_settle_rereads_total";
+
 /// Label `pass`: days of a pass read from the per-day rollups instead of `installs_final`.
 pub const ROLLUP_DAYS: &str = "telemetry_web_rollup_days_total";
 
@@ -75,6 +78,10 @@ fn describe() {
         "days of a dashboard pass read from the per-day rollups, by pass"
     );
     describe_counter!(CACHE_REFRESHES, "background cache refreshes started");
+    describe_counter!(
+        REREADS,
+        "views computed again because a settle watermark was recorded while they were read"
+    );
     describe_counter!(QUERIES, "ClickHouse queries, by query");
     describe_counter!(QUERY_ERRORS, "ClickHouse queries that failed or timed out");
     metrics::describe_gauge!(INSTALLS, "installs started today, ProxmoxVE");

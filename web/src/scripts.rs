@@ -440,7 +440,7 @@ impl ScriptsService {
             move |q: ScriptsQuery| {
                 let (db, catalog) = (db.clone(), c.clone());
                 async move {
-                    load(&db, &q, crate::now(), catalog.current(), max_rows)
+                    db.steady(|| load(&db, &q, crate::now(), catalog.current(), max_rows))
                         .await
                         .map(crate::rendered)
                 }

@@ -51,21 +51,33 @@ impl LegacyCaches {
         let d = l.clone();
         let dashboard = SwrCache::new("legacy_dashboard", capacity, ttl, stale, move |scope| {
             let d = d.clone();
-            async move { dashboard(&d, scope, crate::now()).await.map(|v| json(&v)) }
+            async move {
+                d.db.steady(|| dashboard(&d, scope, crate::now()))
+                    .await
+                    .map(|v| json(&v))
+            }
         })
         .weighed(max_bytes, weigh)
         .enabled(on);
         let d = l.clone();
         let errors = SwrCache::new("legacy_errors", capacity, ttl, stale, move |scope| {
             let d = d.clone();
-            async move { errors(&d, scope, crate::now()).await.map(|v| json(&v)) }
+            async move {
+                d.db.steady(|| errors(&d, scope, crate::now()))
+                    .await
+                    .map(|v| json(&v))
+            }
         })
         .weighed(max_bytes, weigh)
         .enabled(on);
         let d = l;
         let records = SwrCache::new("legacy_records", capacity, ttl, stale, move |q| {
             let d = d.clone();
-            async move { records(&d, &q, crate::now()).await.map(|v| json(&v)) }
+            async move {
+                d.db.steady(|| records(&d, &q, crate::now()))
+                    .await
+                    .map(|v| json(&v))
+            }
         })
         .weighed(max_bytes, weigh)
         .enabled(on);

@@ -13,4 +13,5 @@ mod original;
 mod readonly;
 mod rollup;
 mod scripts;
+mod steady;
 mod v3;
