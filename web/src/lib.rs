@@ -322,7 +322,7 @@ async fn install_gauges(state: Arc<AppState>) {
     ));
     loop {
         tick.tick().await;
-        match db.status_counts(&scope, now()).await {
+        match db.db.steady(|| db.status_counts(&scope, now())).await {
             Ok(counts) => metrics::set_install_gauges(&counts),
             Err(e) => tracing::debug!(error = %e, "install gauges not refreshed"),
         }

@@ -8,10 +8,10 @@
 //! above the watermark) and still merges those installs from `events`; after it, the new rows show.
 //! So `installs_final` is exact, and stays so when two settles run at once (each only ever adds rows
 //! and marks; the newest row up to the watermark wins), except for a read that overlaps the record of
-//! a watermark: its branches can read different watermarks (writer README, "Reads during a settle"). The watermark also stays before
-//! the start of every INSERT ClickHouse is still running (`system.processes`): a touch is stamped during
-//! its insert, so every touch below the watermark belongs to an insert that has finished, however long
-//! it took; the lag is a floor on top of that.
+//! a watermark: its branches can read different watermarks (writer README, "Reads during a settle").
+//! The watermark also stays before the start of every INSERT ClickHouse is still running
+//! (`system.processes`): a touch is stamped during its insert, so every touch below the watermark
+//! belongs to an insert that has finished, however long it took; the lag is a floor on top of that.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
