@@ -5,8 +5,10 @@
 # settle them all, then times two reads (median of 5, ClickHouse's own `elapsed` and rows read): the
 # installs of the last day per status, and two installs by id. Then it settles a FRACTION of the
 # installs a second time (a copy of their rows, marked) and times the same reads again.
-# Usage: deploy/bench/resettle.sh     INSTALLS=250000 DAYS=365 FRACTION=1 by env; NO_BUILD=1 skips the
-# build (release, CARGO_TARGET_DIR honoured).
+# MIGRATE_TO=6 keeps the schema at version 6 (the view before version 7), the baseline of a side-by-side
+# run; 0 (the default) is the newest.
+# Usage: deploy/bench/resettle.sh     INSTALLS=250000 DAYS=365 FRACTION=1 MIGRATE_TO=0 by env; NO_BUILD=1
+# skips the build (release, CARGO_TARGET_DIR honoured).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../local/lib.sh"
 cd "$ROOT"
@@ -15,6 +17,7 @@ ensure_clickhouse
 PATH="$VENV/bin:$PATH"
 [ -n "${NO_BUILD:-}" ] || cargo build --release --locked -q -p writer --bins
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+MIGRATE_TO=${MIGRATE_TO:-0}
 INSTALLS=${INSTALLS:-250000}; EVENTS=$((INSTALLS*4)); DAYS=${DAYS:-365}
 WORK=$(mktemp -d); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -28,12 +31,12 @@ NATS_PORT=$(free_port)
 nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" >/dev/null 2>&1 & PIDS+=($!)
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
 WRITER_OPS=$(free_port)
-WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$WRITER_OPS" \
+WRITER_SINK=clickhouse CLICKHOUSE_MIGRATE_TO="$MIGRATE_TO" CLICKHOUSE_URL="$CH_URL" NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$WRITER_OPS" \
   ROLLUP_INTERVAL_SECS=0 LOG_LEVEL=warn "$BIN/telemetry-writer" >"$WORK/writer.log" 2>&1 & WP=$!
 wait_http "http://127.0.0.1:$WRITER_OPS/readyz"; kill $WP; wait $WP 2>/dev/null || true
 sed -e "s/{INSTALLS}/$INSTALLS/g; s/{EVENTS}/$EVENTS/g; s/{DAYS}/$DAYS/g; s/{OFFSET}/0/g" deploy/bench/web-seed.sql | curl -fsS "$CH_URL" --data-binary @-
 SEED_END=$(chq "SELECT toUInt32(now())")
-WRITER_SINK=clickhouse CLICKHOUSE_URL="$CH_URL" NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$(free_port)" \
+WRITER_SINK=clickhouse CLICKHOUSE_MIGRATE_TO="$MIGRATE_TO" CLICKHOUSE_URL="$CH_URL" NATS_URL="nats://127.0.0.1:$NATS_PORT" OPS_ADDR="127.0.0.1:$(free_port)" \
   ROLLUP_INTERVAL_SECS=0 SETTLE_INTERVAL_SECS=1 SETTLE_LAG_SECS=1 LOG_LEVEL=warn "$BIN/telemetry-writer" >>"$WORK/writer.log" 2>&1 & WP=$!
 for _ in $(seq 1 36000); do [ "$(chq "SELECT toUInt32(max(watermark)) > $SEED_END FROM telemetry.settle_watermark")" = 1 ] && break; sleep 0.5; done
 kill $WP; wait $WP 2>/dev/null || true

@@ -26,7 +26,7 @@ cd "$ROOT"
 SIZES=${SIZES:-1000000 3000000 10000000}
 OLD_MAX=${OLD_MAX:-3000000}
 # The newest schema version of the writer.
-LATEST=6
+LATEST=7
 DAYS=${DAYS:-365}
 CPU_EVENTS=$((${CPU_EVENTS:-400000} / 4 * 4))
 

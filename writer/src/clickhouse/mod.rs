@@ -24,10 +24,11 @@ use ::schema::Event;
 const RETENTION_MAX_QUERY_SIZE: usize = 128 << 20;
 
 /// The tables retention deletes an install from, in order.
-const RETENTION_TABLES: [&str; 6] = [
+const RETENTION_TABLES: [&str; 7] = [
     "events",
     "installs_settled",
     "installs_resettled",
+    "installs_moved",
     "install_touches",
     "installs_by_random_id",
     "installs",
@@ -317,6 +318,9 @@ impl ClickHouseSink {
         // `events` first, then the settled rows: `installs_final` is where the next run finds what is
         // left to delete.
         for table in RETENTION_TABLES {
+            if table == "installs_moved" && self.migrate_to != 0 && self.migrate_to < 7 {
+                continue;
+            }
             self.client
                 .query("ALTER TABLE ?.? DELETE WHERE execution_id IN (SELECT arrayJoin(?))")
                 .bind(Identifier(&self.database))

@@ -112,6 +112,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "settled_blocks, day_rollups, day_rollup_index: per-day rollups of the dashboards' passes",
         steps: V6,
     },
+    Migration {
+        version: 7,
+        name: "installs_moved: a period reads its own re-settled installs, not every one of all time",
+        steps: V7,
+    },
 ];
 
 /// One row per accepted event. A redelivered event is a second copy with the same sorting key, which
@@ -890,6 +895,39 @@ const V6: &[Step] = &[
     Step::Sql(DAY_ROLLUP_INDEX),
 ];
 
+/// Version 7: a re-settled install (marked in `installs_resettled`: nearly every live install, whose final
+/// comes a settle or more after its start) is read through a `GROUP BY execution_id, started_at` that
+/// keeps each column of its newest row (`argMax` by version). A period's filter on `started_at`, a key
+/// of that `GROUP BY`, reaches its rows, so a view of a day reads that day's re-settled rows; version 4's
+/// `LIMIT 1 BY execution_id`, which ClickHouse pushes no filter below, read every re-settled install of
+/// all time in every view. The `GROUP BY` holds one group per install only while all its rows started at
+/// the same moment; an install whose start moved (an event delayed on its way to ClickHouse, settled
+/// after a later one) is marked in `installs_moved` and keeps the `LIMIT 1 BY` branch. The upgrade
+/// creates `installs_moved`, marks every install whose rows started at more than one moment (a scan of
+/// the re-settled installs' rows), then swaps the view (missing for a moment). A writer of version 6
+/// settling meanwhile does not mark moved installs: upgrade every writer together, as for version 6.
+const V7: &[Step] = &[
+    Step::Sql(INSTALLS_MOVED),
+    Step::Sql(MARK_MOVED),
+    Step::Sql("DROP TABLE IF EXISTS ?.installs_final"),
+    Step::Built(installs_final7),
+];
+
+/// Re-settled installs whose rows started at more than one moment: `installs_final` picks their newest
+/// row with `LIMIT 1 BY` (schema version 7). Marked by a settle before it records its watermark.
+const INSTALLS_MOVED: &str = "CREATE TABLE IF NOT EXISTS ?.installs_moved (
+    execution_id String
+) ENGINE = ReplacingMergeTree
+ORDER BY execution_id";
+
+/// Marks every re-settled install whose rows started at more than one moment and that is not marked yet
+/// (the settle job runs it too, when it starts).
+pub const MARK_MOVED: &str =
+    "INSERT INTO ?.installs_moved SELECT execution_id FROM ?.installs_settled \
+WHERE execution_id IN (SELECT execution_id FROM ?.installs_resettled) \
+GROUP BY execution_id HAVING uniqExact(started_at) > 1 \
+AND execution_id NOT IN (SELECT execution_id FROM ?.installs_moved)";
+
 /// Rows inserted into `installs_settled` per day they started on, and deletions of retention per first
 /// day they touched (the table keeps its name from blocks: either is one change from that day on).
 const SETTLED_BLOCKS: &str = "CREATE TABLE IF NOT EXISTS ?.settled_blocks (
@@ -1206,6 +1244,65 @@ WHERE version <= (SELECT max(watermark) FROM ?.settle_watermark)
     )
 }
 
+/// The merged state of each install (version 7): as version 4 ([`installs_final4`]), with the
+/// re-settled installs split in two. Those whose rows all started at the same moment keep each column
+/// of their newest row through a `GROUP BY execution_id, started_at`, which a period's filter reaches;
+/// those whose start moved (`installs_moved`) keep version 4's `LIMIT 1 BY`.
+fn installs_final7() -> String {
+    let touched = touched_since_watermark!();
+    let settled = format!(
+        "SELECT {columns} FROM ?.installs_settled
+WHERE version <= (SELECT max(watermark) FROM ?.settle_watermark)
+    AND execution_id NOT IN ({touched})
+    AND execution_id NOT IN (SELECT execution_id FROM ?.installs_resettled)",
+        columns = final_columns!()
+    );
+    // One `argMax` of a tuple: an aggregate function of a Nullable column alone skips NULLs, so it would
+    // keep an older row's value where the newest row has none.
+    let kept: Vec<&str> = final_columns!()
+        .split(", ")
+        .filter(|c| !matches!(*c, "execution_id" | "started_at"))
+        .collect();
+    let mut n = 0;
+    let outer: Vec<String> = final_columns!()
+        .split(", ")
+        .map(|c| match c {
+            "execution_id" | "started_at" => c.to_string(),
+            _ => {
+                n += 1;
+                format!("tupleElement(newest, {n}) AS {c}")
+            }
+        })
+        .collect();
+    let resettled = format!(
+        "SELECT {outer} FROM (
+    SELECT execution_id, started_at, argMax(tuple({kept}), version) AS newest FROM ?.installs_settled
+    WHERE execution_id IN (SELECT execution_id FROM ?.installs_resettled)
+        AND execution_id NOT IN (SELECT execution_id FROM ?.installs_moved)
+        AND version <= (SELECT max(watermark) FROM ?.settle_watermark)
+        AND execution_id NOT IN ({touched})
+    GROUP BY execution_id, started_at
+)",
+        outer = outer.join(", "),
+        kept = kept.join(", ")
+    );
+    let moved = format!(
+        "SELECT {columns} FROM (
+    SELECT * FROM ?.installs_settled
+    WHERE execution_id IN (SELECT execution_id FROM ?.installs_moved)
+        AND version <= (SELECT max(watermark) FROM ?.settle_watermark)
+        AND execution_id NOT IN ({touched})
+    ORDER BY execution_id, version DESC
+    LIMIT 1 BY execution_id
+)",
+        columns = final_columns!()
+    );
+    let fresh = installs_of_events(&format!("execution_id IN ({touched})"));
+    format!(
+        "CREATE VIEW IF NOT EXISTS ?.installs_final AS\n{settled}\nUNION ALL\n{resettled}\nUNION ALL\n{moved}\nUNION ALL\n{fresh}"
+    )
+}
+
 /// [`INSTALLS_OF_EVENTS`] for the installs with an event matching `filter` (constants of this crate and
 /// numbers only).
 pub fn installs_of_events(filter: &str) -> String {
@@ -1278,7 +1375,9 @@ mod tests {
                                 "WHERE execution_id NOT IN (SELECT execution_id FROM ?.installs_settled)"
                             )
                             // Version 5: only installs with several rows not marked yet.
-                            || s.ends_with("NOT IN (SELECT execution_id FROM ?.installs_resettled)"),
+                            || s.ends_with("NOT IN (SELECT execution_id FROM ?.installs_resettled)")
+                            // Version 7: only moved installs not marked yet.
+                            || s.ends_with("NOT IN (SELECT execution_id FROM ?.installs_moved)"),
                         "{s}"
                     ),
                     Step::Built(_) => assert!(sql.contains("IF NOT EXISTS"), "{sql}"),
@@ -1377,6 +1476,15 @@ mod tests {
         let view = installs_final4();
         assert_eq!(view.matches("UNION ALL").count(), 2, "{view}");
         assert!(!render(&view).contains('{'), "{view}");
+        let view = installs_final7();
+        assert_eq!(view.matches("UNION ALL").count(), 3, "{view}");
+        assert!(!render(&view).contains('{'), "{view}");
+        // The re-settled branch keeps every column but the two it groups by, in the view's order.
+        assert_eq!(
+            view.matches("tupleElement(newest, ").count(),
+            columns.len() - 2
+        );
+        assert!(view.contains("tupleElement(newest, 32) AS arch"), "{view}");
     }
 
     /// Version 3 creates a table and views, drops only `installs_final`, and its view and backfills

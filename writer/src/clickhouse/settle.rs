@@ -136,6 +136,15 @@ impl ClickHouseSink {
                      WHERE {ids} GROUP BY execution_id HAVING count() > 1"
                 ))
                 .await?;
+                if self.migrate_to == 0 || self.migrate_to >= 7 {
+                    // Re-settled installs whose start moved: `installs_final` reads them with
+                    // `LIMIT 1 BY` (schema version 7).
+                    self.execute(&format!(
+                        "INSERT INTO ?.installs_moved SELECT execution_id FROM ?.installs_settled \
+                         WHERE {ids} GROUP BY execution_id HAVING uniqExact(started_at) > 1"
+                    ))
+                    .await?;
+                }
             }
         }
         if installs > 0 && (self.migrate_to == 0 || self.migrate_to >= 6) {
@@ -156,9 +165,14 @@ impl ClickHouseSink {
     }
 
     /// Marks every install with more than one settled row: the rows two upgrades racing may have copied
-    /// twice (run once when the job starts; a full pass over `installs_settled`'s ids).
+    /// twice (run once when the job starts; a full pass over `installs_settled`'s ids), and (schema
+    /// version 7) every one of those whose start moved.
     pub async fn mark_resettled(&self) -> Result<(), ChError> {
-        self.execute(schema::MARK_RESETTLED).await
+        self.execute(schema::MARK_RESETTLED).await?;
+        if self.migrate_to == 0 || self.migrate_to >= 7 {
+            self.execute(schema::MARK_MOVED).await?;
+        }
+        Ok(())
     }
 
     /// Drops the days of `install_touches` older than the day before the watermark's: nothing reads them.

@@ -31,6 +31,7 @@ async fn migrations_apply_once_and_a_second_start_changes_nothing() {
             "installs",
             "installs_by_random_id",
             "installs_final",
+            "installs_moved",
             "installs_resettled",
             "installs_settled",
             "schema_migrations",

@@ -130,11 +130,37 @@ async fn installs_final_is_the_merge_of_every_event_before_and_after_settles() {
     // The rest, in reverse order (late and out-of-order events of installs already settled).
     let mut late: Vec<Published> = rest.to_vec();
     late.reverse();
+    // And an event delayed on its way, received before every other one of a settled install: its start
+    // moves earlier.
+    let first_id = written[0].event.execution_id.clone();
+    late.push(accept(
+        &body(
+            &first_id,
+            &written[0].event.random_id,
+            json!({"status": "installing"}),
+        ),
+        t0 - time::Duration::hours(1),
+    ));
     write(&sink, &late).await;
     written.extend(late);
     check_exact(&ch, &db, &written, "late events before a settle");
     settle_all(&ch, &sink).await;
     check_exact(&ch, &db, &written, "late events settled");
+    // Both kinds of re-settled installs are read (schema version 7): those whose rows all started at the
+    // same moment, through the view's `GROUP BY`, and those whose start a late event moved earlier.
+    let moved = ch_count(&ch, &format!("SELECT count() FROM {db}.installs_moved"));
+    let same_start = ch_count(
+        &ch,
+        &format!(
+            "SELECT count() FROM {db}.installs_resettled \
+             WHERE execution_id NOT IN (SELECT execution_id FROM {db}.installs_moved)"
+        ),
+    );
+    assert!(moved > 0, "an install whose start moved");
+    assert!(
+        same_start > 0,
+        "an install settled twice with the same start"
+    );
 
     // A forged final, a replay of everything, and a new event for a settled install.
     let settled_id = written[0].event.execution_id.clone();
@@ -231,7 +257,7 @@ async fn a_version_3_database_shows_every_install_once_with_every_column_after_v
     let before = installs_final(&ch, &db);
     assert!(before.len() > 80);
 
-    assert_eq!(sink.migrate().await.expect("versions 4 to 6"), 3);
+    assert_eq!(sink.migrate().await.expect("versions 4 to 7"), 4);
     assert_eq!(sink.migrate().await.expect("again"), 0);
     let after = installs_final(&ch, &db);
     assert_eq!(after, before, "every install, every column");
@@ -306,7 +332,7 @@ async fn an_interrupted_version_5_upgrade_keeps_every_settled_row() {
     .expect("a late row in the old table");
 
     let sink = writer::clickhouse_sink(&config(&nats, Some(&ch), None));
-    assert_eq!(sink.migrate().await.expect("versions 5 and 6"), 2);
+    assert_eq!(sink.migrate().await.expect("versions 5 to 7"), 3);
     assert_eq!(sink.migrate().await.expect("again"), 0);
     assert_eq!(
         installs_final(&ch, &db),
