@@ -1215,29 +1215,41 @@ FROM (
     GROUP BY execution_id
 )";
 
-/// The merged state of each install (version 4): the newest settled row, up to the watermark, of every
-/// install not touched since the watermark (one branch for installs settled once, one for those settled
-/// again), and the merge from `events` of the installs touched since. Same columns and values as version 3.
-fn installs_final4() -> String {
-    let touched = touched_since_watermark!();
-    let settled = format!(
+/// The installs settled once (not marked in `installs_resettled`) and not touched since the watermark:
+/// their settled row up to the watermark (`touched`: the installs touched since it).
+fn settled_once(touched: &str) -> String {
+    format!(
         "SELECT {columns} FROM ?.installs_settled
 WHERE version <= (SELECT max(watermark) FROM ?.settle_watermark)
     AND execution_id NOT IN ({touched})
     AND execution_id NOT IN (SELECT execution_id FROM ?.installs_resettled)",
         columns = final_columns!()
-    );
-    let resettled = format!(
+    )
+}
+
+/// The newest settled row, up to the watermark, of every install marked in `marks` and not touched since
+/// the watermark, by `LIMIT 1 BY` (which no outer filter gets below).
+fn newest_row_of(marks: &str, touched: &str) -> String {
+    format!(
         "SELECT {columns} FROM (
     SELECT * FROM ?.installs_settled
-    WHERE execution_id IN (SELECT execution_id FROM ?.installs_resettled)
+    WHERE execution_id IN (SELECT execution_id FROM ?.{marks})
         AND version <= (SELECT max(watermark) FROM ?.settle_watermark)
         AND execution_id NOT IN ({touched})
     ORDER BY execution_id, version DESC
     LIMIT 1 BY execution_id
 )",
         columns = final_columns!()
-    );
+    )
+}
+
+/// The merged state of each install (version 4): the newest settled row, up to the watermark, of every
+/// install not touched since the watermark (one branch for installs settled once, one for those settled
+/// again), and the merge from `events` of the installs touched since. Same columns and values as version 3.
+fn installs_final4() -> String {
+    let touched = touched_since_watermark!();
+    let settled = settled_once(touched);
+    let resettled = newest_row_of("installs_resettled", touched);
     let fresh = installs_of_events(&format!("execution_id IN ({touched})"));
     format!(
         "CREATE VIEW IF NOT EXISTS ?.installs_final AS\n{settled}\nUNION ALL\n{resettled}\nUNION ALL\n{fresh}"
@@ -1250,13 +1262,7 @@ WHERE version <= (SELECT max(watermark) FROM ?.settle_watermark)
 /// those whose start moved (`installs_moved`) keep version 4's `LIMIT 1 BY`.
 fn installs_final7() -> String {
     let touched = touched_since_watermark!();
-    let settled = format!(
-        "SELECT {columns} FROM ?.installs_settled
-WHERE version <= (SELECT max(watermark) FROM ?.settle_watermark)
-    AND execution_id NOT IN ({touched})
-    AND execution_id NOT IN (SELECT execution_id FROM ?.installs_resettled)",
-        columns = final_columns!()
-    );
+    let settled = settled_once(touched);
     // One `argMax` of a tuple: an aggregate function of a Nullable column alone skips NULLs, so it would
     // keep an older row's value where the newest row has none.
     let kept: Vec<&str> = final_columns!()
@@ -1286,17 +1292,7 @@ WHERE version <= (SELECT max(watermark) FROM ?.settle_watermark)
         outer = outer.join(", "),
         kept = kept.join(", ")
     );
-    let moved = format!(
-        "SELECT {columns} FROM (
-    SELECT * FROM ?.installs_settled
-    WHERE execution_id IN (SELECT execution_id FROM ?.installs_moved)
-        AND version <= (SELECT max(watermark) FROM ?.settle_watermark)
-        AND execution_id NOT IN ({touched})
-    ORDER BY execution_id, version DESC
-    LIMIT 1 BY execution_id
-)",
-        columns = final_columns!()
-    );
+    let moved = newest_row_of("installs_moved", touched);
     let fresh = installs_of_events(&format!("execution_id IN ({touched})"));
     format!(
         "CREATE VIEW IF NOT EXISTS ?.installs_final AS\n{settled}\nUNION ALL\n{resettled}\nUNION ALL\n{moved}\nUNION ALL\n{fresh}"
