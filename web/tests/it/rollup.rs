@@ -212,15 +212,29 @@ async fn every_pass_answers_from_rollups_as_from_the_installs() {
     // Late events merged at read time: settled once at start, then only in an hour, an hour behind.
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let events = late(now);
+    let since = stack.count("SELECT toUInt64(toUInt32(now()))");
     stack.publish(&events).await;
     let w = writer(&stack, 3600, 3600, 0);
     let stored = seeded + events.len() as u64;
-    poll_until("the late events stored", wait, async || {
-        match stack.count("SELECT count() FROM telemetry.events_final") {
-            n if n == stored => Ok(()),
-            n => Err(format!("{n} of {stored}")),
-        }
-    })
+    // ClickHouse shows an insert's rows in `events` before its materialized view has recorded their
+    // touches: wait for both, then the watermark must still be before the touches.
+    let touched = format!(
+        "SELECT toUInt64(uniqExact(execution_id)) FROM telemetry.install_touches \
+         WHERE execution_id IN ('late-new', 'seed-005') AND touched_at >= toDateTime({since})"
+    );
+    poll_until(
+        "the late events and their touches stored",
+        wait,
+        async || {
+            let n = stack.count("SELECT count() FROM telemetry.events_final");
+            let t = stack.count(&touched);
+            if n == stored && t == 2 {
+                Ok(())
+            } else {
+                Err(format!("{n} of {stored} events, {t} of 2 installs touched"))
+            }
+        },
+    )
     .await;
     assert!(
         fresh(&stack) < u64::from(u32::MAX),
