@@ -396,24 +396,6 @@ impl LegacyDb {
         Ok(rows)
     }
 
-    /// Every install of the filter for the CSV export, in its order, at most `max`, as a cursor read
-    /// while the answer streams.
-    pub fn export(
-        &self,
-        r: &RecordsQuery,
-        now: i64,
-        max: u32,
-    ) -> Result<clickhouse::query::RowCursor<RecordRow>, DbError> {
-        let (column, direction) = (r.sort.column.sql(), r.sort.direction());
-        let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM ?.installs_final WHERE {SCOPE_FILTER} AND {RECORDS_FILTER} \
-             ORDER BY {column} {direction}, execution_id {direction} LIMIT ?"
-        );
-        Ok(bind_records(self.db.query(&sql), r, now)
-            .bind(u64::from(max))
-            .fetch::<RecordRow>()?)
-    }
-
     /// Today's counts per final status of one repo, for the `/metrics` gauges.
     pub async fn status_counts(
         &self,
