@@ -63,7 +63,7 @@ T0=$("$BIN/telemetry-fill" --nats-url "$NATS_URL" cross benchapp 10)
 # over two lines, so a grep of its first line misses the app's name).
 benchapp_subject() {
   python3 - "$WORK/mail/new" <<'PY'
-import email, email.header, email.policy, pathlib, sys
+import email, email.policy, pathlib, sys
 d = pathlib.Path(sys.argv[1])
 for f in sorted(d.glob("*")) if d.is_dir() else []:
     subject = str(email.message_from_bytes(f.read_bytes(), policy=email.policy.default)["Subject"] or "")

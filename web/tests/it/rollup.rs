@@ -4,7 +4,7 @@
 //! they are settled (the snapshots of their days out of date), and once the rollups are taken again. The
 //! web with rollups must have read days from them for every pass, so the comparison is not vacuous.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use schema::rollup::{self, Changes, PASSES};
@@ -218,9 +218,18 @@ async fn every_pass_answers_from_rollups_as_from_the_installs() {
     let stored = seeded + events.len() as u64;
     // ClickHouse shows an insert's rows in `events` before its materialized view has recorded their
     // touches: wait for both, then the watermark must still be before the touches.
+    let ids: BTreeSet<&str> = events
+        .iter()
+        .map(|a| a.event.execution_id.as_str())
+        .collect();
+    let listed = ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let touched = format!(
         "SELECT toUInt64(uniqExact(execution_id)) FROM telemetry.install_touches \
-         WHERE execution_id IN ('late-new', 'seed-005') AND touched_at >= toDateTime({since})"
+         WHERE execution_id IN ({listed}) AND touched_at >= toDateTime({since})"
     );
     poll_until(
         "the late events and their touches stored",
@@ -228,10 +237,13 @@ async fn every_pass_answers_from_rollups_as_from_the_installs() {
         async || {
             let n = stack.count("SELECT count() FROM telemetry.events_final");
             let t = stack.count(&touched);
-            if n == stored && t == 2 {
+            if n == stored && t == ids.len() as u64 {
                 Ok(())
             } else {
-                Err(format!("{n} of {stored} events, {t} of 2 installs touched"))
+                Err(format!(
+                    "{n} of {stored} events, {t} of {} installs touched",
+                    ids.len()
+                ))
             }
         },
     )
