@@ -3,7 +3,8 @@
 #   1. peak accepted events/s (wrk, keep-alive, 1 KB installing bodies with distinct execution ids) for
 #      telemetry-ingest, a bare axum 202 handler, and PocketBase's single-record create (the original's
 #      per-request path), with the ratios;
-#   2. p50/p99 at half of the ingest's peak (open-loop load generator telemetry-loadgen);
+#   2. p50/p99 at half of the ingest's peak (open-loop load generator telemetry-loadgen), and the bare
+#      handler's p99 at the same rate beside it (what the generator and the machine add by themselves);
 #   3. p99 of the 503 answers while NATS is stopped;
 #   4. peak RSS of telemetry-ingest;
 #   5. CPU seconds per 1,000 events of the ingest (at half of its peak) and of the load generator.
@@ -86,6 +87,9 @@ HALF=$((INGEST / 2))
 echo "== latency at half of the ingest's peak ($HALF/s for ${DURATION}s, open loop)" >&2
 HALF_LINE=$(half_peak "$INGEST_PID" "$INGEST_PORT" "$HALF")
 echo "$HALF_LINE" >&2
+echo "== the bare handler at the same rate: the generator's and the machine's share of the latency" >&2
+BARE_HALF_LINE=$("$BIN/telemetry-loadgen" "http://127.0.0.1:$BARE_PORT/telemetry" "$HALF" "$DURATION")
+echo "$BARE_HALF_LINE" >&2
 if [ -n "${BASE_BIN:-}" ]; then
   BASE_HALF=$((BASE / 2))
   echo "== base: latency at half of its peak ($BASE_HALF/s), and at the new build's half peak ($HALF/s)" >&2

@@ -1,7 +1,8 @@
 //! The open-loop load generator `telemetry-loadgen` of `deploy/bench/ingest.sh` and `deploy/bench/e2e.sh`:
 //! sends 1 KB `installing` bodies with distinct execution ids at a fixed rate and reports latency
 //! percentiles measured from each request's scheduled send time (so a stalled server cannot hide its
-//! queueing), the answers by kind, and its own CPU seconds per 1,000 requests (so a benchmark can take the
+//! queueing; a request the timer sent a little early counts from its departure, [`latency_origin`]), the
+//! answers by kind, and its own CPU seconds per 1,000 requests (so a benchmark can take the
 //! generator's share out of the machine's). It is built to cost as little as it can: the HTTP/1.1 request
 //! is written from a template prepared once (each request only copies it and overwrites the fixed-width
 //! id digits in place: no JSON building, no HTTP client), over a fixed set of keep-alive connections, one
@@ -247,7 +248,8 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
                     break;
                 }
                 let scheduled = start + Duration::from_secs_f64(n as f64 / rate);
-                tokio::time::sleep_until(scheduled).await;
+                tokio::time::sleep_until(wake_for(scheduled)).await;
+                let from = latency_origin(scheduled, tokio::time::Instant::now());
                 template.write(n, &mut request);
                 let mut status = 0;
                 // One retry on a fresh connection when a reused one was closed under us.
@@ -278,9 +280,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
                     }
                 }
                 *tally.statuses.entry(status).or_insert(0) += 1;
-                tally
-                    .latencies_us
-                    .push(scheduled.elapsed().as_micros() as u64);
+                tally.latencies_us.push(from.elapsed().as_micros() as u64);
             }
             tally
         }));
@@ -329,6 +329,28 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(report)
+}
+
+/// The resolution of Tokio's timer: it fires on whole milliseconds and rounds a deadline up to the next
+/// one, so a request woken at its scheduled time would leave on average half a millisecond late (up to a
+/// whole one), and a latency counted from the schedule would carry that delay of the generator's own.
+pub const TIMER_TICK: Duration = Duration::from_millis(1);
+
+/// When to wake for a request scheduled at `scheduled`: one timer tick before it, so that the timer's
+/// rounding up brings the wake to the scheduled time at the latest (not up to a tick after it).
+pub fn wake_for(scheduled: tokio::time::Instant) -> tokio::time::Instant {
+    scheduled.checked_sub(TIMER_TICK).unwrap_or(scheduled)
+}
+
+/// Where a request's latency is counted from, given its scheduled time and the time it actually leaves:
+/// the schedule when it leaves late (a request that waited for a free connection, or for a busy
+/// generator, counts that wait: open loop, no coordinated omission), the departure when the early wake
+/// of [`wake_for`] sent it before its time (the server had it only from then).
+pub fn latency_origin(
+    scheduled: tokio::time::Instant,
+    departs: tokio::time::Instant,
+) -> tokio::time::Instant {
+    scheduled.min(departs)
 }
 
 /// Sends one request on `conn` (opening it when there is none) and reads the whole answer into
@@ -489,6 +511,20 @@ mod tests {
         check(
             b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n\r\n",
             Some((503, 52)),
+        );
+    }
+
+    #[test]
+    fn latency_counts_from_the_schedule_unless_the_request_left_before_it() {
+        let scheduled = tokio::time::Instant::now() + Duration::from_secs(5);
+        assert_eq!(wake_for(scheduled), scheduled - TIMER_TICK);
+        let early = scheduled - Duration::from_micros(300);
+        assert_eq!(latency_origin(scheduled, early), early);
+        let late = scheduled + Duration::from_millis(40);
+        assert_eq!(
+            latency_origin(scheduled, late),
+            scheduled,
+            "a late request counts its wait"
         );
     }
 
