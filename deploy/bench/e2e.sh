@@ -66,7 +66,7 @@ wait_http "$CH_URL/ping"
 chq() { curl -fsS "$CH_URL" --data-binary "$1"; }
 
 NATS_PORT=$(free_port); NATS_MON=$(free_port)
-nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" >"$WORK/nats.log" 2>&1 & NATS_PID=$!; PIDS+=($NATS_PID)
+env $NATS_GO_ENV nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" >"$WORK/nats.log" 2>&1 & NATS_PID=$!; PIDS+=($NATS_PID)
 wait_http "http://127.0.0.1:$NATS_MON/healthz"
 export NATS_URL="nats://127.0.0.1:$NATS_PORT" CLICKHOUSE_URL="$CH_URL" LOG_LEVEL=warn
 

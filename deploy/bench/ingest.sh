@@ -30,7 +30,7 @@ trap cleanup EXIT
 wait_http() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
 
 NATS_PORT=$(free_port); INGEST_PORT=$(free_port); BARE_PORT=$(free_port); PB_PORT=$(free_port)
-nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" >/dev/null 2>&1 & NATS_PID=$!; PIDS+=($NATS_PID)
+env $NATS_GO_ENV nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" >/dev/null 2>&1 & NATS_PID=$!; PIDS+=($NATS_PID)
 INGEST_OPS_PORT=$(free_port)
 RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$INGEST_PORT" OPS_ADDR="127.0.0.1:$INGEST_OPS_PORT" NATS_URL="nats://127.0.0.1:$NATS_PORT" LOG_LEVEL=warn \
   "$BIN/telemetry-ingest" 2>"$WORK/ingest.log" & INGEST_PID=$!; PIDS+=($INGEST_PID)
@@ -114,6 +114,8 @@ printf '%-44s %12s\n' "events stored by ingest (metric)" "$STORED"
 printf '%-44s %12.2f   (aim >= 0.50)\n' "ingest / bare" "$(awk "BEGIN {print $INGEST / $BARE}")"
 printf '%-44s %12.1f   (aim >= 20)\n' "ingest / PocketBase" "$(awk "BEGIN {print $INGEST / $PB}")"
 printf '%-44s %12s   (aim <= 5)\n' "p99 ms at half peak" "$(echo "$HALF_LINE" | sed -E 's/.* p99_ms=([0-9.]+).*/\1/')"
+printf '%-44s %12s\n' "p50 ms at half peak" "$(field "$HALF_LINE" p50_ms)"
+printf '%-44s %12s\n' "bare p99 ms at the same rate" "$(field "$BARE_HALF_LINE" p99_ms)"
 printf '%-44s %12s   (aim <= 100)\n' "p99 ms of 503 with NATS stopped" "$(echo "$DOWN_LINE" | sed -E 's/.* p99_ms=([0-9.]+).*/\1/')"
 printf '%-44s %12s   (aim <= 50)\n' "peak RSS of telemetry-ingest (MB)" "$((RSS_KB / 1024))"
 printf '%-44s %12s\n' "ingest CPU-s per 1k events at half peak" "$(field "$HALF_LINE" ingest_cpu_s_per_1k)"

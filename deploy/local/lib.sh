@@ -14,6 +14,10 @@ AIOSMTPD_VERSION=1.4.6
 PYYAML_VERSION=6.0.3
 CARGO_MACHETE_VERSION=0.9.2
 CARGO_DENY_VERSION=0.20.2
+# The broker's Go runtime settings, as every deployment sets them (deploy/README.md, "The broker's garbage
+# collector"): `env $NATS_GO_ENV nats-server ...` in deploy/local/up and the benchmarks. Set it in the
+# environment to run a benchmark with other settings (e.g. NATS_GO_ENV=GOGC=100 for the Go default).
+NATS_GO_ENV=${NATS_GO_ENV:-GOGC=400 GOMEMLIMIT=1GiB}
 
 say() { printf '%s\n' "$*" >&2; }
 
