@@ -40,9 +40,9 @@ if [ -n "${BASE_BIN:-}" ]; then
     "$BASE_BIN/telemetry-ingest" 2>"$WORK/base.log" & BASE_PID=$!; PIDS+=($BASE_PID)
   wait_http "http://127.0.0.1:$BASE_PORT/readyz"
 fi
-"$BIN/examples/bare" "127.0.0.1:$BARE_PORT" & PIDS+=($!)
+"$BIN/examples/bare" "127.0.0.1:$BARE_PORT" & BARE_PID=$!; PIDS+=($BARE_PID)
 pocketbase superuser upsert bench@example.com benchbenchbench --dir "$WORK/pb" >/dev/null
-pocketbase serve --http "127.0.0.1:$PB_PORT" --dir "$WORK/pb" >/dev/null 2>&1 & PIDS+=($!)
+pocketbase serve --http "127.0.0.1:$PB_PORT" --dir "$WORK/pb" >/dev/null 2>&1 & PB_PID=$!; PIDS+=($PB_PID)
 wait_http "http://127.0.0.1:$INGEST_PORT/readyz"
 wait_http "http://127.0.0.1:$PB_PORT/api/health"
 
@@ -76,12 +76,17 @@ STORED=$(curl -fsS "http://127.0.0.1:$INGEST_OPS_PORT/metrics" | awk '/^telemetr
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 field() { echo "$1" | sed -E "s/(^|.* )$2=([0-9.]+).*/\2/"; }
-# half_peak PID PORT RATE → the loadgen line plus ingest_cpu_s_per_1k=…
+# half_peak PID PORT RATE → the loadgen line plus ingest_cpu_s_per_1k=… nats_cpu_s_per_1k=… and
+# others_cpu_s=… (what the idle PocketBase and bare handler used meanwhile: CPU the run had to share)
 half_peak() {
-  local before line
-  before=$(cpu_ticks "$1")
+  local before nats_before others_before line
+  before=$(cpu_ticks "$1"); nats_before=$(cpu_ticks "$NATS_PID")
+  others_before=$(( $(cpu_ticks "$PB_PID") + $(cpu_ticks "$BARE_PID") ))
   line=$("$BIN/telemetry-loadgen" "http://127.0.0.1:$2/telemetry" "$3" "$DURATION")
-  echo "$line ingest_cpu_s_per_1k=$(awk "BEGIN {printf \"%.4f\", ($(cpu_ticks "$1") - $before) / $(getconf CLK_TCK) * 1000 / $(field "$line" sent)}")"
+  local hz sent; hz=$(getconf CLK_TCK); sent=$(field "$line" sent)
+  echo "$line ingest_cpu_s_per_1k=$(awk "BEGIN {printf \"%.4f\", ($(cpu_ticks "$1") - $before) / $hz * 1000 / $sent}")" \
+    "nats_cpu_s_per_1k=$(awk "BEGIN {printf \"%.4f\", ($(cpu_ticks "$NATS_PID") - $nats_before) / $hz * 1000 / $sent}")" \
+    "others_cpu_s=$(awk "BEGIN {printf \"%.2f\", ($(cpu_ticks "$PB_PID") + $(cpu_ticks "$BARE_PID") - $others_before) / $hz}")"
 }
 HALF=$((INGEST / 2))
 echo "== latency at half of the ingest's peak ($HALF/s for ${DURATION}s, open loop)" >&2
@@ -119,6 +124,8 @@ printf '%-44s %12s\n' "bare p99 ms at the same rate" "$(field "$BARE_HALF_LINE" 
 printf '%-44s %12s   (aim <= 100)\n' "p99 ms of 503 with NATS stopped" "$(echo "$DOWN_LINE" | sed -E 's/.* p99_ms=([0-9.]+).*/\1/')"
 printf '%-44s %12s   (aim <= 50)\n' "peak RSS of telemetry-ingest (MB)" "$((RSS_KB / 1024))"
 printf '%-44s %12s\n' "ingest CPU-s per 1k events at half peak" "$(field "$HALF_LINE" ingest_cpu_s_per_1k)"
+printf '%-44s %12s\n' "NATS CPU-s per 1k events at half peak" "$(field "$HALF_LINE" nats_cpu_s_per_1k)"
+printf '%-44s %12s\n' "idle PocketBase + bare CPU-s during it" "$(field "$HALF_LINE" others_cpu_s)"
 printf '%-44s %12s   (aim <= 0.02)\n' "loadgen CPU-s per 1k requests at half peak" "$(field "$HALF_LINE" cpu_s_per_1k)"
 if [ -n "${BASE_BIN:-}" ]; then
   echo
