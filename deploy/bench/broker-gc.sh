@@ -25,8 +25,6 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() { main_shell || return 0; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-field() { echo "$1" | sed -E "s/(^|.* )$2=([0-9.]+).*/\2/"; }
 
 one_run() { # one_run SETTING → a line of figures
   local nats_port ingest_port nats_pid ingest_pid n0 i0 line
@@ -38,15 +36,15 @@ one_run() { # one_run SETTING → a line of figures
   RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$ingest_port" OPS_ADDR="127.0.0.1:$(free_port)" \
     NATS_URL="nats://127.0.0.1:$nats_port" LOG_LEVEL=warn "$BIN/telemetry-ingest" 2>>"$WORK/ingest.log" &
   ingest_pid=$!; PIDS+=("$ingest_pid")
-  for _ in $(seq 1 200); do curl -fsS -o /dev/null "http://127.0.0.1:$ingest_port/readyz" 2>/dev/null && break; sleep 0.1; done
+  wait_http "http://127.0.0.1:$ingest_port/readyz"
   wrk -t2 -c64 -d"${PREFILL}s" -s deploy/bench/installing.lua "http://127.0.0.1:$ingest_port/telemetry" >/dev/null
   local gc0; gc0=$(grep -c '^gc ' "$WORK/gc.log" || true)
-  n0=$(ticks "$nats_pid"); i0=$(ticks "$ingest_pid")
+  n0=$(cpu_ticks "$nats_pid"); i0=$(cpu_ticks "$ingest_pid")
   line=$("$BIN/telemetry-loadgen" "http://127.0.0.1:$ingest_port/telemetry" "$RATE" "$SECS")
   local sent nats_cpu ingest_cpu gcs rss
   sent=$(field "$line" sent)
-  nats_cpu=$(awk "BEGIN {printf \"%.4f\", ($(ticks "$nats_pid") - $n0) / $(getconf CLK_TCK) * 1000 / $sent}")
-  ingest_cpu=$(awk "BEGIN {printf \"%.4f\", ($(ticks "$ingest_pid") - $i0) / $(getconf CLK_TCK) * 1000 / $sent}")
+  nats_cpu=$(awk "BEGIN {printf \"%.4f\", ($(cpu_ticks "$nats_pid") - $n0) / $(getconf CLK_TCK) * 1000 / $sent}")
+  ingest_cpu=$(awk "BEGIN {printf \"%.4f\", ($(cpu_ticks "$ingest_pid") - $i0) / $(getconf CLK_TCK) * 1000 / $sent}")
   gcs=$(( $(grep -c '^gc ' "$WORK/gc.log" || true) - gc0 ))
   rss=$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$nats_pid/status")
   kill "$ingest_pid" "$nats_pid"; wait "$ingest_pid" "$nats_pid" 2>/dev/null || true

@@ -27,8 +27,6 @@ PIDS=()
 cleanup() { main_shell || return 0; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-wait_http() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
-
 NATS_PORT=$(free_port); INGEST_PORT=$(free_port); BARE_PORT=$(free_port); PB_PORT=$(free_port)
 env $NATS_GO_ENV nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" >/dev/null 2>&1 & NATS_PID=$!; PIDS+=($NATS_PID)
 INGEST_OPS_PORT=$(free_port)
@@ -74,8 +72,6 @@ INGEST=$(run_wrk ingest "http://127.0.0.1:$INGEST_PORT/telemetry")
 PB=$(run_wrk pocketbase "http://127.0.0.1:$PB_PORT/api/collections/bench/records")
 STORED=$(curl -fsS "http://127.0.0.1:$INGEST_OPS_PORT/metrics" | awk '/^telemetry_ingest_accepted_total/ {print $2}')
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-field() { echo "$1" | sed -E "s/(^|.* )$2=([0-9.]+).*/\2/"; }
 # half_peak PID PORT RATE → the loadgen line plus ingest_cpu_s_per_1k=… nats_cpu_s_per_1k=… and
 # others_cpu_s=… (what the idle PocketBase and bare handler used meanwhile: CPU the run had to share)
 half_peak() {

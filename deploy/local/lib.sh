@@ -116,6 +116,13 @@ main_shell() { [ "$BASHPID" = "$LIB_MAIN_PID" ]; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# Benchmark helpers. wait_http URL: waits up to 20 s for a 2xx from URL, else stops the script.
+# cpu_ticks PID: the process's CPU time so far (user + system) in clock ticks (getconf CLK_TCK).
+# field LINE NAME: the number after NAME= in a line of NAME=VALUE pairs (telemetry-loadgen's report).
+wait_http() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+field() { echo "$1" | sed -E "s/(^|.* )$2=([0-9.]+).*/\2/"; }
+
 # clickhouse_config DIR HTTP_PORT TCP_PORT [WRITER_PASSWORD WEB_PASSWORD]: a config.xml and users.xml in
 # DIR for a clickhouse-server on loopback only, with its data under DIR and the default user without a
 # password (for the tools and benchmarks). With the two passwords, also the services' own users: `writer`
