@@ -4,7 +4,8 @@
 # with telemetry-aggregator following the stream and telemetry-web serving a viewer who reloads
 # /api/dashboard every second. For each offered rate in RATES (requests/s, STEP_SECS each) it prints:
 #   - accepted events/s and the share shed (429 + 503);
-#   - ingest latency p50/p99 as the simulator saw it;
+#   - ingest latency p50/p99 as the simulator saw it, and (loadgen only) the p99 from each request's
+#     departure, without its wait for a free connection (ingest_service_p99_ms: the edge's share);
 #   - freshness p50/p99: a probe posts PROBE_RATE extra installs/s and times the 202 → install visible in
 #     ClickHouse (polled in `events` by primary key, which puts it in installs_final; the probe checks
 #     installs_final for every probed install at the end and counts any not there as missing, and a
@@ -146,6 +147,9 @@ step() {
   # The fleet: every service and server, less the probe's queries (the generator is already apart).
   fleet=$(echo "$fleet - $ch_probe" | bc)
   row+=$'\t'$(per_1k "$ch_writer")$'\t'$(per_1k "$ch_web")$'\t'$(per_1k "$ch_probe")$'\t'$(per_1k "$fleet")
+  # The edge's share of the latency, from each request's departure (loadgen only: without the wait for
+  # one of its connections, which real scripts, each on its own connection, do not have).
+  row+=$'\t'$(json "$WORK/$name.json" "d.get('service_p99_ms', '-')")
   local probe_line; probe_line=$(cat "$WORK/$name.probe")
   val() { echo "$probe_line" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
   printf '%s\t%s\t%.0f\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s%s\t%s\t%s\n' "$name" "$rate" \
@@ -157,7 +161,7 @@ step() {
 
 HEADER="step\toffered_rps\tachieved_rps\taccepted_per_s\tshed_pct\tingest_p50_ms\tingest_p99_ms\tfresh_p50_ms\tfresh_p99_ms\twriter_lag_end\tdrain_s"
 for s in $SERVICES; do HEADER+="\tcpu_s_per_1k_$s"; done
-HEADER+="\tch_queries_writer\tch_queries_web\tch_queries_probe\tcpu_s_per_1k_fleet\tfresh_missing\tfinal_short_reads"
+HEADER+="\tch_queries_writer\tch_queries_web\tch_queries_probe\tcpu_s_per_1k_fleet\tingest_service_p99_ms\tfresh_missing\tfinal_short_reads"
 printf "$HEADER\n" >"$OUT/e2e.tsv"
 echo "== rising load: $RATES req/s, ${STEP_SECS}s each (probe $PROBE_RATE installs/s)" >&2
 for rate in $RATES; do
@@ -189,6 +193,7 @@ SHED_SAMPLES=$(grep -cE '^HTTP/1.1 (429|503)' "$WORK/overload.headers" || true)
 WITH_RETRY_AFTER=$(grep -ciE '^retry-after:' "$WORK/overload.headers" || true)
 row=$(step recovery "$CALM" "$OVERLOAD_SECS"); echo "$row" >>"$OUT/e2e.tsv"; echo "$row" | cut -f1-11 >&2
 OVER_P99=$(json "$WORK/overload.json" "d['latency_p99_ms']")
+OVER_SERVICE_P99=$(json "$WORK/overload.json" "d.get('service_p99_ms', '-')")
 OVER_SHED=$(json "$WORK/overload.json" "d['shed']")
 OVER_UNEXPECTED=$(json "$WORK/overload.json" "sum(d['unexpected_by_status'].values()) + d['transport_errors']")
 RECOVERY_SHED=$(json "$WORK/recovery.json" "d['shed']")
@@ -218,6 +223,7 @@ printf '%-58s %s\n' "ingest starts shedding at offered req/s" "${SHED_AT:-above 
 printf '%-58s %s\n' "overload ($OVER req/s offered): shed answers" "$OVER_SHED"
 printf '%-58s %s\n' "overload: sampled 429/503 answers / with Retry-After" "$SHED_SAMPLES / $WITH_RETRY_AFTER"
 printf '%-58s %s\n' "overload: ingest p99 ms (scripts time out at 5000)" "$OVER_P99"
+printf '%-58s %s\n' "overload: of which the edge's, from departure" "$OVER_SERVICE_P99"
 printf '%-58s %s\n' "overload: 5xx other than 503, and transport errors" "$OVER_UNEXPECTED"
 printf '%-58s %s\n' "recovery ($CALM req/s): shed answers" "$RECOVERY_SHED"
 printf '%-58s %s\n' "accepted (simulator) vs stored in events_final" "$ACCEPTED_TOTAL vs $STORED"
