@@ -17,8 +17,8 @@
 #     total: every service and server, less the probe's queries and the generator.
 # Then the overload phase: twice the sustained rate for OVERLOAD_SECS (sheds with 429/503 + Retry-After,
 # p99 below the scripts' 5 s timeout), then a quarter of it (recovers by itself: nothing shed).
-# Writes deploy/bench/out/e2e.tsv, e2e.json and the chart e2e.png (Chart.js from web/static/vendor,
-# drawn by headless Chromium).
+# Writes deploy/bench/out/e2e.tsv, e2e.json, e2e-queries.tsv, e2e-timeline.tsv and the chart e2e.png
+# (Chart.js from web/static/vendor, drawn by headless Chromium).
 # Usage: deploy/bench/e2e.sh            (RATES="2000 5000 10000 15000 20000 25000" STEP_SECS=20 by default)
 #        GENERATOR=loadgen deploy/bench/e2e.sh   the lean telemetry-loadgen (1 KB installing events from a
 #        template, keep-alive, one thread, each request from its own X-Forwarded-For client) instead of
@@ -164,6 +164,7 @@ for s in $SERVICES; do HEADER+="\tcpu_s_per_1k_$s"; done
 HEADER+="\tch_queries_writer\tch_queries_web\tch_queries_probe\tcpu_s_per_1k_fleet\tingest_service_p99_ms\tfresh_missing\tfinal_short_reads"
 printf "$HEADER\n" >"$OUT/e2e.tsv"
 echo "== rising load: $RATES req/s, ${STEP_SECS}s each (probe $PROBE_RATE installs/s)" >&2
+RUN_STARTED=$(date +%s)
 for rate in $RATES; do
   row=$(step "rate$rate" "$rate" "$STEP_SECS")
   echo "$row" >>"$OUT/e2e.tsv"
@@ -211,6 +212,13 @@ chq "SELECT user, count() AS queries,
      FROM system.query_log WHERE type = 2 GROUP BY user, query_start ORDER BY cpu_s DESC LIMIT 12
      FORMAT TSVWithNames" >"$OUT/e2e-queries.tsv" || true
 
+# Over time: per 10 s and user, ClickHouse's queries, their CPU, their longest duration and the rows they
+# read (a writer insert or settle that waits for the web's dashboard shows here as a long max_ms).
+chq "SELECT intDiv(toUInt32(event_time) - $RUN_STARTED, 10) * 10 AS second, user, count() AS queries,
+       round(sum($QUERY_CPU), 2) AS cpu_s, max(query_duration_ms) AS max_ms, sum(read_rows) AS read_rows
+     FROM system.query_log WHERE type = 2 AND event_time >= toDateTime($RUN_STARTED) AND user IN ('writer', 'web')
+     GROUP BY second, user ORDER BY second, user FORMAT TSVWithNames" >"$OUT/e2e-timeline.tsv" || true
+
 # --- chart ---------------------------------------------------------------------------------------
 bash "$ROOT/deploy/bench/e2e-chart.sh" "$OUT/e2e.tsv" "$OUT/e2e.png"
 
@@ -233,6 +241,7 @@ printf '%-58s %s\n' "reads of installs_final short of probed installs, made up l
   "$(awk -F'\t' 'NR > 1 { n += $NF } END { print n + 0 }' "$OUT/e2e.tsv")"
 printf '%-58s %s\n' "chart" "$OUT/e2e.png"
 echo
+echo "ClickHouse's queries per 10 s (seconds from the first step) by user: $OUT/e2e-timeline.tsv"
 echo "ClickHouse's query CPU over the whole run, by user and the start of the query ($OUT/e2e-queries.tsv):"
 column -t -s $'\t' "$OUT/e2e-queries.tsv" 2>/dev/null || true
 python3 - "$OUT/e2e.tsv" "$OUT/e2e.json" "$SUSTAINED" "${SHED_AT:-}" <<'PY'
