@@ -24,6 +24,8 @@
 #        template, keep-alive, one thread, each request from its own X-Forwarded-For client) instead of
 #        telemetry-simulate's realistic mix; its CPU is the `simulate` column either way.
 #        NO_BUILD=1 skips the release build (binaries already in the target directory).
+#        CONNECTIONS=N: the generator's connections, so also its most requests in flight (default 1024,
+#        the edge's MAX_IN_FLIGHT); above that the edge's own limit sheds, as with many scripts at once.
 #        FRESH_BIN=PATH runs another build of the freshness probe (to compare probes side by side).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../local/lib.sh"
@@ -32,6 +34,7 @@ RATES=${RATES:-2000 5000 10000 15000 20000 25000}
 STEP_SECS=${STEP_SECS:-20}
 PROBE_RATE=${PROBE_RATE:-20}
 OVERLOAD_SECS=${OVERLOAD_SECS:-20}
+CONNECTIONS=${CONNECTIONS:-1024}
 GENERATOR=${GENERATOR:-simulate}
 OUT="$ROOT/deploy/bench/out"
 mkdir -p "$OUT"
@@ -121,11 +124,11 @@ step() {
   "$FRESH_BIN" --every 1 "$INGEST/telemetry" "$CH_URL" telemetry "$PROBE_RATE" "$secs" >"$WORK/$name.probe" 2>/dev/null &
   local probe=$!
   if [ "$GENERATOR" = loadgen ]; then
-    /usr/bin/time -f '%U %S' -o "$WORK/$name.simcpu" "$BIN/telemetry-loadgen" "$INGEST/telemetry" "$rate" "$secs" 1024 \
+    /usr/bin/time -f '%U %S' -o "$WORK/$name.simcpu" "$BIN/telemetry-loadgen" "$INGEST/telemetry" "$rate" "$secs" "$CONNECTIONS" \
       --forwarded-for --timeout 10 --summary-json "$WORK/$name.json" >"$WORK/$name.simlog" 2>&1
   else
     /usr/bin/time -f '%U %S' -o "$WORK/$name.simcpu" "$BIN/telemetry-simulate" --url "$INGEST/telemetry" --rate "$rate" \
-      --duration "$secs" --concurrency 1024 --timeout 10 --quiet --summary-json "$WORK/$name.json" >/dev/null 2>"$WORK/$name.simlog"
+      --duration "$secs" --concurrency "$CONNECTIONS" --timeout 10 --quiet --summary-json "$WORK/$name.json" >/dev/null 2>"$WORK/$name.simlog"
   fi
   local lag; lag=$(pending)
   local drained_at=$SECONDS
