@@ -116,6 +116,12 @@ fn placeholders(n: usize) -> String {
     vec!["?"; n.max(1)].join(", ")
 }
 
+/// The longest SQL (bound values included) a read sends. The `clickhouse` crate sends a longer SELECT as
+/// a POST with `readonly=1`, and ClickHouse refuses that setting for a user whose profile already makes
+/// it read-only (`readonly = 2`, the web's user), so such a read would fail. A little under the crate's
+/// 8,192 bytes: it appends the output format.
+pub(crate) const MAX_READ_SQL: usize = 8_000;
+
 /// `execution_id IN (?, ?, …)` with `n` placeholders (at least one), each bound to one id. Through
 /// `installs_final` (with `enable_optimize_predicate_expression`) a literal list reaches the settled rows
 /// as a key condition, so with the start times bound too ([`Started`]) a lookup reads a few granules; a
@@ -349,6 +355,32 @@ impl Db {
         }
     }
 
+    /// The lookups of [`Db::by_ids`] for `ids`, split in halves until each one's SQL fits in
+    /// [`MAX_READ_SQL`] (a page of 500 installs is a few lookups; one install, one).
+    pub(crate) fn by_ids_runs(
+        &self,
+        columns: &str,
+        ids: &[String],
+        started: Started<'_>,
+    ) -> Vec<clickhouse::query::Query> {
+        let query = self.by_ids(columns, ids, started);
+        if ids.len() < 2 || query.sql_display().to_string().len() <= MAX_READ_SQL {
+            return vec![query];
+        }
+        let half = ids.len() / 2;
+        let (first, second) = ids.split_at(half);
+        // The starts go with their ids when there is one per id; any other list is kept whole.
+        let (first_started, second_started) = match started {
+            Started::At(at) if at.len() == ids.len() => {
+                (Started::At(&at[..half]), Started::At(&at[half..]))
+            }
+            other => (other, other),
+        };
+        let mut runs = self.by_ids_runs(columns, first, first_started);
+        runs.extend(self.by_ids_runs(columns, second, second_started));
+        runs
+    }
+
     /// A query with nothing bound yet (bind [`Db::identifier`] where `?.table` comes).
     pub(crate) fn raw(&self, sql: &str) -> clickhouse::query::Query {
         self.client.query(sql)
@@ -521,10 +553,14 @@ impl Db {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let fut = self
-            .by_ids(RECORD_COLUMNS, ids, started)
-            .fetch_all::<RecordRow>();
-        self.timed("records_by_id", fut).await
+        let mut rows = Vec::with_capacity(ids.len());
+        for run in self.by_ids_runs(RECORD_COLUMNS, ids, started) {
+            rows.extend(
+                self.timed("records_by_id", run.fetch_all::<RecordRow>())
+                    .await?,
+            );
+        }
+        Ok(rows)
     }
 
     /// The latest installs started in the period. Candidates are the installs with an event in the last

@@ -387,11 +387,13 @@ impl LegacyDb {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let fut = self
+        let mut rows = Vec::with_capacity(ids.len());
+        for run in self
             .db
-            .by_ids(RECORD_COLUMNS, ids, Started::At(started))
-            .fetch_all::<RecordRow>();
-        let mut rows = self.db.timed(name, fut).await?;
+            .by_ids_runs(RECORD_COLUMNS, ids, Started::At(started))
+        {
+            rows.extend(self.db.timed(name, run.fetch_all::<RecordRow>()).await?);
+        }
         rows.sort_by_key(|row| ids.iter().position(|id| *id == row.execution_id));
         Ok(rows)
     }
