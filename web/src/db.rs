@@ -116,6 +116,20 @@ fn placeholders(n: usize) -> String {
     vec!["?"; n.max(1)].join(", ")
 }
 
+/// The failures among `n` candidate ids, newest first. Binds: the database, the `n` ids, the limit. At
+/// most [`RECENT_ERRORS`] ids, so it stays under [`MAX_READ_SQL`] in one read (tested).
+fn failures_sql(n: usize) -> String {
+    format!(
+        "SELECT execution_id, nsapp, type, status, toInt16(ifNull(toInt16(exit_code), -1)) AS exit_code, \
+         ifNull(error_category, '') AS error_category, ifNull(error_signature, '') AS error_signature, \
+         ifNull(error, '') AS error, toUInt32(ifNull(toUnixTimestamp(finished_at), 0)) AS finished_at, \
+         toUInt32(toUnixTimestamp(started_at)) AS started_at \
+         FROM ?.installs_final WHERE {} AND status IN {FINAL_FAILURES} \
+         ORDER BY finished_at DESC, execution_id LIMIT ?",
+        ids_in(n)
+    )
+}
+
 /// The longest SQL (bound values included) a read sends. The `clickhouse` crate sends a longer SELECT as
 /// a POST with `readonly=1`, and ClickHouse refuses that setting for a user whose profile already makes
 /// it read-only (`readonly = 2`, the web's user), so such a read would fail. A little under the crate's
@@ -681,16 +695,7 @@ impl Db {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let fut = self
-            .query(&format!(
-                "SELECT execution_id, nsapp, type, status, toInt16(ifNull(toInt16(exit_code), -1)) AS exit_code, \
-                 ifNull(error_category, '') AS error_category, ifNull(error_signature, '') AS error_signature, \
-                 ifNull(error, '') AS error, toUInt32(ifNull(toUnixTimestamp(finished_at), 0)) AS finished_at, \
-                 toUInt32(toUnixTimestamp(started_at)) AS started_at \
-                 FROM ?.installs_final WHERE {} AND status IN {FINAL_FAILURES} \
-                 ORDER BY finished_at DESC, execution_id LIMIT ?",
-                ids_in(ids.len())
-            ));
+        let fut = self.query(&failures_sql(ids.len()));
         let fut = ids
             .iter()
             .fold(fut, |q, id| q.bind(id.as_str()))
@@ -1002,5 +1007,21 @@ impl Export {
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(DbError::Timeout(self.timeout)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failures_read_of_the_most_ids_fits_in_one_read() {
+        let n = RECENT_ERRORS as usize;
+        let sql = failures_sql(n);
+        let placeholders = sql.matches('?').count();
+        assert_eq!(placeholders, n + 2, "database, ids, limit");
+        // Each id quoted, a database name of up to 64 characters in backticks, a 20-digit limit.
+        let longest = sql.len() - placeholders + n * (schema::validate::MAX_ID_LEN + 2) + 66 + 20;
+        assert!(longest <= MAX_READ_SQL, "{longest} bytes");
     }
 }
