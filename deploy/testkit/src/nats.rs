@@ -110,9 +110,17 @@ impl NatsServer {
         }
     }
 
-    /// Freezes the server (SIGSTOP): connections stay open but nothing is answered.
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is answered. Returns once every
+    /// thread of the server has stopped: the signal alone only asks them to, and on a loaded machine a
+    /// thread still running could answer a request sent right after it.
     pub fn pause(&self) -> anyhow::Result<()> {
-        self.signal("-STOP")
+        self.signal("-STOP")?;
+        let pid = self.child.as_ref().context("server not running")?.id();
+        wait_until(
+            "every nats-server thread stopped",
+            Duration::from_secs(30),
+            || all_threads_stopped(pid),
+        )
     }
 
     /// Thaws a paused server (SIGCONT).
@@ -318,4 +326,26 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let (head, body) = answer.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_string()))
+}
+
+/// Whether every thread of process `pid` is in the stopped state (`T` in `/proc/PID/task/*/stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut any = false;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            return false;
+        };
+        // The state is the first field after the command name, which ends at the last ')'.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        if state != Some("T") {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
