@@ -338,7 +338,7 @@ impl Db {
 
     /// Reads the installs of `ids` (at least one) with `columns` from `installs_final`, in no order: see
     /// [`ids_in`]. `started` narrows the read to where the installs started, when the caller knows.
-    pub(crate) fn by_ids(
+    fn by_ids(
         &self,
         columns: &str,
         ids: &[String],
@@ -369,9 +369,28 @@ impl Db {
         }
     }
 
+    /// The rows of `columns` for the installs of `ids` (see [`Db::by_ids`]), read in as many lookups as
+    /// keep each one's SQL within [`MAX_READ_SQL`], one after another; each lookup is timed as `what`.
+    pub(crate) async fn fetch_by_ids<T>(
+        &self,
+        what: &'static str,
+        columns: &str,
+        ids: &[String],
+        started: Started<'_>,
+    ) -> Result<Vec<T>, DbError>
+    where
+        T: clickhouse::Row + for<'b> Deserialize<'b>,
+    {
+        let mut rows = Vec::with_capacity(ids.len());
+        for run in self.by_ids_runs(columns, ids, started) {
+            rows.extend(self.timed(what, run.fetch_all::<T>()).await?);
+        }
+        Ok(rows)
+    }
+
     /// The lookups of [`Db::by_ids`] for `ids`, split in halves until each one's SQL fits in
     /// [`MAX_READ_SQL`] (a page of 500 installs is a few lookups; one install, one).
-    pub(crate) fn by_ids_runs(
+    fn by_ids_runs(
         &self,
         columns: &str,
         ids: &[String],
@@ -567,14 +586,8 @@ impl Db {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut rows = Vec::with_capacity(ids.len());
-        for run in self.by_ids_runs(RECORD_COLUMNS, ids, started) {
-            rows.extend(
-                self.timed("records_by_id", run.fetch_all::<RecordRow>())
-                    .await?,
-            );
-        }
-        Ok(rows)
+        self.fetch_by_ids("records_by_id", RECORD_COLUMNS, ids, started)
+            .await
     }
 
     /// The latest installs started in the period. Candidates are the installs with an event in the last

@@ -387,13 +387,10 @@ impl LegacyDb {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut rows = Vec::with_capacity(ids.len());
-        for run in self
+        let mut rows: Vec<RecordRow> = self
             .db
-            .by_ids_runs(RECORD_COLUMNS, ids, Started::At(started))
-        {
-            rows.extend(self.db.timed(name, run.fetch_all::<RecordRow>()).await?);
-        }
+            .fetch_by_ids(name, RECORD_COLUMNS, ids, Started::At(started))
+            .await?;
         rows.sort_by_key(|row| ids.iter().position(|id| *id == row.execution_id));
         Ok(rows)
     }
