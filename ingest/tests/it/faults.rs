@@ -50,12 +50,7 @@ async fn broker_down_answers_503_fast_and_recovers_by_itself() {
             .status,
         202
     );
-    let ids: Vec<String> = edge
-        .stored_events()
-        .await
-        .into_iter()
-        .map(|e| e.execution_id)
-        .collect();
+    let ids = edge.stored_ids().await;
     assert_eq!(ids, ["before", "after"]);
 }
 
@@ -95,12 +90,7 @@ async fn a_frozen_broker_fills_the_in_flight_cap_and_the_excess_is_shed_at_once(
     assert_eq!(shed("in_flight"), 1.0, "{m}");
     assert_eq!(shed("publish_timeout"), 0.0, "{m}");
     wait_in_flight(&edge, 0.0).await;
-    let ids: Vec<String> = edge
-        .stored_events()
-        .await
-        .into_iter()
-        .map(|e| e.execution_id)
-        .collect();
+    let ids = edge.stored_ids().await;
     assert_eq!(ids, ["slow-1"]);
 }
 
@@ -115,9 +105,10 @@ async fn a_frozen_broker_is_answered_503_at_the_publish_timeout() {
         .await;
     assert_eq!(frozen.status, 503, "{}", frozen.json);
     assert_eq!(frozen.retry_after.as_deref(), Some("1"));
-    // It waited for the ack until the timeout ran out (never less), and not without end.
+    // It waited for the ack until the timeout ran out (never less), and answered well before the
+    // harness's 10 s client deadline.
     assert!(
-        frozen.took >= timeout && frozen.took < Duration::from_secs(60),
+        frozen.took >= timeout && frozen.took < Duration::from_secs(10),
         "{:?}",
         frozen.took
     );
@@ -320,11 +311,6 @@ async fn slow_uploads_spend_the_body_budget_and_further_requests_get_503_at_once
         .post(fixtures::read_as("01_lxc_installing.json", "after-all"))
         .await;
     assert_eq!(answer.status, 202, "{}", answer.json);
-    let ids: Vec<String> = edge
-        .stored_events()
-        .await
-        .into_iter()
-        .map(|e| e.execution_id)
-        .collect();
+    let ids = edge.stored_ids().await;
     assert_eq!(ids, ["beside-trickles", "after-one", "after-all"]);
 }

@@ -130,6 +130,15 @@ impl Edge {
             .collect()
     }
 
+    /// The `execution_id`s of the stored events, in stream order.
+    pub async fn stored_ids(&self) -> Vec<String> {
+        self.stored_events()
+            .await
+            .into_iter()
+            .map(|e| e.execution_id)
+            .collect()
+    }
+
     /// Stops the edge and returns how long `run` took to return.
     pub async fn shutdown(self) -> Duration {
         let started = Instant::now();
