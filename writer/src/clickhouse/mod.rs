@@ -184,13 +184,18 @@ impl ClickHouseSink {
         &self.database
     }
 
-    /// Runs one statement (of this crate's constants) with every `?` bound to the database identifier.
-    async fn execute(&self, sql: &str) -> Result<(), ChError> {
+    /// One statement (of this crate's constants) with every `?` bound to the database identifier.
+    fn in_database(&self, sql: &str) -> clickhouse::query::Query {
         let mut query = self.client.query(sql);
         for _ in 0..sql.matches('?').count() {
             query = query.bind(Identifier(&self.database));
         }
-        query.execute().await?;
+        query
+    }
+
+    /// Runs one statement (of this crate's constants) with every `?` bound to the database identifier.
+    async fn execute(&self, sql: &str) -> Result<(), ChError> {
+        self.in_database(sql).execute().await?;
         Ok(())
     }
 

@@ -937,10 +937,13 @@ const SETTLED_BLOCKS: &str = "CREATE TABLE IF NOT EXISTS ?.settled_blocks (
 ORDER BY low";
 
 /// The rows a settle inserted into `installs_settled` (version = its watermark), counted under the UTC
-/// day their installs started on; the settle job runs it before it records the watermark.
+/// day their installs started on; the settle job runs it before it records the watermark. `{from}`: a
+/// second no row of the settle started before (the first receipt of its installs' events), so that
+/// only that part of the table is read.
 pub const SETTLED_BLOCKS_OF_SETTLE: &str = "INSERT INTO ?.settled_blocks (low, blocks)
 SELECT toUInt32(intDiv(toUInt32(started_at), 86400)) AS low, toUInt64(count()) AS blocks
-FROM ?.installs_settled WHERE version = toDateTime({version}) GROUP BY low";
+FROM ?.installs_settled WHERE started_at >= toDateTime({from}) AND version = toDateTime({version})
+GROUP BY low";
 
 /// The answer of a pass for one UTC day, per repo, slug and (for per-app passes) app, per snapshot.
 const DAY_ROLLUPS: &str = "CREATE TABLE IF NOT EXISTS ?.day_rollups (

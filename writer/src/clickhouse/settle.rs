@@ -120,6 +120,8 @@ impl ClickHouseSink {
             .bind(clickhouse::sql::Identifier(&self.database))
             .fetch_one()
             .await?;
+        // The earliest start of a row this settle inserted (`u32::MAX`: none).
+        let mut from = u32::MAX;
         let chunks = installs.div_ceil(CHUNK_INSTALLS).max(1);
         for chunk in 0..chunks {
             let ids = format!(
@@ -131,9 +133,17 @@ impl ClickHouseSink {
                     schema::installs_of_events(&ids)
                 )))
                 .await?;
+                // Every settled row of these installs, older ones and the one just inserted, started
+                // at or after the first receipt of any of their events, read after the insert (see
+                // `first_received`): the reads of their rows below take only the part of
+                // `installs_settled` from there on (its sorting key starts with `started_at`), not
+                // every install of all time.
+                let first = self.first_received(&ids).await?;
+                from = from.min(first);
+                let rows = format!("started_at >= toDateTime({first}) AND {ids}");
                 self.execute(&format!(
                     "INSERT INTO ?.installs_resettled SELECT execution_id FROM ?.installs_settled \
-                     WHERE {ids} GROUP BY execution_id HAVING count() > 1"
+                     WHERE {rows} GROUP BY execution_id HAVING count() > 1"
                 ))
                 .await?;
                 if self.migrate_to == 0 || self.migrate_to >= 7 {
@@ -141,7 +151,7 @@ impl ClickHouseSink {
                     // `LIMIT 1 BY` (schema version 7).
                     self.execute(&format!(
                         "INSERT INTO ?.installs_moved SELECT execution_id FROM ?.installs_settled \
-                         WHERE {ids} GROUP BY execution_id HAVING uniqExact(started_at) > 1"
+                         WHERE {rows} GROUP BY execution_id HAVING uniqExact(started_at) > 1"
                     ))
                     .await?;
                 }
@@ -149,8 +159,12 @@ impl ClickHouseSink {
         }
         if installs > 0 && (self.migrate_to == 0 || self.migrate_to >= 6) {
             // The days these rows can change (schema version 6), before they show.
-            self.execute(&schema::SETTLED_BLOCKS_OF_SETTLE.replace("{version}", &new.to_string()))
-                .await?;
+            self.execute(
+                &schema::SETTLED_BLOCKS_OF_SETTLE
+                    .replace("{version}", &new.to_string())
+                    .replace("{from}", &from.to_string()),
+            )
+            .await?;
         }
         self.execute(&format!(
             "INSERT INTO ?.settle_watermark (watermark, installs) VALUES (toDateTime({new}), {installs})"
@@ -162,6 +176,20 @@ impl ClickHouseSink {
             watermark: new,
             installs,
         }))
+    }
+
+    /// The first second (Unix, rounded down) at which any event of the installs `ids` selects was
+    /// received; 0 when they have none. A settled row's `started_at` is the first receipt of some of
+    /// its install's events that were stored when it was settled (rounded down the same way), and an
+    /// install's events are only ever added to (retention deletes whole installs), so no row of these
+    /// installs settled before this read started before it.
+    async fn first_received(&self, ids: &str) -> Result<u32, ChError> {
+        Ok(self
+            .in_database(&format!(
+                "SELECT toUInt32(intDiv(min(received_ms), 1000)) FROM ?.events WHERE {ids}"
+            ))
+            .fetch_one()
+            .await?)
     }
 
     /// Marks every install with more than one settled row: the rows two upgrades racing may have copied

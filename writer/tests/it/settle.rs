@@ -218,6 +218,89 @@ async fn installs_final_is_the_merge_of_every_event_before_and_after_settles() {
     check_exact(&ch, &db, &written, "after the marking pass");
 }
 
+/// The ids of `table` (`installs_resettled`, `installs_moved`), sorted, once each.
+fn marked(ch: &ClickHouseServer, db: &str, table: &str) -> Vec<String> {
+    let text = ch
+        .query(&format!(
+            "SELECT DISTINCT execution_id FROM {db}.{table} ORDER BY execution_id"
+        ))
+        .expect("marked");
+    text.lines().map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_settled_weeks_ago_is_marked_when_a_new_event_settles_it_again() {
+    // A settle reads the rows of its installs only from the first receipt of their events on (the
+    // table's sorting key starts with `started_at`). The bound must come from every event of those
+    // installs, not from the new ones alone: here the new events are weeks younger than the rows they
+    // settle again.
+    let (_nats, ch, db, sink) = migrated_sink().await;
+    let now = OffsetDateTime::now_utc();
+    let weeks_ago = now - time::Duration::days(20);
+    let mut written = vec![
+        accept(
+            &body("old-final", "r1", json!({"status": "installing"})),
+            weeks_ago,
+        ),
+        accept(
+            &body("old-moved", "r2", json!({"status": "installing"})),
+            weeks_ago,
+        ),
+    ];
+    written.extend(simulated(30, 7, now - time::Duration::hours(2)));
+    write(&sink, &written).await;
+    settle_all(&ch, &sink).await;
+    check_exact(&ch, &db, &written, "first settle");
+    assert!(marked(&ch, &db, "installs_resettled").is_empty());
+
+    let later = vec![
+        // Its final, today: a second row with the same start.
+        accept(
+            &body(
+                "old-final",
+                "r1",
+                json!({"status": "success", "install_duration": 60}),
+            ),
+            now - time::Duration::minutes(5),
+        ),
+        // An event delayed on its way, received before the first one: its start moves a day earlier.
+        accept(
+            &body("old-moved", "r2", json!({"status": "validation"})),
+            weeks_ago - time::Duration::days(1),
+        ),
+    ];
+    write(&sink, &later).await;
+    written.extend(later);
+    settle_all(&ch, &sink).await;
+    check_exact(&ch, &db, &written, "settled again");
+    assert_eq!(
+        marked(&ch, &db, "installs_resettled"),
+        ["old-final", "old-moved"]
+    );
+    assert_eq!(marked(&ch, &db, "installs_moved"), ["old-moved"]);
+    // Every settled row is counted in the rollups' change counts, under the day it started on.
+    assert_eq!(
+        ch_count(
+            &ch,
+            &format!("SELECT toUInt64(sum(blocks)) FROM {db}.settled_blocks")
+        ),
+        ch_count(&ch, &format!("SELECT count() FROM {db}.installs_settled")),
+    );
+    let day = |t: OffsetDateTime| t.unix_timestamp() / 86_400;
+    assert_eq!(
+        ch_count(
+            &ch,
+            &format!(
+                "SELECT toUInt64(sum(blocks)) FROM {db}.settled_blocks WHERE low IN ({}, {})",
+                day(weeks_ago),
+                day(weeks_ago - time::Duration::days(1))
+            )
+        ),
+        4,
+        "two installs, settled twice each"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_3_database_shows_every_install_once_with_every_column_after_version_4() {
     let nats = NatsServer::start().expect("nats");
