@@ -57,7 +57,8 @@ wait_settled "$SEED_END"; stop_writer; quiet
 echo "history: $(chq "SELECT count() FROM telemetry.installs_settled") settled rows, $(chq "SELECT count() FROM telemetry.events") events" >&2
 
 # One second of live traffic, tick $1: `installing` for installs [tick*RATE, (tick+1)*RATE), the final
-# of the installs 10 ticks older. Received now; event ids as the edge makes them (UUIDv7 layout).
+# of the installs 10 ticks older. Received now; event ids as the edge makes them (UUIDv7 layout). Their
+# ids sort among the history's, as the scripts' random ids do (a lookup by id cannot skip old parts).
 live_tick() {
   local n=$RATE a=$(($1 * RATE)) b=0
   [ "$1" -lt 10 ] || { n=$((2 * RATE)); b=$((($1 - 11) * RATE)); }
@@ -69,7 +70,7 @@ SELECT toUUID(concat(substring(ms_hex, 1, 8), '-', substring(ms_hex, 9, 4), '-7'
 FROM (
   SELECT toUInt64(toUnixTimestamp(now())) * 1000 + number AS ms, lower(hex(ms)) AS ms_hex,
          lower(hex(bitOr(intHash64(number + $1 * 1000003), toUInt64(9223372036854775808)))) AS rnd,
-         concat('live-', toString(number + if(number < $RATE, toUInt64($a), toUInt64($b)))) AS id,
+         concat('seed-', toString(number + if(number < $RATE, toUInt64($a), toUInt64($b))), '-live') AS id,
          if(number < $RATE, 'installing', 'success') AS status
   FROM numbers($n))"
 }

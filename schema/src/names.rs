@@ -30,7 +30,7 @@ pub const DLQ_SUBJECT_PREFIX: &str = "telemetry.v1.dlq";
 /// The ClickHouse schema version of this release: the writer's last migration, and the version the web
 /// waits for before it calls itself ready. A web started beside a writer that is still migrating a new
 /// database would otherwise serve pages while a later version replaces the tables they read.
-pub const CLICKHOUSE_SCHEMA_VERSION: u32 = 7;
+pub const CLICKHOUSE_SCHEMA_VERSION: u32 = 8;
 
 /// KV bucket of live rollups (aggregator writes, web and alerter read).
 pub const STATS_BUCKET: &str = "telemetry_stats";

@@ -208,7 +208,7 @@ async fn run_clickhouse(
         stop,
     )
     .await;
-    settle.abort();
+    settle.stop().await;
     if let Some(rollup) = rollup {
         rollup.abort();
     }

@@ -24,8 +24,9 @@ use ::schema::Event;
 const RETENTION_MAX_QUERY_SIZE: usize = 128 << 20;
 
 /// The tables retention deletes an install from, in order.
-const RETENTION_TABLES: [&str; 7] = [
+const RETENTION_TABLES: [&str; 8] = [
     "events",
+    "install_first",
     "installs_settled",
     "installs_resettled",
     "installs_moved",
@@ -323,7 +324,12 @@ impl ClickHouseSink {
         // `events` first, then the settled rows: `installs_final` is where the next run finds what is
         // left to delete.
         for table in RETENTION_TABLES {
-            if table == "installs_moved" && self.migrate_to != 0 && self.migrate_to < 7 {
+            let since = match table {
+                "installs_moved" => 7,
+                "install_first" => 8,
+                _ => 0,
+            };
+            if self.migrate_to != 0 && self.migrate_to < since {
                 continue;
             }
             self.client

@@ -117,6 +117,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "installs_moved: a period reads its own re-settled installs, not every one of all time",
         steps: V7,
     },
+    Migration {
+        version: 8,
+        name: "install_first: a settle reads its installs' events from their first day, not all of them",
+        steps: V8,
+    },
 ];
 
 /// One row per accepted event. A redelivered event is a second copy with the same sorting key, which
@@ -913,6 +918,38 @@ const V7: &[Step] = &[
     Step::Built(installs_final7),
 ];
 
+/// Version 8: `install_first` holds, per install, the first receipt of its events (a row per install and
+/// inserted block, fed by `install_first_mv`; the earliest counts). `events` is partitioned by day and
+/// sorted by `execution_id`, and the scripts' ids are random, so a lookup of a few installs by id finds
+/// a match in almost every part of every day: a settle merged its installs from a read of nearly all of
+/// `events`, every settle, a cost that grew with the history. From version 8 a settle reads the first
+/// receipt of its installs here (a small table sorted by id, not partitioned) and reads `events` from
+/// that day on only, and the rows of `installs_settled` from that second on only (`crate::clickhouse::
+/// settle`). The upgrade creates the view first, then copies the first receipt of every install from
+/// `events`; an insert in between is counted twice, which the earliest-wins read does not mind.
+const V8: &[Step] = &[
+    Step::Sql(INSTALL_FIRST),
+    Step::Sql(INSTALL_FIRST_MV),
+    Step::Sql(
+        "INSERT INTO ?.install_first SELECT execution_id, min(received_ms) AS first_ms FROM ?.events \
+GROUP BY execution_id",
+    ),
+];
+
+/// The first receipt (Unix milliseconds) of each install's events: a row per install and inserted block.
+/// Small granules: a settle looks up a few ids in it.
+const INSTALL_FIRST: &str = "CREATE TABLE IF NOT EXISTS ?.install_first (
+    execution_id String,
+    first_ms UInt64
+) ENGINE = MergeTree
+ORDER BY execution_id
+SETTINGS index_granularity = 1024";
+
+/// Feeds `install_first` from every block inserted into `events`.
+const INSTALL_FIRST_MV: &str =
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS ?.install_first_mv TO ?.install_first AS
+SELECT execution_id, min(received_ms) AS first_ms FROM ?.events GROUP BY execution_id";
+
 /// Re-settled installs whose rows started at more than one moment: `installs_final` picks their newest
 /// row with `LIMIT 1 BY` (schema version 7). Marked by a settle before it records its watermark.
 const INSTALLS_MOVED: &str = "CREATE TABLE IF NOT EXISTS ?.installs_moved (
@@ -1376,7 +1413,10 @@ mod tests {
                             // Version 5: only installs with several rows not marked yet.
                             || s.ends_with("NOT IN (SELECT execution_id FROM ?.installs_resettled)")
                             // Version 7: only moved installs not marked yet.
-                            || s.ends_with("NOT IN (SELECT execution_id FROM ?.installs_moved)"),
+                            || s.ends_with("NOT IN (SELECT execution_id FROM ?.installs_moved)")
+                            // Version 8: a second run adds copies of the same first receipts, and
+                            // `install_first` is read as the earliest per install.
+                            || s.starts_with("INSERT INTO ?.install_first SELECT"),
                         "{s}"
                     ),
                     Step::Built(_) => assert!(sql.contains("IF NOT EXISTS"), "{sql}"),

@@ -9,6 +9,8 @@
 //! So `installs_final` is exact, and stays so when two settles run at once (each only ever adds rows
 //! and marks; the newest row up to the watermark wins), except for a read that overlaps the record of
 //! a watermark: its branches can read different watermarks (writer README, "Reads during a settle").
+//! From schema version 8 it reads its installs' events, and their settled rows, only from the first
+//! receipt of any of their events on (`install_first`; writer README, "A settle's reads").
 //! The watermark also stays before the start of every INSERT ClickHouse is still running
 //! (`system.processes`): a touch is stamped during its insert, so every touch below the watermark
 //! belongs to an insert that has finished, however long it took; the lag is a floor on top of that.
@@ -16,6 +18,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{schema, ChError, ClickHouseSink};
@@ -128,9 +131,20 @@ impl ClickHouseSink {
                 "execution_id IN ({window} AND cityHash64(execution_id) % {chunks} = {chunk})"
             );
             if installs > 0 {
+                // From schema version 8, only the days of `events` from the first receipt of these
+                // installs' events on: every event touched before the new watermark belongs to an
+                // insert that has finished, so `install_first` has it. An event touched since may be
+                // left out; its install is merged again by the next settle, and read from `events`
+                // until then, as for any event touched after the watermark.
+                let events = if self.migrate_to == 0 || self.migrate_to >= 8 {
+                    let first = self.first_received(&ids).await?;
+                    format!("received_at >= toDateTime({first}) AND {ids}")
+                } else {
+                    ids.clone()
+                };
                 self.execute(&schema::render(&format!(
                     "INSERT INTO ?.installs_settled SELECT *, toDateTime({new}) AS version FROM ({})",
-                    schema::installs_of_events(&ids)
+                    schema::installs_of_events(&events)
                 )))
                 .await?;
                 // Every settled row of these installs, older ones and the one just inserted, started
@@ -179,17 +193,18 @@ impl ClickHouseSink {
     }
 
     /// The first second (Unix, rounded down) at which any event of the installs `ids` selects was
-    /// received; 0 when they have none. A settled row's `started_at` is the first receipt of some of
-    /// its install's events that were stored when it was settled (rounded down the same way), and an
-    /// install's events are only ever added to (retention deletes whole installs), so no row of these
-    /// installs settled before this read started before it.
+    /// received, of the inserts finished so far; 0 when they have none. A settled row's `started_at`
+    /// is the first receipt of some of its install's events that were stored when it was settled
+    /// (rounded down the same way), and an install's events are only ever added to (retention deletes
+    /// whole installs), so no row of these installs settled before this read started before it. From
+    /// schema version 8 a lookup in `install_first`; before, a read of `events` by id.
     async fn first_received(&self, ids: &str) -> Result<u32, ChError> {
-        Ok(self
-            .in_database(&format!(
-                "SELECT toUInt32(intDiv(min(received_ms), 1000)) FROM ?.events WHERE {ids}"
-            ))
-            .fetch_one()
-            .await?)
+        let sql = if self.migrate_to == 0 || self.migrate_to >= 8 {
+            format!("SELECT toUInt32(intDiv(min(first_ms), 1000)) FROM ?.install_first WHERE {ids}")
+        } else {
+            format!("SELECT toUInt32(intDiv(min(received_ms), 1000)) FROM ?.events WHERE {ids}")
+        };
+        Ok(self.in_database(&sql).fetch_one().await?)
     }
 
     /// Marks every install with more than one settled row: the rows two upgrades racing may have copied
@@ -227,14 +242,45 @@ impl ClickHouseSink {
     }
 }
 
-/// Runs a settle every `every` until aborted; a failed settle is retried at the next tick.
-pub fn spawn(sink: ClickHouseSink, every: Duration, lag: Duration) -> JoinHandle<()> {
-    tokio::spawn(async move {
+/// How long a stopping writer waits for the settle under way to end before it aborts it.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// The settle job: a settle every interval until stopped.
+pub struct SettleJob {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl SettleJob {
+    /// Stops the job after the settle under way, if any, has ended (at most [`STOP_GRACE`], then it is
+    /// aborted). A settle stopped between its insert and its marks would leave rows a concurrent settle
+    /// of the same watermark may have recorded unmarked (shown twice until a writer's next start marks
+    /// them).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(STOP_GRACE, self.task).await.is_err() {
+            tracing::warn!(
+                grace_secs = STOP_GRACE.as_secs(),
+                "settle: still running at shutdown, aborted"
+            );
+            abort.abort();
+        }
+    }
+}
+
+/// Runs a settle every `every` until stopped; a failed settle is retried at the next tick.
+pub fn spawn(sink: ClickHouseSink, every: Duration, lag: Duration) -> SettleJob {
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut marked = false;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopped.wait_for(|&s| s) => return,
+            }
             if !marked {
                 match sink.mark_resettled().await {
                     Ok(()) => marked = true,
@@ -259,7 +305,8 @@ pub fn spawn(sink: ClickHouseSink, every: Duration, lag: Duration) -> JoinHandle
                 }
             }
         }
-    })
+    });
+    SettleJob { stop, task }
 }
 
 #[cfg(test)]

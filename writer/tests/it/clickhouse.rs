@@ -26,6 +26,8 @@ async fn migrations_apply_once_and_a_second_start_changes_nothing() {
             "day_rollups",
             "events",
             "events_final",
+            "install_first",
+            "install_first_mv",
             "install_touches",
             "install_touches_mv",
             "installs",

@@ -203,7 +203,7 @@ async fn a_version_2_database_keeps_its_figures_and_its_forged_events_stop_count
     );
     assert_eq!(before["forged"]["exit_code"], 100);
 
-    assert_eq!(sink.migrate().await.expect("versions 3 to 7"), 5);
+    assert_eq!(sink.migrate().await.expect("versions 3 to 8"), 6);
     assert_eq!(sink.migrate().await.expect("again"), 0);
     let after = installs(&ch, db);
     for id in ["plain", "pending"] {

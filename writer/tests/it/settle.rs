@@ -230,11 +230,34 @@ fn marked(ch: &ClickHouseServer, db: &str, table: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_install_settled_weeks_ago_is_marked_when_a_new_event_settles_it_again() {
-    // A settle reads the rows of its installs only from the first receipt of their events on (the
-    // table's sorting key starts with `started_at`). The bound must come from every event of those
-    // installs, not from the new ones alone: here the new events are weeks younger than the rows they
-    // settle again.
-    let (_nats, ch, db, sink) = migrated_sink().await;
+    settled_again_weeks_later(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_settled_weeks_ago_before_version_8_is_settled_again_right_after_it() {
+    settled_again_weeks_later(Some(7)).await;
+}
+
+/// A settle reads the events of its installs only from the first receipt of any of them on (from
+/// `install_first`, schema version 8), and their rows of `installs_settled` only from that second on
+/// (its sorting key starts with `started_at`). The bound must come from every event of those
+/// installs, not from the new ones alone: here the new events are weeks younger than the rows they
+/// settle again. `before`: the history is written and settled at that schema version, and the
+/// database then upgraded (version 8 fills `install_first` from `events`).
+async fn settled_again_weeks_later(before: Option<u32>) {
+    let nats = NatsServer::start().expect("nats");
+    let ch = ClickHouseServer::start().expect("clickhouse");
+    let mut config = config(&nats, Some(&ch), None);
+    let db = config.clickhouse_database.clone();
+    let newest = writer::clickhouse_sink(&config);
+    let sink = match before {
+        Some(version) => {
+            config.clickhouse_migrate_to = version;
+            writer::clickhouse_sink(&config)
+        }
+        None => newest.clone(),
+    };
+    sink.migrate().await.expect("migrate");
     let now = OffsetDateTime::now_utc();
     let weeks_ago = now - time::Duration::days(20);
     let mut written = vec![
@@ -252,6 +275,11 @@ async fn an_install_settled_weeks_ago_is_marked_when_a_new_event_settles_it_agai
     settle_all(&ch, &sink).await;
     check_exact(&ch, &db, &written, "first settle");
     assert!(marked(&ch, &db, "installs_resettled").is_empty());
+    let sink = newest;
+    if before.is_some() {
+        assert_eq!(sink.migrate().await.expect("upgrade"), 1);
+        check_exact(&ch, &db, &written, "upgraded");
+    }
 
     let later = vec![
         // Its final, today: a second row with the same start.
@@ -340,7 +368,7 @@ async fn a_version_3_database_shows_every_install_once_with_every_column_after_v
     let before = installs_final(&ch, &db);
     assert!(before.len() > 80);
 
-    assert_eq!(sink.migrate().await.expect("versions 4 to 7"), 4);
+    assert_eq!(sink.migrate().await.expect("versions 4 to 8"), 5);
     assert_eq!(sink.migrate().await.expect("again"), 0);
     let after = installs_final(&ch, &db);
     assert_eq!(after, before, "every install, every column");
@@ -348,13 +376,13 @@ async fn a_version_3_database_shows_every_install_once_with_every_column_after_v
         ch_count(&ch, &format!("SELECT count() FROM {db}.installs_settled")),
         before.len() as u64
     );
-    // Inserts feed `events` and the touches only.
+    // Inserts feed `events`, the touches and the first receipts (version 8) only.
     let views = ch
         .query(&format!(
-        "SELECT name FROM system.tables WHERE database = '{db}' AND engine = 'MaterializedView'"
+        "SELECT name FROM system.tables WHERE database = '{db}' AND engine = 'MaterializedView' ORDER BY name"
     ))
         .expect("views");
-    assert_eq!(views.trim(), "install_touches_mv");
+    assert_eq!(views.trim(), "install_first_mv\ninstall_touches_mv");
     check_exact(&ch, &db, &events, "upgraded");
     settle_all(&ch, &sink).await;
     assert_eq!(
@@ -415,7 +443,7 @@ async fn an_interrupted_version_5_upgrade_keeps_every_settled_row() {
     .expect("a late row in the old table");
 
     let sink = writer::clickhouse_sink(&config(&nats, Some(&ch), None));
-    assert_eq!(sink.migrate().await.expect("versions 5 to 7"), 3);
+    assert_eq!(sink.migrate().await.expect("versions 5 to 8"), 4);
     assert_eq!(sink.migrate().await.expect("again"), 0);
     assert_eq!(
         installs_final(&ch, &db),

@@ -298,7 +298,7 @@ async fn a_version_1_database_keeps_its_figures_and_new_events_follow_the_new_ru
     );
 
     let sink = writer::clickhouse_sink(&config);
-    assert_eq!(sink.migrate().await.expect("versions 2 to 7"), 6);
+    assert_eq!(sink.migrate().await.expect("versions 2 to 8"), 7);
     assert_eq!(sink.migrate().await.expect("again"), 0);
     let after = ch_installs(&ch, db);
     for (id, row) in &before {
