@@ -80,7 +80,7 @@ async fn poison_goes_to_the_dlq_with_its_reason_and_the_rest_is_stored() {
     poll_until(
         "the good installs in pocketbase",
         Duration::from_secs(60),
-        || async { reader.records().await.map(|r| r.len()).unwrap_or(0) == expected.len() },
+        || async { pb_all_merged(&reader.records().await.unwrap_or_default(), &expected) },
     )
     .await;
     // ClickHouse has no length limit on nsapp: that one event is stored there, refused by PocketBase.

@@ -38,7 +38,7 @@ async fn every_event_and_install_lands_once_in_both_stores() {
     poll_until(
         "all installs in pocketbase",
         Duration::from_secs(60),
-        || async { reader.records().await.map(|r| r.len()).unwrap_or(0) == expected.len() },
+        || async { pb_all_merged(&reader.records().await.unwrap_or_default(), &expected) },
     )
     .await;
 

@@ -53,7 +53,7 @@ async fn writer_killed_mid_batch_restarts_without_loss_or_double() {
     poll_until(
         "every install in pocketbase",
         Duration::from_secs(90),
-        || async { reader.records().await.map(|r| r.len()).unwrap_or(0) == expected.len() },
+        || async { pb_all_merged(&reader.records().await.unwrap_or_default(), &expected) },
     )
     .await;
     assert_eq!(
@@ -221,7 +221,7 @@ async fn pocketbase_down_for_a_while_then_back_catches_up_exactly() {
     poll_until(
         "every install in pocketbase",
         Duration::from_secs(90),
-        || async { reader.records().await.map(|r| r.len()).unwrap_or(0) == expected.len() },
+        || async { pb_all_merged(&reader.records().await.unwrap_or_default(), &expected) },
     )
     .await;
     let s = status.clone();
@@ -364,7 +364,7 @@ async fn one_pocketbase_writer_at_a_time_and_the_standby_takes_over() {
     poll_until(
         "the standby took over and wrote the rest",
         Duration::from_secs(60),
-        || async { reader.records().await.map(|r| r.len()).unwrap_or(0) == all.len() },
+        || async { pb_all_merged(&reader.records().await.unwrap_or_default(), &all) },
     )
     .await;
     let standby_metrics = standby.metrics().await;

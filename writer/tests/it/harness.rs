@@ -402,6 +402,18 @@ pub fn check_ch_row(row: &Value, state: &InstallState) {
     );
 }
 
+/// Whether `records` hold every install of `all`, each with every one of its events merged (its stored
+/// merge state is the expected one). A record is there from its install's first event on; wait on this,
+/// not on the count alone, before checking the records.
+pub fn pb_all_merged(records: &[Value], all: &BTreeMap<String, InstallState>) -> bool {
+    records.len() == all.len()
+        && records.iter().all(|record| {
+            let id = record["execution_id"].as_str().unwrap_or("");
+            serde_json::from_value::<InstallState>(record["merge_state"].clone()).ok()
+                == all.get(id).cloned()
+        })
+}
+
 /// Checks one PocketBase record against the merged state.
 pub fn check_pb_record(record: &Value, state: &InstallState) {
     let id = &state.execution_id;

@@ -131,7 +131,7 @@ async fn transient_pocketbase_answers_are_retried_and_never_dead_lettered() {
     poll_until(
         "every install stored",
         Duration::from_secs(60),
-        async || reader.records().await.map(|r| r.len()).unwrap_or(0) == all.len(),
+        async || pb_all_merged(&reader.records().await.unwrap_or_default(), &all),
     )
     .await;
     for record in reader.records().await.expect("records") {
