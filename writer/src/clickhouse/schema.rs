@@ -934,6 +934,8 @@ const V8: &[Step] = &[
         "INSERT INTO ?.install_first SELECT execution_id, min(received_ms) AS first_ms FROM ?.events \
 GROUP BY execution_id",
     ),
+    Step::Sql("DROP TABLE IF EXISTS ?.installs_final"),
+    Step::Built(installs_final8),
 ];
 
 /// The first receipt (Unix milliseconds) of each install's events: a row per install and inserted block.
@@ -1301,6 +1303,19 @@ fn installs_final4() -> String {
 /// of their newest row through a `GROUP BY execution_id, started_at`, which a period's filter reaches;
 /// those whose start moved (`installs_moved`) keep version 4's `LIMIT 1 BY`.
 fn installs_final7() -> String {
+    installs_final_grouped(false)
+}
+
+/// Version 8: version 7's view, whose merge of the installs touched since the watermark reads `events`
+/// only from the first receipt of their events on (`install_first`): by id alone it read a granule of
+/// nearly every part of `events` in every read of the view, as the scripts' ids are random.
+fn installs_final8() -> String {
+    installs_final_grouped(true)
+}
+
+/// The view of versions 7 and 8 (`first_bound`: the merge from `events` reads from the first receipt of
+/// the touched installs on).
+fn installs_final_grouped(first_bound: bool) -> String {
     let touched = touched_since_watermark!();
     let settled = settled_once(touched);
     // One `argMax` of a tuple: an aggregate function of a Nullable column alone skips NULLs, so it would
@@ -1333,7 +1348,14 @@ fn installs_final7() -> String {
         kept = kept.join(", ")
     );
     let moved = newest_row_of("installs_moved", touched);
-    let fresh = installs_of_events(&format!("execution_id IN ({touched})"));
+    let fresh = if first_bound {
+        installs_of_events(&format!(
+            "received_at >= (SELECT toDateTime(intDiv(min(first_ms), 1000)) FROM ?.install_first \
+WHERE execution_id IN ({touched})) AND execution_id IN ({touched})"
+        ))
+    } else {
+        installs_of_events(&format!("execution_id IN ({touched})"))
+    };
     format!(
         "CREATE VIEW IF NOT EXISTS ?.installs_final AS\n{settled}\nUNION ALL\n{resettled}\nUNION ALL\n{moved}\nUNION ALL\n{fresh}"
     )
@@ -1515,7 +1537,23 @@ mod tests {
         let view = installs_final4();
         assert_eq!(view.matches("UNION ALL").count(), 2, "{view}");
         assert!(!render(&view).contains('{'), "{view}");
+        let bounded = installs_final8();
+        assert_eq!(
+            bounded.matches("FROM ?.install_first").count(),
+            1,
+            "{bounded}"
+        );
+        assert!(!render(&bounded).contains('{'), "{bounded}");
         let view = installs_final7();
+        assert_eq!(
+            bounded.replace(
+                "received_at >= (SELECT toDateTime(intDiv(min(first_ms), 1000)) FROM ?.install_first \
+WHERE execution_id IN (SELECT execution_id FROM ?.install_touches WHERE touched_at >= (SELECT max(watermark) FROM ?.settle_watermark))) AND ",
+                ""
+            ),
+            view,
+            "version 8's view is version 7's with the bound"
+        );
         assert_eq!(view.matches("UNION ALL").count(), 3, "{view}");
         assert!(!render(&view).contains('{'), "{view}");
         // The re-settled branch keeps every column but the two it groups by, in the view's order.
