@@ -185,6 +185,12 @@ impl ClickHouseSink {
         &self.database
     }
 
+    /// Whether the database is (or is being migrated) at schema `version` or later: `migrate_to` is 0
+    /// (the newest) or at least `version`.
+    fn schema_at_least(&self, version: u32) -> bool {
+        self.migrate_to == 0 || self.migrate_to >= version
+    }
+
     /// One statement (of this crate's constants) with every `?` bound to the database identifier.
     fn in_database(&self, sql: &str) -> clickhouse::query::Query {
         let mut query = self.client.query(sql);
@@ -329,7 +335,7 @@ impl ClickHouseSink {
                 "install_first" => 8,
                 _ => 0,
             };
-            if self.migrate_to != 0 && self.migrate_to < since {
+            if !self.schema_at_least(since) {
                 continue;
             }
             self.client
@@ -343,7 +349,7 @@ impl ClickHouseSink {
         }
         // After the deletions are under way: the rollup job takes no snapshot while they run, and every
         // snapshot of a day from `low` on taken before is out of date from here on (schema version 6).
-        if self.migrate_to == 0 || self.migrate_to >= 6 {
+        if self.schema_at_least(6) {
             self.client
                 .query("INSERT INTO ?.settled_blocks (low, blocks) VALUES (?, 1)")
                 .bind(Identifier(&self.database))

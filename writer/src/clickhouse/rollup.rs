@@ -114,7 +114,7 @@ impl ClickHouseSink {
     /// before schema version 6 or while retention deletes.
     pub async fn rollup(&self) -> Result<Rolled, ChError> {
         let mut done = Rolled::default();
-        if self.migrate_to != 0 && self.migrate_to < 6 {
+        if !self.schema_at_least(6) {
             return Ok(done);
         }
         let (now, first, settled): (u32, u32, u64) = self

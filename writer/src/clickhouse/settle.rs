@@ -136,7 +136,7 @@ impl ClickHouseSink {
                 // insert that has finished, so `install_first` has it. An event touched since may be
                 // left out; its install is merged again by the next settle, and read from `events`
                 // until then, as for any event touched after the watermark.
-                let events = if self.migrate_to == 0 || self.migrate_to >= 8 {
+                let events = if self.schema_at_least(8) {
                     let first = self.first_received(&ids).await?;
                     format!("received_at >= toDateTime({first}) AND {ids}")
                 } else {
@@ -160,7 +160,7 @@ impl ClickHouseSink {
                      WHERE {rows} GROUP BY execution_id HAVING count() > 1"
                 ))
                 .await?;
-                if self.migrate_to == 0 || self.migrate_to >= 7 {
+                if self.schema_at_least(7) {
                     // Re-settled installs whose start moved: `installs_final` reads them with
                     // `LIMIT 1 BY` (schema version 7).
                     self.execute(&format!(
@@ -171,7 +171,7 @@ impl ClickHouseSink {
                 }
             }
         }
-        if installs > 0 && (self.migrate_to == 0 || self.migrate_to >= 6) {
+        if installs > 0 && self.schema_at_least(6) {
             // The days these rows can change (schema version 6), before they show.
             self.execute(
                 &schema::SETTLED_BLOCKS_OF_SETTLE
@@ -199,7 +199,7 @@ impl ClickHouseSink {
     /// whole installs), so no row of these installs settled before this read started before it. From
     /// schema version 8 a lookup in `install_first`; before, a read of `events` by id.
     async fn first_received(&self, ids: &str) -> Result<u32, ChError> {
-        let sql = if self.migrate_to == 0 || self.migrate_to >= 8 {
+        let sql = if self.schema_at_least(8) {
             format!("SELECT toUInt32(intDiv(min(first_ms), 1000)) FROM ?.install_first WHERE {ids}")
         } else {
             format!("SELECT toUInt32(intDiv(min(received_ms), 1000)) FROM ?.events WHERE {ids}")
@@ -212,7 +212,7 @@ impl ClickHouseSink {
     /// version 7) every one of those whose start moved.
     pub async fn mark_resettled(&self) -> Result<(), ChError> {
         self.execute(schema::MARK_RESETTLED).await?;
-        if self.migrate_to == 0 || self.migrate_to >= 7 {
+        if self.schema_at_least(7) {
             self.execute(schema::MARK_MOVED).await?;
         }
         Ok(())
