@@ -27,6 +27,8 @@
 #        CONNECTIONS=N: the generator's connections, so also its most requests in flight (default 1024,
 #        the edge's MAX_IN_FLIGHT); above that the edge's own limit sheds, as with many scripts at once.
 #        FRESH_BIN=PATH runs another build of the freshness probe (to compare probes side by side).
+#        The services take the rest of their settings from the environment: CACHE_REFRESH_PACE=0 runs the
+#        web with every view refreshed each CACHE_TTL_SECS (10 here) whatever its computation costs.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../local/lib.sh"
 cd "$ROOT"

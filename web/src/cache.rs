@@ -4,7 +4,9 @@
 //! query. Reads are counted per key; [`SwrCache::refresh_popular`] renews the most read keys before they
 //! go stale; only keys read at least twice in a round count, so a stream of one-off keys (junk filters)
 //! causes no refresh work. With [`SwrCache::weighed`] the entries are weighed in bytes against a budget
-//! instead of counted. Keys are the typed, normalized parameters of a request, never its raw query
+//! instead of counted. With [`SwrCache::paced`] an answer stays fresh for at least a multiple of the time
+//! its computation took, so a view that grows costly (today's installs on a busy day) is recomputed less
+//! often instead of taking ever more of ClickHouse from the writers. Keys are the typed, normalized parameters of a request, never its raw query
 //! string. Nothing invalidates it: new data shows up at the next refresh.
 
 use std::collections::{HashMap, HashSet};
@@ -44,6 +46,25 @@ type Loader<K, V, E> = Arc<dyn Fn(K) -> BoxFuture<Result<V, E>> + Send + Sync>;
 struct Entry<V> {
     value: V,
     loaded: Instant,
+    /// How long it counts as fresh ([`fresh_for`]).
+    fresh: Duration,
+}
+
+/// How long an answer whose computation took `took` counts as fresh: `ttl`, or `pace` times `took` when
+/// that is longer (`pace` 0: `ttl` alone), but never more than half of `max_stale`, so that it still goes
+/// stale (and is refreshed in the background) before it is dropped.
+pub fn fresh_for(ttl: Duration, took: Duration, pace: u32, max_stale: Duration) -> Duration {
+    ttl.max(took.saturating_mul(pace).min(max_stale / 2))
+}
+
+/// The entry of `value`, computed from `started` until now.
+fn entry<V>(value: V, started: Instant, ttl: Duration, pace: u32, max_stale: Duration) -> Entry<V> {
+    let loaded = Instant::now();
+    Entry {
+        value,
+        loaded,
+        fresh: fresh_for(ttl, loaded.duration_since(started), pace, max_stale),
+    }
 }
 
 /// A stale-while-revalidate cache of `K -> V`, loading through one loader.
@@ -52,6 +73,9 @@ pub struct SwrCache<K, V, E> {
     entries: moka::future::Cache<K, Entry<V>>,
     loader: Loader<K, V, E>,
     ttl: Duration,
+    max_stale: Duration,
+    /// [`SwrCache::paced`]; 0: every answer is fresh for `ttl`.
+    pace: u32,
     refreshing: Arc<Mutex<HashSet<K>>>,
     reads: Mutex<HashMap<K, u64>>,
     /// False (ENABLE_CACHE=false): every `get` loads, nothing is kept.
@@ -84,6 +108,8 @@ where
                 .build(),
             loader: Arc::new(move |k| Box::pin(loader(k))),
             ttl,
+            max_stale: max_stale.max(ttl),
+            pace: 0,
             refreshing: Arc::default(),
             reads: Mutex::default(),
             enabled: true,
@@ -94,6 +120,14 @@ where
     /// refreshes do nothing.
     pub fn enabled(mut self, enabled: bool) -> Self {
         self.enabled = enabled;
+        self
+    }
+
+    /// The same cache whose answers stay fresh for at least `pace` times as long as their computation
+    /// took ([`fresh_for`]): refreshing a key then takes at most 1/`pace` of the time, however costly
+    /// its computation grows. 0: every answer is fresh for the TTL alone.
+    pub fn paced(mut self, pace: u32) -> Self {
+        self.pace = pace;
         self
     }
 
@@ -126,7 +160,7 @@ where
         }
         self.count_read(&key);
         if let Some(entry) = self.entries.get(&key).await {
-            if entry.loaded.elapsed() < self.ttl {
+            if entry.loaded.elapsed() < entry.fresh {
                 ::metrics::counter!(metrics::CACHE, "cache" => self.name, "result" => "hit")
                     .increment(1);
                 return Ok((entry.value, CacheStatus::Hit));
@@ -139,14 +173,13 @@ where
         ::metrics::counter!(metrics::CACHE, "cache" => self.name, "result" => "miss").increment(1);
         let loader = self.loader.clone();
         let load_key = key.clone();
+        let (ttl, pace, max_stale) = (self.ttl, self.pace, self.max_stale);
         let entry = self
             .entries
             .try_get_with(key, async move {
+                let started = Instant::now();
                 let value = loader(load_key).await?;
-                Ok::<_, E>(Entry {
-                    value,
-                    loaded: Instant::now(),
-                })
+                Ok::<_, E>(entry(value, started, ttl, pace, max_stale))
             })
             .await?;
         Ok((entry.value, CacheStatus::Miss))
@@ -166,14 +199,15 @@ where
         let loader = self.loader.clone();
         let refreshing = self.refreshing.clone();
         let name = self.name;
+        let (ttl, pace, max_stale) = (self.ttl, self.pace, self.max_stale);
         async move {
             ::metrics::counter!(metrics::CACHE_REFRESHES, "cache" => name).increment(1);
+            let started = Instant::now();
             match loader(key.clone()).await {
                 Ok(value) => {
-                    let entry = Entry {
-                        value,
-                        loaded: Instant::now(),
-                    };
+                    let entry = entry(value, started, ttl, pace, max_stale);
+                    ::metrics::gauge!(metrics::CACHE_FRESH_SECONDS, "cache" => name)
+                        .set(entry.fresh.as_secs_f64());
                     entries.insert(key.clone(), entry).await;
                 }
                 // The stale value stays until it expires; the next read tries again.
@@ -199,7 +233,7 @@ where
     /// it loaded.
     pub async fn warm(&self, key: K) -> bool {
         let due = match self.entries.get(&key).await {
-            Some(entry) => entry.loaded.elapsed() >= self.ttl / 2,
+            Some(entry) => entry.loaded.elapsed() >= entry.fresh / 2,
             None => true,
         };
         if !self.enabled || !due || !self.claim(&key) {
@@ -363,6 +397,57 @@ mod tests {
         until("the read's refresh", || !cache.is_refreshing(&2)).await;
         cache.refresh_popular(5).await;
         assert_eq!(cache.refresh_popular(5).await, 0);
+    }
+
+    #[test]
+    fn a_costly_answer_stays_fresh_longer_but_goes_stale_before_it_is_dropped() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let hour = s(3600);
+        // Cheap: the TTL.
+        assert_eq!(fresh_for(s(60), ms(40), 10, hour), s(60));
+        // Costly: ten times its computation.
+        assert_eq!(fresh_for(s(60), ms(8_500), 10, hour), s(85));
+        // Never past half the stale limit, never below the TTL.
+        assert_eq!(fresh_for(s(60), s(400), 10, hour), s(1800));
+        assert_eq!(fresh_for(s(60), s(400), 10, s(100)), s(60));
+        // Pace 0: the TTL alone.
+        assert_eq!(fresh_for(s(10), s(400), 0, hour), s(10));
+    }
+
+    /// A cache of zero TTL whose loader takes at least 50 ms, paced by `pace`.
+    fn slow(pace: u32) -> SwrCache<u32, u64, String> {
+        let calls = Arc::new(AtomicU64::new(0));
+        SwrCache::new(
+            "test",
+            100,
+            Duration::ZERO,
+            Duration::from_secs(3600),
+            move |_k: u32| {
+                let c = calls.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(c.fetch_add(1, Ordering::SeqCst) + 1)
+                }
+            },
+        )
+        .paced(pace)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paced_cache_keeps_a_slow_answer_fresh() {
+        // 50 ms at least, times 1000: fresh for 50 s at least (the TTL alone: stale at once).
+        let paced = slow(1000);
+        assert_eq!(paced.get(1).await.expect("load"), (1, CacheStatus::Miss));
+        assert_eq!(paced.get(1).await.expect("read"), (1, CacheStatus::Hit));
+        assert!(!paced.warm(1).await, "not due for renewal");
+        until("no refresh", || !paced.is_refreshing(&1)).await;
+
+        let unpaced = slow(0);
+        assert_eq!(unpaced.get(1).await.expect("load"), (1, CacheStatus::Miss));
+        assert_eq!(unpaced.get(1).await.expect("read"), (1, CacheStatus::Stale));
+        until("the refresh", || !unpaced.is_refreshing(&1)).await;
+        assert_eq!(unpaced.get(1).await.expect("refreshed").0, 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

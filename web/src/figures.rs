@@ -24,6 +24,7 @@ pub fn all_time_cache(config: &crate::Config, db: Db) -> AllTime {
             async move { db.steady(|| count(&db, repo, slug)).await }
         },
     )
+    .paced(config.cache_refresh_pace)
     .enabled(config.enable_cache)
 }
 

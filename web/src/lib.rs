@@ -108,11 +108,12 @@ impl AppState {
         let db = Db::new(&config);
         let js = jetstream::new(client);
         let budget = (config.cache_max_bytes / WEIGHED_CACHES).max(1);
-        let (capacity, ttl, stale, cached) = (
+        let (capacity, ttl, stale, cached, pace) = (
             config.cache_capacity,
             config.cache_ttl(),
             config.cache_max_stale(),
             config.enable_cache,
+            config.cache_refresh_pace,
         );
         let d = db.clone();
         let dashboard = SwrCache::new("dashboard", capacity, ttl, stale, move |scope| {
@@ -120,6 +121,7 @@ impl AppState {
             async move { d.steady(|| d.dashboard(scope, now())).await.map(rendered) }
         })
         .weighed(budget, weigh_rendered)
+        .paced(pace)
         .enabled(cached);
         let d = db.clone();
         let errors = SwrCache::new("errors", capacity, ttl, stale, move |scope| {
@@ -127,6 +129,7 @@ impl AppState {
             async move { d.steady(|| d.errors(scope, now())).await.map(rendered) }
         })
         .weighed(budget, weigh_rendered)
+        .paced(pace)
         .enabled(cached);
         let d = db.clone();
         let app = SwrCache::new(
@@ -140,6 +143,7 @@ impl AppState {
             },
         )
         .weighed(budget, weigh_rendered)
+        .paced(pace)
         .enabled(cached);
         let d = db.clone();
         let records = SwrCache::new("records", capacity, ttl, stale, move |q: RecordsQuery| {
@@ -147,6 +151,7 @@ impl AppState {
             async move { d.steady(|| d.records(&q, now())).await.map(rendered) }
         })
         .weighed(budget, weigh_rendered)
+        .paced(pace)
         .enabled(cached);
         let j = js.clone();
         let max = config.alerts_max;

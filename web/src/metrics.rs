@@ -12,6 +12,9 @@ pub const REQUEST_SECONDS: &str = "telemetry_web_request_seconds";
 pub const CACHE: &str = "telemetry_web_cache_total";
 /// Label `cache`: background refreshes started (stale reads, warm-up, popular keys).
 pub const CACHE_REFRESHES: &str = "telemetry_web_cache_refreshes_total";
+/// Label `cache`: how long the answer of its last background refresh counts as fresh (CACHE_TTL_SECS,
+/// or longer when CACHE_REFRESH_PACE stretches it after a costly computation).
+pub const CACHE_FRESH_SECONDS: &str = "telemetry_web_cache_fresh_seconds";
 /// Label `query`.
 pub const QUERIES: &str = "telemetry_web_clickhouse_queries_total";
 /// Label `query`.
@@ -78,6 +81,11 @@ fn describe() {
         "days of a dashboard pass read from the per-day rollups, by pass"
     );
     describe_counter!(CACHE_REFRESHES, "background cache refreshes started");
+    metrics::describe_gauge!(
+        CACHE_FRESH_SECONDS,
+        Unit::Seconds,
+        "how long the last refreshed answer of a cache counts as fresh"
+    );
     describe_counter!(
         REREADS,
         "views computed again because a settle watermark was recorded while they were read"

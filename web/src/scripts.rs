@@ -446,6 +446,7 @@ impl ScriptsService {
                 }
             },
         )
+        .paced(config.cache_refresh_pace)
         .enabled(config.enable_cache);
         ScriptsService { cache, catalog }
     }

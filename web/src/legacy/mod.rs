@@ -58,6 +58,7 @@ impl LegacyCaches {
             }
         })
         .weighed(max_bytes, weigh)
+        .paced(config.cache_refresh_pace)
         .enabled(on);
         let d = l.clone();
         let errors = SwrCache::new("legacy_errors", capacity, ttl, stale, move |scope| {
@@ -69,6 +70,7 @@ impl LegacyCaches {
             }
         })
         .weighed(max_bytes, weigh)
+        .paced(config.cache_refresh_pace)
         .enabled(on);
         let d = l;
         let records = SwrCache::new("legacy_records", capacity, ttl, stale, move |q| {
@@ -80,6 +82,7 @@ impl LegacyCaches {
             }
         })
         .weighed(max_bytes, weigh)
+        .paced(config.cache_refresh_pace)
         .enabled(on);
         LegacyCaches {
             dashboard,
