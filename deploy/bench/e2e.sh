@@ -17,7 +17,8 @@
 #     total: every service and server, less the probe's queries and the generator.
 # Then the overload phase: twice the sustained rate for OVERLOAD_SECS (sheds with 429/503 + Retry-After,
 # p99 below the scripts' 5 s timeout), then a quarter of it (recovers by itself: nothing shed).
-# Writes deploy/bench/out/e2e.tsv, e2e.json, e2e-queries.tsv, e2e-timeline.tsv and the chart e2e.png
+# Writes deploy/bench/out/e2e.tsv, e2e.json, e2e-queries.tsv, e2e-timeline.tsv, e2e-inserts.tsv (what the
+# writer's inserts spent, per profile event) and the chart e2e.png
 # (Chart.js from web/static/vendor, drawn by headless Chromium).
 # Usage: deploy/bench/e2e.sh            (RATES="2000 5000 10000 15000 20000 25000" STEP_SECS=20 by default)
 #        GENERATOR=loadgen deploy/bench/e2e.sh   the lean telemetry-loadgen (1 KB installing events from a
@@ -85,8 +86,8 @@ wait_http "http://127.0.0.1:$WRITER_OPS/readyz"
 AGG_OPS=$(free_port)
 OPS_ADDR="127.0.0.1:$AGG_OPS" "$BIN/telemetry-aggregator" >"$WORK/aggregator.log" 2>&1 & AGG_PID=$!; PIDS+=($AGG_PID)
 wait_http "http://127.0.0.1:$AGG_OPS/healthz"
-WEB_PORT=$(free_port); WEB="http://127.0.0.1:$WEB_PORT"
-CLICKHOUSE_USER=web CLICKHOUSE_PASSWORD=$CH_WEB_PASSWORD WEB_LISTEN_ADDR="127.0.0.1:$WEB_PORT" WEB_OPS_ADDR="127.0.0.1:$(free_port)" CACHE_TTL_SECS=10 "$BIN/telemetry-web" >"$WORK/web.log" 2>&1 & WEB_PID=$!; PIDS+=($WEB_PID)
+WEB_PORT=$(free_port); WEB="http://127.0.0.1:$WEB_PORT"; WEB_OPS=$(free_port)
+CLICKHOUSE_USER=web CLICKHOUSE_PASSWORD=$CH_WEB_PASSWORD WEB_LISTEN_ADDR="127.0.0.1:$WEB_PORT" WEB_OPS_ADDR="127.0.0.1:$WEB_OPS" CACHE_TTL_SECS=10 "$BIN/telemetry-web" >"$WORK/web.log" 2>&1 & WEB_PID=$!; PIDS+=($WEB_PID)
 wait_http "$WEB/readyz"
 # One viewer on the dashboard for the whole run.
 ( while true; do curl -fs -o /dev/null "$WEB/api/dashboard?days=7" || true; sleep 1; done ) & PIDS+=($!)
@@ -217,6 +218,12 @@ chq "SELECT user, count() AS queries,
      FROM system.query_log WHERE type = 2 GROUP BY user, query_start ORDER BY cpu_s DESC LIMIT 12
      FORMAT TSVWithNames" >"$OUT/e2e-queries.tsv" || true
 
+# What the writer's inserts into `events` (with the views they feed) spent, summed over the run: every
+# profile event of ClickHouse's query log, largest first (their CPU varies from run to run).
+chq "SELECT name, sum(value) AS total FROM system.query_log ARRAY JOIN ProfileEvents.Names AS name, ProfileEvents.Values AS value
+     WHERE type = 2 AND user = 'writer' AND query LIKE 'INSERT INTO \`telemetry\`.events(%'
+     GROUP BY name ORDER BY total DESC FORMAT TSVWithNames" >"$OUT/e2e-inserts.tsv" || true
+
 # Over time: per 10 s and user, ClickHouse's queries, their CPU, their longest duration and the rows they
 # read (a writer insert or settle that waits for the web's dashboard shows here as a long max_ms).
 chq "SELECT intDiv(toUInt32(event_time) - $RUN_STARTED, 10) * 10 AS second, user, count() AS queries,
@@ -244,6 +251,14 @@ printf '%-58s %s\n' "probed installs missing (not seen, or not in installs_final
   "$(awk -F'\t' 'NR > 1 { n += $(NF - 1) } END { print n + 0 }' "$OUT/e2e.tsv")"
 printf '%-58s %s\n' "reads of installs_final short of probed installs, made up later" \
   "$(awk -F'\t' 'NR > 1 { n += $NF } END { print n + 0 }' "$OUT/e2e.tsv")"
+# The web's dashboard refreshes: how many, how many views were read again (a settle during the read),
+# and how long its last refreshed answer counted as fresh (CACHE_REFRESH_PACE).
+WEB_METRICS=$(curl -fsS "http://127.0.0.1:$WEB_OPS/metrics" || true)
+web_metric() { awk -v m="$1" -v l="$2" 'index($1, m) == 1 && (l == "" || index($1, l)) { s += $2 } END { printf "%g", s }' <<<"$WEB_METRICS"; }
+printf '%-58s %s\n' "web: legacy dashboard refreshes / views read again" \
+  "$(web_metric telemetry_web_cache_refreshes_total 'cache="legacy_dashboard"') / $(web_metric telemetry_web_settle_rereads_total '')"
+printf '%-58s %s\n' "web: legacy dashboard fresh for (s, last refresh)" \
+  "$(web_metric telemetry_web_cache_fresh_seconds 'cache="legacy_dashboard"')"
 printf '%-58s %s\n' "chart" "$OUT/e2e.png"
 echo
 echo "ClickHouse's queries per 10 s (seconds from the first step) by user: $OUT/e2e-timeline.tsv"

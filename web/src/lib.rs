@@ -315,21 +315,27 @@ async fn keep_warm(state: Arc<AppState>) {
 }
 
 /// Every `METRICS_REFRESH_SECS`, today's installs of ProxmoxVE by final status into the
-/// `telemetry_installs_*` gauges of `/metrics` (one query per round, none per scrape).
+/// `telemetry_installs_*` gauges of `/metrics` (one query per round, none per scrape); paced like the
+/// caches: the next round waits at least `CACHE_REFRESH_PACE` times as long as this one took.
 async fn install_gauges(state: Arc<AppState>) {
     let db = legacy::db::LegacyDb {
         db: state.db.clone(),
     };
     let raw = Vec::new();
     let scope = legacy::params::Scope::parse(&legacy::params::Raw(&raw), 1);
-    let mut tick = tokio::time::interval(Duration::from_secs(
-        state.config.metrics_refresh_secs.max(1),
-    ));
+    let every = Duration::from_secs(state.config.metrics_refresh_secs.max(1));
     loop {
-        tick.tick().await;
+        let started = std::time::Instant::now();
         match db.db.steady(|| db.status_counts(&scope, now())).await {
             Ok(counts) => metrics::set_install_gauges(&counts),
             Err(e) => tracing::debug!(error = %e, "install gauges not refreshed"),
         }
+        let wait = cache::fresh_for(
+            every,
+            started.elapsed(),
+            state.config.cache_refresh_pace,
+            state.config.cache_max_stale(),
+        );
+        tokio::time::sleep(wait.saturating_sub(started.elapsed())).await;
     }
 }
