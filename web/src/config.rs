@@ -49,8 +49,9 @@ pub struct Config {
     #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 60)]
     pub cache_ttl_secs: u64,
     /// An answer that took long to compute stays fresh for at least this many times as long as it took
-    /// (at most half of CACHE_MAX_STALE_SECS), so refreshing a view takes at most 1/N of the time
-    /// however large today grows. 0: CACHE_TTL_SECS alone.
+    /// (at most half of CACHE_MAX_STALE_SECS), so refreshing a view takes about 1/N of the time at
+    /// most (2/N for the most read keys, renewed at half their freshness) however large today grows.
+    /// 0: CACHE_TTL_SECS alone.
     #[arg(long, env = "CACHE_REFRESH_PACE", default_value_t = 10)]
     pub cache_refresh_pace: u32,
     /// Seconds a stale answer may still be served while its refresh runs; older entries are dropped.
