@@ -6,8 +6,9 @@
 //! causes no refresh work. With [`SwrCache::weighed`] the entries are weighed in bytes against a budget
 //! instead of counted. With [`SwrCache::paced`] an answer stays fresh for at least a multiple of the time
 //! its computation took, so a view that grows costly (today's installs on a busy day) is recomputed less
-//! often instead of taking ever more of ClickHouse from the writers. Keys are the typed, normalized parameters of a request, never its raw query
-//! string. Nothing invalidates it: new data shows up at the next refresh.
+//! often instead of taking ever more of ClickHouse from the writers. Keys are the typed, normalized
+//! parameters of a request, never its raw query string. Nothing invalidates it: new data shows up at
+//! the next refresh.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -46,24 +47,36 @@ type Loader<K, V, E> = Arc<dyn Fn(K) -> BoxFuture<Result<V, E>> + Send + Sync>;
 struct Entry<V> {
     value: V,
     loaded: Instant,
-    /// How long it counts as fresh ([`fresh_for`]).
+    /// How long it counts as fresh ([`Freshness::after`]).
     fresh: Duration,
 }
 
-/// How long an answer whose computation took `took` counts as fresh: `ttl`, or `pace` times `took` when
-/// that is longer (`pace` 0: `ttl` alone), but never more than half of `max_stale`, so that it still goes
-/// stale (and is refreshed in the background) before it is dropped.
-pub fn fresh_for(ttl: Duration, took: Duration, pace: u32, max_stale: Duration) -> Duration {
-    ttl.max(took.saturating_mul(pace).min(max_stale / 2))
+/// How long an answer counts as fresh.
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness {
+    pub ttl: Duration,
+    /// 0: `ttl` alone ([`SwrCache::paced`]).
+    pub pace: u32,
+    pub max_stale: Duration,
 }
 
-/// The entry of `value`, computed from `started` until now.
-fn entry<V>(value: V, started: Instant, ttl: Duration, pace: u32, max_stale: Duration) -> Entry<V> {
-    let loaded = Instant::now();
-    Entry {
-        value,
-        loaded,
-        fresh: fresh_for(ttl, loaded.duration_since(started), pace, max_stale),
+impl Freshness {
+    /// For an answer whose computation took `took`: `ttl`, or `pace` times `took` when that is longer,
+    /// but never more than half of `max_stale`, so that it still goes stale (and is refreshed in the
+    /// background) before it is dropped.
+    pub fn after(self, took: Duration) -> Duration {
+        self.ttl
+            .max(took.saturating_mul(self.pace).min(self.max_stale / 2))
+    }
+
+    /// The entry of `value`, computed from `started` until now.
+    fn entry<V>(self, value: V, started: Instant) -> Entry<V> {
+        let loaded = Instant::now();
+        Entry {
+            value,
+            loaded,
+            fresh: self.after(loaded.duration_since(started)),
+        }
     }
 }
 
@@ -72,10 +85,7 @@ pub struct SwrCache<K, V, E> {
     name: &'static str,
     entries: moka::future::Cache<K, Entry<V>>,
     loader: Loader<K, V, E>,
-    ttl: Duration,
-    max_stale: Duration,
-    /// [`SwrCache::paced`]; 0: every answer is fresh for `ttl`.
-    pace: u32,
+    freshness: Freshness,
     refreshing: Arc<Mutex<HashSet<K>>>,
     reads: Mutex<HashMap<K, u64>>,
     /// False (ENABLE_CACHE=false): every `get` loads, nothing is kept.
@@ -100,16 +110,20 @@ where
         F: Fn(K) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
+        // An entry is dropped no sooner than it goes stale.
+        let max_stale = max_stale.max(ttl);
         SwrCache {
             name,
             entries: moka::future::Cache::builder()
                 .max_capacity(capacity)
-                .time_to_live(max_stale.max(ttl))
+                .time_to_live(max_stale)
                 .build(),
             loader: Arc::new(move |k| Box::pin(loader(k))),
-            ttl,
-            max_stale: max_stale.max(ttl),
-            pace: 0,
+            freshness: Freshness {
+                ttl,
+                pace: 0,
+                max_stale,
+            },
             refreshing: Arc::default(),
             reads: Mutex::default(),
             enabled: true,
@@ -124,10 +138,11 @@ where
     }
 
     /// The same cache whose answers stay fresh for at least `pace` times as long as their computation
-    /// took ([`fresh_for`]): refreshing a key then takes at most 1/`pace` of the time, however costly
-    /// its computation grows. 0: every answer is fresh for the TTL alone.
+    /// took ([`Freshness::after`]): refreshing a key then takes at most about 1/`pace` of the time
+    /// (2/`pace` for a popular key, renewed at half its freshness), however costly its computation
+    /// grows. 0: every answer is fresh for the TTL alone.
     pub fn paced(mut self, pace: u32) -> Self {
-        self.pace = pace;
+        self.freshness.pace = pace;
         self
     }
 
@@ -173,13 +188,13 @@ where
         ::metrics::counter!(metrics::CACHE, "cache" => self.name, "result" => "miss").increment(1);
         let loader = self.loader.clone();
         let load_key = key.clone();
-        let (ttl, pace, max_stale) = (self.ttl, self.pace, self.max_stale);
+        let freshness = self.freshness;
         let entry = self
             .entries
             .try_get_with(key, async move {
                 let started = Instant::now();
                 let value = loader(load_key).await?;
-                Ok::<_, E>(entry(value, started, ttl, pace, max_stale))
+                Ok::<_, E>(freshness.entry(value, started))
             })
             .await?;
         Ok((entry.value, CacheStatus::Miss))
@@ -199,13 +214,13 @@ where
         let loader = self.loader.clone();
         let refreshing = self.refreshing.clone();
         let name = self.name;
-        let (ttl, pace, max_stale) = (self.ttl, self.pace, self.max_stale);
+        let freshness = self.freshness;
         async move {
             ::metrics::counter!(metrics::CACHE_REFRESHES, "cache" => name).increment(1);
             let started = Instant::now();
             match loader(key.clone()).await {
                 Ok(value) => {
-                    let entry = entry(value, started, ttl, pace, max_stale);
+                    let entry = freshness.entry(value, started);
                     ::metrics::gauge!(metrics::CACHE_FRESH_SECONDS, "cache" => name)
                         .set(entry.fresh.as_secs_f64());
                     entries.insert(key.clone(), entry).await;
@@ -403,16 +418,21 @@ mod tests {
     fn a_costly_answer_stays_fresh_longer_but_goes_stale_before_it_is_dropped() {
         let s = Duration::from_secs;
         let ms = Duration::from_millis;
+        let f = |ttl, pace, max_stale| Freshness {
+            ttl,
+            pace,
+            max_stale,
+        };
         let hour = s(3600);
         // Cheap: the TTL.
-        assert_eq!(fresh_for(s(60), ms(40), 10, hour), s(60));
+        assert_eq!(f(s(60), 10, hour).after(ms(40)), s(60));
         // Costly: ten times its computation.
-        assert_eq!(fresh_for(s(60), ms(8_500), 10, hour), s(85));
+        assert_eq!(f(s(60), 10, hour).after(ms(8_500)), s(85));
         // Never past half the stale limit, never below the TTL.
-        assert_eq!(fresh_for(s(60), s(400), 10, hour), s(1800));
-        assert_eq!(fresh_for(s(60), s(400), 10, s(100)), s(60));
+        assert_eq!(f(s(60), 10, hour).after(s(400)), s(1800));
+        assert_eq!(f(s(60), 10, s(100)).after(s(400)), s(60));
         // Pace 0: the TTL alone.
-        assert_eq!(fresh_for(s(10), s(400), 0, hour), s(10));
+        assert_eq!(f(s(10), 0, hour).after(s(400)), s(10));
     }
 
     /// A cache of zero TTL whose loader takes at least 50 ms, paced by `pace`.

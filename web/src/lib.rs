@@ -323,19 +323,18 @@ async fn install_gauges(state: Arc<AppState>) {
     };
     let raw = Vec::new();
     let scope = legacy::params::Scope::parse(&legacy::params::Raw(&raw), 1);
-    let every = Duration::from_secs(state.config.metrics_refresh_secs.max(1));
+    let pace = cache::Freshness {
+        ttl: Duration::from_secs(state.config.metrics_refresh_secs.max(1)),
+        pace: state.config.cache_refresh_pace,
+        max_stale: state.config.cache_max_stale(),
+    };
     loop {
         let started = std::time::Instant::now();
         match db.db.steady(|| db.status_counts(&scope, now())).await {
             Ok(counts) => metrics::set_install_gauges(&counts),
             Err(e) => tracing::debug!(error = %e, "install gauges not refreshed"),
         }
-        let wait = cache::fresh_for(
-            every,
-            started.elapsed(),
-            state.config.cache_refresh_pace,
-            state.config.cache_max_stale(),
-        );
-        tokio::time::sleep(wait.saturating_sub(started.elapsed())).await;
+        let took = started.elapsed();
+        tokio::time::sleep(pace.after(took).saturating_sub(took)).await;
     }
 }

@@ -18,7 +18,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use fleet::Shutdown;
 use tokio::task::JoinHandle;
 
 use super::{schema, ChError, ClickHouseSink};
@@ -247,7 +247,7 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// The settle job: a settle every interval until stopped.
 pub struct SettleJob {
-    stop: watch::Sender<bool>,
+    stop: Shutdown,
     task: JoinHandle<()>,
 }
 
@@ -257,7 +257,7 @@ impl SettleJob {
     /// of the same watermark may have recorded unmarked (shown twice until a writer's next start marks
     /// them).
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.trigger();
         let abort = self.task.abort_handle();
         if tokio::time::timeout(STOP_GRACE, self.task).await.is_err() {
             tracing::warn!(
@@ -271,7 +271,8 @@ impl SettleJob {
 
 /// Runs a settle every `every` until stopped; a failed settle is retried at the next tick.
 pub fn spawn(sink: ClickHouseSink, every: Duration, lag: Duration) -> SettleJob {
-    let (stop, mut stopped) = watch::channel(false);
+    let stop = Shutdown::new();
+    let stopped = stop.clone();
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -279,7 +280,7 @@ pub fn spawn(sink: ClickHouseSink, every: Duration, lag: Duration) -> SettleJob 
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = stopped.wait_for(|&s| s) => return,
+                () = stopped.triggered() => return,
             }
             if !marked {
                 match sink.mark_resettled().await {
