@@ -72,6 +72,13 @@ pub struct Config {
     #[arg(long, env = "MAX_TRACKED_SIGNATURES", default_value_t = 20000)]
     pub max_tracked_signatures: usize,
 
+    /// Most installs not final whose full merge state is kept (about 1.4 KB each). Past it the oldest
+    /// lose theirs: they still count, in progress, and follow their final event, but get no synthetic
+    /// timeout (counted in telemetry_aggregator_states_shed_total). Bounds the memory a flood of
+    /// installs that never end can take.
+    #[arg(long, env = "MAX_PENDING_STATES", default_value_t = 200_000)]
+    pub max_pending_states: usize,
+
     /// Copies of the telemetry_stats bucket in a JetStream cluster (1 on a single server).
     #[arg(long, env = "KV_REPLICAS", default_value_t = 1)]
     pub kv_replicas: usize,

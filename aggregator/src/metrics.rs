@@ -9,6 +9,8 @@ pub const BAD_EVENTS: &str = "telemetry_aggregator_bad_events_total";
 pub const FORGED_EVENTS: &str = "telemetry_aggregator_forged_events_total";
 pub const INSTALLS: &str = "telemetry_aggregator_installs";
 pub const PENDING: &str = "telemetry_aggregator_pending_installs";
+/// Full merge states of installs not final shed at MAX_PENDING_STATES (those installs get no timeout).
+pub const STATES_SHED: &str = "telemetry_aggregator_states_shed_total";
 pub const CAUGHT_UP: &str = "telemetry_aggregator_caught_up";
 pub const ROLLUP_SECONDS: &str = "telemetry_aggregator_rollup_seconds";
 /// Label `op`: put, delete.
@@ -42,6 +44,10 @@ fn describe() {
     );
     describe_gauge!(INSTALLS, "installs held in memory (longest window)");
     describe_gauge!(PENDING, "installs not final yet");
+    describe_counter!(
+        STATES_SHED,
+        "full states of installs not final shed at MAX_PENDING_STATES (no timeout for those installs)"
+    );
     describe_gauge!(CAUGHT_UP, "1 once the replay reached the end of the stream");
     describe_histogram!(
         ROLLUP_SECONDS,

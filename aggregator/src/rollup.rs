@@ -629,6 +629,83 @@ mod tests {
         Option<u32>,
     );
 
+    /// A KV value with every list sorted: two trackers hash names with their own keys, so entries of a
+    /// top list with equal counts come in another order.
+    fn normalized(bytes: &[u8]) -> serde_json::Value {
+        fn sort(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Array(items) => {
+                    items.iter_mut().for_each(sort);
+                    items.sort_by_key(|item| item.to_string());
+                }
+                serde_json::Value::Object(map) => map.values_mut().for_each(sort),
+                _ => {}
+            }
+        }
+        let mut v = serde_json::from_slice(bytes).expect("a KV value is JSON");
+        sort(&mut v);
+        v
+    }
+
+    /// Shedding full states (`Tracker::with_state_cap`) changes no figure of a snapshot when the
+    /// installs' events are an `installing` and a final, in any order.
+    #[test]
+    fn shed_states_change_no_figure() {
+        let mut events = Vec::new();
+        for i in 0..40i64 {
+            let exec = format!("x{i}");
+            let app = ["docker", "nginx", "jellyfin"][i as usize % 3];
+            events.push((i, body(&exec, app, "installing", r#","core_count":2"#)));
+            match i % 4 {
+                0 => events.push((
+                    i + 30,
+                    body(&exec, app, "success", r#","install_duration":25"#),
+                )),
+                1 => events.push((
+                    i + 20,
+                    body(
+                        &exec,
+                        app,
+                        "failed",
+                        r#","exit_code":100,"error":"apt failed""#,
+                    ),
+                )),
+                2 => events.insert(
+                    0,
+                    (i + 10, body(&exec, app, "aborted", r#","exit_code":130"#)),
+                ),
+                _ => {}
+            }
+        }
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_100).expect("now");
+        let snapshot = |cap: usize| {
+            let mut tracker = Tracker::new().with_state_cap(cap);
+            for (at, b) in &events {
+                tracker.apply(&event(*at, b));
+            }
+            (
+                rollup(&tracker, now, &config()),
+                tracker.pending(),
+                tracker.shed_total(),
+            )
+        };
+        let (full, pending, shed) = snapshot(usize::MAX);
+        assert_eq!(shed, 0);
+        for cap in [0, 1, 5] {
+            let (capped, capped_pending, capped_shed) = snapshot(cap);
+            assert!(capped_shed > 0, "cap {cap} sheds");
+            assert_eq!(capped_pending, pending, "cap {cap}: in progress");
+            for (key, value) in &full {
+                assert_eq!(
+                    capped.get(key).map(|v| normalized(v)),
+                    Some(normalized(value)),
+                    "cap {cap}: {key}"
+                );
+            }
+            assert_eq!(capped.len(), full.len(), "cap {cap}: the same keys");
+        }
+    }
+
     /// Rolls up `events` (seconds after the test epoch, body) at `now` seconds and checks one key.
     fn check(events: &[(i64, String)], now: i64, key: &str, expected: Option<Expected>) {
         let mut tracker = Tracker::new();

@@ -215,22 +215,60 @@ struct Pending {
 }
 
 /// Every install whose first event is inside the longest window.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tracker {
     slots: VecDeque<Slot>,
     /// Absolute position of `slots[0]` (wrapping).
     base: u32,
     index: HashTable<u32>,
-    pending: HashMap<u64, Pending>,
+    /// Boxed: a state is over a kilobyte, and a table of them would move every one when it grows (and
+    /// grow for its tombstones even at a steady count).
+    pending: HashMap<u64, Box<Pending>>,
+    /// Most full states kept in `pending` ([`Tracker::with_state_cap`]).
+    max_states: usize,
+    /// Keys in the order their installs got a full state (some no longer pending): the oldest is shed
+    /// first when `pending` is over `max_states`.
+    order: VecDeque<u64>,
+    /// Installs not final whose full state was shed: their slot follows their events alone.
+    shed: usize,
+    /// Full states shed since the start.
+    shed_total: u64,
     /// App names (`nsapp`) by hash.
     pub apps: Names,
     /// Error signatures by hash.
     pub signatures: Names,
 }
 
+impl Default for Tracker {
+    fn default() -> Tracker {
+        Tracker {
+            slots: VecDeque::new(),
+            base: 0,
+            index: HashTable::new(),
+            pending: HashMap::new(),
+            max_states: usize::MAX,
+            order: VecDeque::new(),
+            shed: 0,
+            shed_total: 0,
+            apps: Names::default(),
+            signatures: Names::default(),
+        }
+    }
+}
+
 impl Tracker {
     pub fn new() -> Tracker {
         Tracker::default()
+    }
+
+    /// Keeps the full merge state of at most `max` installs not final (`MAX_PENDING_STATES`). Past it,
+    /// the state of the install that got one first is shed: the install stays in its windows and
+    /// counts as in progress, its slot applies its later events like a final install's (status, outcome,
+    /// durations), and it gets no synthetic timeout. Bounds the memory a flood of installs that never
+    /// end can take (about 1.4 KB per state).
+    pub fn with_state_cap(mut self, max: usize) -> Tracker {
+        self.max_states = max;
+        self
     }
 
     /// Keeps at most `apps` app-name texts and `signatures` signature texts (plus the wanted ones).
@@ -250,8 +288,37 @@ impl Tracker {
         self.slots.is_empty()
     }
 
+    /// Installs not final, with their full state or without (shed).
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.shed
+    }
+
+    /// Full states shed since the start ([`Tracker::with_state_cap`]).
+    pub fn shed_total(&self) -> u64 {
+        self.shed_total
+    }
+
+    /// Sheds the oldest full states while more than `max_states` are kept.
+    fn bound_states(&mut self) {
+        while self.pending.len() > self.max_states {
+            let Some(key) = self.order.pop_front() else {
+                break;
+            };
+            if self.pending.remove(&key).is_none() {
+                continue;
+            }
+            if let Some(i) = self.find(key) {
+                self.slots[i].pending = false;
+            }
+            self.shed += 1;
+            self.shed_total += 1;
+        }
+        // Keys whose install ended or expired stay in `order` until they reach its front; keep them
+        // from piling up when few installs are shed.
+        if self.order.len() > 2 * self.pending.len() + 1024 {
+            let pending = &self.pending;
+            self.order.retain(|k| pending.contains_key(k));
+        }
     }
 
     /// Keeps the name texts a rollup's report asks for (see [`Names::keep`]).
@@ -316,11 +383,13 @@ impl Tracker {
                 if slot.pending {
                     self.pending.insert(
                         key,
-                        Pending {
+                        Box::new(Pending {
                             state,
                             timeout_sent: None,
-                        },
+                        }),
                     );
+                    self.order.push_back(key);
+                    self.bound_states();
                 }
                 true
             }
@@ -337,7 +406,11 @@ impl Tracker {
                 } else if owner_tag(&event.random_id) != slot.owner {
                     false
                 } else {
+                    let shed = !slot.is_final();
                     self.apply_to_final(&mut slot, event);
+                    if shed && slot.is_final() {
+                        self.shed = self.shed.saturating_sub(1);
+                    }
                     true
                 };
                 self.slots[i] = slot;
@@ -429,6 +502,8 @@ impl Tracker {
             self.base = self.base.wrapping_add(1);
             if front.pending {
                 self.pending.remove(&front.key);
+            } else if !front.is_final() {
+                self.shed = self.shed.saturating_sub(1);
             }
             expired += 1;
         }
@@ -528,6 +603,52 @@ pub(crate) mod tests {
         assert!(!t.apply(&event(3, &forged_success)));
         assert!(t.apply(&event(4, &success)));
         assert_eq!(t.slots().next().map(|s| s.status), Some(Status::Success));
+    }
+
+    /// Past `with_state_cap`, the oldest pending install loses its full state: it still counts as in
+    /// progress, refuses forged events, follows its final event and expires, but gets no timeout.
+    #[test]
+    fn a_state_cap_sheds_the_oldest_states_and_keeps_the_counts() {
+        let mut t = Tracker::new().with_state_cap(2);
+        for (at, exec) in [(0, "a"), (1, "b"), (2, "c")] {
+            assert!(t.apply(&event(at, &body(exec, "docker", "installing", ""))));
+        }
+        assert_eq!((t.len(), t.pending(), t.shed_total()), (3, 3, 1));
+        let later = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
+        let stuck: Vec<String> = t
+            .take_stuck(later, later, later)
+            .into_iter()
+            .map(|s| s.execution_id)
+            .collect();
+        assert_eq!(stuck, ["b", "c"], "a's state was shed: no timeout for it");
+
+        let forged = body("a", "docker", "failed", r#","exit_code":1"#)
+            .replace(r#""random_id":"r""#, r#""random_id":"forger""#);
+        assert!(
+            !t.apply(&event(3, &forged)),
+            "a shed install keeps its owner"
+        );
+        assert!(t.apply(&event(
+            5,
+            &body("a", "docker", "failed", r#","exit_code":1"#)
+        )));
+        let a = t.slots().next().copied().expect("a");
+        assert_eq!(
+            (a.status, a.exit_code, a.duration(), t.pending()),
+            (Status::Failed, Some(1), Some(5), 2)
+        );
+
+        // A fourth install sheds b; a (final) and b (shed) then expire.
+        assert!(t.apply(&event(6, &body("d", "docker", "installing", ""))));
+        assert_eq!((t.pending(), t.shed_total()), (3, 2));
+        assert_eq!(t.expire(1_700_000_002), 2);
+        assert_eq!((t.len(), t.pending()), (2, 2));
+        let stuck: Vec<String> = t
+            .take_stuck(later, later, later)
+            .into_iter()
+            .map(|s| s.execution_id)
+            .collect();
+        assert_eq!(stuck, ["d"], "c was timed out above, d is new");
     }
 
     #[test]
