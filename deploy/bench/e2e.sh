@@ -17,6 +17,8 @@
 #     total: every service and server, less the probe's queries and the generator.
 # Then the overload phase: twice the sustained rate for OVERLOAD_SECS (sheds with 429/503 + Retry-After,
 # p99 below the scripts' 5 s timeout), then a quarter of it (recovers by itself: nothing shed).
+# At the end: the aggregator's peak RSS, its pending installs and the merge states it shed
+# (MAX_PENDING_STATES; the lean generator's installs never end).
 # Writes deploy/bench/out/e2e.tsv, e2e.json, e2e-queries.tsv, e2e-timeline.tsv, e2e-inserts.tsv (what the
 # writer's inserts spent, per profile event) and the chart e2e.png
 # (Chart.js from web/static/vendor, drawn by headless Chromium).
@@ -259,6 +261,11 @@ printf '%-58s %s\n' "web: legacy dashboard refreshes / views read again" \
   "$(web_metric telemetry_web_cache_refreshes_total 'cache="legacy_dashboard"') / $(web_metric telemetry_web_settle_rereads_total '')"
 printf '%-58s %s\n' "web: legacy dashboard fresh for (s, last refresh)" \
   "$(web_metric telemetry_web_cache_fresh_seconds 'cache="legacy_dashboard"')"
+# The aggregator's memory: every generated install stays pending (no final), so past MAX_PENDING_STATES
+# the oldest lose their merge state.
+AGG_METRICS=$(curl -fsS "http://127.0.0.1:$AGG_OPS/metrics" || true)
+printf '%-58s %s\n' "aggregator: peak RSS MB / pending installs / states shed" \
+  "$(($(awk '/VmHWM/ {print $2}' "/proc/$AGG_PID/status" 2>/dev/null || echo 0) / 1024)) / $(awk '/^telemetry_aggregator_pending_installs / {print $2}' <<<"$AGG_METRICS") / $(awk '/^telemetry_aggregator_states_shed_total / {s = $2} END {print s + 0}' <<<"$AGG_METRICS")"
 printf '%-58s %s\n' "chart" "$OUT/e2e.png"
 echo
 echo "ClickHouse's queries per 10 s (seconds from the first step) by user: $OUT/e2e-timeline.tsv"
