@@ -158,7 +158,6 @@ async fn consume(
         Tracker::with_name_caps(2 * limits.max_apps, 2 * limits.max_signatures)
             .with_state_cap(max_states)
     };
-    let mut shed_reported: u64 = 0;
     let mut last_shed_warning: Option<Instant> = None;
     let mut tracker = new_tracker();
     let mut last_prune = Instant::now();
@@ -231,7 +230,6 @@ async fn consume(
                     tracing::warn!("event consumer ended, reopening");
                     (messages, replay_end) = open_messages(&stream, OffsetDateTime::now_utc() - longest.duration()).await;
                     tracker = new_tracker();
-                    shed_reported = 0;
                     caught_up = replay_end == 0;
                     health.caught_up.store(false, Ordering::Relaxed);
                     continue;
@@ -280,20 +278,19 @@ async fn consume(
                 tracker.keep_names(report);
                 ::metrics::gauge!(m::INSTALLS).set(tracker.len() as f64);
                 ::metrics::gauge!(m::PENDING).set(tracker.pending() as f64);
-                let shed = tracker.shed_total().saturating_sub(shed_reported);
+                let shed = tracker.take_shed();
                 if shed > 0 {
                     ::metrics::counter!(m::STATES_SHED).increment(shed);
                     if last_shed_warning.is_none_or(|t| t.elapsed() >= CAP_WARN_EVERY) {
                         last_shed_warning = Some(Instant::now());
                         tracing::warn!(
-                            shed_total = tracker.shed_total(),
+                            shed_since_last_snapshot = shed,
                             max_pending_states = max_states,
                             pending = tracker.pending(),
                             "MAX_PENDING_STATES reached: the oldest installs not final lose their merge state and get no timeout"
                         );
                     }
                 }
-                shed_reported = tracker.shed_total();
                 let meta = Meta {
                     v: SNAPSHOT_VERSION,
                     generated_at: now,

@@ -686,7 +686,7 @@ mod tests {
             (
                 rollup(&tracker, now, &config()),
                 tracker.pending(),
-                tracker.shed_total(),
+                tracker.take_shed(),
             )
         };
         let (full, pending, shed) = snapshot(usize::MAX);

@@ -231,8 +231,8 @@ pub struct Tracker {
     order: VecDeque<u64>,
     /// Installs not final whose full state was shed: their slot follows their events alone.
     shed: usize,
-    /// Full states shed since the start.
-    shed_total: u64,
+    /// Full states shed since the last [`Tracker::take_shed`].
+    newly_shed: u64,
     /// App names (`nsapp`) by hash.
     pub apps: Names,
     /// Error signatures by hash.
@@ -249,7 +249,7 @@ impl Default for Tracker {
             max_states: usize::MAX,
             order: VecDeque::new(),
             shed: 0,
-            shed_total: 0,
+            newly_shed: 0,
             apps: Names::default(),
             signatures: Names::default(),
         }
@@ -293,9 +293,9 @@ impl Tracker {
         self.pending.len() + self.shed
     }
 
-    /// Full states shed since the start ([`Tracker::with_state_cap`]).
-    pub fn shed_total(&self) -> u64 {
-        self.shed_total
+    /// Full states shed since the last call ([`Tracker::with_state_cap`]).
+    pub fn take_shed(&mut self) -> u64 {
+        std::mem::take(&mut self.newly_shed)
     }
 
     /// Sheds the oldest full states while more than `max_states` are kept.
@@ -311,7 +311,7 @@ impl Tracker {
                 self.slots[i].pending = false;
             }
             self.shed += 1;
-            self.shed_total += 1;
+            self.newly_shed += 1;
         }
         // Keys whose install ended or expired stay in `order` until they reach its front; keep them
         // from piling up when few installs are shed.
@@ -613,14 +613,19 @@ pub(crate) mod tests {
         for (at, exec) in [(0, "a"), (1, "b"), (2, "c")] {
             assert!(t.apply(&event(at, &body(exec, "docker", "installing", ""))));
         }
-        assert_eq!((t.len(), t.pending(), t.shed_total()), (3, 3, 1));
+        assert_eq!((t.len(), t.pending(), t.take_shed()), (3, 3, 1));
         let later = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
-        let stuck: Vec<String> = t
-            .take_stuck(later, later, later)
-            .into_iter()
-            .map(|s| s.execution_id)
-            .collect();
-        assert_eq!(stuck, ["b", "c"], "a's state was shed: no timeout for it");
+        let stuck = |t: &mut Tracker| -> Vec<String> {
+            t.take_stuck(later, later, later)
+                .into_iter()
+                .map(|s| s.execution_id)
+                .collect()
+        };
+        assert_eq!(
+            stuck(&mut t),
+            ["b", "c"],
+            "a's state was shed: no timeout for it"
+        );
 
         let forged = body("a", "docker", "failed", r#","exit_code":1"#)
             .replace(r#""random_id":"r""#, r#""random_id":"forger""#);
@@ -640,15 +645,10 @@ pub(crate) mod tests {
 
         // A fourth install sheds b; a (final) and b (shed) then expire.
         assert!(t.apply(&event(6, &body("d", "docker", "installing", ""))));
-        assert_eq!((t.pending(), t.shed_total()), (3, 2));
+        assert_eq!((t.pending(), t.take_shed()), (3, 1));
         assert_eq!(t.expire(1_700_000_002), 2);
         assert_eq!((t.len(), t.pending()), (2, 2));
-        let stuck: Vec<String> = t
-            .take_stuck(later, later, later)
-            .into_iter()
-            .map(|s| s.execution_id)
-            .collect();
-        assert_eq!(stuck, ["d"], "c was timed out above, d is new");
+        assert_eq!(stuck(&mut t), ["d"], "c was timed out above, d is new");
     }
 
     #[test]
