@@ -318,13 +318,24 @@ impl Web {
         resp.text().await.expect("body")
     }
 
+    /// Waits for `/readyz` to answer 200. Each probe asks ClickHouse with a 2 s limit, so on a loaded
+    /// machine (other suites' servers beside this one) it can take many tries; a failure names the
+    /// last answer.
     pub async fn wait_ready(&self) {
-        poll_until("readyz 200", Duration::from_secs(30), async || {
-            self.http
+        poll_until("readyz 200", Duration::from_secs(120), async || {
+            let resp = self
+                .http
                 .get(self.url("/readyz"))
                 .send()
                 .await
-                .is_ok_and(|r| r.status() == 200)
+                .map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            if status == 200 {
+                Ok(())
+            } else {
+                Err(format!("{status}: {body}"))
+            }
         })
         .await
     }
