@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Ingest edge figures (issue: ingest/foundation), measured side by side on this machine, release build:
 #   1. peak accepted events/s (wrk, keep-alive, 1 KB installing bodies with distinct execution ids) for
-#      telemetry-ingest, a bare axum 202 handler, and PocketBase's single-record create (the original's
-#      per-request path), with the ratios;
+#      telemetry-ingest, a bare axum 202 handler, the bare handler publishing each body to the same NATS
+#      and answering after the ack (the part of the edge's work the contract fixes: its ceiling), and
+#      PocketBase's single-record create (the original's per-request path), with the ratios;
 #   2. p50/p99 at half of the ingest's peak (open-loop load generator telemetry-loadgen), and the bare
 #      handler's p99 at the same rate beside it (what the generator and the machine add by themselves);
 #   3. p99 of the 503 answers while NATS is stopped;
 #   4. peak RSS of telemetry-ingest;
-#   5. CPU seconds per 1,000 events of the ingest (at half of its peak) and of the load generator.
+#   5. CPU seconds per 1,000 events of the ingest (at half of its peak) and of the load generator, and
+#      of the publishing bare handler at the same rate (its own and NATS's).
 # With BASE_BIN=DIR (a directory holding another build's telemetry-ingest, e.g. main's), that build runs
 # beside this one against the same NATS and gets the same measurements, with the ratios new / base.
 # NO_BUILD=1 skips the release build (binaries already in the target directory).
@@ -27,7 +29,7 @@ PIDS=()
 cleanup() { main_shell || return 0; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-NATS_PORT=$(free_port); INGEST_PORT=$(free_port); BARE_PORT=$(free_port); PB_PORT=$(free_port)
+NATS_PORT=$(free_port); INGEST_PORT=$(free_port); BARE_PORT=$(free_port); PUB_PORT=$(free_port); PB_PORT=$(free_port)
 env $NATS_GO_ENV nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" >/dev/null 2>&1 & NATS_PID=$!; PIDS+=($NATS_PID)
 INGEST_OPS_PORT=$(free_port)
 RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$INGEST_PORT" OPS_ADDR="127.0.0.1:$INGEST_OPS_PORT" NATS_URL="nats://127.0.0.1:$NATS_PORT" LOG_LEVEL=warn \
@@ -42,6 +44,9 @@ fi
 pocketbase superuser upsert bench@example.com benchbenchbench --dir "$WORK/pb" >/dev/null
 pocketbase serve --http "127.0.0.1:$PB_PORT" --dir "$WORK/pb" >/dev/null 2>&1 & PB_PID=$!; PIDS+=($PB_PID)
 wait_http "http://127.0.0.1:$INGEST_PORT/readyz"
+# After the edge is ready, so the events stream it publishes into exists.
+"$BIN/examples/bare" "127.0.0.1:$PUB_PORT" "nats://127.0.0.1:$NATS_PORT" & PUB_PID=$!; PIDS+=($PUB_PID)
+wait_http "http://127.0.0.1:$PUB_PORT/readyz"
 wait_http "http://127.0.0.1:$PB_PORT/api/health"
 
 # PocketBase collection with the installing fields, open for public create, like the original's.
@@ -67,6 +72,7 @@ run_wrk() { # run_wrk NAME URL
 }
 echo "== peak throughput (wrk -t2 -c$CONNECTIONS -d${DURATION}s, 1 KB bodies)" >&2
 BARE=$(run_wrk bare "http://127.0.0.1:$BARE_PORT/telemetry")
+PUBLISH=$(run_wrk bare+publish "http://127.0.0.1:$PUB_PORT/telemetry")
 INGEST=$(run_wrk ingest "http://127.0.0.1:$INGEST_PORT/telemetry")
 [ -n "${BASE_BIN:-}" ] && BASE=$(run_wrk base "http://127.0.0.1:$BASE_PORT/telemetry")
 PB=$(run_wrk pocketbase "http://127.0.0.1:$PB_PORT/api/collections/bench/records")
@@ -77,12 +83,12 @@ STORED=$(curl -fsS "http://127.0.0.1:$INGEST_OPS_PORT/metrics" | awk '/^telemetr
 half_peak() {
   local before nats_before others_before line
   before=$(cpu_ticks "$1"); nats_before=$(cpu_ticks "$NATS_PID")
-  others_before=$(( $(cpu_ticks "$PB_PID") + $(cpu_ticks "$BARE_PID") ))
+  others_before=$(( $(cpu_ticks "$PB_PID") + $(cpu_ticks "$BARE_PID") + $(cpu_ticks "$PUB_PID") ))
   line=$("$BIN/telemetry-loadgen" "http://127.0.0.1:$2/telemetry" "$3" "$DURATION")
   local hz sent; hz=$(getconf CLK_TCK); sent=$(field "$line" sent)
   echo "$line ingest_cpu_s_per_1k=$(awk "BEGIN {printf \"%.4f\", ($(cpu_ticks "$1") - $before) / $hz * 1000 / $sent}")" \
     "nats_cpu_s_per_1k=$(awk "BEGIN {printf \"%.4f\", ($(cpu_ticks "$NATS_PID") - $nats_before) / $hz * 1000 / $sent}")" \
-    "others_cpu_s=$(awk "BEGIN {printf \"%.2f\", ($(cpu_ticks "$PB_PID") + $(cpu_ticks "$BARE_PID") - $others_before) / $hz}")"
+    "others_cpu_s=$(awk "BEGIN {printf \"%.2f\", ($(cpu_ticks "$PB_PID") + $(cpu_ticks "$BARE_PID") + $(cpu_ticks "$PUB_PID") - $others_before) / $hz}")"
 }
 HALF=$((INGEST / 2))
 echo "== latency at half of the ingest's peak ($HALF/s for ${DURATION}s, open loop)" >&2
@@ -91,6 +97,9 @@ echo "$HALF_LINE" >&2
 echo "== the bare handler at the same rate: the generator's and the machine's share of the latency" >&2
 BARE_HALF_LINE=$("$BIN/telemetry-loadgen" "http://127.0.0.1:$BARE_PORT/telemetry" "$HALF" "$DURATION")
 echo "$BARE_HALF_LINE" >&2
+echo "== the publishing bare handler at the same rate: the contract's share of the edge's CPU" >&2
+PUB_HALF_LINE=$(half_peak "$PUB_PID" "$PUB_PORT" "$HALF")
+echo "$PUB_HALF_LINE" >&2
 if [ -n "${BASE_BIN:-}" ]; then
   BASE_HALF=$((BASE / 2))
   echo "== base: latency at half of its peak ($BASE_HALF/s), and at the new build's half peak ($HALF/s)" >&2
@@ -109,10 +118,13 @@ RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$INGEST_PID/status")
 echo
 echo "ingest benchmark ($(nproc) cores, release, wrk co-located)"
 printf '%-44s %12s\n' "bare axum 202 (req/s)" "$BARE"
+printf '%-44s %12s\n' "bare + publish, 202 after the ack (req/s)" "$PUBLISH"
 printf '%-44s %12s\n' "telemetry-ingest accepted (req/s)" "$INGEST"
 printf '%-44s %12s\n' "PocketBase single-record create (req/s)" "$PB"
 printf '%-44s %12s\n' "events stored by ingest (metric)" "$STORED"
 printf '%-44s %12.2f   (aim >= 0.50)\n' "ingest / bare" "$(awk "BEGIN {print $INGEST / $BARE}")"
+printf '%-44s %12.2f   (ceiling of ingest / bare)\n' "bare + publish / bare" "$(awk "BEGIN {print $PUBLISH / $BARE}")"
+printf '%-44s %12.2f\n' "ingest / (bare + publish)" "$(awk "BEGIN {print $INGEST / $PUBLISH}")"
 printf '%-44s %12.1f   (aim >= 20)\n' "ingest / PocketBase" "$(awk "BEGIN {print $INGEST / $PB}")"
 printf '%-44s %12s   (aim <= 5)\n' "p99 ms at half peak" "$(echo "$HALF_LINE" | sed -E 's/.* p99_ms=([0-9.]+).*/\1/')"
 printf '%-44s %12s\n' "p50 ms at half peak" "$(field "$HALF_LINE" p50_ms)"
@@ -122,6 +134,9 @@ printf '%-44s %12s   (aim <= 50)\n' "peak RSS of telemetry-ingest (MB)" "$((RSS_
 printf '%-44s %12s\n' "ingest CPU-s per 1k events at half peak" "$(field "$HALF_LINE" ingest_cpu_s_per_1k)"
 printf '%-44s %12s\n' "NATS CPU-s per 1k events at half peak" "$(field "$HALF_LINE" nats_cpu_s_per_1k)"
 printf '%-44s %12s\n' "idle PocketBase + bare CPU-s during it" "$(field "$HALF_LINE" others_cpu_s)"
+printf '%-44s %12s\n' "bare + publish CPU-s per 1k, same rate" "$(field "$PUB_HALF_LINE" ingest_cpu_s_per_1k)"
+printf '%-44s %12s\n' "its NATS CPU-s per 1k" "$(field "$PUB_HALF_LINE" nats_cpu_s_per_1k)"
+printf '%-44s %12s\n' "bare + publish p99 ms, same rate" "$(field "$PUB_HALF_LINE" p99_ms)"
 printf '%-44s %12s   (aim <= 0.02)\n' "loadgen CPU-s per 1k requests at half peak" "$(field "$HALF_LINE" cpu_s_per_1k)"
 if [ -n "${BASE_BIN:-}" ]; then
   echo
