@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Ingest edge figures (issue: ingest/foundation), measured side by side on this machine, release build:
 #   1. peak accepted events/s (wrk, keep-alive, 1 KB installing bodies with distinct execution ids) for
-#      telemetry-ingest, a bare axum 202 handler, the bare handler publishing each body to the same NATS
-#      and answering after the ack (the part of the edge's work the contract fixes: its ceiling), and
+#      telemetry-ingest, a bare axum 202 handler, the bare handler publishing each body to a NATS server
+#      of its own (same version and settings) and answering after the ack (the part of the edge's work
+#      the contract fixes: its ceiling), and
 #      PocketBase's single-record create (the original's per-request path), with the ratios;
 #   2. p50/p99 at half of the ingest's peak (open-loop load generator telemetry-loadgen), and the bare
 #      handler's p99 at the same rate beside it (what the generator and the machine add by themselves);
@@ -30,7 +31,11 @@ cleanup() { main_shell || return 0; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/n
 trap cleanup EXIT
 
 NATS_PORT=$(free_port); INGEST_PORT=$(free_port); BARE_PORT=$(free_port); PUB_PORT=$(free_port); PB_PORT=$(free_port)
+PUB_NATS_PORT=$(free_port)
 env $NATS_GO_ENV nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" >/dev/null 2>&1 & NATS_PID=$!; PIDS+=($NATS_PID)
+# The publishing bare handler's own broker: the duplicate window holds every message id of the last two
+# minutes, so on a shared server whichever ran second would pay for the other's ids.
+env $NATS_GO_ENV nats-server -js -sd "$WORK/pub-nats" -a 127.0.0.1 -p "$PUB_NATS_PORT" >/dev/null 2>&1 & PUB_NATS_PID=$!; PIDS+=($PUB_NATS_PID)
 INGEST_OPS_PORT=$(free_port)
 RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$INGEST_PORT" OPS_ADDR="127.0.0.1:$INGEST_OPS_PORT" NATS_URL="nats://127.0.0.1:$NATS_PORT" LOG_LEVEL=warn \
   "$BIN/telemetry-ingest" 2>"$WORK/ingest.log" & INGEST_PID=$!; PIDS+=($INGEST_PID)
@@ -44,8 +49,7 @@ fi
 pocketbase superuser upsert bench@example.com benchbenchbench --dir "$WORK/pb" >/dev/null
 pocketbase serve --http "127.0.0.1:$PB_PORT" --dir "$WORK/pb" >/dev/null 2>&1 & PB_PID=$!; PIDS+=($PB_PID)
 wait_http "http://127.0.0.1:$INGEST_PORT/readyz"
-# After the edge is ready, so the events stream it publishes into exists.
-"$BIN/examples/bare" "127.0.0.1:$PUB_PORT" "nats://127.0.0.1:$NATS_PORT" & PUB_PID=$!; PIDS+=($PUB_PID)
+"$BIN/examples/bare" "127.0.0.1:$PUB_PORT" "nats://127.0.0.1:$PUB_NATS_PORT" & PUB_PID=$!; PIDS+=($PUB_PID)
 wait_http "http://127.0.0.1:$PUB_PORT/readyz"
 wait_http "http://127.0.0.1:$PB_PORT/api/health"
 
@@ -78,17 +82,22 @@ INGEST=$(run_wrk ingest "http://127.0.0.1:$INGEST_PORT/telemetry")
 PB=$(run_wrk pocketbase "http://127.0.0.1:$PB_PORT/api/collections/bench/records")
 STORED=$(curl -fsS "http://127.0.0.1:$INGEST_OPS_PORT/metrics" | awk '/^telemetry_ingest_accepted_total/ {print $2}')
 
-# half_peak PID PORT RATE → the loadgen line plus ingest_cpu_s_per_1k=… nats_cpu_s_per_1k=… and
-# others_cpu_s=… (what the idle PocketBase and bare handler used meanwhile: CPU the run had to share)
+# half_peak PID PORT RATE [NATS_PID] → the loadgen line plus ingest_cpu_s_per_1k=… nats_cpu_s_per_1k=… and
+# others_cpu_s=… (what the idle PocketBase and bare handlers used meanwhile: CPU the run had to share)
+others_ticks() { # others_ticks PID → CPU ticks of the idle PocketBase and bare handlers but PID
+  local sum=0 p
+  for p in "$PB_PID" "$BARE_PID" "$PUB_PID"; do [ "$p" = "$1" ] || sum=$((sum + $(cpu_ticks "$p"))); done
+  echo "$sum"
+}
 half_peak() {
-  local before nats_before others_before line
-  before=$(cpu_ticks "$1"); nats_before=$(cpu_ticks "$NATS_PID")
-  others_before=$(( $(cpu_ticks "$PB_PID") + $(cpu_ticks "$BARE_PID") + $(cpu_ticks "$PUB_PID") ))
+  local before nats_before others_before line nats=${4:-$NATS_PID}
+  before=$(cpu_ticks "$1"); nats_before=$(cpu_ticks "$nats")
+  others_before=$(others_ticks "$1")
   line=$("$BIN/telemetry-loadgen" "http://127.0.0.1:$2/telemetry" "$3" "$DURATION")
   local hz sent; hz=$(getconf CLK_TCK); sent=$(field "$line" sent)
   echo "$line ingest_cpu_s_per_1k=$(awk "BEGIN {printf \"%.4f\", ($(cpu_ticks "$1") - $before) / $hz * 1000 / $sent}")" \
-    "nats_cpu_s_per_1k=$(awk "BEGIN {printf \"%.4f\", ($(cpu_ticks "$NATS_PID") - $nats_before) / $hz * 1000 / $sent}")" \
-    "others_cpu_s=$(awk "BEGIN {printf \"%.2f\", ($(cpu_ticks "$PB_PID") + $(cpu_ticks "$BARE_PID") + $(cpu_ticks "$PUB_PID") - $others_before) / $hz}")"
+    "nats_cpu_s_per_1k=$(awk "BEGIN {printf \"%.4f\", ($(cpu_ticks "$nats") - $nats_before) / $hz * 1000 / $sent}")" \
+    "others_cpu_s=$(awk "BEGIN {printf \"%.2f\", ($(others_ticks "$1") - $others_before) / $hz}")"
 }
 HALF=$((INGEST / 2))
 echo "== latency at half of the ingest's peak ($HALF/s for ${DURATION}s, open loop)" >&2
@@ -98,7 +107,7 @@ echo "== the bare handler at the same rate: the generator's and the machine's sh
 BARE_HALF_LINE=$("$BIN/telemetry-loadgen" "http://127.0.0.1:$BARE_PORT/telemetry" "$HALF" "$DURATION")
 echo "$BARE_HALF_LINE" >&2
 echo "== the publishing bare handler at the same rate: the contract's share of the edge's CPU" >&2
-PUB_HALF_LINE=$(half_peak "$PUB_PID" "$PUB_PORT" "$HALF")
+PUB_HALF_LINE=$(half_peak "$PUB_PID" "$PUB_PORT" "$HALF" "$PUB_NATS_PID")
 echo "$PUB_HALF_LINE" >&2
 if [ -n "${BASE_BIN:-}" ]; then
   BASE_HALF=$((BASE / 2))
@@ -133,7 +142,7 @@ printf '%-44s %12s   (aim <= 100)\n' "p99 ms of 503 with NATS stopped" "$(echo "
 printf '%-44s %12s   (aim <= 50)\n' "peak RSS of telemetry-ingest (MB)" "$((RSS_KB / 1024))"
 printf '%-44s %12s\n' "ingest CPU-s per 1k events at half peak" "$(field "$HALF_LINE" ingest_cpu_s_per_1k)"
 printf '%-44s %12s\n' "NATS CPU-s per 1k events at half peak" "$(field "$HALF_LINE" nats_cpu_s_per_1k)"
-printf '%-44s %12s\n' "idle PocketBase + bare CPU-s during it" "$(field "$HALF_LINE" others_cpu_s)"
+printf '%-44s %12s\n' "idle PocketBase + bare handlers CPU-s then" "$(field "$HALF_LINE" others_cpu_s)"
 printf '%-44s %12s\n' "bare + publish CPU-s per 1k, same rate" "$(field "$PUB_HALF_LINE" ingest_cpu_s_per_1k)"
 printf '%-44s %12s\n' "its NATS CPU-s per 1k" "$(field "$PUB_HALF_LINE" nats_cpu_s_per_1k)"
 printf '%-44s %12s\n' "bare + publish p99 ms, same rate" "$(field "$PUB_HALF_LINE" p99_ms)"

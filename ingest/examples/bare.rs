@@ -5,8 +5,11 @@
 //! - `bare ADDR NATS_URL`: the same handler that also reads the body and publishes it unchanged into the
 //!   events stream with a `Nats-Msg-Id`, answering 202 after the broker's ack. It does the part of the
 //!   edge's work that contract §5 fixes (one message per event, 202 after the ack) and nothing else, so it
-//!   is the ceiling of the edge's throughput on this machine. The events stream must exist (the edge
-//!   creates it); the messages land on `telemetry.v1.events.bench`, which no consumer of the fleet reads.
+//!   is the ceiling of the edge's throughput on this machine. It creates the events stream with the
+//!   edge's default settings when missing; the messages land on `telemetry.v1.events.bench`, which no
+//!   consumer of the fleet reads. Give it a NATS server of its own: the broker's duplicate window holds
+//!   every message id of the last two minutes, so a run after another on the same server pays for the
+//!   first one's ids.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,8 +54,17 @@ async fn main() -> anyhow::Result<()> {
         Some(nats_url) => {
             let client = fleet::nats::connect(&nats_url, "bench-bare-publish").await?;
             fleet::nats::wait_connected(&client).await;
+            let jetstream = jetstream::new(client);
+            let settings = schema::names::events_stream(
+                schema::names::DEFAULT_EVENTS_MAX_AGE,
+                schema::names::DEFAULT_EVENTS_MAX_BYTES,
+                1,
+            );
+            fleet::nats::ensure_stream(&jetstream, &settings)
+                .await
+                .map_err(|e| anyhow::anyhow!("the events stream: {e}"))?;
             let publisher = Publisher {
-                jetstream: jetstream::new(client),
+                jetstream,
                 // Distinct from every earlier run's ids within the stream's duplicate window.
                 next_id: AtomicU64::new(
                     std::time::SystemTime::now()
