@@ -12,7 +12,9 @@
 #   5. CPU seconds per 1,000 events of the ingest (at half of its peak) and of the load generator, and
 #      of the publishing bare handler at the same rate (its own and NATS's).
 # With BASE_BIN=DIR (a directory holding another build's telemetry-ingest, e.g. main's), that build runs
-# beside this one against the same NATS and gets the same measurements, with the ratios new / base.
+# beside this one, against a NATS server of its own (the broker's duplicate window holds every message id
+# of the last two minutes: on a shared server, whichever build ran second would pay for the other's ids),
+# and gets the same measurements, with the ratios new / base.
 # NO_BUILD=1 skips the release build (binaries already in the target directory).
 # Usage: deploy/bench/ingest.sh [SECONDS per wrk run, default 15]
 set -euo pipefail
@@ -40,8 +42,9 @@ INGEST_OPS_PORT=$(free_port)
 RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$INGEST_PORT" OPS_ADDR="127.0.0.1:$INGEST_OPS_PORT" NATS_URL="nats://127.0.0.1:$NATS_PORT" LOG_LEVEL=warn \
   "$BIN/telemetry-ingest" 2>"$WORK/ingest.log" & INGEST_PID=$!; PIDS+=($INGEST_PID)
 if [ -n "${BASE_BIN:-}" ]; then
-  BASE_PORT=$(free_port)
-  RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$BASE_PORT" OPS_ADDR="127.0.0.1:$(free_port)" NATS_URL="nats://127.0.0.1:$NATS_PORT" LOG_LEVEL=warn \
+  BASE_PORT=$(free_port); BASE_NATS_PORT=$(free_port)
+  env $NATS_GO_ENV nats-server -js -sd "$WORK/base-nats" -a 127.0.0.1 -p "$BASE_NATS_PORT" >/dev/null 2>&1 & BASE_NATS_PID=$!; PIDS+=($BASE_NATS_PID)
+  RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$BASE_PORT" OPS_ADDR="127.0.0.1:$(free_port)" NATS_URL="nats://127.0.0.1:$BASE_NATS_PORT" LOG_LEVEL=warn \
     "$BASE_BIN/telemetry-ingest" 2>"$WORK/base.log" & BASE_PID=$!; PIDS+=($BASE_PID)
   wait_http "http://127.0.0.1:$BASE_PORT/readyz"
 fi
@@ -112,8 +115,8 @@ echo "$PUB_HALF_LINE" >&2
 if [ -n "${BASE_BIN:-}" ]; then
   BASE_HALF=$((BASE / 2))
   echo "== base: latency at half of its peak ($BASE_HALF/s), and at the new build's half peak ($HALF/s)" >&2
-  BASE_HALF_LINE=$(half_peak "$BASE_PID" "$BASE_PORT" "$BASE_HALF"); echo "$BASE_HALF_LINE" >&2
-  BASE_SAME_LINE=$(half_peak "$BASE_PID" "$BASE_PORT" "$HALF"); echo "$BASE_SAME_LINE" >&2
+  BASE_HALF_LINE=$(half_peak "$BASE_PID" "$BASE_PORT" "$BASE_HALF" "$BASE_NATS_PID"); echo "$BASE_HALF_LINE" >&2
+  BASE_SAME_LINE=$(half_peak "$BASE_PID" "$BASE_PORT" "$HALF" "$BASE_NATS_PID"); echo "$BASE_SAME_LINE" >&2
 fi
 
 echo "== 503 latency with NATS stopped (1000/s for 5 s)" >&2
@@ -149,13 +152,14 @@ printf '%-44s %12s\n' "bare + publish p99 ms, same rate" "$(field "$PUB_HALF_LIN
 printf '%-44s %12s   (aim <= 0.02)\n' "loadgen CPU-s per 1k requests at half peak" "$(field "$HALF_LINE" cpu_s_per_1k)"
 if [ -n "${BASE_BIN:-}" ]; then
   echo
-  echo "beside the build in $BASE_BIN (same run, same NATS)"
+  echo "beside the build in $BASE_BIN (same run, a NATS server of its own)"
   printf '%-44s %12s\n' "base telemetry-ingest accepted (req/s)" "$BASE"
   printf '%-44s %12.2f\n' "base / bare" "$(awk "BEGIN {print $BASE / $BARE}")"
   printf '%-44s %12.2f\n' "ingest / base (peak req/s)" "$(awk "BEGIN {print $INGEST / $BASE}")"
   printf '%-44s %12s\n' "base p99 ms at its half peak" "$(field "$BASE_HALF_LINE" p99_ms)"
   printf '%-44s %12s\n' "base p99 ms at the new build's half peak" "$(field "$BASE_SAME_LINE" p99_ms)"
   printf '%-44s %12s\n' "base CPU-s per 1k events (new's half peak)" "$(field "$BASE_SAME_LINE" ingest_cpu_s_per_1k)"
+  printf '%-44s %12s\n' "its NATS CPU-s per 1k" "$(field "$BASE_SAME_LINE" nats_cpu_s_per_1k)"
   printf '%-44s %12.2f\n' "ingest / base CPU per event (same rate)" \
     "$(awk "BEGIN {print $(field "$HALF_LINE" ingest_cpu_s_per_1k) / $(field "$BASE_SAME_LINE" ingest_cpu_s_per_1k)}")"
   printf '%-44s %12s\n' "base peak RSS (MB)" "$((BASE_RSS_KB / 1024))"
