@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
-use fleet::Shutdown;
+use fleet::{Every, Shutdown};
 use futures::{FutureExt, StreamExt};
 use metrics_exporter_prometheus::PrometheusHandle;
 use schema::admin::{CleanupRun, CleanupStatus, Reply};
@@ -158,10 +158,10 @@ async fn consume(
         Tracker::with_name_caps(2 * limits.max_apps, 2 * limits.max_signatures)
             .with_state_cap(max_states)
     };
-    let mut last_shed_warning: Option<Instant> = None;
+    let shed_warning = Every::new(CAP_WARN_EVERY);
     let mut tracker = new_tracker();
     let mut last_prune = Instant::now();
-    let mut last_cap_warning: Option<Instant> = None;
+    let cap_warning = Every::new(CAP_WARN_EVERY);
     let mut events: u64 = 0;
     let mut caught_up = replay_end == 0;
     let mut tick = tokio::time::interval(config.publish_interval());
@@ -274,15 +274,14 @@ async fn consume(
                 let began = Instant::now();
                 let (values, report) = rollup::rollup_with_report(&tracker, now, rollup_config);
                 ::metrics::histogram!(m::ROLLUP_SECONDS).record(began.elapsed().as_secs_f64());
-                name_metrics(&mut tracker, &report, &mut last_cap_warning, limits);
+                name_metrics(&mut tracker, &report, &cap_warning, limits);
                 tracker.keep_names(report);
                 ::metrics::gauge!(m::INSTALLS).set(tracker.len() as f64);
                 ::metrics::gauge!(m::PENDING).set(tracker.pending() as f64);
                 let shed = tracker.take_shed();
                 if shed > 0 {
                     ::metrics::counter!(m::STATES_SHED).increment(shed);
-                    if last_shed_warning.is_none_or(|t| t.elapsed() >= CAP_WARN_EVERY) {
-                        last_shed_warning = Some(Instant::now());
+                    if shed_warning.due().is_some() {
                         tracing::warn!(
                             shed_since_last_snapshot = shed,
                             max_pending_states = max_states,
@@ -321,7 +320,7 @@ async fn consume(
 fn name_metrics(
     tracker: &mut Tracker,
     report: &rollup::Report,
-    last_warning: &mut Option<Instant>,
+    warning: &Every,
     limits: rollup::Limits,
 ) {
     let mut bitten = Vec::new();
@@ -347,8 +346,7 @@ fn name_metrics(
             bitten.push((kind, names.distinct, names.tracked, names.capped, refused));
         }
     }
-    if !bitten.is_empty() && last_warning.is_none_or(|t| t.elapsed() >= CAP_WARN_EVERY) {
-        *last_warning = Some(Instant::now());
+    if !bitten.is_empty() && warning.due().is_some() {
         for (kind, distinct, tracked, capped, refused) in bitten {
             tracing::warn!(
                 kind,

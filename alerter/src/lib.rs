@@ -22,12 +22,12 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
-use fleet::Shutdown;
+use fleet::{Every, Shutdown};
 use futures::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use schema::alert::{
@@ -209,7 +209,8 @@ struct StatsFilter {
     app_prefix: String,
     max_apps: usize,
     apps: usize,
-    last_warning: Option<Instant>,
+    /// The "app rollups held" warning, at most every [`CAP_WARN_EVERY`].
+    cap_warning: Every,
 }
 
 impl StatsFilter {
@@ -220,7 +221,7 @@ impl StatsFilter {
             app_prefix: format!("{}.app.", window.label()),
             max_apps: config.alert_max_apps,
             apps: 0,
-            last_warning: None,
+            cap_warning: Every::new(CAP_WARN_EVERY),
         }
     }
 
@@ -236,11 +237,7 @@ impl StatsFilter {
             }
             if self.apps >= self.max_apps {
                 ::metrics::counter!(m::APPS_CAPPED).increment(1);
-                if self
-                    .last_warning
-                    .is_none_or(|t| t.elapsed() >= CAP_WARN_EVERY)
-                {
-                    self.last_warning = Some(Instant::now());
+                if self.cap_warning.due().is_some() {
                     tracing::warn!(
                         max_apps = self.max_apps,
                         "ALERT_MAX_APPS app rollups held: further apps are not evaluated"

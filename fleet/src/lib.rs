@@ -2,11 +2,12 @@
 //! services behave alike: the common config options, the config error and its exit code (`config`), log
 //! set-up, the Prometheus recorder (`metrics`), the NATS connection, stream set-up and flush (`nats`),
 //! retries (`retry`), the shutdown token and signal (`shutdown`), the HTTP serve loop with its deadlines
-//! and connection cap (`http`), the ops routes `/healthz`, `/readyz` and `/metrics` (`ops`), and the
+//! and connection cap (`http`), a log line at most once per period (`every`), the ops routes `/healthz`, `/readyz` and `/metrics` (`ops`), and the
 //! client address behind trusted proxies (`client`), and the [`Secret`] type of passwords in configs. The contract itself (names, settings, events) stays in `schema`.
 
 pub mod client;
 pub mod config;
+pub mod every;
 pub mod http;
 mod linger;
 pub mod metrics;
@@ -18,6 +19,7 @@ pub mod secret;
 pub mod shutdown;
 
 pub use config::ConfigError;
+pub use every::Every;
 pub use secret::Secret;
 pub use shutdown::Shutdown;
 

@@ -10,14 +10,13 @@ pub mod limit;
 pub mod metrics;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use backon::Retryable;
-use fleet::Shutdown;
+use fleet::{Every, Shutdown};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -49,35 +48,6 @@ pub struct AppState {
 
 /// How often at most the edge warns that the stream is full (every refused event is counted anyway).
 pub const STREAM_FULL_WARN_EVERY: Duration = Duration::from_secs(10);
-
-/// A rate limit for a log line that could otherwise repeat per request.
-pub struct Every {
-    period: Duration,
-    last: Mutex<Option<Instant>>,
-    suppressed: AtomicU64,
-}
-
-impl Every {
-    pub fn new(period: Duration) -> Every {
-        Every {
-            period,
-            last: Mutex::new(None),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(calls suppressed since the last one)` when the line is due now, else `None`.
-    pub fn due(&self) -> Option<u64> {
-        let now = Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|at| now.duration_since(at) < self.period) {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        *last = Some(now);
-        Some(self.suppressed.swap(0, Ordering::Relaxed))
-    }
-}
 
 /// Runs the edge on `listener` until `shutdown` resolves, then drains: readiness turns 503, the listener
 /// closes, in-flight requests (and their publishes) finish within the shutdown deadline, and the NATS
@@ -217,20 +187,5 @@ async fn forget_idle_clients(state: Arc<AppState>) {
         tick.tick().await;
         let tracked = state.limiter.forget_idle();
         ::metrics::gauge!(metrics::RATE_LIMIT_KEYS).set(tracked as f64);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_rate_limited_line_is_due_once_per_period_and_counts_what_it_held_back() {
-        let every = Every::new(Duration::from_secs(3600));
-        let got: Vec<Option<u64>> = (0..4).map(|_| every.due()).collect();
-        assert_eq!(got, [Some(0), None, None, None]);
-        let always = Every::new(Duration::ZERO);
-        let got: Vec<Option<u64>> = (0..3).map(|_| always.due()).collect();
-        assert_eq!(got, [Some(0), Some(0), Some(0)]);
     }
 }
