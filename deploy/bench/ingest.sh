@@ -34,16 +34,19 @@ trap cleanup EXIT
 
 NATS_PORT=$(free_port); INGEST_PORT=$(free_port); BARE_PORT=$(free_port); PUB_PORT=$(free_port); PB_PORT=$(free_port)
 PUB_NATS_PORT=$(free_port)
-env $NATS_GO_ENV nats-server -js -sd "$WORK/nats" -a 127.0.0.1 -p "$NATS_PORT" >/dev/null 2>&1 & NATS_PID=$!; PIDS+=($NATS_PID)
+start_nats() { # start_nats DIR PORT: a NATS server in the background, its pid in STARTED_PID
+  env $NATS_GO_ENV nats-server -js -sd "$1" -a 127.0.0.1 -p "$2" >/dev/null 2>&1 & STARTED_PID=$!; PIDS+=($STARTED_PID)
+}
+start_nats "$WORK/nats" "$NATS_PORT"; NATS_PID=$STARTED_PID
 # The publishing bare handler's own broker: the duplicate window holds every message id of the last two
 # minutes, so on a shared server whichever ran second would pay for the other's ids.
-env $NATS_GO_ENV nats-server -js -sd "$WORK/pub-nats" -a 127.0.0.1 -p "$PUB_NATS_PORT" >/dev/null 2>&1 & PUB_NATS_PID=$!; PIDS+=($PUB_NATS_PID)
+start_nats "$WORK/pub-nats" "$PUB_NATS_PORT"; PUB_NATS_PID=$STARTED_PID
 INGEST_OPS_PORT=$(free_port)
 RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$INGEST_PORT" OPS_ADDR="127.0.0.1:$INGEST_OPS_PORT" NATS_URL="nats://127.0.0.1:$NATS_PORT" LOG_LEVEL=warn \
   "$BIN/telemetry-ingest" 2>"$WORK/ingest.log" & INGEST_PID=$!; PIDS+=($INGEST_PID)
 if [ -n "${BASE_BIN:-}" ]; then
   BASE_PORT=$(free_port); BASE_NATS_PORT=$(free_port)
-  env $NATS_GO_ENV nats-server -js -sd "$WORK/base-nats" -a 127.0.0.1 -p "$BASE_NATS_PORT" >/dev/null 2>&1 & BASE_NATS_PID=$!; PIDS+=($BASE_NATS_PID)
+  start_nats "$WORK/base-nats" "$BASE_NATS_PORT"; BASE_NATS_PID=$STARTED_PID
   RATE_LIMIT_RPM=0 LISTEN_ADDR="127.0.0.1:$BASE_PORT" OPS_ADDR="127.0.0.1:$(free_port)" NATS_URL="nats://127.0.0.1:$BASE_NATS_PORT" LOG_LEVEL=warn \
     "$BASE_BIN/telemetry-ingest" 2>"$WORK/base.log" & BASE_PID=$!; PIDS+=($BASE_PID)
   wait_http "http://127.0.0.1:$BASE_PORT/readyz"
